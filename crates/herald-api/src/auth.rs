@@ -1,0 +1,306 @@
+//! Who is calling: the operator with the admin API key, or one tenant with a JWT from
+//! `GET /tenants/{id}/token`.
+//!
+//! Tenant tokens are compact JWS tokens signed with HS256 (RFC 7519), written here with
+//! `hmac` + `sha2` + `base64` rather than a JWT crate: Herald issues exactly one kind of token
+//! and accepts exactly one algorithm, so the whole format fits on a page and no `alg`
+//! confusion is possible. Claims: `iss` (`"herald"`; `"outpost"` is accepted too, so tokens
+//! minted by tools that follow the Outpost contract keep working), `sub` (the tenant id),
+//! `iat`, `exp` (24 hours after `iat`).
+//!
+//! Authorisation rules that are the same for every route live here too: a tenant token
+//! may only name its own tenant in a path (403 otherwise), and a token whose tenant has been
+//! deleted is stale (401), as in Outpost.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::SharedState;
+use crate::error::ApiError;
+
+/// How long a tenant token is valid.
+pub const TOKEN_TTL_SECS: i64 = 24 * 3600;
+
+/// Issuer written into new tokens.
+pub const ISSUER: &str = "herald";
+
+/// Issuers accepted on incoming tokens.
+const ACCEPTED_ISSUERS: [&str; 2] = [ISSUER, "outpost"];
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator (admin API key): may do everything.
+    Admin,
+    /// A tenant (JWT): may only touch its own resources and may not publish.
+    Tenant(String),
+}
+
+impl Caller {
+    /// The tenant a tenant token is scoped to; `None` for the admin.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Tenant(t) => Some(t),
+        }
+    }
+
+    /// Whether this is the admin.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Admin)
+    }
+
+    /// 403 unless the caller is the admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "this endpoint requires the admin API key",
+            ))
+        }
+    }
+
+    /// 403 when a tenant token names another tenant in the path.
+    pub fn check_tenant(&self, tenant_id: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Tenant(own) if own != tenant_id => Err(ApiError::forbidden(
+                "this token is scoped to another tenant",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromRequestParts<SharedState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::unauthorized)?;
+        let token = bearer_token(header).ok_or_else(ApiError::unauthorized)?;
+        if is_admin_key(&state.config.api_key, token) {
+            return Ok(Caller::Admin);
+        }
+        let now = state.engine.clock().now();
+        let claims =
+            verify(&state.config.jwt_secret, token, now).map_err(|_| ApiError::unauthorized())?;
+        // A token outlives nothing: once its tenant is deleted it is stale.
+        match state.engine.store().get_tenant(&claims.sub).await? {
+            Some(_) => Ok(Caller::Tenant(claims.sub)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// Whether `token` is the admin key. Both sides are hashed first so the comparison takes
+/// the same time whatever the lengths; an empty configured key never matches.
+fn is_admin_key(api_key: &str, token: &str) -> bool {
+    !api_key.is_empty()
+        && bool::from(Sha256::digest(token.as_bytes()).ct_eq(&Sha256::digest(api_key.as_bytes())))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The claims of a tenant token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// The tenant id.
+    pub sub: String,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Expires at (Unix seconds).
+    pub exp: i64,
+}
+
+/// Why a token was refused. Callers only ever see a 401; the reason is for tests and logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not three base64url parts of JSON.
+    #[error("malformed token")]
+    Malformed,
+    /// The header names another algorithm than HS256.
+    #[error("unsupported algorithm")]
+    Algorithm,
+    /// The signature does not verify (or no secret is configured).
+    #[error("bad signature")]
+    Signature,
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// The issuer or subject is not acceptable.
+    #[error("unacceptable claims")]
+    Claims,
+}
+
+fn sign(secret: &[u8], signing_input: &str) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256>>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(signing_input.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Mints a tenant token valid for [`TOKEN_TTL_SECS`] from `now`.
+pub fn issue(secret: &[u8], tenant_id: &str, now: Timestamp) -> String {
+    let iat = now.as_second();
+    let claims = Claims {
+        iss: ISSUER.to_string(),
+        sub: tenant_id.to_string(),
+        iat,
+        exp: iat + TOKEN_TTL_SECS,
+    };
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
+    let input = format!("{header}.{payload}");
+    let signature = URL_SAFE_NO_PAD.encode(sign(secret, &input));
+    format!("{input}.{signature}")
+}
+
+/// Checks a tenant token's header, signature (constant-time), expiry and claims.
+pub fn verify(secret: &[u8], token: &str, now: Timestamp) -> Result<Claims, TokenError> {
+    if secret.is_empty() {
+        return Err(TokenError::Signature);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let decode = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|_| TokenError::Malformed)
+    };
+    let header_json: serde_json::Value =
+        serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+    if header_json.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+        return Err(TokenError::Algorithm);
+    }
+    let given = decode(signature)?;
+    let mut mac = <Hmac<Sha256>>::new_from_slice(secret).map_err(|_| TokenError::Signature)?;
+    mac.update(header.as_bytes());
+    mac.update(b".");
+    mac.update(payload.as_bytes());
+    mac.verify_slice(&given)
+        .map_err(|_| TokenError::Signature)?;
+    let claims: Claims =
+        serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+    if now.as_second() >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    if !ACCEPTED_ISSUERS.contains(&claims.iss.as_str()) || claims.sub.is_empty() {
+        return Err(TokenError::Claims);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_704_067_200).unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let token = issue(b"secret", "tenant_1", now());
+        let claims = verify(b"secret", &token, now()).unwrap();
+        assert_eq!(
+            claims,
+            Claims {
+                iss: "herald".into(),
+                sub: "tenant_1".into(),
+                iat: 1_704_067_200,
+                exp: 1_704_153_600
+            }
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let token = issue(b"secret", "tenant_1", now());
+        assert_eq!(verify(b"other", &token, now()), Err(TokenError::Signature));
+        assert_eq!(verify(b"", &token, now()), Err(TokenError::Signature));
+        let later = now() + jiff::SignedDuration::from_secs(TOKEN_TTL_SECS);
+        assert_eq!(verify(b"secret", &token, later), Err(TokenError::Expired));
+        assert_eq!(verify(b"secret", "a.b", now()), Err(TokenError::Malformed));
+        assert_eq!(
+            verify(b"secret", "a.b.c.d", now()),
+            Err(TokenError::Malformed)
+        );
+        // Tampered payload.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = URL_SAFE_NO_PAD
+            .encode(br#"{"iss":"herald","sub":"tenant_2","iat":0,"exp":9999999999}"#);
+        parts[1] = &forged;
+        assert_eq!(
+            verify(b"secret", &parts.join("."), now()),
+            Err(TokenError::Signature)
+        );
+        // alg=none is refused before the signature is looked at.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            parts[1]
+        );
+        assert_eq!(verify(b"secret", &none, now()), Err(TokenError::Algorithm));
+    }
+
+    #[test]
+    fn outpost_issuer_is_accepted_and_others_are_not() {
+        let mk = |iss: &str| {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+            let claims = Claims {
+                iss: iss.into(),
+                sub: "t".into(),
+                iat: 0,
+                exp: i64::MAX,
+            };
+            let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+            let input = format!("{header}.{payload}");
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sign(b"k", &input)))
+        };
+        assert!(verify(b"k", &mk("outpost"), now()).is_ok());
+        assert_eq!(verify(b"k", &mk("someone"), now()), Err(TokenError::Claims));
+    }
+
+    #[test]
+    fn admin_key() {
+        assert!(is_admin_key("k3y", "k3y"));
+        assert!(!is_admin_key("k3y", "k3y "));
+        assert!(!is_admin_key("", ""));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+}

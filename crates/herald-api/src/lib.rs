@@ -1,0 +1,208 @@
+//! Herald's HTTP API, wire-compatible with the Outpost API v1 (`/api/v1`): tenants,
+//! destinations, publish, retry, events, attempts, schemas, topics and metrics.
+//!
+//! This crate is the only one that knows JSON wire shapes: handlers read request bodies field
+//! by field (`body`), turn domain records into the contract's shapes (`wire`), and answer
+//! every failure in the contract's error shape ([`error::ApiError`]). It knows stores and
+//! destination types only through the [`Engine`] it is given; it never delivers anything
+//! itself.
+//!
+//! Map of the crate:
+//! - [`auth`]: admin key and tenant JWTs, the [`auth::Caller`] extractor;
+//! - `query`: query strings in bracket / deepObject notation, pagination parameters;
+//! - `body`: the JSON body extractor (size limit → 413, bad JSON → 400) and field readers;
+//! - `wire`: response shapes, credential masking;
+//! - `routes/*`: one module per resource.
+
+pub mod auth;
+mod body;
+pub mod error;
+mod query;
+mod routes;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use herald_engine::Engine;
+
+pub use error::ApiError;
+
+/// Settings of the API.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// The admin API key, sent as `Authorization: Bearer <key>`. Empty disables admin access.
+    pub api_key: String,
+    /// HS256 secret for tenant tokens. Empty disables tenant tokens (issuing and accepting).
+    pub jwt_secret: Vec<u8>,
+    /// The topic catalog. Empty means any topic is allowed.
+    pub topics: Vec<TopicSpec>,
+    /// Base URL of the tenant portal, used in `GET /tenants/{id}/portal`'s `redirect_url`,
+    /// e.g. `http://localhost:3333/portal`.
+    pub portal_url: String,
+    /// Largest accepted request body in bytes; larger bodies get a 413.
+    pub max_body_bytes: usize,
+    /// Herald's version, reported by `/healthz`.
+    pub version: String,
+}
+
+impl ApiConfig {
+    /// The default request body limit: 1 MiB.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            jwt_secret: Vec::new(),
+            topics: Vec::new(),
+            portal_url: "http://localhost:3333/portal".to_string(),
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach logs.
+        f.debug_struct("ApiConfig")
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    "<unset>"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field(
+                "jwt_secret",
+                &if self.jwt_secret.is_empty() {
+                    "<unset>"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field(
+                "topics",
+                &self
+                    .topics
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("portal_url", &self.portal_url)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// One entry of the topic catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSpec {
+    /// Topic name, e.g. `user.created`.
+    pub name: String,
+    /// What the topic means.
+    pub description: String,
+    /// A sample `data` payload (used by test events and shown in the portal).
+    pub sample: serde_json::Value,
+}
+
+/// What every handler can reach.
+pub(crate) struct AppState {
+    pub engine: Engine,
+    pub config: ApiConfig,
+}
+
+impl AppState {
+    /// Whether a topic catalog is configured.
+    pub fn has_catalog(&self) -> bool {
+        !self.config.topics.is_empty()
+    }
+
+    /// Whether `topic` is in the catalog.
+    pub fn in_catalog(&self, topic: &str) -> bool {
+        self.config.topics.iter().any(|t| t.name == topic)
+    }
+}
+
+pub(crate) type SharedState = Arc<AppState>;
+
+/// The whole API, every route under `/api/v1`.
+pub fn router(engine: Engine, config: ApiConfig) -> Router {
+    let limit = config.max_body_bytes;
+    let state: SharedState = Arc::new(AppState { engine, config });
+    use routes::*;
+    let api = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/tenants", get(tenants::list))
+        .route(
+            "/tenants/{tenant_id}",
+            put(tenants::upsert)
+                .get(tenants::get)
+                .delete(tenants::delete),
+        )
+        .route("/tenants/{tenant_id}/token", get(tenants::token))
+        .route("/tenants/{tenant_id}/portal", get(tenants::portal))
+        .route(
+            "/tenants/{tenant_id}/destinations",
+            get(destinations::list).post(destinations::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}",
+            get(destinations::get)
+                .patch(destinations::update)
+                .delete(destinations::delete),
+        )
+        .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/enable",
+            put(destinations::enable),
+        )
+        .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/disable",
+            put(destinations::disable),
+        )
+        .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/replay",
+            post(replay::replay),
+        )
+        .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/attempts",
+            get(attempts::list_for_destination),
+        )
+        .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/attempts/{attempt_id}",
+            get(attempts::get_for_destination),
+        )
+        .route("/publish", post(publish::publish))
+        .route("/retry", post(publish::retry))
+        .route("/events", get(events::list))
+        .route("/events/{event_id}", get(events::get))
+        .route("/attempts", get(attempts::list))
+        .route("/attempts/{attempt_id}", get(attempts::get))
+        .route("/destination-types", get(schemas::destination_types))
+        .route("/destination-types/{type}", get(schemas::destination_type))
+        .route("/topics", get(schemas::topics))
+        .route("/topics/catalog", get(schemas::topic_catalog))
+        .route("/metrics/events", get(metrics::events))
+        .route("/metrics/attempts", get(metrics::attempts))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state);
+    Router::new().nest("/api/v1", api).fallback(not_found)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route not found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}

@@ -1,0 +1,646 @@
+//! Destinations of a tenant: list, create, get, merge-patch, delete, enable, disable.
+//!
+//! Every write is validated whole before anything is stored: topics against the catalog,
+//! the filter's syntax, then the type's schema and checks through the registry. A request
+//! either applies completely or not at all.
+//!
+//! Webhook signing secrets (the one type-specific rule here, as in Outpost):
+//! - on create, a missing `secret` is generated; a tenant token may not choose one (422
+//!   `credentials.secret: is forbidden …`);
+//! - on update, `credentials.rotate_secret: true` moves the current secret to
+//!   `previous_secret`, generates a new one, and sets `previous_secret_invalid_at` to the given
+//!   value or 24 hours from now; otherwise a tenant token may only send the stored values back
+//!   (or their masked form), while the admin may set them directly.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use herald_core::{Destination, Topics, filter, ids, signing, topic};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use super::{Params, load_destination, tenant_scope};
+use crate::auth::Caller;
+use crate::body::{Fields, JsonBody, Patch, merge_map};
+use crate::error::{ApiError, Problems};
+use crate::query::{Params as Query, parse_time};
+use crate::wire::{self, Section, WEBHOOK, WEBHOOK_SECRET_FIELDS};
+use crate::{AppState, SharedState};
+
+/// Longest accepted destination id.
+const MAX_ID_LEN: usize = 255;
+
+/// How long a rotated-out webhook secret keeps signing by default.
+const PREVIOUS_SECRET_GRACE: SignedDuration = SignedDuration::from_hours(24);
+
+fn render(state: &AppState, d: &Destination) -> Json<Value> {
+    Json(wire::destination(state.engine.registry(), d))
+}
+
+/// `GET /tenants/{t}/destinations`: not paged. `type` and `topics` filter (any notation); a
+/// destination matches a `topics` filter when it subscribes to any of the given topics.
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    let params = Query::parse(raw.as_deref());
+    let kinds = params.list("type");
+    let wanted_topics = params.list("topics");
+    let all = state.engine.store().list_destinations(&tenant_id).await?;
+    let registry = state.engine.registry();
+    let models: Vec<Value> = all
+        .iter()
+        .filter(|d| kinds.is_empty() || kinds.contains(&d.kind))
+        .filter(|d| wanted_topics.is_empty() || wanted_topics.iter().any(|t| d.topics.matches(t)))
+        .map(|d| wire::destination(registry, d))
+        .collect();
+    Ok(Json(Value::Array(models)))
+}
+
+/// `GET /tenants/{t}/destinations/{d}`.
+pub async fn get(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params((tenant_id, id)): Params<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    Ok(render(
+        &state,
+        &load_destination(&state, &tenant_id, &id).await?,
+    ))
+}
+
+/// `DELETE /tenants/{t}/destinations/{d}`: cancels its pending deliveries.
+pub async fn delete(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params((tenant_id, id)): Params<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    if !state
+        .engine
+        .store()
+        .delete_destination(&tenant_id, &id, state.engine.clock().now())
+        .await?
+    {
+        return Err(ApiError::not_found("destination"));
+    }
+    state.engine.destination_removed(&tenant_id, &id);
+    Ok(Json(json!({ "success": true })))
+}
+
+/// `PUT /tenants/{t}/destinations/{d}/enable`.
+pub async fn enable(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params((tenant_id, id)): Params<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_disabled(state, caller, tenant_id, id, false).await
+}
+
+/// `PUT /tenants/{t}/destinations/{d}/disable`: cancels its pending deliveries.
+pub async fn disable(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params((tenant_id, id)): Params<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_disabled(state, caller, tenant_id, id, true).await
+}
+
+async fn set_disabled(
+    state: SharedState,
+    caller: Caller,
+    tenant_id: String,
+    id: String,
+    disabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    let mut d = load_destination(&state, &tenant_id, &id).await?;
+    if d.is_enabled() == disabled {
+        let now = state.engine.clock().now();
+        d.disabled_at = disabled.then_some(now);
+        d.updated_at = now;
+        state
+            .engine
+            .store()
+            .update_destination(&d, disabled, now)
+            .await?;
+        state.engine.destination_saved(&d);
+    }
+    Ok(render(&state, &d))
+}
+
+/// `POST /tenants/{t}/destinations`: 201 with the stored destination.
+pub async fn create(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    let obj = body.object(true)?;
+    let now = state.engine.clock().now();
+    let mut f = Fields::new(&obj);
+
+    let id = match f.string("id") {
+        Some(id) if !id.is_empty() => {
+            check_id(&id, &mut f.problems);
+            id
+        }
+        _ => ids::new_id(ids::DESTINATION),
+    };
+    let kind = f.required_string("type");
+    let topics = match f.raw("topics") {
+        None | Some(Value::Null) => {
+            f.problems.push(
+                "topics",
+                "is required: \"*\" or a non-empty array of topics",
+            );
+            None
+        }
+        Some(v) => parse_topics(&state, v, &mut f.problems),
+    };
+    let filter = parse_filter(f.raw("filter"), &mut f.problems);
+    let config = present(f.string_patch_map("config", true));
+    let mut credentials = present(f.string_patch_map("credentials", true));
+    let delivery_metadata = f.string_map("delivery_metadata");
+    let metadata = f.string_map("metadata");
+    let created_at = f.timestamp("created_at");
+    let updated_at = f.timestamp("updated_at");
+    let disabled_at = f.timestamp("disabled_at");
+
+    if !caller.is_admin()
+        && (matches!(created_at, Patch::Set(_)) || matches!(updated_at, Patch::Set(_)))
+    {
+        return Err(ApiError::forbidden(
+            "created_at and updated_at may only be set with the admin API key",
+        ));
+    }
+    let mut problems = f.problems;
+    for (name, t) in [
+        ("created_at", &created_at),
+        ("updated_at", &updated_at),
+        ("disabled_at", &disabled_at),
+    ] {
+        if let Patch::Set(t) = t
+            && *t > now
+        {
+            problems.push(name, "must not be in the future");
+        }
+    }
+    let created_at = set_or(created_at, now);
+    let updated_at = set_or(updated_at, created_at);
+    if updated_at < created_at {
+        problems.push("updated_at", "must not be before created_at");
+    }
+    let (Some(kind), Some(topics)) = (kind, topics) else {
+        return Err(problems_or_fail(problems));
+    };
+    problems.finish()?;
+
+    if credentials.contains_key("rotate_secret") {
+        return Err(ApiError::invalid(
+            "credentials.rotate_secret",
+            "can only be used when updating a destination",
+        ));
+    }
+    if kind == WEBHOOK {
+        let mut problems = Problems::default();
+        if !caller.is_admin() {
+            for key in WEBHOOK_SECRET_FIELDS {
+                if credentials.get(key).is_some_and(|v| !v.is_empty()) {
+                    problems.push(
+                        format!("credentials.{key}"),
+                        "is forbidden with a tenant token: the secret is generated, and rotated with rotate_secret",
+                    );
+                }
+            }
+        }
+        problems.finish()?;
+        if credentials.get("secret").is_none_or(|s| s.is_empty()) {
+            credentials.insert("secret".into(), signing::generate_secret());
+        }
+        default_invalid_at(&mut credentials, now);
+        check_webhook_credentials(&credentials)?;
+    }
+    validate_with_registry(&state, &kind, &config, &credentials)?;
+
+    let d = Destination {
+        id,
+        tenant_id,
+        kind,
+        topics,
+        filter,
+        config,
+        credentials,
+        delivery_metadata: patch_to_option(delivery_metadata),
+        metadata: patch_to_option(metadata),
+        disabled_at: match disabled_at {
+            Patch::Set(t) => Some(t),
+            _ => None,
+        },
+        created_at,
+        updated_at,
+    };
+    state.engine.store().insert_destination(&d).await?;
+    state.engine.destination_saved(&d);
+    Ok((StatusCode::CREATED, render(&state, &d)))
+}
+
+/// `PATCH /tenants/{t}/destinations/{d}`: RFC 7396 merge-patch (see the module docs).
+pub async fn update(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params((tenant_id, id)): Params<(String, String)>,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    let obj = body.object(true)?;
+    let old = load_destination(&state, &tenant_id, &id).await?;
+    let now = state.engine.clock().now();
+    let registry = state.engine.registry();
+    let mut f = Fields::new(&obj);
+    let mut d = old.clone();
+
+    if let Some(kind) = f.string("type")
+        && kind != old.kind
+    {
+        f.problems.push(
+            "type",
+            format!(
+                "cannot be changed (this destination is a {} destination)",
+                old.kind
+            ),
+        );
+    }
+    match f.raw("topics") {
+        None => {}
+        Some(Value::Null) => f.problems.push(
+            "topics",
+            "must be \"*\" or a non-empty array of topics, not null",
+        ),
+        Some(v) => {
+            if let Some(t) = parse_topics(&state, v, &mut f.problems) {
+                d.topics = t;
+            }
+        }
+    }
+    if let Some(raw) = f.raw("filter") {
+        d.filter = parse_filter(Some(raw), &mut f.problems);
+    }
+    let config_patch = f.string_patch_map("config", true);
+    let creds_patch = f.string_patch_map("credentials", true);
+    if let Patch::Null = config_patch {
+        f.problems.push("config", "must be an object, not null");
+    }
+    if let Patch::Null = creds_patch {
+        f.problems
+            .push("credentials", "must be an object, not null");
+    }
+    for (key, slot) in [
+        ("delivery_metadata", &mut d.delivery_metadata),
+        ("metadata", &mut d.metadata),
+    ] {
+        match f.string_patch_map(key, false) {
+            Patch::Absent => {}
+            Patch::Null => *slot = None,
+            Patch::Set(p) => merge_map(slot.get_or_insert_with(BTreeMap::new), p),
+        }
+    }
+    match f.timestamp("disabled_at") {
+        Patch::Absent => {}
+        Patch::Null => d.disabled_at = None,
+        Patch::Set(t) if t > now => f.problems.push("disabled_at", "must not be in the future"),
+        Patch::Set(t) => d.disabled_at = Some(t),
+    }
+    let mut problems = f.problems;
+
+    if let Patch::Set(p) = config_patch {
+        merge_keeping_masked(registry, &old, Section::Config, &mut d.config, p);
+    }
+    if let Patch::Set(mut p) = creds_patch {
+        let rotate = match p.remove("rotate_secret") {
+            None | Some(None) => false,
+            Some(Some(v)) => match v.as_str() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    problems.push(
+                        "credentials.rotate_secret",
+                        format!("expected a boolean, got {other:?}"),
+                    );
+                    false
+                }
+            },
+        };
+        if old.kind == WEBHOOK {
+            webhook_credentials(&caller, &old, &mut d, p, rotate, now, &mut problems);
+        } else {
+            if rotate {
+                problems.push(
+                    "credentials.rotate_secret",
+                    format!(
+                        "only webhook destinations have a signing secret to rotate, this is {}",
+                        old.kind
+                    ),
+                );
+            }
+            merge_keeping_masked(registry, &old, Section::Credentials, &mut d.credentials, p);
+        }
+    }
+    problems.finish()?;
+    if d.kind == WEBHOOK {
+        check_webhook_credentials(&d.credentials)?;
+    }
+    validate_with_registry(&state, &d.kind, &d.config, &d.credentials)?;
+
+    d.updated_at = now;
+    let becomes_disabled = old.is_enabled() && !d.is_enabled();
+    state
+        .engine
+        .store()
+        .update_destination(&d, becomes_disabled, now)
+        .await?;
+    state.engine.destination_saved(&d);
+    Ok(render(&state, &d))
+}
+
+/// The webhook credential rules of an update (module docs).
+fn webhook_credentials(
+    caller: &Caller,
+    old: &Destination,
+    d: &mut Destination,
+    mut patch: BTreeMap<String, Option<String>>,
+    rotate: bool,
+    now: Timestamp,
+    problems: &mut Problems,
+) {
+    let stored = |k: &str| old.credentials.get(k).cloned();
+    // A value sent back as shown (in full or masked) is "unchanged".
+    let unchanged = |k: &str, v: &Option<String>| match (v, stored(k)) {
+        (Some(v), Some(s)) => *v == s || *v == wire::mask(&s),
+        (None, None) => true,
+        _ => false,
+    };
+    let invalid_at_given = patch.get("previous_secret_invalid_at").cloned().flatten();
+    if rotate {
+        let Some(current) = stored("secret").filter(|s| !s.is_empty()) else {
+            problems.push(
+                "credentials.rotate_secret",
+                "there is no current secret to rotate",
+            );
+            return;
+        };
+        for k in ["secret", "previous_secret"] {
+            patch.remove(k);
+        }
+        patch.remove("previous_secret_invalid_at");
+        d.credentials
+            .extend(patch.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        d.credentials.insert("previous_secret".into(), current);
+        d.credentials
+            .insert("secret".into(), signing::generate_secret());
+        let invalid_at = invalid_at_given.unwrap_or_else(|| wire::ts(now + PREVIOUS_SECRET_GRACE));
+        d.credentials
+            .insert("previous_secret_invalid_at".into(), invalid_at);
+        return;
+    }
+    if !caller.is_admin() {
+        for k in WEBHOOK_SECRET_FIELDS {
+            if let Some(v) = patch.remove(k)
+                && !unchanged(k, &v)
+            {
+                problems.push(
+                    format!("credentials.{k}"),
+                    "is forbidden with a tenant token; use rotate_secret: true to rotate",
+                );
+            }
+        }
+    } else {
+        for k in ["secret", "previous_secret"] {
+            if patch.get(k).is_some_and(|v| unchanged(k, v)) {
+                patch.remove(k);
+            }
+        }
+    }
+    merge_map(&mut d.credentials, patch);
+    default_invalid_at(&mut d.credentials, now);
+}
+
+/// Merges a patch into `config` or `credentials`, keeping the stored value of a sensitive
+/// field when the caller sent back its masked form.
+fn merge_keeping_masked(
+    registry: &herald_core::destination::Registry,
+    old: &Destination,
+    section: Section,
+    target: &mut BTreeMap<String, String>,
+    mut patch: BTreeMap<String, Option<String>>,
+) {
+    let stored = match section {
+        Section::Config => &old.config,
+        Section::Credentials => &old.credentials,
+    };
+    patch.retain(|k, v| match (v, stored.get(k)) {
+        (Some(v), Some(s)) if wire::is_masked(registry, &old.kind, section, k) => {
+            *v != wire::mask(s)
+        }
+        _ => true,
+    });
+    merge_map(target, patch);
+}
+
+/// With a previous secret but no expiry, the previous secret expires in 24 hours.
+fn default_invalid_at(credentials: &mut BTreeMap<String, String>, now: Timestamp) {
+    if credentials
+        .get("previous_secret")
+        .is_some_and(|s| !s.is_empty())
+        && credentials
+            .get("previous_secret_invalid_at")
+            .is_none_or(|s| s.is_empty())
+    {
+        credentials.insert(
+            "previous_secret_invalid_at".into(),
+            wire::ts(now + PREVIOUS_SECRET_GRACE),
+        );
+    }
+}
+
+/// Secrets must be usable in both signing modes; the expiry must be a date-time.
+fn check_webhook_credentials(credentials: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let mut problems = Problems::default();
+    for key in ["secret", "previous_secret"] {
+        if let Some(v) = credentials.get(key)
+            && !signing::is_valid_secret(v)
+        {
+            problems.push(
+                format!("credentials.{key}"),
+                "must be 1 to 1024 printable ASCII characters without spaces; a whsec_ secret must be base64 of 24 to 64 bytes",
+            );
+        }
+    }
+    if let Some(v) = credentials.get("previous_secret_invalid_at")
+        && parse_time(v).is_none()
+    {
+        problems.push(
+            "credentials.previous_secret_invalid_at",
+            format!("{v:?} is not an RFC 3339 date-time"),
+        );
+    }
+    problems.finish()
+}
+
+fn validate_with_registry(
+    state: &AppState,
+    kind: &str,
+    config: &BTreeMap<String, String>,
+    credentials: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    state
+        .engine
+        .registry()
+        .validate(kind, config, credentials)
+        .map_err(|errs| ApiError::validation(errs.iter().map(ToString::to_string).collect()))
+}
+
+/// `"*"` or a non-empty array of non-empty strings; with a catalog, each topic must be in it
+/// and each wildcard pattern must match at least one catalog topic.
+fn parse_topics(state: &AppState, v: &Value, problems: &mut Problems) -> Option<Topics> {
+    let list = match v {
+        Value::String(s) if s == "*" => return Some(Topics::All),
+        Value::Array(a) if a.is_empty() => {
+            problems.push("topics", "must not be empty; use \"*\" for every topic");
+            return None;
+        }
+        Value::Array(a) => a,
+        other => {
+            problems.push(
+                "topics",
+                format!(
+                    "expected \"*\" or an array of topics, got {}",
+                    crate::body::kind(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let before = problems.len();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let field = format!("topics[{i}]");
+        let Some(t) = item.as_str() else {
+            problems.push(
+                &field,
+                format!("expected a string, got {}", crate::body::kind(item)),
+            );
+            continue;
+        };
+        if t.trim().is_empty() {
+            problems.push(&field, "must not be empty");
+            continue;
+        }
+        if t != "*" && state.has_catalog() {
+            let known = if t.contains('*') {
+                state
+                    .config
+                    .topics
+                    .iter()
+                    .any(|c| topic::pattern_matches(t, &c.name))
+            } else {
+                state.in_catalog(t)
+            };
+            if !known {
+                let what = if t.contains('*') {
+                    "matches no topic in the topic catalog"
+                } else {
+                    "is not in the topic catalog"
+                };
+                problems.push(&field, format!("{t:?} {what}"));
+                continue;
+            }
+        }
+        out.push(t.to_string());
+    }
+    if problems.len() != before {
+        return None;
+    }
+    if out.iter().any(|t| t == "*") {
+        Some(Topics::All)
+    } else {
+        Some(Topics::List(out))
+    }
+}
+
+/// `null` or `{}` means no filter; an object is validated; anything else is a 422.
+fn parse_filter(v: Option<&Value>, problems: &mut Problems) -> Option<Value> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) if m.is_empty() => None,
+        Some(f @ Value::Object(_)) => match filter::validate(f) {
+            Ok(()) => Some(f.clone()),
+            Err(e) => {
+                problems.push_line(e.to_string());
+                None
+            }
+        },
+        Some(other) => {
+            problems.push(
+                "filter",
+                format!("expected an object, got {}", crate::body::kind(other)),
+            );
+            None
+        }
+    }
+}
+
+fn check_id(id: &str, problems: &mut Problems) {
+    if id.len() > MAX_ID_LEN
+        || id
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '/' || c == '?' || c == '#')
+    {
+        problems.push(
+            "id",
+            format!("must be at most {MAX_ID_LEN} characters without whitespace, '/', '?' or '#'"),
+        );
+    }
+}
+
+/// A create-time map: `null` values and a `null` map count as absent.
+fn present(p: Patch<BTreeMap<String, Option<String>>>) -> BTreeMap<String, String> {
+    match p {
+        Patch::Set(m) => m
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+        Patch::Absent | Patch::Null => BTreeMap::new(),
+    }
+}
+
+fn patch_to_option<T>(p: Patch<T>) -> Option<T> {
+    match p {
+        Patch::Set(v) => Some(v),
+        Patch::Absent | Patch::Null => None,
+    }
+}
+
+fn set_or(p: Patch<Timestamp>, default: Timestamp) -> Timestamp {
+    match p {
+        Patch::Set(t) => t,
+        Patch::Absent | Patch::Null => default,
+    }
+}
+
+/// The 422 for recorded problems; a required field that was missing always recorded one.
+fn problems_or_fail(problems: Problems) -> ApiError {
+    match problems.finish() {
+        Err(e) => e,
+        Ok(()) => ApiError::internal(
+            "a required destination field was missing without a recorded problem",
+        ),
+    }
+}

@@ -1,0 +1,67 @@
+//! `GET /events` and `GET /events/{id}`. A tenant token sees only its tenant's events; the
+//! `tenant_id` query parameter is then ignored, as the contract says.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use herald_store::EventQuery;
+use serde_json::{Value, json};
+
+use super::Params;
+use crate::SharedState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::query::{self, Params as Query};
+use crate::wire;
+
+/// `GET /events`: filters `id`, `tenant_id`, `destination_id`, `topic`, `time[…]`; seek
+/// pagination by event time (limit 1–1000, default 100).
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Query::parse(raw.as_deref());
+    query::order_by(&params, "time")?;
+    let page = query::page(&params, 100, 1000)?;
+    let (limit, dir) = (page.limit, page.dir);
+    let tenant_ids = match caller.tenant() {
+        Some(t) => vec![t.to_string()],
+        None => params.list("tenant_id"),
+    };
+    let q = EventQuery {
+        ids: params.list("id"),
+        tenant_ids,
+        destination_ids: params.list("destination_id"),
+        topics: params.list("topic"),
+        time: query::time_range(&params, "time")?,
+        page,
+    };
+    let page = state.engine.store().list_events(&q).await?;
+    Ok(Json(json!({
+        "models": page.models.iter().map(wire::event).collect::<Vec<_>>(),
+        "pagination": wire::pagination("time", dir, limit, page.next, page.prev),
+    })))
+}
+
+/// `GET /events/{id}`: 404 when the event belongs to another tenant than the token's, or than
+/// the admin's `tenant_id` query parameter.
+pub async fn get(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(event_id): Params<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Query::parse(raw.as_deref());
+    let scope = caller
+        .tenant()
+        .or(params.get("tenant_id"))
+        .map(str::to_string);
+    let event = state
+        .engine
+        .store()
+        .get_event(&event_id)
+        .await?
+        .filter(|e| scope.as_ref().is_none_or(|t| *t == e.event.tenant_id))
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(Json(wire::event(&event)))
+}

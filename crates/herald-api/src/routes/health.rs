@@ -1,0 +1,31 @@
+//! `GET /healthz`: unauthenticated liveness with per-worker status.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::SharedState;
+use crate::wire::ts;
+
+/// 200 with `status: healthy` while the delivery engine runs, else 503 with `status: failed`.
+/// No error details are exposed; they are in the logs.
+pub async fn healthz(State(state): State<SharedState>) -> (StatusCode, Json<Value>) {
+    let delivery_ok = state.engine.healthy();
+    let word = |ok: bool| if ok { "healthy" } else { "failed" };
+    let body = json!({
+        "status": word(delivery_ok),
+        "timestamp": ts(state.engine.clock().now()),
+        "version": state.config.version,
+        "workers": {
+            "http-server": { "status": "healthy" },
+            "delivery": { "status": word(delivery_ok) },
+        },
+    });
+    let code = if delivery_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}

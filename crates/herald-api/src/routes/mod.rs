@@ -1,0 +1,72 @@
+//! Handlers, one module per resource, and the lookups they share.
+//!
+//! Scoping rule, the same on every tenant-scoped route: a tenant token naming another
+//! tenant in the path gets 403 (Outpost's answer) before anything is looked up; a tenant
+//! that does not exist is a 404; a destination, event or attempt of another tenant is a 404
+//! (its existence is not revealed).
+
+pub mod attempts;
+pub mod destinations;
+pub mod events;
+pub mod health;
+pub mod metrics;
+pub mod publish;
+pub mod replay;
+pub mod schemas;
+pub mod tenants;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use herald_core::{Destination, TenantSummary};
+use serde::de::DeserializeOwned;
+
+use crate::SharedState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// Path parameters, with extraction failures answered in the contract's error shape.
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Params(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
+    }
+}
+
+/// The tenant named in a path, after checking the caller may see it.
+pub(crate) async fn tenant_scope(
+    state: &SharedState,
+    caller: &Caller,
+    tenant_id: &str,
+) -> Result<TenantSummary, ApiError> {
+    caller.check_tenant(tenant_id)?;
+    state
+        .engine
+        .store()
+        .get_tenant(tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// A destination of a tenant, 404 when it does not exist.
+pub(crate) async fn load_destination(
+    state: &SharedState,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Destination, ApiError> {
+    state
+        .engine
+        .store()
+        .get_destination(tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("destination"))
+}

@@ -1,0 +1,136 @@
+//! `POST /publish` (admin) and `POST /retry`.
+//!
+//! Publishing does not require the tenant (or a targeted `destination_id`) to exist, as in
+//! Outpost: platforms publish for every customer and only those with matching destinations
+//! receive anything, so an unknown tenant simply matches no destination.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use herald_core::{Event, ids};
+use herald_engine::{PublishError, RetryError};
+use serde_json::{Value, json};
+
+use crate::SharedState;
+use crate::auth::Caller;
+use crate::body::{Fields, JsonBody, Patch, kind};
+use crate::error::ApiError;
+
+/// `POST /publish`: 202 `{id, duplicate, destination_ids}` once the event is durable.
+pub async fn publish(
+    State(state): State<SharedState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_admin()?;
+    let obj = body.object(true)?;
+    let now = state.engine.clock().now();
+    let mut f = Fields::new(&obj);
+    let id = f
+        .string("id")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| ids::new_id(ids::EVENT));
+    let tenant_id = f.required_string("tenant_id");
+    let destination_id = f.string("destination_id").filter(|s| !s.is_empty());
+    let topic = f.string("topic").unwrap_or_default();
+    if state.has_catalog() {
+        if topic.is_empty() {
+            f.problems
+                .push("topic", "is required because a topic catalog is configured");
+        } else if !state.in_catalog(&topic) {
+            f.problems
+                .push("topic", format!("{topic:?} is not in the topic catalog"));
+        }
+    }
+    let time = match f.timestamp("time") {
+        Patch::Set(t) => t,
+        Patch::Absent | Patch::Null => now,
+    };
+    let eligible_for_retry = f.boolean("eligible_for_retry").unwrap_or(true);
+    let metadata = match f.string_map("metadata") {
+        Patch::Set(m) => m,
+        Patch::Absent | Patch::Null => Default::default(),
+    };
+    let data = match f.raw("data") {
+        Some(d @ Value::Object(_)) => Some(d.clone()),
+        None | Some(Value::Null) => {
+            f.problems.push("data", "is required");
+            None
+        }
+        Some(other) => {
+            f.problems.push(
+                "data",
+                format!("must be a JSON object, got {}", kind(other)),
+            );
+            None
+        }
+    };
+    let problems = f.problems;
+    let (Some(tenant_id), Some(data)) = (tenant_id, data) else {
+        return Err(problems
+            .finish()
+            .err()
+            .unwrap_or_else(|| ApiError::invalid("body", "incomplete event")));
+    };
+    problems.finish()?;
+    let event = Event {
+        id,
+        tenant_id,
+        destination_id,
+        topic,
+        time,
+        metadata,
+        data,
+        eligible_for_retry,
+    };
+    match state.engine.publish(event).await {
+        Ok(p) => Ok((
+            StatusCode::ACCEPTED,
+            Json(
+                json!({ "id": p.id, "duplicate": p.duplicate, "destination_ids": p.destination_ids }),
+            ),
+        )),
+        Err(PublishError::IdTaken(id)) => Err(ApiError::conflict(format!(
+            "an event with id {id:?} already exists"
+        ))),
+        Err(PublishError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /retry` `{event_id, destination_id}`: queues one manual attempt; 202.
+/// The event must be visible to the caller (404 otherwise) and the destination must belong to
+/// the event's tenant (404), be enabled and subscribe to the event's topic (400).
+pub async fn retry(
+    State(state): State<SharedState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let obj = body.object(true)?;
+    let mut f = Fields::new(&obj);
+    let event_id = f.required_string("event_id");
+    let destination_id = f.required_string("destination_id");
+    let problems = f.problems;
+    let (Some(event_id), Some(destination_id)) = (event_id, destination_id) else {
+        return Err(problems
+            .finish()
+            .err()
+            .unwrap_or_else(|| ApiError::invalid("body", "incomplete request")));
+    };
+    let store = state.engine.store();
+    let event = store
+        .get_event(&event_id)
+        .await?
+        .filter(|e| caller.tenant().is_none_or(|t| t == e.event.tenant_id))
+        .ok_or_else(|| ApiError::not_found("event"))?;
+    let destination = store
+        .get_destination(&event.event.tenant_id, &destination_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("destination"))?;
+    match state.engine.retry(&event, &destination).await {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "success": true })))),
+        Err(e @ (RetryError::Disabled(_) | RetryError::TopicMismatch { .. })) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
+        Err(RetryError::Store(e)) => Err(e.into()),
+    }
+}

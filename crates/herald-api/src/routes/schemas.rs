@@ -1,0 +1,62 @@
+//! Destination type schemas and the topic catalog.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::Params;
+use crate::SharedState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::wire;
+
+/// `GET /destination-types`: every type this binary was built with.
+pub async fn destination_types(State(state): State<SharedState>, _caller: Caller) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .engine
+            .registry()
+            .specs()
+            .iter()
+            .map(wire::type_spec)
+            .collect(),
+    ))
+}
+
+/// `GET /destination-types/{type}`.
+pub async fn destination_type(
+    State(state): State<SharedState>,
+    _caller: Caller,
+    Params(kind): Params<String>,
+) -> Result<Json<Value>, ApiError> {
+    let spec = state
+        .engine
+        .registry()
+        .spec(&kind)
+        .ok_or_else(|| ApiError::not_found("destination type"))?;
+    Ok(Json(wire::type_spec(&spec)))
+}
+
+/// `GET /topics`: the catalog's topic names (empty when no catalog is configured).
+pub async fn topics(State(state): State<SharedState>, _caller: Caller) -> Json<Value> {
+    Json(json!(
+        state
+            .config
+            .topics
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+    ))
+}
+
+/// `GET /topics/catalog` (extension): names with descriptions and sample payloads.
+pub async fn topic_catalog(State(state): State<SharedState>, _caller: Caller) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .config
+            .topics
+            .iter()
+            .map(|t| json!({ "name": t.name, "description": t.description, "sample": t.sample }))
+            .collect(),
+    ))
+}

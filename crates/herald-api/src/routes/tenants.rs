@@ -1,0 +1,183 @@
+//! Tenants: list, upsert, get, delete, token and portal link.
+//!
+//! As in Outpost, a tenant token may read, upsert (update) and delete its own tenant; token
+//! and portal links are admin-only.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use herald_store::TenantQuery;
+use serde_json::{Value, json};
+
+use super::{Params, tenant_scope};
+use crate::SharedState;
+use crate::auth::{self, Caller};
+use crate::body::{Fields, JsonBody, Patch};
+use crate::error::ApiError;
+use crate::query::{self, Params as Query};
+use crate::wire;
+
+/// Longest accepted tenant id.
+const MAX_ID_LEN: usize = 255;
+
+/// `GET /tenants`: seek-paginated by creation time, with the total `count`. A tenant token
+/// sees only its own tenant.
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let params = Query::parse(raw.as_deref());
+    let page = query::page(&params, 20, 100)?;
+    let mut ids = params.list("id");
+    if let Some(own) = caller.tenant() {
+        ids = if ids.is_empty() || ids.iter().any(|i| i == own) {
+            vec![own.to_string()]
+        } else {
+            vec![String::new()]
+        };
+    }
+    let (limit, dir) = (page.limit, page.dir);
+    let (page, count) = state
+        .engine
+        .store()
+        .list_tenants(&TenantQuery { ids, page })
+        .await?;
+    Ok(Json(json!({
+        "models": page.models.iter().map(wire::tenant).collect::<Vec<_>>(),
+        "pagination": wire::pagination("created_at", dir, limit, page.next, page.prev),
+        "count": count,
+    })))
+}
+
+/// `PUT /tenants/{tenant_id}`: creates (201) or updates (200); the body `{metadata}` is
+/// optional and replaces the stored metadata.
+pub async fn upsert(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.check_tenant(&tenant_id)?;
+    if tenant_id.trim().is_empty()
+        || tenant_id.len() > MAX_ID_LEN
+        || tenant_id.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "tenant_id",
+            format!("must be 1 to {MAX_ID_LEN} printable characters"),
+        ));
+    }
+    let obj = body.object(false)?;
+    let mut fields = Fields::new(&obj);
+    let metadata = match fields.string_map("metadata") {
+        Patch::Set(m) => Some(m),
+        Patch::Absent | Patch::Null => None,
+    };
+    fields.problems.finish()?;
+    let store = state.engine.store();
+    let (tenant, created) = store
+        .upsert_tenant(&tenant_id, metadata, state.engine.clock().now())
+        .await?;
+    let summary = if created {
+        herald_core::TenantSummary {
+            tenant,
+            destinations_count: 0,
+            topics: Vec::new(),
+        }
+    } else {
+        store
+            .get_tenant(&tenant_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("tenant vanished right after upsert"))?
+    };
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(wire::tenant(&summary))))
+}
+
+/// `GET /tenants/{tenant_id}`.
+pub async fn get(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(wire::tenant(
+        &tenant_scope(&state, &caller, &tenant_id).await?,
+    )))
+}
+
+/// `DELETE /tenants/{tenant_id}`: removes the tenant and its destinations, cancelling their
+/// pending deliveries.
+pub async fn delete(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+) -> Result<Json<Value>, ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    if !state
+        .engine
+        .store()
+        .delete_tenant(&tenant_id, state.engine.clock().now())
+        .await?
+    {
+        return Err(ApiError::not_found("tenant"));
+    }
+    state.engine.tenant_removed(&tenant_id);
+    Ok(Json(json!({ "success": true })))
+}
+
+fn mint(state: &SharedState, tenant_id: &str) -> Result<String, ApiError> {
+    if state.config.jwt_secret.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "tenant tokens are disabled: no JWT secret is configured",
+        ));
+    }
+    Ok(auth::issue(
+        &state.config.jwt_secret,
+        tenant_id,
+        state.engine.clock().now(),
+    ))
+}
+
+/// `GET /tenants/{tenant_id}/token` (admin): a 24-hour tenant token.
+pub async fn token(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    let token = mint(&state, &tenant_id)?;
+    Ok(Json(json!({ "token": token, "tenant_id": tenant_id })))
+}
+
+/// `GET /tenants/{tenant_id}/portal` (admin): a portal link carrying a tenant token;
+/// `theme` (`light` / `dark`) is passed on, other values are ignored.
+pub async fn portal(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    let token = mint(&state, &tenant_id)?;
+    let params = Query::parse(raw.as_deref());
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("token", &token)
+        .append_pair("tenant_id", &tenant_id);
+    if let Some(theme @ ("light" | "dark")) = params.get("theme") {
+        query.append_pair("theme", theme);
+    }
+    let base = &state.config.portal_url;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Ok(Json(
+        json!({ "redirect_url": format!("{base}{sep}{}", query.finish()), "tenant_id": tenant_id }),
+    ))
+}

@@ -1,0 +1,262 @@
+//! Response shapes of the Outpost contract, built from domain records.
+//!
+//! Timestamps are RFC 3339 in UTC. Optional fields the contract marks `nullable` are written
+//! as `null`; fields it documents as "only present when …" are omitted.
+//!
+//! **Credentials.** Fields a destination type marks `sensitive` are masked for every caller,
+//! admin included (Outpost's rule, and SPEC §4): values of 10 characters or more keep their
+//! first 4 characters and the rest becomes `*`; shorter values become `****`. A masked value
+//! sent back unchanged on `PATCH` keeps the stored secret. The exception is the webhook
+//! signing secret (`secret`, `previous_secret`): receivers need it to verify signatures, and
+//! the contract documents it as readable ("read-only for tenants unless rotating"), so it is
+//! returned in full, as Outpost does.
+
+use herald_core::destination::{FieldSpec, Registry, TypeSpec};
+use herald_core::{Attempt, Destination, Event, TenantSummary, Topics};
+use herald_store::{Dir, StoredEvent};
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+
+/// The webhook type name; the only type with API-level secret handling.
+pub const WEBHOOK: &str = "webhook";
+
+/// Webhook credential fields that are managed by rotation.
+pub const WEBHOOK_SECRET_FIELDS: [&str; 3] =
+    ["secret", "previous_secret", "previous_secret_invalid_at"];
+
+/// RFC 3339 text of a timestamp.
+pub fn ts(t: Timestamp) -> String {
+    t.to_string()
+}
+
+fn opt_ts(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(ts(t)))
+}
+
+/// A tenant with its derived figures.
+pub fn tenant(s: &TenantSummary) -> Value {
+    json!({
+        "id": s.tenant.id,
+        "destinations_count": s.destinations_count,
+        "topics": s.topics,
+        "metadata": s.tenant.metadata,
+        "created_at": ts(s.tenant.created_at),
+        "updated_at": ts(s.tenant.updated_at),
+    })
+}
+
+/// `SeekPagination`.
+pub fn pagination(
+    order_by: &str,
+    dir: Dir,
+    limit: u32,
+    next: Option<String>,
+    prev: Option<String>,
+) -> Value {
+    json!({ "order_by": order_by, "dir": dir.as_str(), "limit": limit, "next": next, "prev": prev })
+}
+
+/// Topics as the contract writes them: `"*"` or an array.
+pub fn topics(t: &Topics) -> Value {
+    match t {
+        Topics::All => json!("*"),
+        Topics::List(l) => json!(l),
+    }
+}
+
+/// Masks a secret for display.
+pub fn mask(value: &str) -> String {
+    let n = value.chars().count();
+    if n < 10 {
+        "****".to_string()
+    } else {
+        value
+            .chars()
+            .take(4)
+            .chain(std::iter::repeat_n('*', n - 4))
+            .collect()
+    }
+}
+
+/// Whether a field is masked on read (see the module docs).
+pub fn is_masked(registry: &Registry, kind: &str, section: Section, key: &str) -> bool {
+    if kind == WEBHOOK
+        && section == Section::Credentials
+        && (key == "secret" || key == "previous_secret")
+    {
+        return false;
+    }
+    let Some(t) = registry.get(kind) else {
+        // A type this binary does not know: mask every credential, to be safe.
+        return section == Section::Credentials;
+    };
+    let spec = t.spec();
+    let fields: &[FieldSpec] = match section {
+        Section::Config => &spec.config_fields,
+        Section::Credentials => &spec.credential_fields,
+    };
+    fields.iter().any(|f| f.key == key && f.sensitive)
+}
+
+/// Which string map of a destination a field lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `config`.
+    Config,
+    /// `credentials`.
+    Credentials,
+}
+
+/// A destination, with sensitive fields masked and `target` / `target_url` from its type.
+pub fn destination(registry: &Registry, d: &Destination) -> Value {
+    let show = |section: Section,
+                map: &std::collections::BTreeMap<String, String>|
+     -> Map<String, Value> {
+        map.iter()
+            .map(|(k, v)| {
+                let v = if is_masked(registry, &d.kind, section, k) {
+                    mask(v)
+                } else {
+                    v.clone()
+                };
+                (k.clone(), Value::String(v))
+            })
+            .collect()
+    };
+    let (target, target_url) = match registry.get(&d.kind) {
+        Some(t) => {
+            let (target, url) = t.target(d);
+            (
+                Value::String(target),
+                url.map_or(Value::Null, Value::String),
+            )
+        }
+        None => (Value::Null, Value::Null),
+    };
+    json!({
+        "id": d.id,
+        "type": d.kind,
+        "topics": topics(&d.topics),
+        "filter": d.filter,
+        "config": show(Section::Config, &d.config),
+        "credentials": show(Section::Credentials, &d.credentials),
+        "delivery_metadata": d.delivery_metadata,
+        "metadata": d.metadata,
+        "disabled_at": opt_ts(d.disabled_at),
+        "created_at": ts(d.created_at),
+        "updated_at": ts(d.updated_at),
+        "target": target,
+        "target_url": target_url,
+    })
+}
+
+/// `Event` as listed by `/events`.
+pub fn event(e: &StoredEvent) -> Value {
+    let mut v = event_summary(&e.event, e.event.destination_id.as_deref());
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("data".into(), e.event.data.clone());
+        obj.insert(
+            "matched_destination_ids".into(),
+            json!(e.matched_destination_ids),
+        );
+    }
+    v
+}
+
+/// `EventSummary`: an event without its data. `destination_id` is the destination the
+/// event was delivered to (for attempts) or targeted at (for events).
+pub fn event_summary(e: &Event, destination_id: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "tenant_id": e.tenant_id,
+        "topic": e.topic,
+        "time": ts(e.time),
+        "eligible_for_retry": e.eligible_for_retry,
+        "metadata": e.metadata,
+    });
+    if let (Some(d), Some(obj)) = (destination_id, v.as_object_mut()) {
+        obj.insert("destination_id".into(), json!(d));
+    }
+    v
+}
+
+/// `EventFull`: a summary plus `data`.
+pub fn event_full(e: &Event, destination_id: Option<&str>) -> Value {
+    let mut v = event_summary(e, destination_id);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("data".into(), e.data.clone());
+    }
+    v
+}
+
+/// An `Attempt` without includes; `response_data` only when asked for.
+pub fn attempt(a: &Attempt, with_response: bool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(a.id));
+    m.insert("tenant_id".into(), json!(a.tenant_id));
+    m.insert("event_id".into(), json!(a.event_id));
+    m.insert("destination_id".into(), json!(a.destination_id));
+    m.insert("destination_type".into(), json!(a.destination_type));
+    m.insert("topic".into(), json!(a.topic));
+    m.insert("status".into(), json!(a.status.as_str()));
+    m.insert("time".into(), json!(ts(a.time)));
+    m.insert("code".into(), json!(a.code));
+    m.insert("attempt_number".into(), json!(a.attempt_number));
+    m.insert("manual".into(), json!(a.manual));
+    m.insert("latency_ms".into(), json!(a.latency_ms));
+    if with_response {
+        m.insert(
+            "response_data".into(),
+            a.response_data.clone().unwrap_or(Value::Null),
+        );
+    }
+    m
+}
+
+/// `DestinationTypeSchema`.
+pub fn type_spec(s: &TypeSpec) -> Value {
+    let fields = |fs: &[FieldSpec]| -> Vec<Value> {
+        fs.iter()
+            .map(|f| {
+                let mut v = json!({
+                    "key": f.key,
+                    "type": f.kind,
+                    "label": f.label,
+                    "description": f.description,
+                    "required": f.required,
+                    "sensitive": f.sensitive,
+                });
+                if let Some(obj) = v.as_object_mut() {
+                    if let Some(d) = &f.default {
+                        obj.insert("default".into(), json!(d));
+                    }
+                    if let Some(p) = &f.pattern {
+                        obj.insert("pattern".into(), json!(p));
+                    }
+                }
+                v
+            })
+            .collect()
+    };
+    json!({
+        "type": s.kind,
+        "label": s.label,
+        "description": s.description,
+        "icon": s.icon,
+        "instructions": s.instructions,
+        "config_fields": fields(&s.config_fields),
+        "credential_fields": fields(&s.credential_fields),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask("short"), "****");
+        assert_eq!(mask("AKIAIOSFODNN7EXAMPLE"), "AKIA****************");
+        assert_eq!(mask("0123456789"), "0123******");
+    }
+}

@@ -1,0 +1,74 @@
+//! Engine settings. Every field has a default chosen for a single small machine; the binary
+//! maps its TOML / `HERALD_*` configuration onto this struct.
+
+use std::time::Duration;
+
+use herald_core::retry::RetryPolicy;
+use herald_core::signing::SigningConfig;
+
+use crate::alerts::AlertConfig;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// When failed deliveries are retried.
+    pub retry: RetryPolicy,
+    /// How messages are signed (per destination, `config.signing_mode` may override the mode).
+    pub signing: SigningConfig,
+    /// Deadline for one attempt, connection included.
+    pub attempt_timeout: Duration,
+    /// Attempts in flight across all destinations.
+    pub max_in_flight: usize,
+    /// Attempts in flight to one destination.
+    pub destination_max_in_flight: usize,
+    /// Deliveries held in memory waiting for a worker; more wait in the store.
+    pub queue_capacity: usize,
+    /// How long a node holds a delivery before another may take it over.
+    pub lease: Duration,
+    /// How often the store is checked for due retries when nothing wakes the poller.
+    pub poll_interval: Duration,
+    /// A re-published event id within this window is answered `duplicate: true`.
+    pub idempotency_window: Duration,
+    /// Response bodies longer than this are cut in the attempt log.
+    pub response_body_limit: usize,
+    /// Operator alerts and auto-disable.
+    pub alerts: AlertConfig,
+    /// Events, deliveries and attempts older than this are purged; zero keeps everything.
+    pub retention: Duration,
+    /// How often the purge runs.
+    pub retention_interval: Duration,
+    /// Rows deleted per purge transaction (small, so delivery never waits long on it).
+    pub retention_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            signing: SigningConfig::default(),
+            attempt_timeout: Duration::from_secs(5),
+            max_in_flight: 512,
+            destination_max_in_flight: 64,
+            queue_capacity: 20_000,
+            lease: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(1),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            response_body_limit: 4096,
+            alerts: AlertConfig::default(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_interval: Duration::from_secs(60),
+            retention_batch: 500,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub(crate) fn lease_span(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.lease).unwrap_or(jiff::SignedDuration::from_secs(300))
+    }
+
+    pub(crate) fn idempotency_span(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.idempotency_window)
+            .unwrap_or(jiff::SignedDuration::ZERO)
+    }
+}

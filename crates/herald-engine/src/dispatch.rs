@@ -1,0 +1,445 @@
+//! Workers: the dispatcher that turns queued jobs into attempts, the poller that refills the
+//! queue from the store, and one attempt from message building to recorded outcome.
+//!
+//! Concurrency is bounded three ways: the in-memory queue (`queue_capacity`), attempts in
+//! flight overall (`max_in_flight`) and per destination (`destination_max_in_flight`). A job
+//! waits for its destination's permit *before* taking a global one, so a slow destination
+//! can hold at most its own share of the global pool.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use herald_core::destination::{DeliveryError, Disposition, OutboundMessage, common_setting};
+use herald_core::signing::{self, SigningConfig, SigningMode};
+use herald_core::{Attempt, AttemptStatus, DeliveryStatus, Destination, Event, ids};
+use herald_store::{AttemptRecord, Job};
+use jiff::{SignedDuration, Timestamp};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{EngineConfig, Inner};
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Per-destination admission state.
+pub(crate) struct DestinationGate {
+    /// Attempts in flight to this destination.
+    slots: Arc<Semaphore>,
+    /// Even spacing of attempts, when the destination has a rate limit.
+    limiter: Option<Arc<Limiter>>,
+    /// Jobs spawned and waiting for a slot or the limiter.
+    waiting: AtomicUsize,
+    /// `(max_in_flight, rate_limit_per_minute)` the gate was built for.
+    settings: (usize, u32),
+}
+
+/// Concurrency limits and counters.
+pub(crate) struct Dispatch {
+    /// Jobs taken off the queue and not yet finished (bounds spawned tasks).
+    admit: Arc<Semaphore>,
+    global: Arc<Semaphore>,
+    gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
+    destination_limit: usize,
+    in_flight: AtomicUsize,
+}
+
+impl Dispatch {
+    pub(crate) fn new(cfg: &EngineConfig) -> Self {
+        Self {
+            admit: Arc::new(Semaphore::new(cfg.queue_capacity.max(1))),
+            global: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            gates: Mutex::new(HashMap::new()),
+            destination_limit: cfg.destination_max_in_flight.max(1),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The gate for a destination, rebuilt when its limits changed.
+    fn gate(&self, d: &Destination) -> Arc<DestinationGate> {
+        let max = common_setting(&d.config, "max_in_flight")
+            .map_or(self.destination_limit, |n| n as usize);
+        let rate = common_setting(&d.config, "rate_limit_per_minute").unwrap_or(0);
+        let mut gates = self.gates.lock();
+        if let Some(g) = gates.get(&d.id)
+            && g.settings == (max, rate)
+        {
+            return g.clone();
+        }
+        let limiter = NonZeroU32::new(rate).map(|r| {
+            let period = Duration::from_secs(60) / r.get();
+            let quota = governor::Quota::with_period(period.max(Duration::from_micros(1)))
+                .expect("non-zero period")
+                .allow_burst(NonZeroU32::MIN);
+            Arc::new(governor::RateLimiter::direct(quota))
+        });
+        let gate = Arc::new(DestinationGate {
+            slots: Arc::new(Semaphore::new(max)),
+            limiter,
+            waiting: AtomicUsize::new(0),
+            settings: (max, rate),
+        });
+        gates.insert(d.id.clone(), gate.clone());
+        gate
+    }
+}
+
+/// How long shed deliveries wait in the store before they are claimed again.
+const SHED_DELAY: SignedDuration = SignedDuration::from_secs(2);
+
+/// Takes jobs off the in-memory queue and runs each as its own task.
+///
+/// A destination that already has many jobs waiting (it is slow, dead or rate-limited) does
+/// not get more memory: further jobs for it are shed back to the store, due again shortly, so
+/// a bad destination can never fill the queue that healthy ones need.
+pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
+    let mut shed: Vec<String> = Vec::new();
+    loop {
+        if !shed.is_empty() && (rx.is_empty() || shed.len() >= 256) {
+            let ids = std::mem::take(&mut shed);
+            let store = inner.store.clone();
+            let at = inner.clock.now() + SHED_DELAY;
+            metrics::counter!("herald_deliveries_shed_total").increment(ids.len() as u64);
+            tokio::spawn(async move {
+                if let Err(e) = store.defer(ids, at).await {
+                    tracing::warn!(error = %e, "cannot shed deliveries; their leases will expire instead");
+                }
+            });
+        }
+        let job = tokio::select! {
+            job = rx.recv() => job,
+            _ = inner.stopping.cancelled() => None,
+        };
+        let Some(job) = job else { break };
+        let Some(route) = inner
+            .routes
+            .get(&job.delivery.tenant_id, &job.delivery.destination_id)
+        else {
+            // Deleted meanwhile; the store cancelled the delivery with it.
+            continue;
+        };
+        let gate = inner.dispatch.gate(&route.destination);
+        let backlog_limit = (gate.settings.0 * 4).max(256);
+        if gate.waiting.load(Ordering::SeqCst) >= backlog_limit {
+            shed.push(job.delivery.id);
+            continue;
+        }
+        let Ok(admit) = inner.dispatch.admit.clone().acquire_owned().await else {
+            break;
+        };
+        gate.waiting.fetch_add(1, Ordering::SeqCst);
+        let global = inner.dispatch.global.clone();
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let _admit = admit;
+            let slot = gate.slots.clone().acquire_owned().await;
+            if let Some(l) = &gate.limiter {
+                l.until_ready().await;
+            }
+            gate.waiting.fetch_sub(1, Ordering::SeqCst);
+            let Ok(_slot) = slot else { return };
+            let Ok(_global) = global.acquire_owned().await else {
+                return;
+            };
+            if inner.stopping.is_cancelled() {
+                // Left leased in the store; the next start picks it up again.
+                return;
+            }
+            inner.dispatch.in_flight.fetch_add(1, Ordering::SeqCst);
+            attempt(&inner, job).await;
+            inner.dispatch.in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    tracing::debug!("dispatcher stopped");
+}
+
+/// Claims due deliveries from the store whenever the queue has room: retries that came due,
+/// deliveries that did not fit in memory at publish time, and leases that expired.
+pub(crate) async fn run_poller(inner: Arc<Inner>) {
+    const BATCH: usize = 1000;
+    while !inner.stopping.is_cancelled() {
+        let room = inner.queue.capacity().min(BATCH);
+        let mut full_batch = false;
+        if room > 0 {
+            let now = inner.clock.now();
+            match inner
+                .store
+                .claim_due(now, room, now + inner.config.lease_span())
+                .await
+            {
+                Ok(jobs) => {
+                    full_batch = jobs.len() == room;
+                    for job in jobs {
+                        if inner.queue.send(job).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim due deliveries; will try again")
+                }
+            }
+        }
+        if full_batch {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.poll_interval) => {}
+            _ = inner.poke.notified() => {}
+            _ = inner.stopping.cancelled() => break,
+        }
+    }
+    tracing::debug!("poller stopped");
+}
+
+/// The signing settings for one destination: the operator's configuration, unless the
+/// destination asks for the other mode in `config.signing_mode` (then that mode's defaults).
+fn signing_for<'a>(
+    cfg: &'a SigningConfig,
+    d: &Destination,
+    fallback: &'a mut Option<SigningConfig>,
+) -> &'a SigningConfig {
+    let wanted = match d.config.get("signing_mode").map(String::as_str) {
+        Some("outpost") => SigningMode::Outpost,
+        Some("standard") => SigningMode::Standard,
+        _ => return cfg,
+    };
+    if wanted == cfg.mode {
+        return cfg;
+    }
+    fallback.insert(match wanted {
+        SigningMode::Outpost => SigningConfig::outpost_default(),
+        SigningMode::Standard => SigningConfig::default(),
+    })
+}
+
+fn message(
+    inner: &Inner,
+    d: &Destination,
+    event: &Event,
+    delivery_id: &str,
+    now: Timestamp,
+) -> OutboundMessage {
+    let body: Arc<[u8]> = serde_json::to_vec(&event.data)
+        .unwrap_or_else(|_| b"{}".to_vec())
+        .into();
+    // As in Outpost, the event's own metadata wins over the destination's delivery metadata.
+    let mut metadata = d.delivery_metadata.clone().unwrap_or_default();
+    metadata.extend(event.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let previous = match (
+        d.credentials.get("previous_secret"),
+        d.credentials.get("previous_secret_invalid_at"),
+    ) {
+        (Some(secret), Some(until)) => until
+            .parse::<Timestamp>()
+            .ok()
+            .map(|t| (secret.as_str(), t)),
+        (Some(secret), None) => Some((secret.as_str(), now + SignedDuration::from_hours(24))),
+        _ => None,
+    };
+    let secrets = signing::Secrets {
+        current: d.credentials.get("secret").map(String::as_str),
+        previous,
+    };
+    let mut fallback = None;
+    let cfg = signing_for(&inner.config.signing, d, &mut fallback);
+    let msg = signing::Message {
+        event_id: &event.id,
+        topic: &event.topic,
+        timestamp: now,
+        body: &body,
+        metadata: &metadata,
+    };
+    let headers = signing::headers(cfg, &msg, &secrets, now);
+    OutboundMessage {
+        event_id: event.id.clone(),
+        delivery_id: delivery_id.to_string(),
+        topic: event.topic.clone(),
+        time: event.time,
+        body,
+        headers,
+        metadata,
+        timeout: inner.config.attempt_timeout,
+    }
+}
+
+/// One attempt of one delivery, start to recorded finish.
+async fn attempt(inner: &Inner, job: Job) {
+    let Job { delivery, event } = job;
+    let Some(route) = inner
+        .routes
+        .get(&delivery.tenant_id, &delivery.destination_id)
+    else {
+        // Deleted meanwhile; the store cancelled the delivery with it.
+        return;
+    };
+    let dest = &route.destination;
+    if !dest.is_enabled() {
+        return;
+    }
+    let number = delivery.attempts + 1;
+    let now = inner.clock.now();
+    let started = Instant::now();
+    let result = match &route.driver {
+        None => Err(DeliveryError::permanent(
+            "unsupported_type",
+            format!(
+                "destination type {:?} is not available in this build or its settings are invalid",
+                dest.kind
+            ),
+        )),
+        Some(driver) => {
+            let msg = message(inner, dest, &event, &delivery.id, now);
+            match tokio::time::timeout(inner.config.attempt_timeout, driver.deliver(&msg)).await {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::retry(
+                    "timeout",
+                    format!(
+                        "no answer within {} ms",
+                        inner.config.attempt_timeout.as_millis()
+                    ),
+                )),
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_millis() as u64;
+    let mut gone = false;
+    let mut exhausted = false;
+    let (status, code, response, next_status, next_at) = match result {
+        Ok(receipt) => (
+            AttemptStatus::Success,
+            receipt.code,
+            receipt.response,
+            DeliveryStatus::Success,
+            now,
+        ),
+        Err(e) => {
+            let response = with_error(e.response, &e.message);
+            let (next_status, next_at) = match e.disposition {
+                Disposition::Retry { after } if event.eligible_for_retry && !delivery.manual => {
+                    match inner.config.retry.next_delay(
+                        number - delivery.retry_base,
+                        after,
+                        &mut rand::rng(),
+                    ) {
+                        Some(delay) => (
+                            DeliveryStatus::Pending,
+                            now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
+                        ),
+                        None => {
+                            exhausted = true;
+                            (DeliveryStatus::Failed, now)
+                        }
+                    }
+                }
+                Disposition::Gone => {
+                    gone = true;
+                    (DeliveryStatus::Failed, now)
+                }
+                _ => (DeliveryStatus::Failed, now),
+            };
+            tracing::debug!(event_id = %event.id, destination_id = %dest.id, attempt = number, code = %e.code, error = %e.message, "attempt failed");
+            (
+                AttemptStatus::Failed,
+                e.code,
+                Some(response),
+                next_status,
+                next_at,
+            )
+        }
+    };
+    let record = AttemptRecord {
+        attempt: Attempt {
+            id: ids::new_id(ids::ATTEMPT),
+            delivery_id: delivery.id.clone(),
+            tenant_id: delivery.tenant_id.clone(),
+            event_id: event.id.clone(),
+            destination_id: dest.id.clone(),
+            destination_type: dest.kind.clone(),
+            topic: event.topic.clone(),
+            status,
+            code,
+            response_data: response,
+            attempt_number: number,
+            manual: delivery.manual,
+            time: now,
+            latency_ms,
+        },
+        status: next_status,
+        next_attempt_at: next_at,
+    };
+    let outcome = record.attempt.status.as_str();
+    metrics::counter!("herald_attempts_total", "outcome" => outcome, "destination_type" => dest.kind.clone()).increment(1);
+    metrics::histogram!("herald_attempt_duration_seconds", "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+    if next_status != DeliveryStatus::Pending {
+        metrics::counter!("herald_deliveries_total", "outcome" => next_status.as_str())
+            .increment(1);
+    }
+    let attempt_copy = record.attempt.clone();
+    let failures = match inner.store.record_attempt(record).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, delivery_id = %delivery.id, "cannot record attempt; the delivery will be retried when its lease expires");
+            return;
+        }
+    };
+    if next_status == DeliveryStatus::Failed {
+        tracing::info!(
+            event_id = %event.id, destination_id = %dest.id, delivery_id = %delivery.id, attempt_id = %attempt_copy.id,
+            attempt = number, code = %attempt_copy.code, "delivery failed for good"
+        );
+    }
+    if exhausted {
+        inner.alerts.exhausted(dest, &event, &attempt_copy);
+    }
+    if gone {
+        disable(inner, dest, now, "the receiver answered 410 Gone").await;
+        return;
+    }
+    let step = inner.alerts.config().step(failures);
+    if let Some(level) = step.level {
+        inner
+            .alerts
+            .consecutive_failure(dest, failures, level, step.disable);
+    }
+    if step.disable {
+        disable(inner, dest, now, "too many consecutive failures").await;
+    }
+}
+
+fn with_error(response: Option<Value>, message: &str) -> Value {
+    match response {
+        Some(Value::Object(mut m)) => {
+            m.insert("error".into(), Value::String(message.to_string()));
+            Value::Object(m)
+        }
+        _ => json!({ "error": message }),
+    }
+}
+
+/// Disables a destination (410 Gone, or the consecutive-failure threshold) and stops its
+/// pending deliveries.
+async fn disable(inner: &Inner, dest: &Destination, now: Timestamp, reason: &str) {
+    let mut d = dest.clone();
+    d.disabled_at = Some(now);
+    d.updated_at = now;
+    match inner.store.update_destination(&d, true, now).await {
+        Ok(()) => {
+            tracing::warn!(destination_id = %d.id, tenant_id = %d.tenant_id, reason, "destination disabled");
+            metrics::counter!("herald_destinations_disabled_total").increment(1);
+            inner.alerts.disabled(&d, reason);
+            inner.routes.upsert(d);
+        }
+        Err(e) => tracing::error!(error = %e, destination_id = %d.id, "cannot disable destination"),
+    }
+}

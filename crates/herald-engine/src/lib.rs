@@ -1,0 +1,361 @@
+//! Herald's delivery engine: routes published events to destinations, persists them, and
+//! drives every delivery to success or a final failure.
+//!
+//! Flow: [`Engine::publish`] matches the event against the tenant's destinations (an
+//! in-memory routing table, [`routes::Routes`]), writes the event and its deliveries in one
+//! durable transaction, then hands the deliveries straight to the dispatcher in memory (the hot
+//! path: no polling between publish and first attempt). Deliveries that do not fit in memory,
+//! retries that come due, and leases left by a crash are found by the poller
+//! ([`Store::claim_due`]). Each attempt is signed, sent with a deadline, classified, and its
+//! result recorded; only the engine decides about retries.
+//!
+//! The engine knows destination types only through [`herald_core::destination::Registry`];
+//! it knows stores only through [`Store`].
+
+pub mod alerts;
+pub mod config;
+mod dispatch;
+mod retention;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::destination::Registry;
+use herald_core::{Clock, Delivery, DeliveryStatus, Destination, Event, ids};
+use herald_store::{NewDelivery, PublishOutcome, Store, StoreError, StoredEvent};
+use tokio::sync::{Notify, mpsc};
+use tokio_util_shim::CancellationFlag;
+
+pub use config::EngineConfig;
+
+/// Result of [`Engine::publish`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The event id (given or generated).
+    pub id: String,
+    /// Whether this was a duplicate of an event accepted within the idempotency window.
+    pub duplicate: bool,
+    /// Destinations the event was routed to.
+    pub destination_ids: Vec<String>,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The id belongs to an event outside the idempotency window, or to another tenant.
+    #[error("an event with id {0:?} already exists")]
+    IdTaken(String),
+    /// The store failed; nothing was accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a manual retry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// The destination is disabled.
+    #[error("destination {0:?} is disabled; enable it before retrying")]
+    Disabled(String),
+    /// The destination does not subscribe to the event's topic.
+    #[error("destination {destination:?} does not subscribe to topic {topic:?}")]
+    TopicMismatch {
+        /// Destination id.
+        destination: String,
+        /// Event topic.
+        topic: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Handle to the running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    routes: routes::Routes,
+    /// In-memory queue of leased jobs, feeding the dispatcher.
+    queue: mpsc::Sender<herald_store::Job>,
+    /// Wakes the poller early (work was left in the store for it).
+    poke: Notify,
+    stopping: CancellationFlag,
+    dispatch: dispatch::Dispatch,
+    alerts: Arc<alerts::Alerts>,
+}
+
+/// A tiny shutdown flag with async waiting, so the engine needs no extra crate for it.
+mod tokio_util_shim {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::Notify;
+
+    /// Set once; wakes every waiter.
+    #[derive(Default)]
+    pub struct CancellationFlag {
+        set: AtomicBool,
+        notify: Notify,
+    }
+
+    impl CancellationFlag {
+        /// Raises the flag.
+        pub fn cancel(&self) {
+            self.set.store(true, Ordering::SeqCst);
+            self.notify.notify_waiters();
+        }
+
+        /// Whether the flag is up.
+        pub fn is_cancelled(&self) -> bool {
+            self.set.load(Ordering::SeqCst)
+        }
+
+        /// Resolves once the flag is up.
+        pub async fn cancelled(&self) {
+            loop {
+                let notified = self.notify.notified();
+                if self.is_cancelled() {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Loads the routing table, releases leases left by a previous run when `release_leases`
+    /// (single-node embedded store), and starts the dispatcher and poller.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        release_leases: bool,
+    ) -> Result<Engine, StoreError> {
+        if release_leases {
+            let n = store.release_all_leases().await?;
+            if n > 0 {
+                tracing::info!(
+                    deliveries = n,
+                    "re-queued deliveries that were in flight when herald last stopped"
+                );
+            }
+        }
+        let routes = routes::Routes::new(registry.clone());
+        routes.load(store.list_all_destinations().await?);
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let inner = Arc::new(Inner {
+            dispatch: dispatch::Dispatch::new(&config),
+            alerts: Arc::new(alerts::Alerts::new(config.alerts.clone())),
+            store,
+            registry,
+            clock,
+            config,
+            routes,
+            queue: tx,
+            poke: Notify::new(),
+            stopping: CancellationFlag::default(),
+        });
+        tokio::spawn(dispatch::run_dispatcher(inner.clone(), rx));
+        tokio::spawn(dispatch::run_poller(inner.clone()));
+        tokio::spawn(retention::run(inner.clone()));
+        Ok(Engine { inner })
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The destination types available.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Routes, persists and enqueues an event. Returns once the event and its deliveries are
+    /// durably committed.
+    pub async fn publish(&self, event: Event) -> Result<Published, PublishError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let matched = inner.routes.matching(&event);
+        let ids: Vec<String> = matched.iter().map(|d| d.id.clone()).collect();
+        // Reserve room in the in-memory queue first: reserved deliveries are created leased
+        // and dispatched right after the commit; the rest wait in the store for the poller.
+        let permits = if matched.is_empty() {
+            None
+        } else {
+            inner.queue.try_reserve_many(matched.len()).ok()
+        };
+        let lease_until = permits.as_ref().map(|_| now + inner.config.lease_span());
+        let deliveries: Vec<NewDelivery> = matched
+            .iter()
+            .map(|d| NewDelivery {
+                delivery: Delivery {
+                    id: ids::new_id(ids::DELIVERY),
+                    event_id: event.id.clone(),
+                    tenant_id: event.tenant_id.clone(),
+                    destination_id: d.id.clone(),
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    next_attempt_at: now,
+                    manual: false,
+                    retry_base: 0,
+                    created_at: now,
+                },
+                lease_until,
+            })
+            .collect();
+        let dedup_since = now - inner.config.idempotency_span();
+        let jobs: Vec<Delivery> = deliveries.iter().map(|d| d.delivery.clone()).collect();
+        match inner
+            .store
+            .publish(&event, &ids, deliveries, dedup_since, now)
+            .await?
+        {
+            PublishOutcome::Accepted => {
+                metrics::counter!("herald_events_published_total", "outcome" => "accepted")
+                    .increment(1);
+                metrics::counter!("herald_deliveries_created_total").increment(ids.len() as u64);
+            }
+            PublishOutcome::Duplicate {
+                matched_destination_ids,
+            } => {
+                metrics::counter!("herald_events_published_total", "outcome" => "duplicate")
+                    .increment(1);
+                return Ok(Published {
+                    id: event.id,
+                    duplicate: true,
+                    destination_ids: matched_destination_ids,
+                });
+            }
+            PublishOutcome::IdTaken => {
+                metrics::counter!("herald_events_published_total", "outcome" => "conflict")
+                    .increment(1);
+                return Err(PublishError::IdTaken(event.id));
+            }
+        }
+        let id = event.id.clone();
+        match permits {
+            Some(permits) => {
+                let event = Arc::new(event);
+                for (permit, delivery) in permits.zip(jobs) {
+                    permit.send(herald_store::Job {
+                        delivery,
+                        event: event.clone(),
+                    });
+                }
+            }
+            None if !ids.is_empty() => inner.poke.notify_one(),
+            None => {}
+        }
+        Ok(Published {
+            id,
+            duplicate: false,
+            destination_ids: ids,
+        })
+    }
+
+    /// Queues one manual attempt of `event` to `destination`. Does nothing new when a delivery
+    /// of that event to that destination is already pending.
+    pub async fn retry(
+        &self,
+        event: &StoredEvent,
+        destination: &Destination,
+    ) -> Result<(), RetryError> {
+        if !destination.is_enabled() {
+            return Err(RetryError::Disabled(destination.id.clone()));
+        }
+        if !destination.topics.matches(&event.event.topic) {
+            return Err(RetryError::TopicMismatch {
+                destination: destination.id.clone(),
+                topic: event.event.topic.clone(),
+            });
+        }
+        let now = self.inner.clock.now();
+        let delivery = Delivery {
+            id: ids::new_id(ids::DELIVERY),
+            event_id: event.event.id.clone(),
+            tenant_id: event.event.tenant_id.clone(),
+            destination_id: destination.id.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            manual: true,
+            retry_base: 0,
+            created_at: now,
+        };
+        self.inner
+            .store
+            .add_delivery(NewDelivery {
+                delivery,
+                lease_until: None,
+            })
+            .await?;
+        self.inner.poke.notify_one();
+        Ok(())
+    }
+
+    /// Re-queues finished deliveries of one destination (bulk replay) and wakes the poller.
+    /// Returns how many were re-queued.
+    pub async fn replay(&self, q: &herald_store::ReplayQuery) -> Result<u64, StoreError> {
+        let n = self.inner.store.replay(q, self.inner.clock.now()).await?;
+        if n > 0 {
+            self.inner.poke.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// Tells the engine a destination was created or changed (routing and driver caches).
+    pub fn destination_saved(&self, d: &Destination) {
+        self.inner.routes.upsert(d.clone());
+    }
+
+    /// Tells the engine a destination was deleted.
+    pub fn destination_removed(&self, tenant_id: &str, id: &str) {
+        self.inner.routes.remove(tenant_id, id);
+    }
+
+    /// Tells the engine a tenant (and all its destinations) was deleted.
+    pub fn tenant_removed(&self, tenant_id: &str) {
+        self.inner.routes.remove_tenant(tenant_id);
+    }
+
+    /// Whether the dispatcher and poller are running.
+    pub fn healthy(&self) -> bool {
+        !self.inner.stopping.is_cancelled() && !self.inner.queue.is_closed()
+    }
+
+    /// Stops taking new work and waits up to `grace` for attempts in flight to finish.
+    /// Deliveries still queued in memory keep their lease in the store and are picked up again
+    /// on the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.dispatch.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.inner.dispatch.in_flight();
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "shutdown grace expired; unfinished attempts will be retried after restart"
+            );
+        }
+    }
+}

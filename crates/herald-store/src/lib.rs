@@ -1,0 +1,261 @@
+//! Herald's durable state behind one trait, [`Store`].
+//!
+//! The embedded implementation ([`sqlite::SqliteStore`]) keeps everything in one SQLite file;
+//! all writes go through one writer thread that commits many callers' writes in a single
+//! transaction (group commit), so a `publish` is durable when it returns without paying one
+//! fsync per event.
+//!
+//! This crate knows rows and queries. It does not know HTTP, JSON wire shapes, or how
+//! deliveries are attempted; it never decides *whether* to retry, only records what the
+//! engine decided.
+
+pub mod cursor;
+pub mod query;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use herald_core::{
+    Attempt, Delivery, DeliveryStatus, Destination, Event, Metadata, Tenant, TenantSummary,
+};
+use jiff::Timestamp;
+
+pub use query::*;
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A record with this id already exists.
+    #[error("{what} {id:?} already exists")]
+    Conflict {
+        /// Kind of record (`destination`, `event`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A pagination cursor could not be decoded.
+    #[error("invalid pagination cursor")]
+    BadCursor,
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value could not be decoded (corruption or an incompatible version).
+    #[error("corrupt stored value in {column}: {detail}")]
+    Corrupt {
+        /// Table and column.
+        column: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The database was written by a newer Herald.
+    #[error(
+        "the database schema version is {found} but this herald supports up to {supported}; upgrade herald"
+    )]
+    TooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this binary knows.
+        supported: i64,
+    },
+    /// The store is shutting down or its writer died.
+    #[error("store is closed")]
+    Closed,
+    /// Opening the store failed.
+    #[error("cannot open store at {path}: {detail}")]
+    Open {
+        /// Path of the database.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An event as stored, with what publishing decided about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The event.
+    pub event: Event,
+    /// Destinations the event was routed to at publish time.
+    pub matched_destination_ids: Vec<String>,
+    /// When Herald accepted it.
+    pub created_at: Timestamp,
+}
+
+/// What happened to a publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PublishOutcome {
+    /// Stored with its deliveries.
+    Accepted,
+    /// An event with this id was accepted within the idempotency window; nothing was written.
+    Duplicate {
+        /// The destinations the original was routed to.
+        matched_destination_ids: Vec<String>,
+    },
+    /// An event with this id exists but is older than the idempotency window.
+    IdTaken,
+}
+
+/// A delivery that is due, with its event, handed to the engine under a lease.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Its event.
+    pub event: std::sync::Arc<Event>,
+}
+
+/// What the engine decided after one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// The attempt to append to the log.
+    pub attempt: Attempt,
+    /// The delivery's new status.
+    pub status: DeliveryStatus,
+    /// When the next attempt is due (used while `status` is pending).
+    pub next_attempt_at: Timestamp,
+}
+
+/// Rows removed by one [`Store::purge`] round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    /// Attempts deleted.
+    pub attempts: u64,
+    /// Deliveries deleted.
+    pub deliveries: u64,
+    /// Events deleted.
+    pub events: u64,
+}
+
+impl PurgeStats {
+    /// Rows deleted in all.
+    pub fn total(&self) -> u64 {
+        self.attempts + self.deliveries + self.events
+    }
+}
+
+/// Pending work, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backlog {
+    /// Pending deliveries per destination id.
+    pub per_destination: Vec<(String, u64)>,
+    /// Pending deliveries that already had at least one attempt.
+    pub retries: u64,
+}
+
+/// A new delivery to create alongside an event.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// When set, the delivery is created already leased to this node until then (the engine
+    /// dispatches it from memory); otherwise it waits for [`Store::claim_due`].
+    pub lease_until: Option<Timestamp>,
+}
+
+/// Herald's durable state. Every method is cancel-safe in the sense that dropping the future
+/// never leaves a half-applied change: writes are applied whole or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ----- tenants -----
+
+    /// Creates or updates a tenant. Returns it and whether it was created.
+    async fn upsert_tenant(
+        &self,
+        id: &str,
+        metadata: Option<Metadata>,
+        now: Timestamp,
+    ) -> Result<(Tenant, bool)>;
+    /// One tenant with its derived figures.
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantSummary>>;
+    /// A page of tenants, and the total count matching the query.
+    async fn list_tenants(&self, q: &TenantQuery) -> Result<(Page<TenantSummary>, u64)>;
+    /// Deletes a tenant and its destinations, cancelling their pending deliveries.
+    async fn delete_tenant(&self, id: &str, now: Timestamp) -> Result<bool>;
+
+    // ----- destinations -----
+
+    /// Inserts a new destination; [`StoreError::Conflict`] when the id is taken.
+    async fn insert_destination(&self, d: &Destination) -> Result<()>;
+    /// Replaces a destination. With `cancel_pending`, its pending deliveries are cancelled in
+    /// the same transaction (used when it becomes disabled).
+    async fn update_destination(
+        &self,
+        d: &Destination,
+        cancel_pending: bool,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// One destination of a tenant.
+    async fn get_destination(&self, tenant_id: &str, id: &str) -> Result<Option<Destination>>;
+    /// All destinations of a tenant, oldest first.
+    async fn list_destinations(&self, tenant_id: &str) -> Result<Vec<Destination>>;
+    /// Every destination (the engine's routing cache is loaded from this).
+    async fn list_all_destinations(&self) -> Result<Vec<Destination>>;
+    /// Deletes a destination and cancels its pending deliveries.
+    async fn delete_destination(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<bool>;
+
+    // ----- events and deliveries -----
+
+    /// Stores an event and its deliveries atomically and durably, unless an event with the
+    /// same id exists (see [`PublishOutcome`]). `dedup_since`: events accepted at or after this
+    /// instant count as duplicates.
+    async fn publish(
+        &self,
+        event: &Event,
+        matched: &[String],
+        deliveries: Vec<NewDelivery>,
+        dedup_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<PublishOutcome>;
+    /// One event by id.
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>>;
+    /// A page of events.
+    async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>>;
+    /// Adds a delivery for an existing event (manual retry). When a pending delivery of the
+    /// same event to the same destination exists, nothing is created and its id is returned
+    /// with `false`.
+    async fn add_delivery(&self, d: NewDelivery) -> Result<(String, bool)>;
+    /// Leases up to `limit` due deliveries (pending, due, lease expired) until `lease_until`.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Job>>;
+    /// Appends an attempt and moves its delivery to the decided state, releasing the lease.
+    /// Returns the destination's consecutive failed attempts after this one (0 on success).
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32>;
+    /// Puts a leased delivery back to wait until `at` without recording an attempt (the
+    /// engine sheds work it cannot hold in memory).
+    async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()>;
+    /// Re-queues finished deliveries of one destination matching `q` with a fresh retry
+    /// schedule; skips any (event, destination) that already has a pending delivery.
+    /// Returns how many were re-queued.
+    async fn replay(&self, q: &ReplayQuery, now: Timestamp) -> Result<u64>;
+    /// Deletes up to `batch` of the oldest attempts, finished deliveries and events created
+    /// before `before` (events only once none of their deliveries is pending).
+    async fn purge(&self, before: Timestamp, batch: usize) -> Result<PurgeStats>;
+    /// Pending deliveries per destination, and how many of all pending ones are retries.
+    async fn backlog(&self) -> Result<Backlog>;
+    /// Drops every lease (embedded store start-up: this process is the only node).
+    async fn release_all_leases(&self) -> Result<u64>;
+    /// Number of pending deliveries (all destinations).
+    async fn pending_count(&self) -> Result<u64>;
+    /// Resets a destination's consecutive-failure count (on re-enable).
+    async fn reset_failures(&self, destination_id: &str) -> Result<()>;
+
+    // ----- attempts -----
+
+    /// One attempt by id.
+    async fn get_attempt(&self, id: &str) -> Result<Option<Attempt>>;
+    /// A page of attempts.
+    async fn list_attempts(&self, q: &AttemptQuery) -> Result<Page<Attempt>>;
+
+    // ----- metrics -----
+
+    /// Aggregated event counts.
+    async fn event_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>>;
+    /// Aggregated attempt counts.
+    async fn attempt_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>>;
+}

@@ -1,0 +1,1364 @@
+//! The embedded store: one SQLite database file in WAL mode.
+//!
+//! Writes: a dedicated writer thread owns the only writing connection. Callers send it
+//! closures; it runs every closure waiting in its queue inside one transaction (each in its own
+//! savepoint, so one failing write never undoes another) and commits once with
+//! `synchronous=FULL`. Only after that commit does any caller get its answer — so an `Ok` from a
+//! write means the data survives `kill -9` and power loss, while concurrent publishers share
+//! one fsync (group commit).
+//!
+//! Reads: a small pool of read connections used from `spawn_blocking`; WAL lets them run while
+//! the writer commits.
+//!
+//! Leases: a delivery that a worker holds has `leased = 1` and its `next_attempt_at` pushed to
+//! the lease expiry, so "due" is a single index range (`status = 'pending' AND next_attempt_at
+//! <= now`) whether the delivery waits for a retry or was held by a worker that died.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use herald_core::{
+    Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Metadata, Tenant,
+    TenantSummary, Topics,
+};
+use jiff::Timestamp;
+use parking_lot::Mutex;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::query::*;
+use crate::{
+    AttemptRecord, Backlog, Job, NewDelivery, PublishOutcome, PurgeStats, Result, Store,
+    StoreError, StoredEvent, cursor,
+};
+
+/// Newest schema version this binary knows.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Schema migrations; entry `i` moves the database from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    metadata TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX tenants_created ON tenants (created_at, id);
+
+CREATE TABLE destinations (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    topics TEXT NOT NULL,
+    filter TEXT,
+    config TEXT NOT NULL,
+    credentials TEXT NOT NULL,
+    delivery_metadata TEXT,
+    metadata TEXT,
+    disabled_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX destinations_tenant ON destinations (tenant_id, created_at);
+
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    destination_id TEXT,
+    topic TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    data TEXT NOT NULL,
+    eligible_for_retry INTEGER NOT NULL,
+    matched TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX events_time ON events (time, id);
+CREATE INDEX events_tenant_time ON events (tenant_id, time, id);
+
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    destination_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    leased INTEGER NOT NULL DEFAULT 0,
+    manual INTEGER NOT NULL,
+    retry_base INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_event ON deliveries (event_id, destination_id);
+CREATE INDEX deliveries_destination ON deliveries (destination_id, status);
+CREATE INDEX deliveries_created ON deliveries (created_at);
+
+CREATE TABLE destination_health (
+    destination_id TEXT PRIMARY KEY,
+    consecutive_failures INTEGER NOT NULL
+);
+
+CREATE TABLE attempts (
+    id TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    destination_id TEXT NOT NULL,
+    destination_type TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    status TEXT NOT NULL,
+    code TEXT NOT NULL,
+    response_data TEXT,
+    attempt_number INTEGER NOT NULL,
+    manual INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL
+);
+CREATE INDEX attempts_time ON attempts (time, id);
+CREATE INDEX attempts_tenant_time ON attempts (tenant_id, time, id);
+CREATE INDEX attempts_destination_time ON attempts (destination_id, time, id);
+CREATE INDEX attempts_event ON attempts (event_id);
+CREATE INDEX events_created ON events (created_at);
+"#];
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Read connections kept open.
+const READERS: usize = 4;
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// The embedded SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::Sender<WriteJob>,
+    readers: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies pending migrations and
+    /// starts the writer thread. Refuses a database written by a newer Herald.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = open_conn(path, false)?;
+        migrate(&conn)?;
+        let (tx, rx) = mpsc::channel::<WriteJob>(16 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: tx,
+                readers: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` inside the next group-commit transaction and returns its result once the
+    /// transaction is durably committed.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: WriteJob = Box::new(move |conn: &Connection| {
+            let out = run_in_savepoint(conn, f);
+            Box::new(move |commit: Result<()>| {
+                let _ = tx.send(commit.and(out));
+            })
+        });
+        self.inner
+            .writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking thread pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.readers.lock().pop() {
+                Some(c) => c,
+                None => open_conn(&inner.path, true)?,
+            };
+            let out = f(&conn);
+            let mut pool = inner.readers.lock();
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(open_err)?;
+    if !read_only {
+        // WAL: readers never block the writer. synchronous=FULL: a commit survives power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let next = i as i64 + 1;
+        tracing::info!(version = next, "applying embedded store migration");
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {next}; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT op")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE op")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs unrun drops their reply channels: each caller sees an error.
+            tracing::error!(error = %e, jobs = batch.len(), "embedded store cannot begin a transaction");
+            batch.clear();
+            continue;
+        }
+        let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "embedded store commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            let result = match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Corrupt {
+                    column: "commit",
+                    detail: e.to_string(),
+                }),
+            };
+            done(result);
+        }
+    }
+}
+
+// ----- conversions -----
+
+fn us(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn ts(v: i64) -> Timestamp {
+    Timestamp::from_microsecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        column,
+        detail: e.to_string(),
+    })
+}
+
+fn opt_meta(column: &'static str, s: Option<String>) -> Result<Option<Metadata>> {
+    s.map(|s| from_json(column, &s)).transpose()
+}
+
+fn topics_to_json(t: &Topics) -> String {
+    match t {
+        Topics::All => "\"*\"".into(),
+        Topics::List(l) => to_json(l),
+    }
+}
+
+fn topics_from_json(s: &str) -> Result<Topics> {
+    if s == "\"*\"" {
+        return Ok(Topics::All);
+    }
+    Ok(Topics::List(from_json("destinations.topics", s)?))
+}
+
+const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
+
+fn destination_from_row(r: &Row) -> Result<Destination> {
+    Ok(Destination {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        kind: r.get(2)?,
+        topics: topics_from_json(&r.get::<_, String>(3)?)?,
+        filter: r
+            .get::<_, Option<String>>(4)?
+            .map(|s| from_json("destinations.filter", &s))
+            .transpose()?,
+        config: from_json("destinations.config", &r.get::<_, String>(5)?)?,
+        credentials: from_json("destinations.credentials", &r.get::<_, String>(6)?)?,
+        delivery_metadata: opt_meta("destinations.delivery_metadata", r.get(7)?)?,
+        metadata: opt_meta("destinations.metadata", r.get(8)?)?,
+        disabled_at: r.get::<_, Option<i64>>(9)?.map(ts),
+        created_at: ts(r.get(10)?),
+        updated_at: ts(r.get(11)?),
+    })
+}
+
+const EVENT_COLS: &str = "id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at";
+
+fn event_from_row(r: &Row) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        event: Event {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            destination_id: r.get(2)?,
+            topic: r.get(3)?,
+            time: ts(r.get(4)?),
+            metadata: from_json("events.metadata", &r.get::<_, String>(5)?)?,
+            data: from_json("events.data", &r.get::<_, String>(6)?)?,
+            eligible_for_retry: r.get(7)?,
+        },
+        matched_destination_ids: from_json("events.matched", &r.get::<_, String>(8)?)?,
+        created_at: ts(r.get(9)?),
+    })
+}
+
+const DELIVERY_COLS: &str = "id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, manual, created_at, retry_base";
+
+fn delivery_from_row(r: &Row) -> Result<Delivery> {
+    let status: String = r.get(4)?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        tenant_id: r.get(2)?,
+        destination_id: r.get(3)?,
+        status: DeliveryStatus::parse(&status).ok_or(StoreError::Corrupt {
+            column: "deliveries.status",
+            detail: status,
+        })?,
+        attempts: r.get(5)?,
+        next_attempt_at: ts(r.get(6)?),
+        manual: r.get(7)?,
+        created_at: ts(r.get(8)?),
+        retry_base: r.get(9)?,
+    })
+}
+
+const ATTEMPT_COLS: &str = "id, delivery_id, tenant_id, event_id, destination_id, destination_type, topic, status, code, response_data, attempt_number, manual, time, latency_ms";
+
+fn attempt_from_row(r: &Row) -> Result<Attempt> {
+    let status: String = r.get(7)?;
+    Ok(Attempt {
+        id: r.get(0)?,
+        delivery_id: r.get(1)?,
+        tenant_id: r.get(2)?,
+        event_id: r.get(3)?,
+        destination_id: r.get(4)?,
+        destination_type: r.get(5)?,
+        topic: r.get(6)?,
+        status: AttemptStatus::parse(&status).ok_or(StoreError::Corrupt {
+            column: "attempts.status",
+            detail: status,
+        })?,
+        code: r.get(8)?,
+        response_data: r
+            .get::<_, Option<String>>(9)?
+            .map(|s| from_json("attempts.response_data", &s))
+            .transpose()?,
+        attempt_number: r.get(10)?,
+        manual: r.get(11)?,
+        time: ts(r.get(12)?),
+        latency_ms: r.get::<_, i64>(13)? as u64,
+    })
+}
+
+fn tenant_from_row(r: &Row) -> Result<Tenant> {
+    Ok(Tenant {
+        id: r.get(0)?,
+        metadata: opt_meta("tenants.metadata", r.get(1)?)?,
+        created_at: ts(r.get(2)?),
+        updated_at: ts(r.get(3)?),
+    })
+}
+
+fn summarize(conn: &Connection, tenant: Tenant) -> Result<TenantSummary> {
+    let mut stmt = conn.prepare_cached("SELECT topics FROM destinations WHERE tenant_id = ?1")?;
+    let mut rows = stmt.query([&tenant.id])?;
+    let mut count = 0u64;
+    let mut topics = std::collections::BTreeSet::new();
+    while let Some(r) = rows.next()? {
+        count += 1;
+        topics.extend(topics_from_json(&r.get::<_, String>(0)?)?.to_vec());
+    }
+    Ok(TenantSummary {
+        tenant,
+        destinations_count: count,
+        topics: topics.into_iter().collect(),
+    })
+}
+
+fn cancel_pending(conn: &Connection, column: &str, value: &str, now: Timestamp) -> Result<usize> {
+    let sql = format!(
+        "UPDATE deliveries SET status = 'cancelled', leased = 0, updated_at = ?2 WHERE {column} = ?1 AND status = 'pending'"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .execute(params![value, us(now)])?)
+}
+
+fn insert_delivery(conn: &Connection, nd: &NewDelivery) -> Result<()> {
+    let d = &nd.delivery;
+    let (next, leased) = match nd.lease_until {
+        Some(until) => (us(until), 1),
+        None => (us(d.next_attempt_at), 0),
+    };
+    conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    )?
+    .execute(params![
+        d.id,
+        d.event_id,
+        d.tenant_id,
+        d.destination_id,
+        d.status.as_str(),
+        d.attempts,
+        next,
+        leased,
+        d.manual,
+        d.retry_base,
+        us(d.created_at)
+    ])?;
+    Ok(())
+}
+
+fn write_destination(conn: &Connection, d: &Destination, insert: bool) -> Result<usize> {
+    let sql = if insert {
+        format!(
+            "INSERT INTO destinations ({DEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        )
+    } else {
+        "UPDATE destinations SET tenant_id = ?2, type = ?3, topics = ?4, filter = ?5, config = ?6, credentials = ?7,
+             delivery_metadata = ?8, metadata = ?9, disabled_at = ?10, created_at = ?11, updated_at = ?12 WHERE id = ?1"
+            .to_string()
+    };
+    Ok(conn.prepare_cached(&sql)?.execute(params![
+        d.id,
+        d.tenant_id,
+        d.kind,
+        topics_to_json(&d.topics),
+        d.filter.as_ref().map(to_json),
+        to_json(&d.config),
+        to_json(&d.credentials),
+        d.delivery_metadata.as_ref().map(to_json),
+        d.metadata.as_ref().map(to_json),
+        d.disabled_at.map(us),
+        us(d.created_at),
+        us(d.updated_at)
+    ])?)
+}
+
+// ----- dynamic WHERE clauses and seek pagination -----
+
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    params: Vec<SqlValue>,
+}
+
+impl Where {
+    fn push(&mut self, clause: String, values: impl IntoIterator<Item = SqlValue>) {
+        self.clauses.push(clause);
+        self.params.extend(values);
+    }
+
+    fn any_of(&mut self, column: &str, values: &[String]) {
+        if values.is_empty() {
+            return;
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        self.push(
+            format!("{column} IN ({marks})"),
+            values.iter().map(|v| SqlValue::Text(v.clone())),
+        );
+    }
+
+    fn time(&mut self, column: &str, r: &TimeRange) {
+        for (op, bound) in [(">=", r.gte), (">", r.gt), ("<=", r.lte), ("<", r.lt)] {
+            if let Some(b) = bound {
+                self.push(format!("{column} {op} ?"), [SqlValue::Integer(us(b))]);
+            }
+        }
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// Runs a seek-paginated query ordered by `(time_col, id_col)`.
+fn paged<T>(
+    conn: &Connection,
+    select_from: &str,
+    (time_col, id_col): (&str, &str),
+    mut w: Where,
+    page: &PageRequest,
+    map: impl Fn(&Row) -> Result<T>,
+    key: impl Fn(&T) -> (i64, String),
+) -> Result<Page<T>> {
+    let forward = !matches!(page.cursor, Some(Cursor::Prev(_)));
+    let descending = (page.dir == Dir::Desc) == forward;
+    if let Some(Cursor::Next(c) | Cursor::Prev(c)) = &page.cursor {
+        let (t, id) = cursor::decode(c)?;
+        let op = if descending { "<" } else { ">" };
+        w.push(
+            format!("({time_col}, {id_col}) {op} (?, ?)"),
+            [SqlValue::Integer(t), SqlValue::Text(id)],
+        );
+    }
+    let order = if descending { "DESC" } else { "ASC" };
+    let limit = page.limit.max(1) as usize;
+    let sql = format!(
+        "{select_from}{} ORDER BY {time_col} {order}, {id_col} {order} LIMIT {}",
+        w.sql(),
+        limit + 1
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
+    let mut models = Vec::with_capacity(limit + 1);
+    while let Some(r) = rows.next()? {
+        models.push(map(r)?);
+    }
+    let more = models.len() > limit;
+    models.truncate(limit);
+    if !forward {
+        models.reverse();
+    }
+    let enc = |m: Option<&T>| {
+        m.map(|m| {
+            let (t, id) = key(m);
+            cursor::encode(t, &id)
+        })
+    };
+    let (next, prev) = if forward {
+        (
+            if more { enc(models.last()) } else { None },
+            if page.cursor.is_some() {
+                enc(models.first())
+            } else {
+                None
+            },
+        )
+    } else {
+        (
+            enc(models.last()),
+            if more { enc(models.first()) } else { None },
+        )
+    };
+    Ok(Page { models, next, prev })
+}
+
+fn load_event(conn: &Connection, id: &str) -> Result<Option<StoredEvent>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    rows.next()?.map(event_from_row).transpose()
+}
+
+fn bucket_sql(b: Bucket, col: &str) -> Option<String> {
+    match b {
+        Bucket::None => None,
+        Bucket::Seconds(n) => Some(format!("(({col} / 1000000) / {n}) * {n}")),
+        Bucket::Months(n) => Some(format!(
+            "(((CAST(strftime('%Y', {col} / 1000000, 'unixepoch') AS INTEGER) * 12 + CAST(strftime('%m', {col} / 1000000, 'unixepoch') AS INTEGER) - 1) / {n}) * {n})"
+        )),
+    }
+}
+
+fn bucket_start(b: Bucket, v: i64) -> Option<Timestamp> {
+    match b {
+        Bucket::None => None,
+        Bucket::Seconds(_) => Timestamp::from_second(v).ok(),
+        Bucket::Months(_) => {
+            let (year, month) = (v.div_euclid(12), v.rem_euclid(12) + 1);
+            jiff::civil::date(year as i16, month as i8, 1)
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .ok()
+                .map(|z| z.timestamp())
+        }
+    }
+}
+
+/// Shared aggregation: `from` names the row source, `time_col` its time, `measures` the
+/// extra aggregate expressions after `COUNT(*)` (exactly six, or none).
+fn aggregate(
+    conn: &Connection,
+    q: &MetricsQuery,
+    from: &str,
+    time_col: &str,
+    column_of: impl Fn(&str) -> String,
+    measures: &str,
+) -> Result<Vec<MetricsRow>> {
+    let mut w = Where::default();
+    w.push(
+        format!("{time_col} >= ? AND {time_col} < ?"),
+        [SqlValue::Integer(us(q.start)), SqlValue::Integer(us(q.end))],
+    );
+    for (name, values) in &q.filters {
+        w.any_of(&format!("CAST({} AS TEXT)", column_of(name)), values);
+    }
+    let bucket = bucket_sql(q.bucket, time_col);
+    let mut select = vec![bucket.clone().unwrap_or_else(|| "NULL".into())];
+    let mut group = Vec::new();
+    if bucket.is_some() {
+        group.push("1".to_string());
+    }
+    for (i, d) in q.dimensions.iter().enumerate() {
+        select.push(format!("CAST({} AS TEXT)", column_of(d)));
+        group.push((i + 2).to_string());
+    }
+    let group_by = if group.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {0} ORDER BY {0}", group.join(", "))
+    };
+    let sql = format!(
+        "SELECT {}, COUNT(*){measures} FROM {from}{}{group_by} LIMIT {}",
+        select.join(", "),
+        w.sql(),
+        q.row_limit + 1
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
+    let dims = q.dimensions.len();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let count: i64 = r.get(dims + 1)?;
+        let extra = |i: usize| -> Result<u64> {
+            if measures.is_empty() {
+                Ok(0)
+            } else {
+                Ok(r.get::<_, Option<i64>>(dims + 2 + i)?.unwrap_or(0) as u64)
+            }
+        };
+        out.push(MetricsRow {
+            bucket: r
+                .get::<_, Option<i64>>(0)?
+                .and_then(|v| bucket_start(q.bucket, v)),
+            dimensions: q
+                .dimensions
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    Ok((
+                        d.clone(),
+                        r.get::<_, Option<String>>(i + 1)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<_>>()?,
+            count: count as u64,
+            successful: extra(0)?,
+            failed: extra(1)?,
+            first_attempts: extra(2)?,
+            retries: extra(3)?,
+            manual: extra(4)?,
+            attempt_number_sum: extra(5)?,
+        });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_tenant(
+        &self,
+        id: &str,
+        metadata: Option<Metadata>,
+        now: Timestamp,
+    ) -> Result<(Tenant, bool)> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let existing = c
+                .prepare_cached("SELECT id, metadata, created_at, updated_at FROM tenants WHERE id = ?1")?
+                .query_row([&id], |r| Ok(tenant_from_row(r)))
+                .optional()?
+                .transpose()?;
+            let created = existing.is_none();
+            let tenant = Tenant {
+                id: id.clone(),
+                metadata,
+                created_at: existing.map(|t| t.created_at).unwrap_or(now),
+                updated_at: now,
+            };
+            c.prepare_cached(
+                "INSERT INTO tenants (id, metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                tenant.id,
+                tenant.metadata.as_ref().map(to_json),
+                us(tenant.created_at),
+                us(tenant.updated_at)
+            ])?;
+            Ok((tenant, created))
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantSummary>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let t = c
+                .prepare_cached(
+                    "SELECT id, metadata, created_at, updated_at FROM tenants WHERE id = ?1",
+                )?
+                .query_row([&id], |r| Ok(tenant_from_row(r)))
+                .optional()?
+                .transpose()?;
+            t.map(|t| summarize(c, t)).transpose()
+        })
+        .await
+    }
+
+    async fn list_tenants(&self, q: &TenantQuery) -> Result<(Page<TenantSummary>, u64)> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut w = Where::default();
+            w.any_of("id", &q.ids);
+            let count: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM tenants{}", w.sql()),
+                rusqlite::params_from_iter(w.params.iter()),
+                |r| r.get(0),
+            )?;
+            let page = paged(
+                c,
+                "SELECT id, metadata, created_at, updated_at FROM tenants",
+                ("created_at", "id"),
+                w,
+                &q.page,
+                tenant_from_row,
+                |t| (us(t.created_at), t.id.clone()),
+            )?;
+            let models = page
+                .models
+                .into_iter()
+                .map(|t| summarize(c, t))
+                .collect::<Result<_>>()?;
+            Ok((
+                Page {
+                    models,
+                    next: page.next,
+                    prev: page.prev,
+                },
+                count as u64,
+            ))
+        })
+        .await
+    }
+
+    async fn delete_tenant(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let n = c.prepare_cached("DELETE FROM tenants WHERE id = ?1")?.execute([&id])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            c.prepare_cached(
+                "DELETE FROM destination_health WHERE destination_id IN (SELECT id FROM destinations WHERE tenant_id = ?1)",
+            )?
+            .execute([&id])?;
+            c.prepare_cached("DELETE FROM destinations WHERE tenant_id = ?1")?.execute([&id])?;
+            cancel_pending(c, "tenant_id", &id, now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn insert_destination(&self, d: &Destination) -> Result<()> {
+        let d = d.clone();
+        self.write(move |c| {
+            let exists: bool = c
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE id = ?1)")?
+                .query_row([&d.id], |r| r.get(0))?;
+            if exists {
+                return Err(StoreError::Conflict {
+                    what: "destination",
+                    id: d.id.clone(),
+                });
+            }
+            write_destination(c, &d, true)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_destination(
+        &self,
+        d: &Destination,
+        cancel: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        let d = d.clone();
+        self.write(move |c| {
+            write_destination(c, &d, false)?;
+            if cancel {
+                cancel_pending(c, "destination_id", &d.id, now)?;
+                // A disabled destination starts a fresh failure streak when re-enabled.
+                c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
+                    .execute([&d.id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_destination(&self, tenant_id: &str, id: &str) -> Result<Option<Destination>> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DEST_COLS} FROM destinations WHERE id = ?1 AND tenant_id = ?2"
+            ))?;
+            let mut rows = stmt.query([&id, &tenant_id])?;
+            rows.next()?.map(destination_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn list_destinations(&self, tenant_id: &str) -> Result<Vec<Destination>> {
+        let tenant_id = tenant_id.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DEST_COLS} FROM destinations WHERE tenant_id = ?1 ORDER BY created_at, id"
+            ))?;
+            let mut rows = stmt.query([&tenant_id])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(destination_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_all_destinations(&self) -> Result<Vec<Destination>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(&format!("SELECT {DEST_COLS} FROM destinations"))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(destination_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_destination(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<bool> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM destinations WHERE id = ?1 AND tenant_id = ?2")?
+                .execute([&id, &tenant_id])?;
+            if n > 0 {
+                cancel_pending(c, "destination_id", &id, now)?;
+                c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
+                    .execute([&id])?;
+            }
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn publish(
+        &self,
+        event: &Event,
+        matched: &[String],
+        deliveries: Vec<NewDelivery>,
+        dedup_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<PublishOutcome> {
+        let event = event.clone();
+        let matched = to_json(matched);
+        self.write(move |c| {
+            if let Some(prev) = load_event(c, &event.id)? {
+                if prev.event.tenant_id == event.tenant_id && prev.created_at >= dedup_since {
+                    return Ok(PublishOutcome::Duplicate {
+                        matched_destination_ids: prev.matched_destination_ids,
+                    });
+                }
+                return Ok(PublishOutcome::IdTaken);
+            }
+            c.prepare_cached(&format!(
+                "INSERT INTO events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?
+            .execute(params![
+                event.id,
+                event.tenant_id,
+                event.destination_id,
+                event.topic,
+                us(event.time),
+                to_json(&event.metadata),
+                to_json(&event.data),
+                event.eligible_for_retry,
+                matched,
+                us(now)
+            ])?;
+            for d in &deliveries {
+                insert_delivery(c, d)?;
+            }
+            Ok(PublishOutcome::Accepted)
+        })
+        .await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
+        let id = id.to_string();
+        self.read(move |c| load_event(c, &id)).await
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut w = Where::default();
+            w.any_of("id", &q.ids);
+            w.any_of("tenant_id", &q.tenant_ids);
+            w.any_of("topic", &q.topics);
+            w.time("time", &q.time);
+            if !q.destination_ids.is_empty() {
+                let marks = vec!["?"; q.destination_ids.len()].join(", ");
+                w.push(
+                    format!("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.destination_id IN ({marks}))"),
+                    q.destination_ids.iter().map(|v| SqlValue::Text(v.clone())),
+                );
+            }
+            paged(
+                c,
+                &format!("SELECT {EVENT_COLS} FROM events"),
+                ("time", "id"),
+                w,
+                &q.page,
+                event_from_row,
+                |e| (us(e.event.time), e.event.id.clone()),
+            )
+        })
+        .await
+    }
+
+    async fn add_delivery(&self, mut nd: NewDelivery) -> Result<(String, bool)> {
+        self.write(move |c| {
+            let d = &mut nd.delivery;
+            let pending: Option<String> = c
+                .prepare_cached(
+                    "SELECT id FROM deliveries WHERE event_id = ?1 AND destination_id = ?2 AND status = 'pending' LIMIT 1",
+                )?
+                .query_row([&d.event_id, &d.destination_id], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = pending {
+                return Ok((id, false));
+            }
+            // Attempt numbers continue across deliveries of the same event to the same destination.
+            let before: u32 = c
+                .prepare_cached("SELECT COUNT(*) FROM attempts WHERE event_id = ?1 AND destination_id = ?2")?
+                .query_row([&d.event_id, &d.destination_id], |r| r.get(0))?;
+            d.attempts = before;
+            d.retry_base = before;
+            insert_delivery(c, &nd)?;
+            Ok((nd.delivery.id.clone(), true))
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Job>> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "UPDATE deliveries SET next_attempt_at = ?1, leased = 1
+                 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2
+                              ORDER BY next_attempt_at LIMIT ?3)
+                 RETURNING {DELIVERY_COLS}"
+            ))?;
+            let mut rows = stmt.query(params![us(lease_until), us(now), limit as i64])?;
+            let mut deliveries = Vec::new();
+            while let Some(r) = rows.next()? {
+                deliveries.push(delivery_from_row(r)?);
+            }
+            drop(rows);
+            let mut events: std::collections::HashMap<String, Arc<Event>> = std::collections::HashMap::new();
+            let mut jobs = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                let ev = match events.get(&d.event_id) {
+                    Some(e) => Some(e.clone()),
+                    None => load_event(c, &d.event_id)?.map(|se| {
+                        let e = Arc::new(se.event);
+                        events.insert(d.event_id.clone(), e.clone());
+                        e
+                    }),
+                };
+                match ev {
+                    Some(event) => jobs.push(Job { delivery: d, event }),
+                    None => {
+                        // The event is gone (retention); nothing left to deliver.
+                        c.prepare_cached("UPDATE deliveries SET status = 'cancelled', leased = 0 WHERE id = ?1")?
+                            .execute([&d.id])?;
+                    }
+                }
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32> {
+        self.write(move |c| {
+            let a = &rec.attempt;
+            c.prepare_cached(&format!(
+                "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))?
+            .execute(params![
+                a.id,
+                a.delivery_id,
+                a.tenant_id,
+                a.event_id,
+                a.destination_id,
+                a.destination_type,
+                a.topic,
+                a.status.as_str(),
+                a.code,
+                a.response_data.as_ref().map(to_json),
+                a.attempt_number,
+                a.manual,
+                us(a.time),
+                a.latency_ms as i64
+            ])?;
+            // A delivery cancelled meanwhile (destination disabled or deleted) stays cancelled.
+            c.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, leased = 0, updated_at = ?5
+                 WHERE id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![
+                a.delivery_id,
+                rec.status.as_str(),
+                a.attempt_number,
+                us(rec.next_attempt_at),
+                us(a.time)
+            ])?;
+            let failures: u32 = if a.status == AttemptStatus::Success {
+                c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?.execute([&a.destination_id])?;
+                0
+            } else {
+                c.prepare_cached(
+                    "INSERT INTO destination_health (destination_id, consecutive_failures) VALUES (?1, 1)
+                     ON CONFLICT (destination_id) DO UPDATE SET consecutive_failures = consecutive_failures + 1
+                     RETURNING consecutive_failures",
+                )?
+                .query_row([&a.destination_id], |r| r.get(0))?
+            };
+            Ok(failures)
+        })
+        .await
+    }
+
+    async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET next_attempt_at = ?2, leased = 0 WHERE id = ?1 AND status = 'pending'",
+            )?;
+            for id in &delivery_ids {
+                stmt.execute(params![id, us(at)])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replay(&self, q: &ReplayQuery, now: Timestamp) -> Result<u64> {
+        let q = q.clone();
+        self.write(move |c| {
+            let mut w = Where::default();
+            w.push("d.tenant_id = ? AND d.destination_id = ?".into(), [
+                SqlValue::Text(q.tenant_id.clone()),
+                SqlValue::Text(q.destination_id.clone()),
+            ]);
+            let statuses: Vec<String> = if q.statuses.is_empty() {
+                vec![DeliveryStatus::Failed.as_str().into()]
+            } else {
+                q.statuses.iter().filter(|s| **s != DeliveryStatus::Pending).map(|s| s.as_str().into()).collect()
+            };
+            if statuses.is_empty() {
+                return Ok(0);
+            }
+            w.any_of("d.status", &statuses);
+            w.time("d.created_at", &q.time);
+            if !q.topics.is_empty() {
+                let marks = vec!["?"; q.topics.len()].join(", ");
+                w.push(
+                    format!("EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id AND e.topic IN ({marks}))"),
+                    q.topics.iter().map(|t| SqlValue::Text(t.clone())),
+                );
+            }
+            // Only the newest finished delivery of each event, and never one whose event
+            // already has a pending delivery to this destination.
+            w.push(
+                "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = d.event_id AND p.destination_id = d.destination_id
+                   AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
+                    .into(),
+                [],
+            );
+            let sql = format!(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, leased = 0, retry_base = attempts, manual = 0, updated_at = ?
+                 WHERE id IN (SELECT d.id FROM deliveries d{})",
+                w.sql()
+            );
+            let mut params = vec![SqlValue::Integer(us(now)), SqlValue::Integer(us(now))];
+            params.extend(w.params);
+            Ok(c.execute(&sql, rusqlite::params_from_iter(params.iter()))? as u64)
+        })
+        .await
+    }
+
+    async fn purge(&self, before: Timestamp, batch: usize) -> Result<PurgeStats> {
+        self.write(move |c| {
+            let (t, n) = (us(before), batch as i64);
+            let attempts = c
+                .prepare_cached("DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE time < ?1 ORDER BY time LIMIT ?2)")?
+                .execute(params![t, n])? as u64;
+            let deliveries = c
+                .prepare_cached(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE created_at < ?1 AND status != 'pending'
+                     ORDER BY created_at LIMIT ?2)",
+                )?
+                .execute(params![t, n])? as u64;
+            let events = c
+                .prepare_cached(
+                    "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < ?1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+                     ORDER BY e.created_at LIMIT ?2)",
+                )?
+                .execute(params![t, n])? as u64;
+            Ok(PurgeStats { attempts, deliveries, events })
+        })
+        .await
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT destination_id, COUNT(*), SUM(attempts > 0) FROM deliveries WHERE status = 'pending' GROUP BY destination_id",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Backlog::default();
+            while let Some(r) = rows.next()? {
+                out.per_destination.push((r.get(0)?, r.get::<_, i64>(1)? as u64));
+                out.retries += r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn reset_failures(&self, destination_id: &str) -> Result<()> {
+        let id = destination_id.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
+                .execute([&id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_all_leases(&self) -> Result<u64> {
+        let now = us(Timestamp::now());
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE deliveries SET next_attempt_at = ?1, leased = 0 WHERE status = 'pending' AND leased = 1",
+                [now],
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn pending_count(&self) -> Result<u64> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+
+    async fn get_attempt(&self, id: &str) -> Result<Option<Attempt>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLS} FROM attempts WHERE id = ?1"
+            ))?;
+            let mut rows = stmt.query([&id])?;
+            rows.next()?.map(attempt_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn list_attempts(&self, q: &AttemptQuery) -> Result<Page<Attempt>> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut w = Where::default();
+            w.any_of("tenant_id", &q.tenant_ids);
+            w.any_of("event_id", &q.event_ids);
+            w.any_of("destination_id", &q.destination_ids);
+            w.any_of("destination_type", &q.destination_types);
+            w.any_of("topic", &q.topics);
+            if let Some(s) = q.status {
+                w.push("status = ?".into(), [SqlValue::Text(s.as_str().into())]);
+            }
+            w.time("time", &q.time);
+            paged(
+                c,
+                &format!("SELECT {ATTEMPT_COLS} FROM attempts"),
+                ("time", "id"),
+                w,
+                &q.page,
+                attempt_from_row,
+                |a| (us(a.time), a.id.clone()),
+            )
+        })
+        .await
+    }
+
+    async fn event_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>> {
+        let q = q.clone();
+        self.read(move |c| {
+            let by_destination = q.dimensions.iter().any(|d| d == "destination_id")
+                || q.filters.contains_key("destination_id");
+            if by_destination {
+                // One row per (event, destination) routed at publish time.
+                aggregate(
+                    c,
+                    &q,
+                    "deliveries d JOIN events e ON e.id = d.event_id AND d.manual = 0",
+                    "e.time",
+                    |name| {
+                        if name == "destination_id" {
+                            "d.destination_id".into()
+                        } else {
+                            format!("e.{name}")
+                        }
+                    },
+                    "",
+                )
+            } else {
+                aggregate(c, &q, "events e", "e.time", |name| format!("e.{name}"), "")
+            }
+        })
+        .await
+    }
+
+    async fn attempt_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>> {
+        let q = q.clone();
+        self.read(move |c| {
+            aggregate(
+                c,
+                &q,
+                "attempts a",
+                "a.time",
+                |name| format!("a.{name}"),
+                ", SUM(a.status = 'success'), SUM(a.status = 'failed'), SUM(a.attempt_number = 1),
+                   SUM(a.attempt_number > 1 AND a.manual = 0), SUM(a.manual), SUM(a.attempt_number)",
+            )
+        })
+        .await
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for StoreError {
+    fn from(e: rusqlite::types::FromSqlError) -> Self {
+        StoreError::Corrupt {
+            column: "value",
+            detail: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! Configuration: built-in defaults, overlaid by an optional TOML file (`HERALD_CONFIG`),
+//! overlaid by `HERALD_*` environment variables. Every key is documented in
+//! `docs/configuration.md`; the environment variable for `a.b_c` is `HERALD_A_B_C`.
+//!
+//! Unknown keys and values of the wrong type fail at start with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use herald_core::retry::{RetryPolicy, Schedule};
+use herald_core::signing::{SignatureEncoding, SigningConfig, SigningMode};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on (0 picks a free port).
+    pub port: u16,
+    /// Directory of the embedded database, generated keys and the lock file.
+    pub data_dir: PathBuf,
+    /// Admin API key; generated and kept in the data directory when empty.
+    pub api_key: String,
+    /// Secret for tenant JWTs; generated and kept in the data directory when empty.
+    pub jwt_secret: String,
+    /// Base URL under which users reach this server (portal links); default `http://localhost:{port}`.
+    pub public_url: String,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Log filter, e.g. `info` or `herald_engine=debug,info`.
+    pub log_level: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds to wait for attempts in flight at shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Delivery settings.
+    pub delivery: DeliveryConfig,
+    /// Retry schedule.
+    pub retry: RetryConfig,
+    /// Webhook signatures.
+    pub signing: SigningSection,
+    /// Target safety.
+    pub security: SecurityConfig,
+    /// Operator alerts and auto-disable.
+    pub alerts: AlertsSection,
+    /// How long records are kept.
+    pub retention: RetentionSection,
+    /// The topic catalog.
+    pub topics: Vec<TopicConfig>,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Deadline of one attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts in flight overall.
+    pub max_in_flight: usize,
+    /// Attempts in flight per destination.
+    pub destination_max_in_flight: usize,
+    /// Deliveries held in memory; the rest wait on disk.
+    pub queue_capacity: usize,
+    /// Window in which a re-published event id is a duplicate, in seconds.
+    pub idempotency_window_secs: u64,
+    /// Bytes of each response body kept in the attempt log.
+    pub response_body_limit: usize,
+    /// Extra HTTP statuses to retry (e.g. `[404]`).
+    pub retry_on_status: Vec<u16>,
+    /// `User-Agent` of webhook requests.
+    pub user_agent: String,
+    /// Egress proxy URL for webhook requests; empty for none.
+    pub proxy: String,
+    /// How often due retries are looked for, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+/// `[retry]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// `exponential` or `list`.
+    pub schedule: String,
+    /// First retry delay (exponential), seconds.
+    pub initial_secs: u64,
+    /// Growth factor (exponential).
+    pub factor: f64,
+    /// Longest delay (exponential), seconds.
+    pub max_interval_secs: u64,
+    /// Number of retries after the first attempt (exponential).
+    pub retries: u32,
+    /// Explicit delays in seconds (list); one retry per entry.
+    pub delays_secs: Vec<u64>,
+    /// Random spread applied to each delay, as a fraction (0.1 = ±10 %).
+    pub jitter: f64,
+    /// Upper bound for a receiver's `Retry-After`, seconds.
+    pub max_retry_after_secs: u64,
+}
+
+/// `[signing]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningSection {
+    /// `standard` (Standard Webhooks) or `outpost`.
+    pub mode: String,
+    /// Prefix of topic / metadata headers; empty for the mode's default.
+    pub header_prefix: String,
+    /// Outpost mode: what is signed; empty for the default (the body).
+    pub content_template: String,
+    /// Outpost mode: the signature header's value; empty for the default (`v0={signatures}`).
+    pub header_template: String,
+    /// Outpost mode: `hex` or `base64`.
+    pub encoding: String,
+    /// Outpost mode: signature header name; empty for `{prefix}signature`.
+    pub signature_header: String,
+}
+
+/// `[security]`
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Allow `http://` destination URLs (implied by `--dev`).
+    pub allow_http: bool,
+    /// Allow loopback / private / link-local targets (implied by `--dev`).
+    pub allow_private: bool,
+    /// Private networks allowed even in production, CIDR notation.
+    pub allowed_networks: Vec<String>,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsSection {
+    /// URL that receives operator events (signed POSTs); empty logs them only.
+    pub callback_url: String,
+    /// Standard Webhooks secret (`whsec_…`) signing operator events; empty sends them unsigned.
+    pub secret: String,
+    /// Consecutive failed attempts that count as 100 %; 0 turns failure alerts off.
+    pub consecutive_failure_threshold: u32,
+    /// Disable a destination that reaches the threshold.
+    pub auto_disable: bool,
+    /// At most one exhausted-retries alert per destination per this many seconds.
+    pub exhausted_retries_window_secs: u64,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            callback_url: String::new(),
+            secret: String::new(),
+            consecutive_failure_threshold: 100,
+            auto_disable: true,
+            exhausted_retries_window_secs: 3600,
+        }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Keep events, deliveries and attempts this many seconds (default 7 days); 0 keeps everything.
+    pub max_age_secs: u64,
+    /// Seconds between purge runs.
+    pub interval_secs: u64,
+    /// Rows deleted per purge transaction.
+    pub batch: usize,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 7 * 24 * 3600,
+            interval_secs: 60,
+            batch: 500,
+        }
+    }
+}
+
+/// `[[topics]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Topic name, e.g. `user.created`.
+    pub name: String,
+    /// What the topic means.
+    #[serde(default)]
+    pub description: String,
+    /// A sample payload, as a JSON string (e.g. `'{"id": "u_1"}'`) or an inline table.
+    #[serde(default)]
+    pub sample: Option<toml::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 3333,
+            data_dir: "./herald-data".into(),
+            api_key: String::new(),
+            jwt_secret: String::new(),
+            public_url: String::new(),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 10,
+            delivery: DeliveryConfig::default(),
+            retry: RetryConfig::default(),
+            signing: SigningSection::default(),
+            security: SecurityConfig::default(),
+            alerts: AlertsSection::default(),
+            retention: RetentionSection::default(),
+            topics: Vec::new(),
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5000,
+            max_in_flight: 512,
+            destination_max_in_flight: 64,
+            queue_capacity: 20_000,
+            idempotency_window_secs: 24 * 3600,
+            response_body_limit: 4096,
+            retry_on_status: Vec::new(),
+            user_agent: format!("herald/{}", env!("CARGO_PKG_VERSION")),
+            proxy: String::new(),
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "exponential".into(),
+            initial_secs: 30,
+            factor: 2.0,
+            max_interval_secs: 24 * 3600,
+            retries: 10,
+            delays_secs: Vec::new(),
+            jitter: 0.1,
+            max_retry_after_secs: 3600,
+        }
+    }
+}
+
+impl Default for SigningSection {
+    fn default() -> Self {
+        Self {
+            mode: "standard".into(),
+            header_prefix: String::new(),
+            content_template: String::new(),
+            header_template: String::new(),
+            encoding: "hex".into(),
+            signature_header: String::new(),
+        }
+    }
+}
+
+/// Leaf keys of the defaults that can be set from the environment, with their TOML type.
+fn env_keys() -> Vec<(String, Vec<String>, toml::Value)> {
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    let mut out = Vec::new();
+    fn walk(prefix: &[String], v: &toml::Value, out: &mut Vec<(String, Vec<String>, toml::Value)>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let mut path = prefix.to_vec();
+                path.push(k.clone());
+                match v {
+                    toml::Value::Table(_) => walk(&path, v, out),
+                    _ => out.push((
+                        format!("HERALD_{}", path.join("_").to_uppercase()),
+                        path,
+                        v.clone(),
+                    )),
+                }
+            }
+        }
+    }
+    walk(&[], &defaults, &mut out);
+    out
+}
+
+fn env_value(var: &str, raw: &str, like: &toml::Value) -> Result<toml::Value> {
+    let bad = |what: &str| anyhow!("environment variable {var}={raw:?} is not {what}");
+    Ok(match like {
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
+        }
+        toml::Value::Float(_) => {
+            toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?)
+        }
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" | "" => false,
+            _ => return Err(bad("a boolean (true/false)")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<i64>()
+                        .map(toml::Value::Integer)
+                        .unwrap_or_else(|_| toml::Value::String(s.into()))
+                })
+                .collect(),
+        ),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+impl Config {
+    /// Loads defaults ← file ← environment.
+    pub fn load(file: Option<&std::path::Path>, env: &BTreeMap<String, String>) -> Result<Config> {
+        let mut table = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| anyhow!("config file {}: {e}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, path, like) in env_keys() {
+            let Some(raw) = env.get(&var) else { continue };
+            let value = env_value(&var, raw, &like)?;
+            let mut t = &mut table;
+            for seg in &path[..path.len() - 1] {
+                let entry = t
+                    .entry(seg.clone())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                t = entry
+                    .as_table_mut()
+                    .ok_or_else(|| anyhow!("config key {seg} must be a table"))?;
+            }
+            t.insert(path[path.len() - 1].clone(), value);
+        }
+        if let Some(names) = env.get("HERALD_TOPICS") {
+            let topics = names
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|n| {
+                    let mut t = toml::Table::new();
+                    t.insert("name".into(), toml::Value::String(n.into()));
+                    toml::Value::Table(t)
+                })
+                .collect();
+            table.insert("topics".into(), toml::Value::Array(topics));
+        }
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow!("invalid configuration: {}", e.message().trim()).context(describe_key(&e))
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!(
+                "log_format (HERALD_LOG_FORMAT): {:?} is not text or json",
+                self.log_format
+            );
+        }
+        if self.delivery.timeout_ms == 0 {
+            bail!("delivery.timeout_ms (HERALD_DELIVERY_TIMEOUT_MS): must be greater than 0");
+        }
+        if self.delivery.max_in_flight == 0
+            || self.delivery.destination_max_in_flight == 0
+            || self.delivery.queue_capacity == 0
+        {
+            bail!(
+                "delivery.max_in_flight, delivery.destination_max_in_flight and delivery.queue_capacity must be greater than 0"
+            );
+        }
+        if !self.delivery.proxy.is_empty() && url::Url::parse(&self.delivery.proxy).is_err() {
+            bail!(
+                "delivery.proxy (HERALD_DELIVERY_PROXY): {:?} is not a URL",
+                self.delivery.proxy
+            );
+        }
+        if !self.alerts.callback_url.is_empty()
+            && url::Url::parse(&self.alerts.callback_url).is_err()
+        {
+            bail!(
+                "alerts.callback_url (HERALD_ALERTS_CALLBACK_URL): {:?} is not a URL",
+                self.alerts.callback_url
+            );
+        }
+        if !self.alerts.secret.is_empty()
+            && !herald_core::signing::is_valid_secret(&self.alerts.secret)
+        {
+            bail!(
+                "alerts.secret (HERALD_ALERTS_SECRET): not a valid signing secret (use whsec_<base64>)"
+            );
+        }
+        if self.retention.interval_secs == 0 || self.retention.batch == 0 {
+            bail!("retention.interval_secs and retention.batch must be greater than 0");
+        }
+        self.retry_policy()?;
+        self.signing_config()?;
+        self.allowed_networks()?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            if t.name.trim().is_empty() || t.name.contains('*') {
+                bail!(
+                    "topics[{i}].name: {:?} must be a non-empty topic name without '*'",
+                    t.name
+                );
+            }
+            if !seen.insert(&t.name) {
+                bail!("topics[{i}].name: topic {:?} is declared twice", t.name);
+            }
+            if let Some(toml::Value::String(s)) = &t.sample {
+                serde_json::from_str::<serde_json::Value>(s)
+                    .map_err(|e| anyhow!("topics[{i}].sample: not valid JSON: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The alert settings described by `[alerts]`.
+    pub fn alert_config(&self) -> herald_engine::alerts::AlertConfig {
+        let a = &self.alerts;
+        herald_engine::alerts::AlertConfig {
+            callback_url: (!a.callback_url.is_empty()).then(|| a.callback_url.clone()),
+            secret: (!a.secret.is_empty()).then(|| a.secret.clone()),
+            consecutive_failure_threshold: a.consecutive_failure_threshold,
+            auto_disable: a.auto_disable,
+            exhausted_retries_window: Duration::from_secs(a.exhausted_retries_window_secs),
+        }
+    }
+
+    /// The retry policy described by `[retry]`.
+    pub fn retry_policy(&self) -> Result<RetryPolicy> {
+        let r = &self.retry;
+        let schedule = match r.schedule.as_str() {
+            "exponential" => Schedule::Exponential {
+                initial: Duration::from_secs(r.initial_secs),
+                factor: r.factor,
+                max_interval: Duration::from_secs(r.max_interval_secs),
+                retries: r.retries,
+            },
+            "list" => Schedule::Fixed(
+                r.delays_secs
+                    .iter()
+                    .map(|s| Duration::from_secs(*s))
+                    .collect(),
+            ),
+            other => bail!(
+                "retry.schedule (HERALD_RETRY_SCHEDULE): {other:?} is not exponential or list"
+            ),
+        };
+        let policy = RetryPolicy {
+            schedule,
+            jitter: r.jitter,
+            max_retry_after: Duration::from_secs(r.max_retry_after_secs),
+        };
+        policy.validate().map_err(|e| anyhow!("retry: {e}"))?;
+        Ok(policy)
+    }
+
+    /// The signing settings described by `[signing]`.
+    pub fn signing_config(&self) -> Result<SigningConfig> {
+        let s = &self.signing;
+        let mode = match s.mode.as_str() {
+            "standard" => SigningMode::Standard,
+            "outpost" => SigningMode::Outpost,
+            other => {
+                bail!("signing.mode (HERALD_SIGNING_MODE): {other:?} is not standard or outpost")
+            }
+        };
+        let mut cfg = SigningConfig::new(mode);
+        if !s.header_prefix.is_empty() {
+            cfg.header_prefix = s.header_prefix.clone();
+        }
+        if !s.content_template.is_empty() {
+            cfg.content_template = s.content_template.clone();
+        }
+        if !s.header_template.is_empty() {
+            cfg.header_template = s.header_template.clone();
+        }
+        cfg.encoding = match s.encoding.as_str() {
+            "hex" => SignatureEncoding::Hex,
+            "base64" => SignatureEncoding::Base64,
+            other => {
+                bail!("signing.encoding (HERALD_SIGNING_ENCODING): {other:?} is not hex or base64")
+            }
+        };
+        if !s.signature_header.is_empty() {
+            cfg.signature_header = Some(s.signature_header.clone());
+        }
+        cfg.validate().map_err(|e| anyhow!("signing: {e}"))?;
+        Ok(cfg)
+    }
+
+    /// Parsed `security.allowed_networks`.
+    pub fn allowed_networks(&self) -> Result<Vec<herald_destinations::target::IpNet>> {
+        self.security
+            .allowed_networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.parse()
+                    .map_err(|e| anyhow!("security.allowed_networks[{i}]: {e}"))
+            })
+            .collect()
+    }
+}
+
+fn describe_key(e: &toml::de::Error) -> String {
+    format!("configuration error: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.port, 3333);
+        assert_eq!(c.delivery.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("HERALD_PORT", "4000"),
+                ("HERALD_DELIVERY_TIMEOUT_MS", "250"),
+                ("HERALD_SECURITY_ALLOW_HTTP", "true"),
+                ("HERALD_TOPICS", "a.b, c.d"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.port, 4000);
+        assert_eq!(c.delivery.timeout_ms, 250);
+        assert!(c.security.allow_http);
+        assert_eq!(c.topics.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::load(None, &env(&[("HERALD_PORT", "abc")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HERALD_PORT"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::load(None, &env(&[("HERALD_SIGNING_MODE", "rsa")])).unwrap_err()
+        );
+        assert!(e.contains("signing.mode"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "port = 1\nbogus_key = 2\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(e.contains("bogus_key"), "{e}");
+        std::fs::write(&p, "[delivery]\ntimeout_ms = \"fast\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(e.contains("timeout_ms"), "{e}");
+        std::fs::write(&p, "[[topics]]\nname = \"a\"\nsample = \"{not json\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(e.contains("topics[0].sample"), "{e}");
+    }
+}

@@ -1,0 +1,286 @@
+//! The `herald` binary: command line, configuration, wiring and shutdown. This is the only
+//! place that knows the concrete store and destination types.
+
+mod bench;
+mod config;
+mod metrics;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use herald_api::{ApiConfig, TopicSpec};
+use herald_core::SystemClock;
+use herald_destinations::{DestinationsConfig, TargetPolicy};
+use herald_engine::{Engine, EngineConfig};
+use herald_store::sqlite::SqliteStore;
+
+use crate::config::Config;
+
+/// Herald: outbound webhooks and event delivery in one binary.
+#[derive(Parser)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    /// Path of a TOML configuration file (also `HERALD_CONFIG`).
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the delivery engine.
+    Serve {
+        /// Development mode: allow http:// and loopback/private targets.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets hidden) and exit.
+    Config,
+    /// Measure throughput, latency and memory on this machine and print a report.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("HERALD_"))
+        .collect();
+    let cfg = Config::load(cli.config.as_deref(), &env)?;
+    init_logs(&cfg);
+    match cli.command {
+        Command::Serve { dev } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(cfg, dev))
+        }
+        Command::Migrate => {
+            let _lock = secrets::lock_data_dir(&cfg.data_dir)?;
+            let path = cfg.data_dir.join("herald.db");
+            SqliteStore::open(&path).with_context(|| format!("migrating {}", path.display()))?;
+            println!("database {} is up to date", path.display());
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(bench::run(args))
+        }
+        Command::Config => {
+            let mut shown = cfg.clone();
+            for s in [&mut shown.api_key, &mut shown.jwt_secret] {
+                if !s.is_empty() {
+                    *s = "(set)".into();
+                }
+            }
+            print!("{}", toml::to_string_pretty(&shown)?);
+            Ok(())
+        }
+    }
+}
+
+fn init_logs(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(cfg: Config, dev: bool) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let _lock = secrets::lock_data_dir(&cfg.data_dir)?;
+    let keys = secrets::load_or_create(&cfg)?;
+
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+
+    let db_path = cfg.data_dir.join("herald.db");
+    let store =
+        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
+
+    let policy = TargetPolicy {
+        allow_http: dev || cfg.security.allow_http,
+        allow_private: dev || cfg.security.allow_private,
+        allow_list: cfg.allowed_networks()?,
+    };
+    let registry = herald_destinations::registry(&DestinationsConfig {
+        target_policy: policy.clone(),
+        proxy: (!cfg.delivery.proxy.is_empty()).then(|| cfg.delivery.proxy.clone()),
+        response_body_limit: cfg.delivery.response_body_limit,
+        user_agent: cfg.delivery.user_agent.clone(),
+        retry_on_status: cfg.delivery.retry_on_status.clone(),
+    })
+    .map_err(anyhow::Error::msg)?;
+    let engine_cfg = EngineConfig {
+        retry: cfg.retry_policy()?,
+        signing: cfg.signing_config()?,
+        attempt_timeout: Duration::from_millis(cfg.delivery.timeout_ms),
+        max_in_flight: cfg.delivery.max_in_flight,
+        destination_max_in_flight: cfg.delivery.destination_max_in_flight,
+        queue_capacity: cfg.delivery.queue_capacity,
+        poll_interval: Duration::from_millis(cfg.delivery.poll_interval_ms.max(10)),
+        idempotency_window: Duration::from_secs(cfg.delivery.idempotency_window_secs),
+        response_body_limit: cfg.delivery.response_body_limit,
+        alerts: cfg.alert_config(),
+        retention: Duration::from_secs(cfg.retention.max_age_secs),
+        retention_interval: Duration::from_secs(cfg.retention.interval_secs),
+        retention_batch: cfg.retention.batch,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(
+        Arc::new(store),
+        registry,
+        Arc::new(SystemClock),
+        engine_cfg,
+        true,
+    )
+    .await?;
+
+    let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} (set HERALD_PORT to use another port)",
+                cfg.host, cfg.port
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let public_url = if cfg.public_url.is_empty() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        cfg.public_url.trim_end_matches('/').to_string()
+    };
+    let topics = cfg
+        .topics
+        .iter()
+        .map(|t| TopicSpec {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            sample: match &t.sample {
+                Some(toml::Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
+                Some(other) => serde_json::to_value(other).unwrap_or_default(),
+                None => serde_json::json!({}),
+            },
+        })
+        .collect();
+    let api = herald_api::router(
+        engine.clone(),
+        ApiConfig {
+            api_key: keys.api_key.clone(),
+            jwt_secret: keys.jwt_secret.clone(),
+            topics,
+            portal_url: format!("{public_url}/portal"),
+            max_body_bytes: cfg.max_body_bytes,
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+    );
+
+    let api = api.merge(metrics::router(engine.clone(), prometheus));
+
+    print_banner(
+        &cfg,
+        addr,
+        &public_url,
+        &db_path,
+        dev || policy.allow_http || policy.allow_private,
+        &keys,
+    );
+    let shutdown = shutdown_signal();
+    axum::serve(listener, api)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("stopped accepting requests; finishing attempts in flight");
+    engine
+        .shutdown(Duration::from_secs(cfg.shutdown_grace_secs))
+        .await;
+    tracing::info!("herald stopped");
+    Ok(())
+}
+
+fn print_banner(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+    public_url: &str,
+    db: &std::path::Path,
+    relaxed: bool,
+    keys: &secrets::Keys,
+) {
+    println!("herald {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    println!("  API:   {public_url}/api/v1");
+    println!("  store: embedded, {}", db.display());
+    println!(
+        "  topics: {}",
+        if cfg.topics.is_empty() {
+            "any (no catalog configured)".to_string()
+        } else {
+            cfg.topics.len().to_string()
+        }
+    );
+    if relaxed {
+        println!(
+            "  WARNING: development mode: http:// and loopback/private destination targets are ALLOWED."
+        );
+        println!("           Do not run like this in production.");
+    }
+    if keys.api_key_generated {
+        println!();
+        println!(
+            "  Generated an admin API key (kept in {}):",
+            cfg.data_dir.join("api_key").display()
+        );
+        println!("    {}", keys.api_key);
+        println!("  Try it:");
+        println!(
+            "    curl -H 'Authorization: Bearer {}' {public_url}/api/v1/tenants",
+            keys.api_key
+        );
+        println!();
+    }
+    println!("Press Ctrl-C to stop.");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
