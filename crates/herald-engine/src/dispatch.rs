@@ -347,7 +347,6 @@ async fn attempt(inner: &Inner, job: Job) {
                 }
                 _ => (DeliveryStatus::Failed, now),
             };
-            tracing::debug!(event_id = %event.id, destination_id = %dest.id, attempt = number, code = %e.code, error = %e.message, "attempt failed");
             (
                 AttemptStatus::Failed,
                 e.code,
@@ -378,6 +377,11 @@ async fn attempt(inner: &Inner, job: Job) {
         next_attempt_at: next_at,
     };
     let outcome = record.attempt.status.as_str();
+    tracing::debug!(
+        event_id = %event.id, destination_id = %dest.id, delivery_id = %delivery.id,
+        attempt_id = %record.attempt.id, attempt = number, outcome, code = %record.attempt.code,
+        latency_ms, next = next_status.as_str(), "attempt"
+    );
     metrics::counter!("herald_attempts_total", "outcome" => outcome, "destination_type" => dest.kind.clone()).increment(1);
     metrics::histogram!("herald_attempt_duration_seconds", "outcome" => outcome)
         .record(elapsed.as_secs_f64());

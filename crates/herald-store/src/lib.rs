@@ -225,6 +225,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Job>>;
     /// Appends an attempt and moves its delivery to the decided state, releasing the lease.
     /// Returns the destination's consecutive failed attempts after this one (0 on success).
+    /// When the delivery is no longer pending (it was cancelled while the attempt ran), the
+    /// attempt is still logged but the delivery and the failure streak are left alone (0).
     async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32>;
     /// Puts a leased delivery back to wait until `at` without recording an attempt (the
     /// engine sheds work it cannot hold in memory).

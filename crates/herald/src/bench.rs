@@ -260,6 +260,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
     // 1. Baseline: plain client → receiver.
     print!("[1/5] baseline client → receiver … ");
+    flush();
     let c = client();
     let body = serde_json::to_vec(&json!({"i": 1, "pad": "x".repeat(200)}))?;
     let (u, b) = (format!("{sink_url}/baseline"), body.clone());
@@ -284,6 +285,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     setup(&c, &h, "one", &sink_url, 1).await?;
     setup(&c, &h, "ten", &sink_url, 10).await?;
     print!("[2/5] publish rate, 1 destination per event … ");
+    flush();
     let before = sink.hits.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let publish_1 = publish_phase(&args, &h, "one", "p1").await;
@@ -305,6 +307,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     );
 
     print!("[3/5] publish rate, 10 destinations per event … ");
+    flush();
     let before = sink.hits.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let publish_10 = publish_phase(&args, &h, "ten", "p10").await;
@@ -327,6 +330,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
     // 4. Latency at a moderate rate: 200 events/s, one at a time on a schedule.
     print!("[4/5] publish → first attempt latency at 200 events/s … ");
+    flush();
     sink.track.store(true, Ordering::Relaxed);
     let url = format!("http://{}/api/v1/publish", h.addr);
     let mut sent: Vec<(String, Instant)> = Vec::new();
@@ -373,11 +377,20 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             "[5/5] memory with {} pending deliveries ({events} events × 10 destinations, receiver down) … ",
             args.backlog
         );
+        flush();
         let down = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?
         };
-        let h = start_herald("backlog", &[])?;
+        // Failure alerts (and with them auto-disable, which would cancel the backlog) are off,
+        // and the first retry is an hour away, so the backlog stays put while it is measured.
+        let h = start_herald(
+            "backlog",
+            &[
+                ("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "0"),
+                ("HERALD_RETRY_INITIAL_SECS", "3600"),
+            ],
+        )?;
         setup(&c, &h, "down", &format!("http://{down}"), 10).await?;
         let url = format!("http://{}/api/v1/publish", h.addr);
         let next = Arc::new(AtomicU64::new(0));
@@ -466,6 +479,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Shows a progress line written with `print!` before the phase it announces runs.
+fn flush() {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
 fn verdict(ok: bool) -> &'static str {

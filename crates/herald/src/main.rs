@@ -21,6 +21,12 @@ use herald_store::sqlite::SqliteStore;
 
 use crate::config::Config;
 
+/// mimalloc instead of the system allocator: Herald allocates many small, short-lived buffers
+/// per request and per attempt, and glibc's malloc and free were about 17 % of all instructions
+/// under publish-and-deliver load (callgrind, see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Herald: outbound webhooks and event delivery in one binary.
 #[derive(Parser)]
 #[command(name = "herald", version, about)]
