@@ -125,7 +125,8 @@ fn start_herald(tag: &str, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
     let mut child = cmd.spawn().context("starting herald")?;
     let stdout = child.stdout.take().context("herald stdout")?;
     let mut addr = None;
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line?;
         if let Some(rest) = line.split("listening on ").nth(1) {
             addr = Some(rest.trim().parse()?);
@@ -135,6 +136,8 @@ fn start_herald(tag: &str, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
     let Some(addr) = addr else {
         bail!("herald exited before listening")
     };
+    // Keep reading the rest of its output so Herald never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     Ok(HeraldProcess { child, addr, dir })
 }
 
@@ -326,7 +329,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "      end-to-end deliveries: {delivered10} in {:.1} s = {delivery10:.0} deliveries/s",
         t0.elapsed().as_secs_f64()
     );
-    let delivery = delivery.max(delivery10);
+    // The ratio is taken from the better of the two phases: with one destination per event,
+    // every delivery also pays for its own publish request, which the baseline does not.
+    let best = delivery.max(delivery10);
 
     // 4. Latency at a moderate rate: 200 events/s, one at a time on a schedule.
     print!("[4/5] publish → first attempt latency at 200 events/s … ");
@@ -441,15 +446,22 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (rss, peak, pending)
     };
 
-    let ratio = delivery / baseline;
+    let ratio = best / baseline;
     let peak = peak_main.max(backlog_peak);
     println!();
     println!("| measure | figure | target | verdict |");
     println!("|---|---|---|---|");
     println!("| baseline client → receiver | {baseline:.0} req/s | — | — |");
-    println!("| Herald end-to-end deliveries | {delivery:.0} deliveries/s | — | — |");
     println!(
-        "| ratio to baseline | {ratio:.2} | ≥ 0.50 | {} |",
+        "| Herald end-to-end deliveries, 1 destination/event | {delivery:.0} deliveries/s ({:.2} of baseline) | — | — |",
+        delivery / baseline
+    );
+    println!(
+        "| Herald end-to-end deliveries, 10 destinations/event | {delivery10:.0} deliveries/s ({:.2} of baseline) | — | — |",
+        delivery10 / baseline
+    );
+    println!(
+        "| delivery ratio to baseline (better phase) | {ratio:.2} | ≥ 0.50 | {} |",
         verdict(ratio >= 0.5)
     );
     println!(

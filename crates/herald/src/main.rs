@@ -233,10 +233,19 @@ fn print_banner(
     relaxed: bool,
     keys: &secrets::Keys,
 ) {
-    println!("herald {} listening on {addr}", env!("CARGO_PKG_VERSION"));
-    println!("  API:   {public_url}/api/v1");
-    println!("  store: embedded, {}", db.display());
-    println!(
+    // Written in one go, and a closed stdout (a supervisor that stopped reading) is ignored:
+    // the banner is informational and must never take the server down.
+    use std::fmt::Write as _;
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "herald {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(b, "  API:   {public_url}/api/v1");
+    let _ = writeln!(b, "  store: embedded, {}", db.display());
+    let _ = writeln!(
+        b,
         "  topics: {}",
         if cfg.topics.is_empty() {
             "any (no catalog configured)".to_string()
@@ -245,28 +254,32 @@ fn print_banner(
         }
     );
     if relaxed {
-        println!(
+        let _ = writeln!(
+            b,
             "  WARNING: development mode: http:// and loopback/private destination targets are ALLOWED."
         );
-        println!("           Do not run like this in production.");
+        let _ = writeln!(b, "           Do not run like this in production.");
     }
     if keys.api_key_generated {
-        println!();
-        println!(
+        let _ = writeln!(b);
+        let _ = writeln!(
+            b,
             "  Generated an admin API key (kept in {}):",
             cfg.data_dir.join("api_key").display()
         );
-        println!("    {}", keys.api_key);
-        println!("  Try it:");
-        println!(
+        let _ = writeln!(b, "    {}", keys.api_key);
+        let _ = writeln!(b, "  Try it:");
+        let _ = writeln!(
+            b,
             "    curl -H 'Authorization: Bearer {}' {public_url}/api/v1/tenants",
             keys.api_key
         );
-        println!();
+        let _ = writeln!(b);
     }
-    println!("Press Ctrl-C to stop.");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let _ = writeln!(b, "Press Ctrl-C to stop.");
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, b.as_bytes());
+    let _ = std::io::Write::flush(&mut out);
 }
 
 async fn shutdown_signal() {
