@@ -192,7 +192,8 @@ pub(crate) fn config_bool(config: &BTreeMap<String, String>, key: &str, default:
 /// Splits `host:port` (or `[v6]:port`; the port defaults to `default_port`).
 pub(crate) fn parse_server(raw: &str, default_port: u16) -> Result<(String, u16), String> {
     let raw = raw.trim();
-    let bad = || format!("{raw:?} is not a server address; expected host:port, e.g. localhost:5672");
+    let bad =
+        || format!("{raw:?} is not a server address; expected host:port, e.g. localhost:5672");
     if raw.is_empty() || raw.contains("://") || raw.chars().any(char::is_whitespace) {
         return Err(bad());
     }
@@ -409,7 +410,7 @@ mod tests {
         let t = Template::parse("events.{topic}.{event_id}").unwrap();
         assert_eq!(t.render(&msg()), "events.user.created.evt_1");
         assert!(!t.is_literal());
-        assert_eq!(t.literal_text(), "events...");
+        assert_eq!(t.literal_text(), "events..");
         assert!(Template::parse("plain").unwrap().is_literal());
         assert!(Template::parse("{nope}").unwrap_err().contains("{nope}"));
         assert!(Template::parse("a{topic").unwrap_err().contains("unclosed"));

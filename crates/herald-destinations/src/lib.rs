@@ -47,11 +47,15 @@ pub fn registry(cfg: &DestinationsConfig) -> Result<Registry, String> {
     let mut r = Registry::default();
     r.register(Arc::new(webhook::WebhookType::new(cfg)?));
     #[cfg(feature = "rabbitmq")]
-    r.register(Arc::new(rabbitmq::RabbitMqType::new(cfg.target_policy.clone())));
+    r.register(Arc::new(rabbitmq::RabbitMqType::new(
+        cfg.target_policy.clone(),
+    )));
     #[cfg(feature = "nats")]
     r.register(Arc::new(nats::NatsType::new(cfg.target_policy.clone())));
     #[cfg(feature = "redis_stream")]
-    r.register(Arc::new(redis_stream::RedisStreamType::new(cfg.target_policy.clone())));
+    r.register(Arc::new(redis_stream::RedisStreamType::new(
+        cfg.target_policy.clone(),
+    )));
     #[cfg(feature = "mqtt")]
     r.register(Arc::new(mqtt::MqttType::new(cfg.target_policy.clone())));
     Ok(r)

@@ -190,12 +190,11 @@ impl DestinationType for MqttType {
             .filter(|s| !s.is_empty())
             .cloned()
             .unwrap_or_else(|| {
-                let id: String = d
-                    .id
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-                    .take(40)
-                    .collect();
+                let id: String =
+                    d.id.chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                        .take(40)
+                        .collect();
                 format!("herald-{id}")
             });
         let cred = |k: &str| d.credentials.get(k).filter(|v| !v.is_empty()).cloned();
@@ -312,16 +311,17 @@ fn connection_error(e: &ConnectionError) -> DeliveryError {
     }
 }
 
-fn puback_result(ack: &PubAck) -> Result<(), DeliveryError> {
+/// The failure a PUBACK reports, if it reports one.
+fn puback_failure(ack: &PubAck) -> Option<DeliveryError> {
     let text = format!("the broker answered PUBACK {:?}", ack.reason);
     match ack.reason {
-        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-        PubAckReason::NotAuthorized => Err(DeliveryError::permanent("not_authorized", text)),
-        PubAckReason::TopicNameInvalid => Err(DeliveryError::permanent("topic_invalid", text)),
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+        PubAckReason::NotAuthorized => Some(DeliveryError::permanent("not_authorized", text)),
+        PubAckReason::TopicNameInvalid => Some(DeliveryError::permanent("topic_invalid", text)),
         PubAckReason::PayloadFormatInvalid => {
-            Err(DeliveryError::permanent("payload_format_invalid", text))
+            Some(DeliveryError::permanent("payload_format_invalid", text))
         }
-        _ => Err(DeliveryError::retry("puback_error", text)),
+        _ => Some(DeliveryError::retry("puback_error", text)),
     }
 }
 
@@ -445,7 +445,7 @@ impl MqttDriver {
             }
         }
         match rx.await {
-            Ok(Ok(ack)) => puback_result(&ack),
+            Ok(Ok(ack)) => puback_failure(&ack).map_or(Ok(()), Err),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(DeliveryError::retry(
                 "connection_error",
@@ -534,10 +534,10 @@ mod tests {
             reason,
             properties: None,
         };
-        assert!(puback_result(&ack(PubAckReason::NoMatchingSubscribers)).is_ok());
+        assert!(puback_failure(&ack(PubAckReason::NoMatchingSubscribers)).is_none());
         assert_eq!(
-            puback_result(&ack(PubAckReason::NotAuthorized))
-                .unwrap_err()
+            puback_failure(&ack(PubAckReason::NotAuthorized))
+                .unwrap()
                 .disposition,
             herald_core::destination::Disposition::Permanent
         );

@@ -284,11 +284,16 @@ impl Driver for NatsDriver {
             return Err(DeliveryError::permanent("invalid_subject", p));
         }
         let deadline = tokio::time::Instant::now() + msg.timeout;
-        let js = broker::within(msg.timeout, "connecting to NATS", self.context(msg.timeout)).await?;
+        let js =
+            broker::within(msg.timeout, "connecting to NATS", self.context(msg.timeout)).await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         broker::within(left, "waiting for the JetStream acknowledgement", async {
             let ack = js
-                .publish_with_headers(subject.clone(), Self::headers(msg), msg.body.to_vec().into())
+                .publish_with_headers(
+                    subject.clone(),
+                    Self::headers(msg),
+                    msg.body.to_vec().into(),
+                )
                 .await
                 .map_err(|e| publish_error(&e))?
                 .await
@@ -344,7 +349,10 @@ mod tests {
         );
         assert!(
             t.validate(
-                &c(&[("server_url", "nats.example"), ("subject", "events.{topic}")]),
+                &c(&[
+                    ("server_url", "nats.example"),
+                    ("subject", "events.{topic}")
+                ]),
                 &c(&[])
             )
             .is_empty()

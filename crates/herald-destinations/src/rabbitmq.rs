@@ -155,11 +155,9 @@ impl DestinationType for RabbitMqType {
     fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
         let tls = broker::config_bool(&d.config, "tls", false);
         let raw = d.config.get("server_url").map_or("", String::as_str);
-        let (host, port) = broker::parse_server(
-            raw,
-            if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT },
-        )
-        .map_err(|e| FieldError::new("config.server_url", e))?;
+        let (host, port) =
+            broker::parse_server(raw, if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT })
+                .map_err(|e| FieldError::new("config.server_url", e))?;
         let exchange = d
             .config
             .get("exchange")
@@ -395,16 +393,18 @@ impl RabbitMqDriver {
                 code: "ack".into(),
                 response: Some(response.clone()),
             }),
-            Confirmation::Ack(Some(ret)) | Confirmation::Nack(Some(ret)) => Err(fail(DeliveryError::retry(
-                "unroutable",
-                format!(
-                    "the broker returned the message ({} {}): no queue is bound to exchange {:?} for routing key {:?}",
-                    ret.reply_code,
-                    ret.reply_text,
-                    self.exchange.as_str(),
-                    routing_key.as_str()
-                ),
-            ))),
+            Confirmation::Ack(Some(ret)) | Confirmation::Nack(Some(ret)) => {
+                Err(fail(DeliveryError::retry(
+                    "unroutable",
+                    format!(
+                        "the broker returned the message ({} {}): no queue is bound to exchange {:?} for routing key {:?}",
+                        ret.reply_code,
+                        ret.reply_text,
+                        self.exchange.as_str(),
+                        routing_key.as_str()
+                    ),
+                )))
+            }
             Confirmation::Nack(None) => Err(fail(DeliveryError::retry(
                 "nack",
                 "the broker did not accept the message (basic.nack)",
@@ -446,9 +446,12 @@ impl Driver for RabbitMqDriver {
             DeliveryError::permanent("invalid_routing_key", format!("routing key: {e}"))
         })?;
         let deadline = tokio::time::Instant::now() + msg.timeout;
-        let (channel, generation) =
-            broker::within(msg.timeout, "connecting to RabbitMQ", self.channel(msg.timeout))
-                .await?;
+        let (channel, generation) = broker::within(
+            msg.timeout,
+            "connecting to RabbitMQ",
+            self.channel(msg.timeout),
+        )
+        .await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let result = broker::within(
             left,
@@ -511,12 +514,11 @@ mod tests {
 
     #[test]
     fn access_refused_is_permanent_and_io_is_retried() {
-        let refused = lapin::Error::from(ErrorKind::ProtocolError(
-            lapin::protocol::AMQPError::new(
+        let refused =
+            lapin::Error::from(ErrorKind::ProtocolError(lapin::protocol::AMQPError::new(
                 AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
                 "ACCESS_REFUSED".into(),
-            ),
-        ));
+            )));
         let e = classify(&refused);
         assert_eq!(e.code, "access_refused");
         assert_eq!(

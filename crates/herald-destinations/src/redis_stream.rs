@@ -297,9 +297,12 @@ impl Driver for RedisStreamDriver {
     async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
         let key = self.stream.render(msg);
         let deadline = tokio::time::Instant::now() + msg.timeout;
-        let (mut conn, generation) =
-            broker::within(msg.timeout, "connecting to Redis", self.connection(msg.timeout))
-                .await?;
+        let (mut conn, generation) = broker::within(
+            msg.timeout,
+            "connecting to Redis",
+            self.connection(msg.timeout),
+        )
+        .await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let cmd = self.command(&key, msg);
         let result = broker::within(left, "waiting for XADD", async {
@@ -314,7 +317,10 @@ impl Driver for RedisStreamDriver {
                 response: Some(json!({ "stream": key, "entry_id": id })),
             }),
             Err(e) => {
-                if matches!(e.disposition, herald_core::destination::Disposition::Retry { .. }) {
+                if matches!(
+                    e.disposition,
+                    herald_core::destination::Disposition::Retry { .. }
+                ) {
                     self.invalidate(generation).await;
                 }
                 Err(DeliveryError {
