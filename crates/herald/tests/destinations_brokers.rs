@@ -26,7 +26,7 @@ mod common;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Herald;
@@ -143,6 +143,8 @@ struct Forwarder {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// Connections accepted so far, whatever the mode.
+    accepted: Arc<AtomicUsize>,
 }
 
 const ON: u8 = 0;
@@ -156,13 +158,16 @@ impl Forwarder {
             addr: listener.local_addr().unwrap(),
             mode: Arc::new(AtomicU8::new(mode)),
             conns: Arc::default(),
+            accepted: Arc::default(),
         };
         let (m, conns, target) = (f.mode.clone(), f.conns.clone(), target.to_string());
+        let accepted = f.accepted.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let target = target.clone();
                 let task = match m.load(Ordering::SeqCst) {
                     OFF => continue, // dropped: the client sees the connection closed
@@ -255,18 +260,26 @@ async fn expect_permanent(h: &Herald, event_id: &str, code: &str) -> Value {
     a[0].clone()
 }
 
-/// The outage scenario every type shares: deliver through the forwarder, cut it (failed
-/// attempts are retried), restore it (delivered on a later attempt over a new connection).
-/// `count` reads how many messages the broker holds for the destination.
+/// The outage scenario every type shares: deliver through the forwarder (three events over
+/// one pooled connection), cut it (failed attempts are retried), restore it (delivered on a
+/// later attempt over a new connection). `count` reads how many messages the broker holds for
+/// the destination.
 async fn outage_and_recovery<F, Fut>(h: &Herald, tenant: &str, fwd: &Forwarder, count: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = usize>,
 {
-    let first = publish(h, tenant, "order.paid", json!({"n": 1})).await;
-    attempts(h, &first, succeeded).await;
+    for n in 0..3 {
+        let first = publish(h, tenant, "order.paid", json!({"n": n})).await;
+        attempts(h, &first, succeeded).await;
+    }
+    assert_eq!(
+        fwd.accepted.load(Ordering::SeqCst),
+        1,
+        "three deliveries reuse the destination's one connection"
+    );
     fwd.set(OFF);
-    let second = publish(h, tenant, "order.paid", json!({"n": 2})).await;
+    let second = publish(h, tenant, "order.paid", json!({"n": 3})).await;
     let failed = attempts(h, &second, |a| a.len() >= 2).await;
     for a in &failed {
         assert_eq!(a["status"], "failed", "{failed:?}");
@@ -275,7 +288,7 @@ where
     let all = attempts(h, &second, succeeded).await;
     assert!(all.len() >= 3, "{all:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count().await < 2 {
+    while count().await < 4 {
         assert!(
             Instant::now() < deadline,
             "the broker never got both messages"
@@ -627,9 +640,9 @@ mod nats {
         create(&h, "nats-out", dest(&fwd.server_url(), &s.prefix)).await;
         outage_and_recovery(&h, "nats-out", &fwd, || s.count()).await;
         // A publish that reached the server during the outage but was acknowledged too late
-        // is dropped by JetStream's duplicate window: exactly two messages.
+        // is dropped by JetStream's duplicate window: exactly four messages.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(s.count().await, 2);
+        assert_eq!(s.count().await, 4);
         s.cleanup().await;
     }
 
@@ -753,7 +766,9 @@ mod redis_stream {
         let key = unique("herald-test:");
         let fwd = Forwarder::start(REDIS, ON).await;
         let h = herald();
-        create(&h, "redis-out", dest(&fwd.server_url(), &key)).await;
+        let mut d = dest(&fwd.server_url(), &key);
+        d["config"].as_object_mut().unwrap().remove("max_len");
+        create(&h, "redis-out", d).await;
         let count = || {
             let (mut c, key) = (c.clone(), key.clone());
             async move { entries(&mut c, &key).await.len() }
