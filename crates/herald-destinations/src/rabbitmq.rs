@@ -512,6 +512,47 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn an_overlong_routing_key_fails_permanently_without_connecting() {
+        let t = RabbitMqType::new(TargetPolicy::default());
+        let d = Destination {
+            id: "des_1".into(),
+            tenant_id: "t".into(),
+            kind: "rabbitmq".into(),
+            topics: herald_core::Topics::All,
+            filter: None,
+            // Port 9 on a documentation address: a connection attempt would fail differently.
+            config: config(&[
+                ("server_url", "192.0.2.1:9"),
+                ("exchange", "e"),
+                ("routing_key", "{event_id}"),
+            ]),
+            credentials: config(&[("username", "u"), ("password", "p")]),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let driver = t.build(&d).unwrap();
+        let msg = OutboundMessage {
+            event_id: "e".repeat(300),
+            delivery_id: "dlv_1".into(),
+            topic: "t".into(),
+            time: jiff::Timestamp::UNIX_EPOCH,
+            body: Arc::from(&b"{}"[..]),
+            headers: vec![("x".repeat(300), "v".into())],
+            metadata: Default::default(),
+            timeout: Duration::from_secs(1),
+        };
+        let e = driver.deliver(&msg).await.unwrap_err();
+        assert_eq!(e.code, "invalid_routing_key");
+        assert_eq!(
+            e.disposition,
+            herald_core::destination::Disposition::Permanent
+        );
+    }
+
     #[test]
     fn access_refused_is_permanent_and_io_is_retried() {
         let refused =
