@@ -12,8 +12,10 @@
 //!
 //! Connections: one client per destination, opened on the first attempt. The client
 //! reconnects by itself after a broker restart (publishes wait for the reconnection until the
-//! attempt's deadline); a client that could not connect at all is not kept, so the next
-//! attempt tries again.
+//! attempt's deadline), giving up after [`MAX_RECONNECTS`] tries (about two minutes) so a
+//! client whose destination is gone does not retry forever in the background. A client that
+//! could not connect, gave up, or failed a publish for any reason other than a timeout is not
+//! kept: the next attempt opens a new one.
 //!
 //! Classification: refused connections, timeouts, "no responders" (no stream captures the
 //! subject, or the stream's leader is being elected), and other JetStream errors are retried;
@@ -37,6 +39,9 @@ use crate::target::TargetPolicy;
 
 const DEFAULT_PORT: u16 = 4222;
 const DEFAULT_SUBJECT: &str = "{topic}";
+/// Reconnection tries of an established client before it gives up (the client waits up to
+/// 4 s between tries).
+pub const MAX_RECONNECTS: usize = 30;
 
 /// The nats destination type.
 pub struct NatsType {
@@ -220,6 +225,7 @@ impl NatsDriver {
             .name(&self.name)
             .connection_timeout(timeout)
             .ignore_discovered_servers()
+            .max_reconnects(MAX_RECONNECTS)
             .require_tls(self.tls);
         if let Some((u, p)) = &self.user {
             opts = opts.user_and_password(u.clone(), p.clone());
@@ -287,7 +293,7 @@ impl Driver for NatsDriver {
         let js =
             broker::within(msg.timeout, "connecting to NATS", self.context(msg.timeout)).await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        broker::within(left, "waiting for the JetStream acknowledgement", async {
+        let result = broker::within(left, "waiting for the JetStream acknowledgement", async {
             let ack = js
                 .publish_with_headers(
                     subject.clone(),
@@ -308,7 +314,17 @@ impl Driver for NatsDriver {
                 })),
             })
         })
-        .await
+        .await;
+        if let Err(e) = &result
+            && !matches!(
+                e.code.as_str(),
+                "timeout" | "no_stream" | "payload_too_large"
+            )
+        {
+            // Possibly a client that gave up reconnecting: start afresh next time.
+            *self.live.lock().await = None;
+        }
+        result
     }
 }
 
