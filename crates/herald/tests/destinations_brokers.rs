@@ -601,6 +601,37 @@ mod rabbitmq {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unroutable_message_is_not_a_success_and_is_retried() {
+        let s = setup().await;
+        let lonely = unique("herald-test-unbound-");
+        s.channel
+            .exchange_declare(
+                lonely.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    auto_delete: false,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let h = herald();
+        create(&h, "rmq-unroutable", dest(RABBITMQ, &lonely, "guest")).await;
+        let id = publish(&h, "rmq-unroutable", "user.created", json!({})).await;
+        let a = attempts(&h, &id, |a| a.len() >= 2).await;
+        for x in &a {
+            assert_eq!(x["status"], "failed", "{a:?}");
+            assert_eq!(x["code"], "unroutable", "{a:?}");
+        }
+        let _ = s
+            .channel
+            .exchange_delete(lonely.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+        s.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wrong_password_is_permanent_and_missing_exchange_too() {
         let s = setup().await;
         let h = herald();
