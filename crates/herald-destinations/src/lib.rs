@@ -3,6 +3,21 @@
 //! includes. Only the binary calls [`registry`]: the engine and API see types through the
 //! registry alone.
 
+#[cfg(any(
+    feature = "rabbitmq",
+    feature = "nats",
+    feature = "redis_stream",
+    feature = "mqtt"
+))]
+mod broker;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
+#[cfg(feature = "redis_stream")]
+pub mod redis_stream;
 pub mod target;
 pub mod webhook;
 
@@ -31,5 +46,17 @@ pub struct DestinationsConfig {
 pub fn registry(cfg: &DestinationsConfig) -> Result<Registry, String> {
     let mut r = Registry::default();
     r.register(Arc::new(webhook::WebhookType::new(cfg)?));
+    #[cfg(feature = "rabbitmq")]
+    r.register(Arc::new(rabbitmq::RabbitMqType::new(
+        cfg.target_policy.clone(),
+    )));
+    #[cfg(feature = "nats")]
+    r.register(Arc::new(nats::NatsType::new(cfg.target_policy.clone())));
+    #[cfg(feature = "redis_stream")]
+    r.register(Arc::new(redis_stream::RedisStreamType::new(
+        cfg.target_policy.clone(),
+    )));
+    #[cfg(feature = "mqtt")]
+    r.register(Arc::new(mqtt::MqttType::new(cfg.target_policy.clone())));
     Ok(r)
 }
