@@ -41,6 +41,8 @@ pub(crate) struct DestinationGate {
 pub(crate) struct Dispatch {
     /// Jobs taken off the queue and not yet finished (bounds spawned tasks).
     admit: Arc<Semaphore>,
+    /// Permits `admit` started with.
+    admit_total: usize,
     global: Arc<Semaphore>,
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
     destination_limit: usize,
@@ -51,6 +53,7 @@ impl Dispatch {
     pub(crate) fn new(cfg: &EngineConfig) -> Self {
         Self {
             admit: Arc::new(Semaphore::new(cfg.queue_capacity.max(1))),
+            admit_total: cfg.queue_capacity.max(1),
             global: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             gates: Mutex::new(HashMap::new()),
             destination_limit: cfg.destination_max_in_flight.max(1),
@@ -60,6 +63,11 @@ impl Dispatch {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Jobs taken off the queue and not finished yet (waiting for a slot, or in flight).
+    pub(crate) fn admitted(&self) -> usize {
+        self.admit_total - self.admit.available_permits()
     }
 
     /// The gate for a destination, rebuilt when its limits changed.
@@ -162,10 +170,30 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
 
 /// Claims due deliveries from the store whenever the queue has room: retries that came due,
 /// deliveries that did not fit in memory at publish time, and leases that expired.
+///
+/// It claims only while this node holds fewer than `claim_limit` deliveries, and then at
+/// least a quarter of that at a time (or all that is due), so that nodes sharing a store
+/// each take a fair share in few round trips.
 pub(crate) async fn run_poller(inner: Arc<Inner>) {
     const BATCH: usize = 1000;
+    let limit = inner.config.claim_limit.max(1);
+    let min_room = (limit / 4).clamp(1, BATCH);
     while !inner.stopping.is_cancelled() {
-        let room = inner.queue.capacity().min(BATCH);
+        let queued = inner.queue.max_capacity() - inner.queue.capacity();
+        let held = queued + inner.dispatch.admitted();
+        let room = inner
+            .queue
+            .capacity()
+            .min(BATCH)
+            .min(limit.saturating_sub(held));
+        if room < min_room && held > 0 {
+            // Busy: look again soon (memory only, no store query).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = inner.stopping.cancelled() => break,
+            }
+            continue;
+        }
         let mut full_batch = false;
         if room > 0 {
             let now = inner.clock.now();
@@ -273,7 +301,11 @@ fn message(
 
 /// One attempt of one delivery, start to recorded finish.
 async fn attempt(inner: &Inner, job: Job) {
-    let Job { delivery, event } = job;
+    let Job {
+        delivery,
+        event,
+        lease_until,
+    } = job;
     let Some(route) = inner
         .routes
         .get(&delivery.tenant_id, &delivery.destination_id)
@@ -285,8 +317,11 @@ async fn attempt(inner: &Inner, job: Job) {
     if !dest.is_enabled() {
         return;
     }
-    let number = delivery.attempts + 1;
     let now = inner.clock.now();
+    if !hold_lease(inner, &delivery.id, lease_until, now).await {
+        return;
+    }
+    let number = delivery.attempts + 1;
     let started = Instant::now();
     let result = match &route.driver {
         None => Err(DeliveryError::permanent(
@@ -417,6 +452,45 @@ async fn attempt(inner: &Inner, job: Job) {
     }
 }
 
+/// Makes sure this node's lease on a delivery outlasts the attempt about to start: a lease
+/// with less than two attempt timeouts left is renewed first. Returns false when the lease is
+/// lost (another claimer took the delivery after it expired, or it is no longer pending):
+/// then this node must not send it.
+async fn hold_lease(
+    inner: &Inner,
+    delivery_id: &str,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> bool {
+    let timeout =
+        SignedDuration::try_from(inner.config.attempt_timeout).unwrap_or(SignedDuration::MAX);
+    if lease_until >= now.saturating_add(timeout.saturating_mul(2)).unwrap_or(now) {
+        return true;
+    }
+    match inner
+        .store
+        .renew_leases(
+            vec![(delivery_id.to_string(), lease_until)],
+            now + inner.config.lease_span(),
+        )
+        .await
+    {
+        Ok(renewed) if !renewed.is_empty() => true,
+        Ok(_) => {
+            metrics::counter!("herald_leases_lost_total").increment(1);
+            tracing::debug!(
+                delivery_id,
+                "lease lost while waiting in memory; not attempting"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, delivery_id, "cannot renew a lease; the delivery is attempted after it expires");
+            false
+        }
+    }
+}
+
 fn with_error(response: Option<Value>, message: &str) -> Value {
     match response {
         Some(Value::Object(mut m)) => {
@@ -430,7 +504,21 @@ fn with_error(response: Option<Value>, message: &str) -> Value {
 /// Disables a destination (410 Gone, or the consecutive-failure threshold) and stops its
 /// pending deliveries.
 async fn disable(inner: &Inner, dest: &Destination, now: Timestamp, reason: &str) {
-    let mut d = dest.clone();
+    // Start from the stored copy: another node may have changed the destination since this
+    // node cached it, and a stale copy must not undo that change.
+    let mut d = match inner.store.get_destination(&dest.tenant_id, &dest.id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return, // deleted meanwhile
+        Err(e) => {
+            tracing::warn!(error = %e, destination_id = %dest.id, "cannot reload a destination before disabling it; using the cached copy");
+            dest.clone()
+        }
+    };
+    if !d.is_enabled() {
+        // Already disabled (by another node, or a concurrent attempt here).
+        inner.routes.upsert(d);
+        return;
+    }
     d.disabled_at = Some(now);
     d.updated_at = now;
     match inner.store.update_destination(&d, true, now).await {

@@ -279,6 +279,15 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an attempt and moves its delivery to the decided state, releasing the lease.
     /// Returns the destination's consecutive failed attempts after this one (0 on success).
     async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32>;
+    /// Extends leases this node still holds to `until`. A lease is identified by the delivery
+    /// and the `lease_until` it was given (the lease's token): it is renewed only while the
+    /// delivery is pending and nobody claimed it since — even if it already expired. Returns
+    /// the ids renewed; for the others the caller must not attempt the delivery.
+    async fn renew_leases(
+        &self,
+        leases: Vec<(String, Timestamp)>,
+        until: Timestamp,
+    ) -> Result<Vec<String>>;
     /// Puts a leased delivery back to wait until `at` without recording an attempt (the
     /// engine sheds work it cannot hold in memory).
     async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()>;

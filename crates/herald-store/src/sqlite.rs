@@ -1098,18 +1098,23 @@ impl Store for SqliteStore {
                 us(a.time),
                 a.latency_ms as i64
             ])?;
-            // A delivery cancelled meanwhile (destination disabled or deleted) stays cancelled.
-            c.prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, leased = 0, updated_at = ?5
-                 WHERE id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![
-                a.delivery_id,
-                rec.status.as_str(),
-                a.attempt_number,
-                us(rec.next_attempt_at),
-                us(a.time)
-            ])?;
+            // A delivery cancelled meanwhile (destination disabled or deleted) stays cancelled,
+            // and its late attempt does not count towards the destination's failure streak.
+            let moved = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, leased = 0, updated_at = ?5
+                     WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![
+                    a.delivery_id,
+                    rec.status.as_str(),
+                    a.attempt_number,
+                    us(rec.next_attempt_at),
+                    us(a.time)
+                ])?;
+            if moved == 0 {
+                return Ok(0);
+            }
             let failures: u32 = if a.status == AttemptStatus::Success {
                 c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?.execute([&a.destination_id])?;
                 0
@@ -1122,6 +1127,27 @@ impl Store for SqliteStore {
                 .query_row([&a.destination_id], |r| r.get(0))?
             };
             Ok(failures)
+        })
+        .await
+    }
+
+    async fn renew_leases(
+        &self,
+        leases: Vec<(String, Timestamp)>,
+        until: Timestamp,
+    ) -> Result<Vec<String>> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET next_attempt_at = ?3, leased = 1
+                 WHERE id = ?1 AND status = 'pending' AND next_attempt_at = ?2",
+            )?;
+            let mut renewed = Vec::new();
+            for (id, held) in leases {
+                if stmt.execute(params![id, us(held), us(until)])? == 1 {
+                    renewed.push(id);
+                }
+            }
+            Ok(renewed)
         })
         .await
     }

@@ -48,6 +48,7 @@ contract!(
     concurrent_failures_are_counted_exactly,
     disabling_cancels_pending_and_resets_failures,
     defer_and_release_leases,
+    leases_renew_only_for_their_holder,
     add_delivery_reuses_a_pending_one,
     replay_requeues_finished_deliveries_once,
     purge_respects_age_and_pending_work,
@@ -501,7 +502,11 @@ async fn record_attempt_moves_delivery_and_counts_failures(s: Arc<dyn Store>) {
         at(62),
         (DeliveryStatus::Pending, at(90)),
     );
-    s.record_attempt(rec).await.unwrap();
+    assert_eq!(
+        s.record_attempt(rec).await.unwrap(),
+        0,
+        "a late attempt of a cancelled delivery does not count as a failure"
+    );
     assert_eq!(s.pending_count().await.unwrap(), 0);
     assert!(
         s.claim_due(at(1000), 10, at(2000))
@@ -652,6 +657,60 @@ async fn defer_and_release_leases(s: Arc<dyn Store>) {
         3
     );
     assert_eq!(s.pending_count().await.unwrap(), 3);
+}
+
+async fn leases_renew_only_for_their_holder(s: Arc<dyn Store>) {
+    let e1 = event("e1", "acme", "t", at(0));
+    let e2 = event("e2", "acme", "t", at(0));
+    let [d1] =
+        <[String; 1]>::try_from(publish(&*s, &e1, &["d1"], at(0), Some(at(10))).await).unwrap();
+    let [d2] = <[String; 1]>::try_from(publish(&*s, &e2, &["d1"], at(0), None).await).unwrap();
+    let claimed = s.claim_due(at(1), 10, at(20)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The holder renews (even right at expiry); a wrong token renews nothing.
+    let renewed = s
+        .renew_leases(vec![(d1.clone(), at(10)), (d2.clone(), at(19))], at(40))
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![d1.clone()]);
+    assert!(
+        s.claim_due(at(19), 10, at(100)).await.unwrap().is_empty(),
+        "e1 renewed from 10 to 40, e2 held to 20"
+    );
+    // Expired and claimed by someone else: the old holder cannot take it back.
+    let taken = s.claim_due(at(41), 10, at(100)).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(
+        s.renew_leases(vec![(d1.clone(), at(40)), (d2.clone(), at(20))], at(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A finished delivery has no lease to renew.
+    s.record_attempt(attempt_record(
+        "a1",
+        &d2,
+        &e2,
+        "d1",
+        1,
+        true,
+        at(42),
+        (DeliveryStatus::Success, at(42)),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        s.renew_leases(vec![(d2, at(100))], at(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.renew_leases(vec![(d1.clone(), at(100))], at(300))
+            .await
+            .unwrap(),
+        vec![d1]
+    );
 }
 
 async fn add_delivery_reuses_a_pending_one(s: Arc<dyn Store>) {

@@ -457,36 +457,44 @@ async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> 
             UPDATE deliveries d SET status = v.status, attempts = v.n, next_attempt_at = v.next, leased = false, updated_at = v.t
             FROM UNNEST($2::text[], $15::text[], $11::int4[], $16::int8[], $13::int8[]) AS v(id, status, n, next, t)
             -- A delivery cancelled meanwhile (destination disabled or deleted) stays cancelled.
-            WHERE d.id = v.id AND d.status = 'pending'",
+            WHERE d.id = v.id AND d.status = 'pending'
+            RETURNING d.id",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &a_id,
-            &a_delivery,
-            &a_tenant,
-            &a_event,
-            &a_dest,
-            &a_type,
-            &a_topic,
-            &a_status,
-            &a_code,
-            &a_response,
-            &a_number,
-            &a_manual,
-            &a_time,
-            &a_latency,
-            &d_status,
-            &d_next,
-        ],
-    )
-    .await?;
+    let moved = tx
+        .query(
+            &stmt,
+            &[
+                &a_id,
+                &a_delivery,
+                &a_tenant,
+                &a_event,
+                &a_dest,
+                &a_type,
+                &a_topic,
+                &a_status,
+                &a_code,
+                &a_response,
+                &a_number,
+                &a_manual,
+                &a_time,
+                &a_latency,
+                &d_status,
+                &d_next,
+            ],
+        )
+        .await?;
+    // Late attempts of cancelled deliveries do not count towards a failure streak.
+    let moved: HashSet<String> = moved
+        .iter()
+        .map(|r| r.try_get::<_, String>(0))
+        .collect::<std::result::Result<_, _>>()?;
 
     // Consecutive failures: lock each destination's counter (in id order), replay this
     // batch's outcomes on it in the callers' order, write the result back.
     let mut dests: Vec<&str> = recs
         .iter()
+        .filter(|r| moved.contains(&r.attempt.delivery_id))
         .map(|r| r.attempt.destination_id.as_str())
         .collect();
     dests.sort_unstable();
@@ -504,6 +512,10 @@ async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> 
     let mut counts = Vec::with_capacity(recs.len());
     for r in recs {
         let a = &r.attempt;
+        if !moved.contains(&a.delivery_id) {
+            counts.push(0);
+            continue;
+        }
         let n = match counters.get_mut(&a.destination_id) {
             // The destination was deleted: nothing to count.
             None => 0,

@@ -839,6 +839,32 @@ impl Store for PgStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn renew_leases(
+        &self,
+        leases: Vec<(String, Timestamp)>,
+        until: Timestamp,
+    ) -> Result<Vec<String>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, held): (Vec<String>, Vec<i64>) =
+            leases.into_iter().map(|(id, t)| (id, us(t))).unzip();
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE deliveries d SET next_attempt_at = $3, leased = true
+                 FROM UNNEST($1::text[], $2::int8[]) AS v(id, held)
+                 WHERE d.id = v.id AND d.status = 'pending' AND d.next_attempt_at = v.held
+                 RETURNING d.id",
+            )
+            .await?;
+        c.query(&stmt, &[&ids, &held, &us(until)])
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
+    }
+
     async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()> {
         if delivery_ids.is_empty() {
             return Ok(());
