@@ -221,7 +221,6 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
         } else {
             cfg.delivery.queue_capacity
         },
-        ..EngineConfig::default()
     };
     // Only the embedded store may drop every lease at start: it has one process. Other nodes
     // of a shared store hold live leases; a dead node's simply expire.

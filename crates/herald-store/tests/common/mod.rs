@@ -69,10 +69,9 @@ impl Drop for TestDb {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
+                && let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name))
             {
-                if let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name)) {
-                    eprintln!("could not drop test database {name}: {e}");
-                }
+                eprintln!("could not drop test database {name}: {e}");
             }
         })
         .join();
