@@ -47,6 +47,8 @@ pub(crate) struct Dispatch {
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
     destination_limit: usize,
     in_flight: AtomicUsize,
+    /// Leased deliveries left unattempted at shutdown.
+    handed_back: Mutex<Vec<String>>,
 }
 
 impl Dispatch {
@@ -58,11 +60,22 @@ impl Dispatch {
             gates: Mutex::new(HashMap::new()),
             destination_limit: cfg.destination_max_in_flight.max(1),
             in_flight: AtomicUsize::new(0),
+            handed_back: Mutex::new(Vec::new()),
         }
     }
 
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Notes a job this node will not attempt because it is stopping.
+    pub(crate) fn hand_back(&self, delivery_id: String) {
+        self.handed_back.lock().push(delivery_id);
+    }
+
+    /// The jobs noted by [`Dispatch::hand_back`] so far.
+    pub(crate) fn take_handed_back(&self) -> Vec<String> {
+        std::mem::take(&mut *self.handed_back.lock())
     }
 
     /// Jobs taken off the queue and not finished yet (waiting for a slot, or in flight).
@@ -147,23 +160,40 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
         let inner = inner.clone();
         tokio::spawn(async move {
             let _admit = admit;
-            let slot = gate.slots.clone().acquire_owned().await;
-            if let Some(l) = &gate.limiter {
-                l.until_ready().await;
+            // Waiting for capacity ends early when the engine stops; the job is handed back.
+            let slot = tokio::select! {
+                s = gate.slots.clone().acquire_owned() => s.ok(),
+                _ = inner.stopping.cancelled() => None,
+            };
+            if slot.is_some()
+                && let Some(l) = &gate.limiter
+            {
+                tokio::select! {
+                    _ = l.until_ready() => {}
+                    _ = inner.stopping.cancelled() => {}
+                }
             }
             gate.waiting.fetch_sub(1, Ordering::SeqCst);
-            let Ok(_slot) = slot else { return };
-            let Ok(_global) = global.acquire_owned().await else {
-                return;
+            let global = match slot {
+                Some(_) => tokio::select! {
+                    g = global.acquire_owned() => g.ok(),
+                    _ = inner.stopping.cancelled() => None,
+                },
+                None => None,
             };
-            if inner.stopping.is_cancelled() {
-                // Left leased in the store; the next start picks it up again.
+            if global.is_none() || inner.stopping.is_cancelled() {
+                inner.dispatch.hand_back(job.delivery.id);
                 return;
             }
+            let (_slot, _global) = (slot, global);
             inner.dispatch.in_flight.fetch_add(1, Ordering::SeqCst);
             attempt(&inner, job).await;
             inner.dispatch.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
+    }
+    // Jobs still queued were never started: hand them back too.
+    while let Ok(job) = rx.try_recv() {
+        inner.dispatch.hand_back(job.delivery.id);
     }
     tracing::debug!("dispatcher stopped");
 }

@@ -358,8 +358,9 @@ impl Engine {
     }
 
     /// Stops taking new work and waits up to `grace` for attempts in flight to finish.
-    /// Deliveries still queued in memory keep their lease in the store and are picked up again
-    /// on the next start.
+    /// Deliveries this node leased but did not start are handed back to the store, due at
+    /// once, so another node (or this one after a restart) takes them without waiting for the
+    /// lease to expire. Attempts still running when the grace period ends keep their lease.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.cancel();
         let deadline = tokio::time::Instant::now() + grace;
@@ -370,8 +371,19 @@ impl Engine {
         if left > 0 {
             tracing::warn!(
                 in_flight = left,
-                "shutdown grace expired; unfinished attempts will be retried after restart"
+                "shutdown grace expired; unfinished attempts are retried when their lease expires"
             );
+        }
+        // Let waiting jobs see the stop and note themselves.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let back = self.inner.dispatch.take_handed_back();
+        if !back.is_empty() {
+            let n = back.len();
+            match self.inner.store.defer(back, self.inner.clock.now()).await {
+                Ok(()) => tracing::info!(deliveries = n, "handed unstarted deliveries back"),
+                Err(e) => tracing::warn!(error = %e, deliveries = n,
+                    "cannot hand deliveries back; they are retried when their lease expires"),
+            }
         }
     }
 }

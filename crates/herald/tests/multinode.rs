@@ -569,3 +569,55 @@ async fn migrate_command_and_schema_version_checks() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_gracefully_hands_its_work_to_the_others_at_once() {
+    let db = TestDb::create().await;
+    let rx = Receiver::start().await;
+    *rx.delay.lock() = Duration::from_millis(100);
+    // A long lease: if the stopped node's deliveries waited for it, the test would time out.
+    let env = [
+        ("HERALD_DELIVERY_LEASE_SECS", "60"),
+        ("HERALD_SHUTDOWN_GRACE_SECS", "1"),
+    ];
+    let mut a = node(&db, 0, &env);
+    let b = node(&db, 1, &env);
+    let d = a
+        .webhook(
+            "g",
+            &rx.url("/"),
+            json!({"config": {"url": rx.url("/"), "max_in_flight": "1"}}),
+        )
+        .await;
+    let dest = d["id"].as_str().unwrap().to_string();
+    wait_routed(&b, "g", &dest, "t", "g-probe").await;
+    const EVENTS: usize = 40;
+    for i in 0..EVENTS {
+        a.publish(json!({"tenant_id": "g", "topic": "t", "id": format!("g-{i}"), "data": {}}))
+            .await;
+    }
+    // A holds them all under its lease, delivering ten a second; stop it.
+    assert!(a.terminate(), "node 0 did not stop cleanly");
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(20);
+    loop {
+        let got = received(&rx);
+        let done = (0..EVENTS)
+            .filter(|i| got.contains_key(&format!("g-{i}")))
+            .count();
+        if done == EVENTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {EVENTS} delivered 20 s after a graceful stop (lease is 60 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shares = per_node(&received(&rx));
+    println!(
+        "graceful hand-back: all delivered {:.1} s after node-0 stopped; first deliverer per node {shares:?}",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(shares.get("node-1").copied().unwrap_or(0) > 0);
+}

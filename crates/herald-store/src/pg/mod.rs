@@ -870,11 +870,16 @@ impl Store for PgStore {
             return Ok(());
         }
         let c = self.client().await?;
-        c.execute(
-            "UPDATE deliveries SET next_attempt_at = $2, leased = false WHERE id = ANY($1::text[]) AND status = 'pending'",
-            &[&delivery_ids, &us(at)],
-        )
-        .await?;
+        let n = c
+            .execute(
+                "UPDATE deliveries SET next_attempt_at = $2, leased = false WHERE id = ANY($1::text[]) AND status = 'pending'",
+                &[&delivery_ids, &us(at)],
+            )
+            .await?;
+        if n > 0 && at <= Timestamp::now() {
+            // Handed back for someone else to take now (a node shutting down): wake them.
+            batch::notify(&c, &Notice::Work).await?;
+        }
         Ok(())
     }
 
