@@ -23,8 +23,15 @@ pub struct EngineConfig {
     pub destination_max_in_flight: usize,
     /// Deliveries held in memory waiting for a worker; more wait in the store.
     pub queue_capacity: usize,
-    /// How long a node holds a delivery before another may take it over.
+    /// How long a node holds a delivery before another may take it over. An attempt about to
+    /// start close to the end of its lease renews it first, so this bounds how long the
+    /// deliveries of a node that died wait before another node (or the restarted node) takes
+    /// them over, not how long an attempt may wait in memory.
     pub lease: Duration,
+    /// Most deliveries this node holds in memory (queued or in flight) before its poller stops
+    /// claiming more from the store. On a shared store a lower value leaves due work to other
+    /// nodes instead of hoarding it; it does not limit deliveries dispatched at publish time.
+    pub claim_limit: usize,
     /// How often the store is checked for due retries when nothing wakes the poller.
     pub poll_interval: Duration,
     /// A re-published event id within this window is answered `duplicate: true`.
@@ -50,7 +57,8 @@ impl Default for EngineConfig {
             max_in_flight: 512,
             destination_max_in_flight: 64,
             queue_capacity: 20_000,
-            lease: Duration::from_secs(300),
+            lease: Duration::from_secs(60),
+            claim_limit: 20_000,
             poll_interval: Duration::from_secs(1),
             idempotency_window: Duration::from_secs(24 * 3600),
             response_body_limit: 4096,
@@ -64,7 +72,7 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     pub(crate) fn lease_span(&self) -> jiff::SignedDuration {
-        jiff::SignedDuration::try_from(self.lease).unwrap_or(jiff::SignedDuration::from_secs(300))
+        jiff::SignedDuration::try_from(self.lease).unwrap_or(jiff::SignedDuration::from_secs(60))
     }
 
     pub(crate) fn idempotency_span(&self) -> jiff::SignedDuration {

@@ -41,25 +41,46 @@ pub(crate) struct DestinationGate {
 pub(crate) struct Dispatch {
     /// Jobs taken off the queue and not yet finished (bounds spawned tasks).
     admit: Arc<Semaphore>,
+    /// Permits `admit` started with.
+    admit_total: usize,
     global: Arc<Semaphore>,
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
     destination_limit: usize,
     in_flight: AtomicUsize,
+    /// Leased deliveries left unattempted at shutdown.
+    handed_back: Mutex<Vec<String>>,
 }
 
 impl Dispatch {
     pub(crate) fn new(cfg: &EngineConfig) -> Self {
         Self {
             admit: Arc::new(Semaphore::new(cfg.queue_capacity.max(1))),
+            admit_total: cfg.queue_capacity.max(1),
             global: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             gates: Mutex::new(HashMap::new()),
             destination_limit: cfg.destination_max_in_flight.max(1),
             in_flight: AtomicUsize::new(0),
+            handed_back: Mutex::new(Vec::new()),
         }
     }
 
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Notes a job this node will not attempt because it is stopping.
+    pub(crate) fn hand_back(&self, delivery_id: String) {
+        self.handed_back.lock().push(delivery_id);
+    }
+
+    /// The jobs noted by [`Dispatch::hand_back`] so far.
+    pub(crate) fn take_handed_back(&self) -> Vec<String> {
+        std::mem::take(&mut *self.handed_back.lock())
+    }
+
+    /// Jobs taken off the queue and not finished yet (waiting for a slot, or in flight).
+    pub(crate) fn admitted(&self) -> usize {
+        self.admit_total - self.admit.available_permits()
     }
 
     /// The gate for a destination, rebuilt when its limits changed.
@@ -139,33 +160,70 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
         let inner = inner.clone();
         tokio::spawn(async move {
             let _admit = admit;
-            let slot = gate.slots.clone().acquire_owned().await;
-            if let Some(l) = &gate.limiter {
-                l.until_ready().await;
+            // Waiting for capacity ends early when the engine stops; the job is handed back.
+            let slot = tokio::select! {
+                s = gate.slots.clone().acquire_owned() => s.ok(),
+                _ = inner.stopping.cancelled() => None,
+            };
+            if slot.is_some()
+                && let Some(l) = &gate.limiter
+            {
+                tokio::select! {
+                    _ = l.until_ready() => {}
+                    _ = inner.stopping.cancelled() => {}
+                }
             }
             gate.waiting.fetch_sub(1, Ordering::SeqCst);
-            let Ok(_slot) = slot else { return };
-            let Ok(_global) = global.acquire_owned().await else {
-                return;
+            let global = match slot {
+                Some(_) => tokio::select! {
+                    g = global.acquire_owned() => g.ok(),
+                    _ = inner.stopping.cancelled() => None,
+                },
+                None => None,
             };
-            if inner.stopping.is_cancelled() {
-                // Left leased in the store; the next start picks it up again.
+            if global.is_none() || inner.stopping.is_cancelled() {
+                inner.dispatch.hand_back(job.delivery.id);
                 return;
             }
+            let (_slot, _global) = (slot, global);
             inner.dispatch.in_flight.fetch_add(1, Ordering::SeqCst);
             attempt(&inner, job).await;
             inner.dispatch.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
+    }
+    // Jobs still queued were never started: hand them back too.
+    while let Ok(job) = rx.try_recv() {
+        inner.dispatch.hand_back(job.delivery.id);
     }
     tracing::debug!("dispatcher stopped");
 }
 
 /// Claims due deliveries from the store whenever the queue has room: retries that came due,
 /// deliveries that did not fit in memory at publish time, and leases that expired.
+///
+/// It claims only while this node holds fewer than `claim_limit` deliveries, and then at
+/// least a quarter of that at a time (or all that is due), so that nodes sharing a store
+/// each take a fair share in few round trips.
 pub(crate) async fn run_poller(inner: Arc<Inner>) {
     const BATCH: usize = 1000;
+    let limit = inner.config.claim_limit.max(1);
+    let min_room = (limit / 4).clamp(1, BATCH);
     while !inner.stopping.is_cancelled() {
-        let room = inner.queue.capacity().min(BATCH);
+        let queued = inner.queue.max_capacity() - inner.queue.capacity();
+        let held = queued + inner.dispatch.admitted();
+        let room = inner
+            .queue
+            .capacity()
+            .min(BATCH)
+            .min(limit.saturating_sub(held));
+        if room < min_room && held > 0 {
+            // Busy: look again soon (memory only, no store query).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = inner.stopping.cancelled() => break,
+            }
+            continue;
+        }
         let mut full_batch = false;
         if room > 0 {
             let now = inner.clock.now();
@@ -273,7 +331,11 @@ fn message(
 
 /// One attempt of one delivery, start to recorded finish.
 async fn attempt(inner: &Inner, job: Job) {
-    let Job { delivery, event } = job;
+    let Job {
+        delivery,
+        event,
+        lease_until,
+    } = job;
     let Some(route) = inner
         .routes
         .get(&delivery.tenant_id, &delivery.destination_id)
@@ -285,8 +347,11 @@ async fn attempt(inner: &Inner, job: Job) {
     if !dest.is_enabled() {
         return;
     }
-    let number = delivery.attempts + 1;
     let now = inner.clock.now();
+    if !hold_lease(inner, &delivery.id, lease_until, now).await {
+        return;
+    }
+    let number = delivery.attempts + 1;
     let started = Instant::now();
     let result = match &route.driver {
         None => Err(DeliveryError::permanent(
@@ -421,6 +486,45 @@ async fn attempt(inner: &Inner, job: Job) {
     }
 }
 
+/// Makes sure this node's lease on a delivery outlasts the attempt about to start: a lease
+/// with less than two attempt timeouts left is renewed first. Returns false when the lease is
+/// lost (another claimer took the delivery after it expired, or it is no longer pending):
+/// then this node must not send it.
+async fn hold_lease(
+    inner: &Inner,
+    delivery_id: &str,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> bool {
+    let timeout =
+        SignedDuration::try_from(inner.config.attempt_timeout).unwrap_or(SignedDuration::MAX);
+    if lease_until >= now.saturating_add(timeout.saturating_mul(2)).unwrap_or(now) {
+        return true;
+    }
+    match inner
+        .store
+        .renew_leases(
+            vec![(delivery_id.to_string(), lease_until)],
+            now + inner.config.lease_span(),
+        )
+        .await
+    {
+        Ok(renewed) if !renewed.is_empty() => true,
+        Ok(_) => {
+            metrics::counter!("herald_leases_lost_total").increment(1);
+            tracing::debug!(
+                delivery_id,
+                "lease lost while waiting in memory; not attempting"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, delivery_id, "cannot renew a lease; the delivery is attempted after it expires");
+            false
+        }
+    }
+}
+
 fn with_error(response: Option<Value>, message: &str) -> Value {
     match response {
         Some(Value::Object(mut m)) => {
@@ -434,7 +538,21 @@ fn with_error(response: Option<Value>, message: &str) -> Value {
 /// Disables a destination (410 Gone, or the consecutive-failure threshold) and stops its
 /// pending deliveries.
 async fn disable(inner: &Inner, dest: &Destination, now: Timestamp, reason: &str) {
-    let mut d = dest.clone();
+    // Start from the stored copy: another node may have changed the destination since this
+    // node cached it, and a stale copy must not undo that change.
+    let mut d = match inner.store.get_destination(&dest.tenant_id, &dest.id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return, // deleted meanwhile
+        Err(e) => {
+            tracing::warn!(error = %e, destination_id = %dest.id, "cannot reload a destination before disabling it; using the cached copy");
+            dest.clone()
+        }
+    };
+    if !d.is_enabled() {
+        // Already disabled (by another node, or a concurrent attempt here).
+        inner.routes.upsert(d);
+        return;
+    }
     d.disabled_at = Some(now);
     d.updated_at = now;
     match inner.store.update_destination(&d, true, now).await {

@@ -11,10 +11,16 @@
 //!
 //! The engine knows destination types only through [`herald_core::destination::Registry`];
 //! it knows stores only through [`Store`].
+//!
+//! Several nodes may share one store (PostgreSQL). Then each node delivers what it accepted
+//! and what its poller claims; the store's [`herald_store::Notice`]s keep the routing table in step with
+//! changes made on other nodes and wake the poller when another node leaves work behind
+//! ([`notices`]).
 
 pub mod alerts;
 pub mod config;
 mod dispatch;
+mod notices;
 mod retention;
 pub mod routes;
 
@@ -130,7 +136,9 @@ mod tokio_util_shim {
 
 impl Engine {
     /// Loads the routing table, releases leases left by a previous run when `release_leases`
-    /// (single-node embedded store), and starts the dispatcher and poller.
+    /// (single-node embedded store only: on a shared store other nodes hold live leases), and
+    /// starts the dispatcher, the poller, retention and — when the store publishes
+    /// [`herald_store::Notice`]s — the task that follows other nodes' changes.
     pub async fn start(
         store: Arc<dyn Store>,
         registry: Registry,
@@ -147,6 +155,8 @@ impl Engine {
                 );
             }
         }
+        // Subscribe before loading, so no change between the two is missed.
+        let notices = store.notices();
         let routes = routes::Routes::new(registry.clone());
         routes.load(store.list_all_destinations().await?);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
@@ -165,6 +175,9 @@ impl Engine {
         tokio::spawn(dispatch::run_dispatcher(inner.clone(), rx));
         tokio::spawn(dispatch::run_poller(inner.clone()));
         tokio::spawn(retention::run(inner.clone()));
+        if let Some(rx) = notices {
+            tokio::spawn(notices::run(inner.clone(), rx));
+        }
         Ok(Engine { inner })
     }
 
@@ -202,7 +215,7 @@ impl Engine {
         } else {
             inner.queue.try_reserve_many(matched.len()).ok()
         };
-        let lease_until = permits.as_ref().map(|_| now + inner.config.lease_span());
+        let lease_until = now + inner.config.lease_span();
         let deliveries: Vec<NewDelivery> = matched
             .iter()
             .map(|d| NewDelivery {
@@ -218,7 +231,7 @@ impl Engine {
                     retry_base: 0,
                     created_at: now,
                 },
-                lease_until,
+                lease_until: permits.as_ref().map(|_| lease_until),
             })
             .collect();
         let dedup_since = now - inner.config.idempotency_span();
@@ -258,6 +271,7 @@ impl Engine {
                     permit.send(herald_store::Job {
                         delivery,
                         event: event.clone(),
+                        lease_until,
                     });
                 }
             }
@@ -322,8 +336,10 @@ impl Engine {
     }
 
     /// Tells the engine a destination was created or changed (routing and driver caches).
+    /// A copy older than the cached one (by `updated_at`) is ignored, so a slow request cannot
+    /// undo a newer change that already arrived from the store.
     pub fn destination_saved(&self, d: &Destination) {
-        self.inner.routes.upsert(d.clone());
+        self.inner.routes.upsert_if_newer(d.clone());
     }
 
     /// Tells the engine a destination was deleted.
@@ -342,8 +358,9 @@ impl Engine {
     }
 
     /// Stops taking new work and waits up to `grace` for attempts in flight to finish.
-    /// Deliveries still queued in memory keep their lease in the store and are picked up again
-    /// on the next start.
+    /// Deliveries this node leased but did not start are handed back to the store, due at
+    /// once, so another node (or this one after a restart) takes them without waiting for the
+    /// lease to expire. Attempts still running when the grace period ends keep their lease.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.cancel();
         let deadline = tokio::time::Instant::now() + grace;
@@ -354,8 +371,19 @@ impl Engine {
         if left > 0 {
             tracing::warn!(
                 in_flight = left,
-                "shutdown grace expired; unfinished attempts will be retried after restart"
+                "shutdown grace expired; unfinished attempts are retried when their lease expires"
             );
+        }
+        // Let waiting jobs see the stop and note themselves.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let back = self.inner.dispatch.take_handed_back();
+        if !back.is_empty() {
+            let n = back.len();
+            match self.inner.store.defer(back, self.inner.clock.now()).await {
+                Ok(()) => tracing::info!(deliveries = n, "handed unstarted deliveries back"),
+                Err(e) => tracing::warn!(error = %e, deliveries = n,
+                    "cannot hand deliveries back; they are retried when their lease expires"),
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The routing table: every destination, grouped by tenant, with its built driver.
 //!
 //! Publishing matches against this in-memory copy instead of querying the store, so routing
-//! costs no I/O. The API tells the engine about every change; the store stays the source of
-//! truth and the table is rebuilt from it at start.
+//! costs no I/O. The API tells the engine about every change made on this node; changes made
+//! on other nodes (shared store) arrive as store notices and are reloaded from the store. The
+//! store stays the source of truth and the table is rebuilt from it at start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,6 +78,25 @@ impl Routes {
         {
             Some(slot) => *slot = route,
             None => list.push(route),
+        }
+    }
+
+    /// Adds or replaces one destination unless the table already holds a newer copy of it
+    /// (by `updated_at`): the API's view of a change may arrive after the store's.
+    pub fn upsert_if_newer(&self, d: Destination) {
+        if let Some(cur) = self.get(&d.tenant_id, &d.id)
+            && cur.destination.updated_at > d.updated_at
+        {
+            return;
+        }
+        self.upsert(d);
+    }
+
+    /// Sets one destination to what the store holds: `Some` replaces, `None` removes.
+    pub fn set(&self, tenant_id: &str, id: &str, stored: Option<Destination>) {
+        match stored {
+            Some(d) => self.upsert(d),
+            None => self.remove(tenant_id, id),
         }
     }
 

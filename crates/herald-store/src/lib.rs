@@ -1,15 +1,23 @@
-//! Herald's durable state behind one trait, [`Store`].
+//! Herald's durable state behind one trait, [`Store`], with two implementations that pass one
+//! behavioural contract suite (`tests/contract.rs`).
 //!
-//! The embedded implementation ([`sqlite::SqliteStore`]) keeps everything in one SQLite file;
-//! all writes go through one writer thread that commits many callers' writes in a single
-//! transaction (group commit), so a `publish` is durable when it returns without paying one
-//! fsync per event.
+//! - The embedded implementation ([`sqlite::SqliteStore`]) keeps everything in one SQLite file;
+//!   all writes go through one writer thread that commits many callers' writes in a single
+//!   transaction (group commit), so a `publish` is durable when it returns without paying one
+//!   fsync per event. One process per file.
+//! - The PostgreSQL implementation ([`pg::PgStore`]) is shared by any number of nodes. Hot
+//!   writes (publishes, attempt results) from concurrent callers are batched into multi-row
+//!   statements in one transaction; due work is divided by leases claimed with
+//!   `FOR UPDATE SKIP LOCKED`; changes other nodes must know about are announced with
+//!   `NOTIFY` and surface as [`Notice`]s.
 //!
 //! This crate knows rows and queries. It does not know HTTP, JSON wire shapes, or how
 //! deliveries are attempted; it never decides *whether* to retry, only records what the
 //! engine decided.
 
+mod codec;
 pub mod cursor;
+pub mod pg;
 pub mod query;
 pub mod sqlite;
 
@@ -35,9 +43,15 @@ pub enum StoreError {
     /// A pagination cursor could not be decoded.
     #[error("invalid pagination cursor")]
     BadCursor,
-    /// The database reported an error.
+    /// The embedded database reported an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error, or the connection to it failed.
+    #[error("postgres error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be taken from the pool (timeout or connect failure).
+    #[error("postgres connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
     /// A stored value could not be decoded (corruption or an incompatible version).
     #[error("corrupt stored value in {column}: {detail}")]
     Corrupt {
@@ -55,6 +69,16 @@ pub enum StoreError {
         found: i64,
         /// Newest version this binary knows.
         supported: i64,
+    },
+    /// The database is older than this binary and migrating on start is turned off.
+    #[error(
+        "the database schema version is {found} but this herald needs {required}; run `herald migrate` (or start without --no-migrate)"
+    )]
+    MigrationRequired {
+        /// Version found in the database.
+        found: i64,
+        /// Version this binary needs.
+        required: i64,
     },
     /// The store is shutting down or its writer died.
     #[error("store is closed")]
@@ -104,6 +128,35 @@ pub struct Job {
     pub delivery: Delivery,
     /// Its event.
     pub event: std::sync::Arc<Event>,
+    /// When the lease this node holds on the delivery ends; after that another claimer may
+    /// take it, so the engine must not start an attempt that could outlive it.
+    pub lease_until: Timestamp,
+}
+
+/// A change committed to a shared store that other nodes' in-memory state must follow.
+///
+/// Only stores shared by several processes publish notices ([`Store::notices`]); a node also
+/// receives the notices for its own changes, so handling must be idempotent (reload from the
+/// store, never apply a delta).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Deliveries became due without being leased (new work, retries, replays): wake the poller.
+    Work,
+    /// A destination was created, changed or deleted: reload it.
+    Destination {
+        /// Its tenant.
+        tenant_id: String,
+        /// Its id.
+        id: String,
+    },
+    /// A tenant was deleted with all its destinations.
+    TenantDeleted {
+        /// The tenant.
+        tenant_id: String,
+    },
+    /// Notices may have been missed (the listening connection was lost and is back): reload
+    /// everything cached.
+    Resync,
 }
 
 /// What the engine decided after one attempt.
@@ -228,6 +281,15 @@ pub trait Store: Send + Sync + 'static {
     /// When the delivery is no longer pending (it was cancelled while the attempt ran), the
     /// attempt is still logged but the delivery and the failure streak are left alone (0).
     async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32>;
+    /// Extends leases this node still holds to `until`. A lease is identified by the delivery
+    /// and the `lease_until` it was given (the lease's token): it is renewed only while the
+    /// delivery is pending and nobody claimed it since — even if it already expired. Returns
+    /// the ids renewed; for the others the caller must not attempt the delivery.
+    async fn renew_leases(
+        &self,
+        leases: Vec<(String, Timestamp)>,
+        until: Timestamp,
+    ) -> Result<Vec<String>>;
     /// Puts a leased delivery back to wait until `at` without recording an attempt (the
     /// engine sheds work it cannot hold in memory).
     async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()>;
@@ -240,12 +302,26 @@ pub trait Store: Send + Sync + 'static {
     async fn purge(&self, before: Timestamp, batch: usize) -> Result<PurgeStats>;
     /// Pending deliveries per destination, and how many of all pending ones are retries.
     async fn backlog(&self) -> Result<Backlog>;
-    /// Drops every lease (embedded store start-up: this process is the only node).
+    /// Drops every lease. Only for a store with a single process (embedded start-up); on a
+    /// shared store other nodes hold live leases, which simply expire instead.
     async fn release_all_leases(&self) -> Result<u64>;
     /// Number of pending deliveries (all destinations).
     async fn pending_count(&self) -> Result<u64>;
     /// Resets a destination's consecutive-failure count (on re-enable).
     async fn reset_failures(&self, destination_id: &str) -> Result<()>;
+
+    // ----- settings -----
+
+    /// The stored value of setting `name`, storing `fresh` first when there is none. Returns
+    /// the value and whether it was created by this call. Concurrent callers (on any node)
+    /// all get the same value.
+    async fn setting_or_insert(&self, name: &str, fresh: &str) -> Result<(String, bool)>;
+
+    /// Changes committed by any node, for in-memory caches; `None` when this store has a
+    /// single process (its callers already know every change).
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
+    }
 
     // ----- attempts -----
 

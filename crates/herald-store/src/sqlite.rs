@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use herald_core::{
     Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Metadata, Tenant,
-    TenantSummary, Topics,
+    TenantSummary,
 };
 use jiff::Timestamp;
 use parking_lot::Mutex;
@@ -29,6 +29,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
 use crate::query::*;
 use crate::{
     AttemptRecord, Backlog, Job, NewDelivery, PublishOutcome, PurgeStats, Result, Store,
@@ -36,10 +37,11 @@ use crate::{
 };
 
 /// Newest schema version this binary knows.
-const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Schema migrations; entry `i` moves the database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id TEXT PRIMARY KEY,
     metadata TEXT,
@@ -124,7 +126,15 @@ CREATE INDEX attempts_tenant_time ON attempts (tenant_id, time, id);
 CREATE INDEX attempts_destination_time ON attempts (destination_id, time, id);
 CREATE INDEX attempts_event ON attempts (event_id);
 CREATE INDEX events_created ON events (created_at);
-"#];
+"#,
+    // 2: settings shared by everything using the database (generated keys).
+    r#"
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
+];
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -151,8 +161,14 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and
     /// starts the writer thread. Refuses a database written by a newer Herald.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Like [`SqliteStore::open`]; with `migrate` false, a database that needs migrations is
+    /// refused ([`StoreError::MigrationRequired`]) instead of migrated.
+    pub fn open_with(path: &Path, migrate: bool) -> Result<Self> {
         let conn = open_conn(path, false)?;
-        migrate(&conn)?;
+        self::migrate(&conn, migrate)?;
         let (tx, rx) = mpsc::channel::<WriteJob>(16 * MAX_BATCH);
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -251,12 +267,18 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
     Ok(conn)
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
+fn migrate(conn: &Connection, apply: bool) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
             found: version,
             supported: SCHEMA_VERSION,
+        });
+    }
+    if !apply && version < SCHEMA_VERSION {
+        return Err(StoreError::MigrationRequired {
+            found: version,
+            required: SCHEMA_VERSION,
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -326,43 +348,6 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
 }
 
 // ----- conversions -----
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
-
-fn ts(v: i64) -> Timestamp {
-    Timestamp::from_microsecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(column: &'static str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
-        column,
-        detail: e.to_string(),
-    })
-}
-
-fn opt_meta(column: &'static str, s: Option<String>) -> Result<Option<Metadata>> {
-    s.map(|s| from_json(column, &s)).transpose()
-}
-
-fn topics_to_json(t: &Topics) -> String {
-    match t {
-        Topics::All => "\"*\"".into(),
-        Topics::List(l) => to_json(l),
-    }
-}
-
-fn topics_from_json(s: &str) -> Result<Topics> {
-    if s == "\"*\"" {
-        return Ok(Topics::All);
-    }
-    Ok(Topics::List(from_json("destinations.topics", s)?))
-}
 
 const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
 
@@ -1085,7 +1070,7 @@ impl Store for SqliteStore {
                     }),
                 };
                 match ev {
-                    Some(event) => jobs.push(Job { delivery: d, event }),
+                    Some(event) => jobs.push(Job { delivery: d, event, lease_until }),
                     None => {
                         // The event is gone (retention); nothing left to deliver.
                         c.prepare_cached("UPDATE deliveries SET status = 'cancelled', leased = 0 WHERE id = ?1")?
@@ -1121,22 +1106,23 @@ impl Store for SqliteStore {
                 a.latency_ms as i64
             ])?;
             // A delivery cancelled meanwhile (destination disabled or deleted) stays cancelled,
-            // and its attempt does not count towards the destination's failure streak: the
-            // streak restarted when the destination was disabled.
-            let still_pending = c.prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, leased = 0, updated_at = ?5
-                 WHERE id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![
-                a.delivery_id,
-                rec.status.as_str(),
-                a.attempt_number,
-                us(rec.next_attempt_at),
-                us(a.time)
-            ])? > 0;
-            let failures: u32 = if !still_pending {
-                0
-            } else if a.status == AttemptStatus::Success {
+            // and its late attempt does not count towards the destination's failure streak.
+            let moved = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, leased = 0, updated_at = ?5
+                     WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![
+                    a.delivery_id,
+                    rec.status.as_str(),
+                    a.attempt_number,
+                    us(rec.next_attempt_at),
+                    us(a.time)
+                ])?;
+            if moved == 0 {
+                return Ok(0);
+            }
+            let failures: u32 = if a.status == AttemptStatus::Success {
                 c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?.execute([&a.destination_id])?;
                 0
             } else {
@@ -1148,6 +1134,27 @@ impl Store for SqliteStore {
                 .query_row([&a.destination_id], |r| r.get(0))?
             };
             Ok(failures)
+        })
+        .await
+    }
+
+    async fn renew_leases(
+        &self,
+        leases: Vec<(String, Timestamp)>,
+        until: Timestamp,
+    ) -> Result<Vec<String>> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET next_attempt_at = ?3, leased = 1
+                 WHERE id = ?1 AND status = 'pending' AND next_attempt_at = ?2",
+            )?;
+            let mut renewed = Vec::new();
+            for (id, held) in leases {
+                if stmt.execute(params![id, us(held), us(until)])? == 1 {
+                    renewed.push(id);
+                }
+            }
+            Ok(renewed)
         })
         .await
     }
@@ -1278,6 +1285,20 @@ impl Store for SqliteStore {
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64)
+        })
+        .await
+    }
+
+    async fn setting_or_insert(&self, name: &str, fresh: &str) -> Result<(String, bool)> {
+        let (name, fresh) = (name.to_string(), fresh.to_string());
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached("INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")?
+                .execute([&name, &fresh])?;
+            let value: String = c
+                .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+                .query_row([&name], |r| r.get(0))?;
+            Ok((value, inserted == 1))
         })
         .await
     }

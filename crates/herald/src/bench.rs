@@ -2,7 +2,10 @@
 //!
 //! It starts a fast local HTTP receiver and a load generator in this process and Herald itself
 //! as a child process (this same executable, `serve --dev`, embedded store in a temporary
-//! directory), so Herald's memory is measured alone. Every figure comes from one run:
+//! directory), so Herald's memory is measured alone. With `--database-url` Herald runs on a
+//! fresh PostgreSQL database created on that server (and dropped afterwards); with
+//! `--nodes N` too, N Herald processes share it and the load generator spreads requests over
+//! them round-robin, as a load balancer would. Every figure comes from one run:
 //!
 //! 1. baseline: a plain HTTP client posting to the receiver, no Herald;
 //! 2. end-to-end delivery throughput through Herald, and its ratio to the baseline;
@@ -45,6 +48,13 @@ pub struct BenchArgs {
     /// Skip the memory-with-backlog phase.
     #[arg(long)]
     pub skip_backlog: bool,
+    /// Run Herald on PostgreSQL: a fresh database is created on the server this URL points
+    /// at (its own database is only used to connect) and dropped at the end.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Herald processes sharing the PostgreSQL database (with `--database-url`).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 /// The receiver: counts requests and notes when each event id first arrived.
@@ -104,6 +114,91 @@ impl HeraldProcess {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// A database created for one bench phase, dropped with this value.
+struct BenchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs on a runtime thread: use a runtime of our own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                && let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name))
+            {
+                eprintln!("could not drop benchmark database {name}: {e}");
+            }
+        })
+        .join();
+    }
+}
+
+/// The Herald nodes of one phase (one, or several sharing a PostgreSQL database).
+struct Cluster {
+    nodes: Vec<HeraldProcess>,
+    // Dropped after the nodes (fields drop in order).
+    _db: Option<BenchDb>,
+}
+
+impl Cluster {
+    /// The node that serves request number `i`.
+    fn node(&self, i: u64) -> &HeraldProcess {
+        &self.nodes[(i % self.nodes.len() as u64) as usize]
+    }
+
+    fn first(&self) -> &HeraldProcess {
+        &self.nodes[0]
+    }
+
+    /// Highest value of a `/proc/<pid>/status` field across nodes.
+    fn max_rss_kib(&self, field: &str) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.rss_kib(field))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+async fn start_cluster(args: &BenchArgs, tag: &str, extra: &[(&str, &str)]) -> Result<Cluster> {
+    let Some(admin) = &args.database_url else {
+        return Ok(Cluster {
+            nodes: vec![start_herald(tag, extra)?],
+            _db: None,
+        });
+    };
+    let name = format!("herald_bench_{}_{tag}", std::process::id());
+    let _ = herald_store::pg::drop_database(admin, &name).await;
+    let url = herald_store::pg::create_database(admin, &name)
+        .await
+        .with_context(|| {
+            format!(
+                "creating database {name} on {}",
+                herald_store::pg::describe_url(admin)
+            )
+        })?;
+    let db = BenchDb {
+        admin: admin.clone(),
+        name,
+        url,
+    };
+    let mut nodes = Vec::new();
+    for n in 0..args.nodes.max(1) {
+        let mut env = vec![("HERALD_DATABASE_URL", db.url.as_str())];
+        env.extend_from_slice(extra);
+        nodes.push(start_herald(&format!("{tag}-{n}"), &env)?);
+    }
+    Ok(Cluster {
+        nodes,
+        _db: Some(db),
+    })
 }
 
 fn start_herald(tag: &str, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
@@ -225,14 +320,20 @@ where
     done.load(Ordering::Relaxed)
 }
 
-async fn publish_phase(args: &BenchArgs, h: &HeraldProcess, tenant: &str, run: &str) -> f64 {
+async fn publish_phase(args: &BenchArgs, h: &Cluster, tenant: &str, run: &str) -> f64 {
     let c = client();
-    let url = format!("http://{}/api/v1/publish", h.addr);
+    let urls: Arc<Vec<String>> = Arc::new(
+        h.nodes
+            .iter()
+            .map(|n| format!("http://{}/api/v1/publish", n.addr))
+            .collect(),
+    );
     let tenant = tenant.to_string();
     let run = run.to_string();
     let dur = Duration::from_secs(args.seconds);
     let n = hammer(args.concurrency, dur, move |i| {
-        let (c, url, tenant, run) = (c.clone(), url.clone(), tenant.clone(), run.clone());
+        let (c, tenant, run) = (c.clone(), tenant.clone(), run.clone());
+        let url = urls[(i % urls.len() as u64) as usize].clone();
         async move {
             let body = json!({"tenant_id": tenant, "topic": "bench.event", "id": format!("{run}-{i}"), "data": {"i": i, "pad": "x".repeat(200)}});
             matches!(c.post(&url).bearer_auth(KEY).json(&body).send().await, Ok(r) if r.status().as_u16() == 202)
@@ -251,8 +352,20 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 /// Runs the benchmark and prints the report.
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.nodes > 1 && args.database_url.is_none() {
+        bail!("--nodes needs --database-url: several nodes share one PostgreSQL database");
+    }
+    let store = match &args.database_url {
+        None => "embedded store".to_string(),
+        Some(u) => format!(
+            "PostgreSQL at {}, {} node{}",
+            herald_store::pg::describe_url(u),
+            args.nodes.max(1),
+            if args.nodes > 1 { "s" } else { "" }
+        ),
+    };
     println!(
-        "herald bench: {} cores, {} s per phase, {} client connections",
+        "herald bench: {} cores, {} s per phase, {} client connections, {store}",
         num_cpus(),
         args.seconds,
         args.concurrency
@@ -283,10 +396,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!("{baseline:.0} req/s");
 
     // 2 + 3. Herald: delivery throughput and publish rate (1 destination).
-    let h = start_herald("main", &[])?;
+    let h = start_cluster(&args, "main", &[]).await?;
     let c = client();
-    setup(&c, &h, "one", &sink_url, 1).await?;
-    setup(&c, &h, "ten", &sink_url, 10).await?;
+    setup(&c, h.first(), "one", &sink_url, 1).await?;
+    setup(&c, h.first(), "ten", &sink_url, 10).await?;
+    if h.nodes.len() > 1 {
+        // Other nodes learn about the destinations from store notices; give them a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     print!("[2/5] publish rate, 1 destination per event … ");
     flush();
     let before = sink.hits.load(Ordering::Relaxed);
@@ -337,7 +454,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     print!("[4/5] publish → first attempt latency at 200 events/s … ");
     flush();
     sink.track.store(true, Ordering::Relaxed);
-    let url = format!("http://{}/api/v1/publish", h.addr);
     let mut sent: Vec<(String, Instant)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     for i in 0..(args.seconds * 200) {
@@ -347,7 +463,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let body =
             json!({"tenant_id": "one", "topic": "bench.latency", "id": id, "data": {"i": i}});
         let c2 = c.clone();
-        let u2 = url.clone();
+        let u2 = format!("http://{}/api/v1/publish", h.node(i).addr);
         tokio::spawn(async move {
             let _ = c2.post(&u2).bearer_auth(KEY).json(&body).send().await;
         });
@@ -369,7 +485,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         lat.len(),
         sent.len()
     );
-    let peak_main = h.rss_kib("VmHWM");
+    let peak_main = h.max_rss_kib("VmHWM");
     drop(h);
 
     // 5. Memory with a large backlog: the receiver is down (connection refused), so every
@@ -389,27 +505,38 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         };
         // Failure alerts (and with them auto-disable, which would cancel the backlog) are off,
         // and the first retry is an hour away, so the backlog stays put while it is measured.
-        let h = start_herald(
+        let h = start_cluster(
+            &args,
             "backlog",
             &[
                 ("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "0"),
                 ("HERALD_RETRY_INITIAL_SECS", "3600"),
             ],
-        )?;
-        setup(&c, &h, "down", &format!("http://{down}"), 10).await?;
-        let url = format!("http://{}/api/v1/publish", h.addr);
+        )
+        .await?;
+        setup(&c, h.first(), "down", &format!("http://{down}"), 10).await?;
+        if h.nodes.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let urls: Arc<Vec<String>> = Arc::new(
+            h.nodes
+                .iter()
+                .map(|n| format!("http://{}/api/v1/publish", n.addr))
+                .collect(),
+        );
         let next = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..args.concurrency)
             .map(|_| {
-                let (c, url, next) = (c.clone(), url.clone(), next.clone());
+                let (c, urls, next) = (c.clone(), urls.clone(), next.clone());
                 tokio::spawn(async move {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= events {
                             break;
                         }
+                        let url = &urls[(i % urls.len() as u64) as usize];
                         let body = json!({"tenant_id": "down", "topic": "bench.down", "id": format!("b-{i}"), "data": {"i": i}});
-                        let _ = c.post(&url).bearer_auth(KEY).json(&body).send().await;
+                        let _ = c.post(url.as_str()).bearer_auth(KEY).json(&body).send().await;
                     }
                 })
             })
@@ -418,7 +545,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let _ = t.await;
         }
         // Wait for the first attempts to be made (each fails fast) so the backlog is pure retries.
-        let metrics_url = format!("http://{}/metrics", h.addr);
+        let metrics_url = format!("http://{}/metrics", h.first().addr);
         let mut pending = 0;
         let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
@@ -436,8 +563,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let rss = h.rss_kib("VmRSS");
-        let peak = h.rss_kib("VmHWM");
+        let rss = h.max_rss_kib("VmRSS");
+        let peak = h.max_rss_kib("VmHWM");
         println!(
             "RSS {} MiB with {pending} pending (peak {} MiB)",
             rss / 1024,

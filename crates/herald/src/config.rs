@@ -21,7 +21,8 @@ pub struct Config {
     pub host: String,
     /// Port to listen on (0 picks a free port).
     pub port: u16,
-    /// Directory of the embedded database, generated keys and the lock file.
+    /// Directory of the embedded database, generated keys and the lock file (unused with
+    /// PostgreSQL).
     pub data_dir: PathBuf,
     /// Admin API key; generated and kept in the data directory when empty.
     pub api_key: String,
@@ -37,6 +38,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Seconds to wait for attempts in flight at shutdown.
     pub shutdown_grace_secs: u64,
+    /// Where state is kept: the embedded store, or PostgreSQL shared by several nodes.
+    pub database: DatabaseSection,
     /// Delivery settings.
     pub delivery: DeliveryConfig,
     /// Retry schedule.
@@ -51,6 +54,47 @@ pub struct Config {
     pub retention: RetentionSection,
     /// The topic catalog.
     pub topics: Vec<TopicConfig>,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// PostgreSQL URL (`postgres://user:password@host:5432/dbname`); empty for the embedded
+    /// store in `data_dir`.
+    pub url: String,
+    /// Most pooled connections to PostgreSQL per node (one more listens for notices).
+    pub pool_size: usize,
+    /// Apply pending schema migrations when `herald serve` starts (`--no-migrate` overrides).
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 10,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl DatabaseSection {
+    /// Whether PostgreSQL is configured.
+    pub fn is_postgres(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// The URL with its password replaced, for display.
+    pub fn url_for_display(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("****"));
+                u.to_string()
+            }
+            _ => self.url.clone(),
+        }
+    }
 }
 
 /// `[delivery]`
@@ -77,6 +121,9 @@ pub struct DeliveryConfig {
     pub proxy: String,
     /// How often due retries are looked for, in milliseconds.
     pub poll_interval_ms: u64,
+    /// How long a node holds a delivery it took, in seconds; a node that dies leaves its
+    /// deliveries to others after at most this long.
+    pub lease_secs: u64,
 }
 
 /// `[retry]`
@@ -208,6 +255,7 @@ impl Default for Config {
             log_level: "info".into(),
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 10,
+            database: DatabaseSection::default(),
             delivery: DeliveryConfig::default(),
             retry: RetryConfig::default(),
             signing: SigningSection::default(),
@@ -232,6 +280,7 @@ impl Default for DeliveryConfig {
             user_agent: format!("herald/{}", env!("CARGO_PKG_VERSION")),
             proxy: String::new(),
             poll_interval_ms: 1000,
+            lease_secs: 60,
         }
     }
 }
@@ -381,6 +430,25 @@ impl Config {
         {
             bail!(
                 "delivery.max_in_flight, delivery.destination_max_in_flight and delivery.queue_capacity must be greater than 0"
+            );
+        }
+        if self.delivery.lease_secs.saturating_mul(1000)
+            <= self.delivery.timeout_ms.saturating_mul(2)
+        {
+            bail!(
+                "delivery.lease_secs (HERALD_DELIVERY_LEASE_SECS): {} s must be longer than twice delivery.timeout_ms ({} ms)",
+                self.delivery.lease_secs,
+                self.delivery.timeout_ms
+            );
+        }
+        if self.database.is_postgres() {
+            herald_store::pg::parse_url(&self.database.url)
+                .map_err(|e| anyhow!("database.url (HERALD_DATABASE_URL): {e}"))?;
+        }
+        if self.database.pool_size == 0 || self.database.pool_size > 1000 {
+            bail!(
+                "database.pool_size (HERALD_DATABASE_POOL_SIZE): {} is not between 1 and 1000",
+                self.database.pool_size
             );
         }
         if !self.delivery.proxy.is_empty() && url::Url::parse(&self.delivery.proxy).is_err() {
@@ -580,5 +648,56 @@ mod tests {
         std::fs::write(&p, "[[topics]]\nname = \"a\"\nsample = \"{not json\"\n").unwrap();
         let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
         assert!(e.contains("topics[0].sample"), "{e}");
+        std::fs::write(&p, "[database]\npool_size = \"many\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(e.contains("pool_size"), "{e}");
+    }
+
+    #[test]
+    fn database_settings_from_env_and_their_errors() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert!(!c.database.is_postgres());
+        assert_eq!(c.database.pool_size, 10);
+        assert!(c.database.migrate_on_start);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("HERALD_DATABASE_URL", "postgres://herald:pw@db:5432/herald"),
+                ("HERALD_DATABASE_POOL_SIZE", "4"),
+                ("HERALD_DATABASE_MIGRATE_ON_START", "false"),
+                ("HERALD_DELIVERY_LEASE_SECS", "30"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.database.is_postgres());
+        assert_eq!(c.database.pool_size, 4);
+        assert!(!c.database.migrate_on_start);
+        assert_eq!(c.delivery.lease_secs, 30);
+        assert_eq!(
+            c.database.url_for_display(),
+            "postgres://herald:****@db:5432/herald"
+        );
+        for (var, value, key) in [
+            ("HERALD_DATABASE_URL", "mysql://x/y", "database.url"),
+            (
+                "HERALD_DATABASE_URL",
+                "postgres://h/db?sslmode=require",
+                "database.url",
+            ),
+            ("HERALD_DATABASE_POOL_SIZE", "0", "database.pool_size"),
+            ("HERALD_DATABASE_POOL_SIZE", "-3", "database.pool_size"),
+            (
+                "HERALD_DATABASE_MIGRATE_ON_START",
+                "maybe",
+                "HERALD_DATABASE_MIGRATE_ON_START",
+            ),
+            ("HERALD_DELIVERY_LEASE_SECS", "5", "delivery.lease_secs"),
+        ] {
+            let e = format!(
+                "{:#}",
+                Config::load(None, &env(&[(var, value)])).unwrap_err()
+            );
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
     }
 }

@@ -17,6 +17,8 @@ use herald_api::{ApiConfig, TopicSpec};
 use herald_core::SystemClock;
 use herald_destinations::{DestinationsConfig, TargetPolicy};
 use herald_engine::{Engine, EngineConfig};
+use herald_store::Store;
+use herald_store::pg::{PgOptions, PgStore};
 use herald_store::sqlite::SqliteStore;
 
 use crate::config::Config;
@@ -45,8 +47,12 @@ enum Command {
         /// Development mode: allow http:// and loopback/private targets.
         #[arg(long)]
         dev: bool,
+        /// Do not apply pending schema migrations; refuse to start when there are any
+        /// (overrides `database.migrate_on_start`).
+        #[arg(long)]
+        no_migrate: bool,
     },
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations (embedded store or PostgreSQL) and exit.
     Migrate,
     /// Print the effective configuration (secrets hidden) and exit.
     Config,
@@ -62,17 +68,32 @@ fn main() -> Result<()> {
     let cfg = Config::load(cli.config.as_deref(), &env)?;
     init_logs(&cfg);
     match cli.command {
-        Command::Serve { dev } => {
+        Command::Serve { dev, no_migrate } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(serve(cfg, dev))
+            rt.block_on(serve(cfg, dev, !no_migrate))
         }
         Command::Migrate => {
+            if cfg.database.is_postgres() {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let where_ = herald_store::pg::describe_url(&cfg.database.url);
+                let version = rt
+                    .block_on(PgStore::migrate(&cfg.database.url))
+                    .with_context(|| format!("migrating PostgreSQL database {where_}"))?;
+                println!("PostgreSQL database {where_} is up to date (schema version {version})");
+                return Ok(());
+            }
             let _lock = secrets::lock_data_dir(&cfg.data_dir)?;
             let path = cfg.data_dir.join("herald.db");
             SqliteStore::open(&path).with_context(|| format!("migrating {}", path.display()))?;
-            println!("database {} is up to date", path.display());
+            println!(
+                "database {} is up to date (schema version {})",
+                path.display(),
+                herald_store::sqlite::SCHEMA_VERSION
+            );
             Ok(())
         }
         Command::Bench(args) => {
@@ -88,6 +109,7 @@ fn main() -> Result<()> {
                     *s = "(set)".into();
                 }
             }
+            shown.database.url = cfg.database.url_for_display();
             print!("{}", toml::to_string_pretty(&shown)?);
             Ok(())
         }
@@ -107,11 +129,58 @@ fn init_logs(cfg: &Config) {
     }
 }
 
-async fn serve(cfg: Config, dev: bool) -> Result<()> {
+/// The store `serve` runs on, and what the banner says about it.
+struct OpenedStore {
+    store: Arc<dyn Store>,
+    /// Several nodes may share it.
+    shared: bool,
+    description: String,
+    /// Keeps the data directory locked (embedded store).
+    _lock: Option<std::fs::File>,
+}
+
+async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
+    if cfg.database.is_postgres() {
+        let where_ = herald_store::pg::describe_url(&cfg.database.url);
+        let store = PgStore::connect(&PgOptions {
+            url: cfg.database.url.clone(),
+            pool_size: cfg.database.pool_size,
+            migrate,
+        })
+        .await
+        .with_context(|| format!("cannot use PostgreSQL database {where_}"))?;
+        return Ok(OpenedStore {
+            store: Arc::new(store),
+            shared: true,
+            description: format!(
+                "PostgreSQL, {where_} (pool of {} connections)",
+                cfg.database.pool_size
+            ),
+            _lock: None,
+        });
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let _lock = secrets::lock_data_dir(&cfg.data_dir)?;
-    let keys = secrets::load_or_create(&cfg)?;
+    let lock = secrets::lock_data_dir(&cfg.data_dir)?;
+    let db_path = cfg.data_dir.join("herald.db");
+    let store = SqliteStore::open_with(&db_path, migrate)
+        .with_context(|| format!("opening {}", db_path.display()))?;
+    Ok(OpenedStore {
+        store: Arc::new(store),
+        shared: false,
+        description: format!("embedded, {}", db_path.display()),
+        _lock: Some(lock),
+    })
+}
+
+async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
+    let migrate = migrate && cfg.database.migrate_on_start;
+    let opened = open_store(&cfg, migrate).await?;
+    let keys = if opened.shared {
+        secrets::load_or_create_shared(&cfg, opened.store.as_ref()).await?
+    } else {
+        secrets::load_or_create(&cfg)?
+    };
 
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
@@ -120,10 +189,6 @@ async fn serve(cfg: Config, dev: bool) -> Result<()> {
         .context("metrics buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-
-    let db_path = cfg.data_dir.join("herald.db");
-    let store =
-        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
 
     let policy = TargetPolicy {
         allow_http: dev || cfg.security.allow_http,
@@ -152,14 +217,25 @@ async fn serve(cfg: Config, dev: bool) -> Result<()> {
         retention: Duration::from_secs(cfg.retention.max_age_secs),
         retention_interval: Duration::from_secs(cfg.retention.interval_secs),
         retention_batch: cfg.retention.batch,
-        ..EngineConfig::default()
+        lease: Duration::from_secs(cfg.delivery.lease_secs),
+        // On a shared store, hold about what can be in flight soon and leave the rest of the
+        // due work to other nodes.
+        claim_limit: if opened.shared {
+            cfg.delivery
+                .queue_capacity
+                .min(cfg.delivery.max_in_flight.saturating_mul(2))
+        } else {
+            cfg.delivery.queue_capacity
+        },
     };
+    // Only the embedded store may drop every lease at start: it has one process. Other nodes
+    // of a shared store hold live leases; a dead node's simply expire.
     let engine = Engine::start(
-        Arc::new(store),
+        opened.store.clone(),
         registry,
         Arc::new(SystemClock),
         engine_cfg,
-        true,
+        !opened.shared,
     )
     .await?;
 
@@ -208,7 +284,7 @@ async fn serve(cfg: Config, dev: bool) -> Result<()> {
         &cfg,
         addr,
         &public_url,
-        &db_path,
+        &opened.description,
         dev || policy.allow_http || policy.allow_private,
         &keys,
     );
@@ -229,7 +305,7 @@ fn print_banner(
     cfg: &Config,
     addr: std::net::SocketAddr,
     public_url: &str,
-    db: &std::path::Path,
+    store: &str,
     relaxed: bool,
     keys: &secrets::Keys,
 ) {
@@ -243,7 +319,7 @@ fn print_banner(
         env!("CARGO_PKG_VERSION")
     );
     let _ = writeln!(b, "  API:   {public_url}/api/v1");
-    let _ = writeln!(b, "  store: embedded, {}", db.display());
+    let _ = writeln!(b, "  store: {store}");
     let _ = writeln!(
         b,
         "  topics: {}",
@@ -265,7 +341,7 @@ fn print_banner(
         let _ = writeln!(
             b,
             "  Generated an admin API key (kept in {}):",
-            cfg.data_dir.join("api_key").display()
+            keys.kept_in
         );
         let _ = writeln!(b, "    {}", keys.api_key);
         let _ = writeln!(b, "  Try it:");

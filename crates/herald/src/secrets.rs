@@ -1,11 +1,16 @@
 //! Keys Herald generates for itself on first start (admin API key, JWT secret) and the data
 //! directory lock that keeps two processes off one embedded database.
+//!
+//! With the embedded store the keys live in files in the data directory. With PostgreSQL they
+//! live in the database, so every node sharing it uses the same admin key and accepts the same
+//! tenant tokens; the first node to start generates them.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use herald_store::Store;
 use rand::RngCore;
 
 use crate::config::Config;
@@ -18,6 +23,8 @@ pub struct Keys {
     pub api_key_generated: bool,
     /// Secret for tenant JWTs.
     pub jwt_secret: Vec<u8>,
+    /// Where a generated admin key is kept (for the banner).
+    pub kept_in: String,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -67,6 +74,35 @@ pub fn load_or_create(cfg: &Config) -> Result<Keys> {
         api_key,
         api_key_generated,
         jwt_secret: jwt_secret.into_bytes(),
+        kept_in: cfg.data_dir.join("api_key").display().to_string(),
+    })
+}
+
+/// The admin key and JWT secret: from configuration when set, else from (or newly into) the
+/// shared database, so that all nodes agree.
+pub async fn load_or_create_shared(cfg: &Config, store: &dyn Store) -> Result<Keys> {
+    let (api_key, api_key_generated) = if cfg.api_key.is_empty() {
+        store
+            .setting_or_insert("api_key", &format!("hrld_{}", random_hex(24)))
+            .await
+            .context("cannot read or store the generated admin API key")?
+    } else {
+        (cfg.api_key.clone(), false)
+    };
+    let jwt_secret = if cfg.jwt_secret.is_empty() {
+        store
+            .setting_or_insert("jwt_secret", &random_hex(32))
+            .await
+            .context("cannot read or store the generated JWT secret")?
+            .0
+    } else {
+        cfg.jwt_secret.clone()
+    };
+    Ok(Keys {
+        api_key,
+        api_key_generated,
+        jwt_secret: jwt_secret.into_bytes(),
+        kept_in: "the database (table settings)".into(),
     })
 }
 

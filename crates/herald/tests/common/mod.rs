@@ -280,3 +280,51 @@ impl Receiver {
         self.got.lock().clone()
     }
 }
+
+/// A PostgreSQL database for one test, dropped with this value (also when the test fails).
+/// The server comes from `HERALD_TEST_POSTGRES_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/test`); when it is unreachable the test fails.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let name = format!(
+            "herald_e2e_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let _ = herald_store::pg::drop_database(&admin, &name).await;
+        let url = herald_store::pg::create_database(&admin, &name)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "this test needs PostgreSQL at {} (set HERALD_TEST_POSTGRES_URL): {e}",
+                    herald_store::pg::describe_url(&admin)
+                )
+            });
+        TestDb { url, name, admin }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                && let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name))
+            {
+                eprintln!("could not drop test database {name}: {e}");
+            }
+        })
+        .join();
+    }
+}

@@ -1,0 +1,546 @@
+//! Group commit for PostgreSQL: the two hot writes — publishes and attempt results — from
+//! concurrent callers are gathered and written with multi-row statements (`UNNEST` of
+//! arrays), so a burst of N publishes costs a couple of round trips, not N transactions.
+//!
+//! Each kind has one collector task. It takes everything queued (up to a cap), hands the
+//! batch to a writer task and goes back to collecting while the batch is written; at most
+//! `parallel` batches of a kind are written at once, so under load requests pile up and the
+//! next batch is larger. A caller is answered only after its batch committed.
+//!
+//! Writes stay whole per caller: a batch the database rejects for a reason other than a
+//! deadlock or a lost connection is re-run one caller at a time, so one bad request fails
+//! alone. Rows are written in id order, so concurrent batches (on any node) lock rows in
+//! the same order; a deadlock that still happens (against another kind of write) is retried.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use herald_core::{AttemptStatus, Event};
+use jiff::Timestamp;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{is_retryable, listen};
+use crate::codec::{from_json, to_json, ts, us};
+use crate::{AttemptRecord, NewDelivery, Notice, PublishOutcome, Result, StoreError};
+
+/// Most events in one publish batch.
+const MAX_EVENTS: usize = 512;
+/// Most delivery rows in one publish batch.
+const MAX_DELIVERIES: usize = 4096;
+/// Most attempts in one result batch.
+const MAX_ATTEMPTS: usize = 1024;
+/// Retries of a batch that lost a deadlock.
+const RETRIES: u32 = 5;
+
+/// One caller's publish.
+pub(crate) struct PublishReq {
+    pub event: Event,
+    /// JSON array of the matched destination ids.
+    pub matched: String,
+    pub deliveries: Vec<NewDelivery>,
+    pub dedup_since: Timestamp,
+    pub now: Timestamp,
+    pub reply: oneshot::Sender<Result<PublishOutcome>>,
+}
+
+/// One caller's attempt result.
+pub(crate) struct RecordReq {
+    pub rec: AttemptRecord,
+    pub reply: oneshot::Sender<Result<u32>>,
+}
+
+/// Collects publishes into batches until every sender is gone.
+pub(crate) async fn run_publishes(pool: Pool, mut rx: mpsc::Receiver<PublishReq>, parallel: usize) {
+    let slots = Arc::new(Semaphore::new(parallel.max(1)));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut rows = first.deliveries.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_EVENTS && rows < MAX_DELIVERIES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    rows += r.deliveries.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            publish_all(&pool, batch).await;
+        });
+    }
+}
+
+/// Collects attempt results into batches until every sender is gone.
+pub(crate) async fn run_records(pool: Pool, mut rx: mpsc::Receiver<RecordReq>, parallel: usize) {
+    let slots = Arc::new(Semaphore::new(parallel.max(1)));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_ATTEMPTS {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            record_all(&pool, batch).await;
+        });
+    }
+}
+
+/// Runs `f` until it succeeds or fails for a reason retrying cannot fix.
+async fn retrying<T, F, Fut>(mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match f().await {
+            Err(e) if tries < RETRIES && is_retryable(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether the database refused this particular data (so other requests in the batch may
+/// well succeed on their own), as opposed to the connection or server failing.
+fn rejected_data(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres(pe) if pe.as_db_error().is_some())
+}
+
+// ----- publishes -----
+
+async fn publish_all(pool: &Pool, mut pending: Vec<PublishReq>) {
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        rounds += 1;
+        if rounds > 20 {
+            // Never expected: an id that is neither insertable nor visible, again and again.
+            for req in pending {
+                let _ = req.reply.send(Err(StoreError::Conflict {
+                    what: "event",
+                    id: req.event.id.clone(),
+                }));
+            }
+            return;
+        }
+        // A batch holds each event id once; repeats wait for the next round, where they see
+        // the first one committed (and become duplicates).
+        let mut seen = HashSet::new();
+        let (batch, rest): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|r| seen.insert(r.event.id.clone()));
+        pending = rest;
+        let result = retrying(|| publish_batch(pool, &batch)).await;
+        match result {
+            Ok(outcomes) => {
+                for (req, outcome) in batch.into_iter().zip(outcomes) {
+                    match outcome {
+                        Some(o) => {
+                            let _ = req.reply.send(o);
+                        }
+                        // The conflicting event vanished (purged) between our insert and our
+                        // look-up: try again.
+                        None => pending.push(req),
+                    }
+                }
+            }
+            Err(e) if batch.len() > 1 && rejected_data(&e) => {
+                tracing::debug!(error = %e, events = batch.len(), "publish batch refused; writing its events one by one");
+                for req in batch {
+                    let one = [req];
+                    let out = retrying(|| publish_batch(pool, &one)).await;
+                    let [req] = one;
+                    match out {
+                        Ok(mut o) => match o.pop().flatten() {
+                            Some(o) => {
+                                let _ = req.reply.send(o);
+                            }
+                            None => pending.push(req),
+                        },
+                        Err(e) => {
+                            let _ = req.reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = batch.len(), "publish batch failed");
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for req in batch {
+                    let err = first.take().unwrap_or_else(|| StoreError::Corrupt {
+                        column: "publish batch",
+                        detail: msg.clone(),
+                    });
+                    let _ = req.reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// One request's result from a batch; `None`: run it again.
+type Outcome = Option<Result<PublishOutcome>>;
+
+/// Writes one batch of distinct event ids in a single statement. Returns each request's
+/// outcome in order.
+async fn publish_batch(pool: &Pool, batch: &[PublishReq]) -> Result<Vec<Outcome>> {
+    let client = pool.get().await?;
+    // Id order, so that concurrent batches wait for each other instead of deadlocking.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|a, b| batch[*a].event.id.cmp(&batch[*b].event.id));
+
+    let n = batch.len();
+    let mut e_id = Vec::with_capacity(n);
+    let mut e_tenant = Vec::with_capacity(n);
+    let mut e_dest = Vec::with_capacity(n);
+    let mut e_topic = Vec::with_capacity(n);
+    let mut e_time = Vec::with_capacity(n);
+    let mut e_meta = Vec::with_capacity(n);
+    let mut e_data = Vec::with_capacity(n);
+    let mut e_retry = Vec::with_capacity(n);
+    let mut e_matched = Vec::with_capacity(n);
+    let mut e_created = Vec::with_capacity(n);
+    let mut d_id = Vec::new();
+    let mut d_event = Vec::new();
+    let mut d_tenant = Vec::new();
+    let mut d_dest = Vec::new();
+    let mut d_status = Vec::new();
+    let mut d_attempts = Vec::new();
+    let mut d_next = Vec::new();
+    let mut d_leased = Vec::new();
+    let mut d_manual = Vec::new();
+    let mut d_base = Vec::new();
+    let mut d_created = Vec::new();
+    let mut wake = false;
+    for &i in &order {
+        let r = &batch[i];
+        let e = &r.event;
+        e_id.push(e.id.as_str());
+        e_tenant.push(e.tenant_id.as_str());
+        e_dest.push(e.destination_id.as_deref());
+        e_topic.push(e.topic.as_str());
+        e_time.push(us(e.time));
+        e_meta.push(to_json(&e.metadata));
+        e_data.push(to_json(&e.data));
+        e_retry.push(e.eligible_for_retry);
+        e_matched.push(r.matched.as_str());
+        e_created.push(us(r.now));
+        for nd in &r.deliveries {
+            let d = &nd.delivery;
+            d_id.push(d.id.as_str());
+            d_event.push(d.event_id.as_str());
+            d_tenant.push(d.tenant_id.as_str());
+            d_dest.push(d.destination_id.as_str());
+            d_status.push(d.status.as_str());
+            d_attempts.push(d.attempts as i32);
+            d_base.push(d.retry_base as i32);
+            d_manual.push(d.manual);
+            d_created.push(us(d.created_at));
+            match nd.lease_until {
+                Some(until) => {
+                    d_next.push(us(until));
+                    d_leased.push(true);
+                }
+                None => {
+                    d_next.push(us(d.next_attempt_at));
+                    d_leased.push(false);
+                    wake = true;
+                }
+            }
+        }
+    }
+    // One statement: atomic on its own, one round trip for the whole batch. It also returns
+    // the events that already held an id (as of the statement's snapshot; one committed by
+    // a concurrent writer after that is not seen and the request is simply run again).
+    let stmt = client
+        .prepare_cached(
+            "WITH ins AS (
+                INSERT INTO events (id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::int8[])
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id
+            ), dl AS (
+                INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at, updated_at)
+                SELECT v.id, v.event_id, v.tenant_id, v.destination_id, v.status, v.attempts, v.next_attempt_at, v.leased, v.manual, v.retry_base, v.created_at, v.created_at
+                FROM UNNEST($11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::int4[], $17::int8[], $18::bool[], $19::bool[], $20::int4[], $21::int8[])
+                    AS v(id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at)
+                WHERE v.event_id IN (SELECT id FROM ins)
+            )
+            SELECT id, true, NULL::text, NULL::text, NULL::int8 FROM ins
+            UNION ALL
+            SELECT e.id, false, e.tenant_id, e.matched, e.created_at FROM events e WHERE e.id = ANY($1::text[])",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &e_id,
+                &e_tenant,
+                &e_dest,
+                &e_topic,
+                &e_time,
+                &e_meta,
+                &e_data,
+                &e_retry,
+                &e_matched,
+                &e_created,
+                &d_id,
+                &d_event,
+                &d_tenant,
+                &d_dest,
+                &d_status,
+                &d_attempts,
+                &d_next,
+                &d_leased,
+                &d_manual,
+                &d_base,
+                &d_created,
+            ],
+        )
+        .await?;
+    let mut inserted: HashSet<String> = HashSet::new();
+    let mut existing: HashMap<String, (String, String, i64)> = HashMap::new();
+    for r in &rows {
+        let id: String = r.try_get(0)?;
+        if r.try_get::<_, bool>(1)? {
+            inserted.insert(id);
+        } else {
+            existing.insert(id, (r.try_get(2)?, r.try_get(3)?, r.try_get(4)?));
+        }
+    }
+    if wake && !inserted.is_empty() {
+        // Committed already; waking other nodes is a hint, and polling covers its loss.
+        if let Err(e) = notify(&client, &Notice::Work).await {
+            tracing::warn!(error = %e, "cannot notify other nodes of new work");
+        }
+    }
+    Ok(batch
+        .iter()
+        .map(|r| {
+            if inserted.contains(&r.event.id) {
+                return Some(Ok(PublishOutcome::Accepted));
+            }
+            let (tenant, matched, created) = existing.get(&r.event.id)?;
+            Some(
+                if *tenant == r.event.tenant_id && ts(*created) >= r.dedup_since {
+                    from_json("events.matched", matched).map(|m| PublishOutcome::Duplicate {
+                        matched_destination_ids: m,
+                    })
+                } else {
+                    Ok(PublishOutcome::IdTaken)
+                },
+            )
+        })
+        .collect())
+}
+
+/// Sends one notice (outside any transaction: delivered at once).
+pub(crate) async fn notify(client: &deadpool_postgres::Client, n: &Notice) -> Result<()> {
+    let stmt = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
+    client
+        .execute(&stmt, &[&listen::CHANNEL, &listen::payload(n)])
+        .await?;
+    Ok(())
+}
+
+// ----- attempt results -----
+
+async fn record_all(pool: &Pool, batch: Vec<RecordReq>) {
+    let recs: Vec<&AttemptRecord> = batch.iter().map(|r| &r.rec).collect();
+    match retrying(|| record_batch(pool, &recs)).await {
+        Ok(counts) => {
+            for (req, n) in batch.into_iter().zip(counts) {
+                let _ = req.reply.send(Ok(n));
+            }
+        }
+        Err(e) if batch.len() > 1 && rejected_data(&e) => {
+            tracing::debug!(error = %e, attempts = batch.len(), "attempt batch refused; writing attempts one by one");
+            for req in batch {
+                let one = [&req.rec];
+                let out = retrying(|| record_batch(pool, &one)).await;
+                let _ = req.reply.send(out.map(|v| v.first().copied().unwrap_or(0)));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, attempts = batch.len(), "attempt batch failed");
+            let msg = e.to_string();
+            let mut first = Some(e);
+            for req in batch {
+                let err = first.take().unwrap_or_else(|| StoreError::Corrupt {
+                    column: "attempt batch",
+                    detail: msg.clone(),
+                });
+                let _ = req.reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// Writes attempts, moves their deliveries, and counts consecutive failures per destination,
+/// in one transaction. Returns each attempt's failure count, in order.
+async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+
+    let mut order: Vec<usize> = (0..recs.len()).collect();
+    order.sort_by(|a, b| {
+        recs[*a]
+            .attempt
+            .delivery_id
+            .cmp(&recs[*b].attempt.delivery_id)
+    });
+    let n = recs.len();
+    let mut a_id = Vec::with_capacity(n);
+    let mut a_delivery = Vec::with_capacity(n);
+    let mut a_tenant = Vec::with_capacity(n);
+    let mut a_event = Vec::with_capacity(n);
+    let mut a_dest = Vec::with_capacity(n);
+    let mut a_type = Vec::with_capacity(n);
+    let mut a_topic = Vec::with_capacity(n);
+    let mut a_status = Vec::with_capacity(n);
+    let mut a_code = Vec::with_capacity(n);
+    let mut a_response = Vec::with_capacity(n);
+    let mut a_number = Vec::with_capacity(n);
+    let mut a_manual = Vec::with_capacity(n);
+    let mut a_time = Vec::with_capacity(n);
+    let mut a_latency = Vec::with_capacity(n);
+    let mut d_status = Vec::with_capacity(n);
+    let mut d_next = Vec::with_capacity(n);
+    for &i in &order {
+        let r = recs[i];
+        let a = &r.attempt;
+        a_id.push(a.id.as_str());
+        a_delivery.push(a.delivery_id.as_str());
+        a_tenant.push(a.tenant_id.as_str());
+        a_event.push(a.event_id.as_str());
+        a_dest.push(a.destination_id.as_str());
+        a_type.push(a.destination_type.as_str());
+        a_topic.push(a.topic.as_str());
+        a_status.push(a.status.as_str());
+        a_code.push(a.code.as_str());
+        a_response.push(a.response_data.as_ref().map(to_json));
+        a_number.push(a.attempt_number as i32);
+        a_manual.push(a.manual);
+        a_time.push(us(a.time));
+        a_latency.push(i64::try_from(a.latency_ms).unwrap_or(i64::MAX));
+        d_status.push(r.status.as_str());
+        d_next.push(us(r.next_attempt_at));
+    }
+    // Deliveries first, then failure counters: the same lock order as disabling or
+    // deleting a destination, which cancels deliveries and then resets the counter.
+    let stmt = tx
+        .prepare_cached(
+            "WITH a AS (
+                INSERT INTO attempts (id, delivery_id, tenant_id, event_id, destination_id, destination_type, topic, status, code, response_data, attempt_number, manual, time, latency_ms)
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], $12::bool[], $13::int8[], $14::int8[])
+            )
+            UPDATE deliveries d SET status = v.status, attempts = v.n, next_attempt_at = v.next, leased = false, updated_at = v.t
+            FROM UNNEST($2::text[], $15::text[], $11::int4[], $16::int8[], $13::int8[]) AS v(id, status, n, next, t)
+            -- A delivery cancelled meanwhile (destination disabled or deleted) stays cancelled.
+            WHERE d.id = v.id AND d.status = 'pending'
+            RETURNING d.id",
+        )
+        .await?;
+    let moved = tx
+        .query(
+            &stmt,
+            &[
+                &a_id,
+                &a_delivery,
+                &a_tenant,
+                &a_event,
+                &a_dest,
+                &a_type,
+                &a_topic,
+                &a_status,
+                &a_code,
+                &a_response,
+                &a_number,
+                &a_manual,
+                &a_time,
+                &a_latency,
+                &d_status,
+                &d_next,
+            ],
+        )
+        .await?;
+    // Late attempts of cancelled deliveries do not count towards a failure streak.
+    let moved: HashSet<String> = moved
+        .iter()
+        .map(|r| r.try_get::<_, String>(0))
+        .collect::<std::result::Result<_, _>>()?;
+
+    // Consecutive failures: lock each destination's counter (in id order), replay this
+    // batch's outcomes on it in the callers' order, write the result back.
+    let mut dests: Vec<&str> = recs
+        .iter()
+        .filter(|r| moved.contains(&r.attempt.delivery_id))
+        .map(|r| r.attempt.destination_id.as_str())
+        .collect();
+    dests.sort_unstable();
+    dests.dedup();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT destination_id, consecutive_failures FROM destination_health
+             WHERE destination_id = ANY($1::text[]) ORDER BY destination_id FOR UPDATE",
+        )
+        .await?;
+    let mut counters: HashMap<String, i32> = HashMap::new();
+    for r in tx.query(&stmt, &[&dests]).await? {
+        counters.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    let mut counts = Vec::with_capacity(recs.len());
+    for r in recs {
+        let a = &r.attempt;
+        if !moved.contains(&a.delivery_id) {
+            counts.push(0);
+            continue;
+        }
+        let n = match counters.get_mut(&a.destination_id) {
+            // The destination was deleted: nothing to count.
+            None => 0,
+            Some(c) => {
+                *c = if a.status == AttemptStatus::Success {
+                    0
+                } else {
+                    c.saturating_add(1)
+                };
+                *c as u32
+            }
+        };
+        counts.push(n);
+    }
+    if !counters.is_empty() {
+        let (ids, values): (Vec<&str>, Vec<i32>) =
+            counters.iter().map(|(k, v)| (k.as_str(), *v)).unzip();
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE destination_health h SET consecutive_failures = v.n
+                 FROM UNNEST($1::text[], $2::int4[]) AS v(id, n) WHERE h.destination_id = v.id",
+            )
+            .await?;
+        tx.execute(&stmt, &[&ids, &values]).await?;
+    }
+    tx.commit().await?;
+    Ok(counts)
+}

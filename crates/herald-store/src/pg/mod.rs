@@ -1,0 +1,1165 @@
+//! The PostgreSQL store: one database shared by any number of `herald serve` nodes.
+//!
+//! - **Connections** are bounded: a pool of `pool_size` connections for all queries and
+//!   writes, plus, once the engine subscribes to [`Notice`]s, one listening connection.
+//! - **Writes** that come in bursts (publishes, attempt results) are batched across callers
+//!   into multi-row statements ([`batch`]); the rest are one transaction each, retried whole
+//!   when PostgreSQL picks it as a deadlock victim.
+//! - **Work division**: [`Store::claim_due`] leases due deliveries with
+//!   `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any node never get the same one. As
+//!   in the embedded store a lease is a future `next_attempt_at`: a node that dies simply
+//!   stops renewing nothing, and its deliveries become due again when their lease runs out.
+//!   Leases are never released in bulk here — other nodes hold live ones.
+//! - **Cross-node changes** (destinations, tenants, new work) are announced with `NOTIFY` in
+//!   the writing transaction and reach every node's [`Store::notices`] subscribers
+//!   ([`listen`]).
+//! - **Schema**: versioned migrations ([`schema`]), applied under an advisory lock.
+//!
+//! The connection is plain TCP (no TLS yet: `sslmode=require` is refused at start).
+
+mod admin;
+mod batch;
+mod listen;
+mod schema;
+mod sql;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use herald_core::{
+    Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Metadata, Tenant,
+    TenantSummary,
+};
+use jiff::Timestamp;
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, NoTls, Row};
+
+pub use admin::{create_database, describe_url, drop_database, parse_url, url_with_database};
+pub use schema::SCHEMA_VERSION;
+
+use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
+use crate::query::*;
+use crate::{
+    AttemptRecord, Backlog, Job, NewDelivery, Notice, PublishOutcome, PurgeStats, Result, Store,
+    StoreError, StoredEvent,
+};
+use sql::Where;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/dbname?…`.
+    pub url: String,
+    /// Most pooled connections this process opens (the notice listener adds one).
+    pub pool_size: usize,
+    /// Apply pending migrations when connecting; otherwise refuse a database that needs them.
+    pub migrate: bool,
+}
+
+impl PgOptions {
+    /// Defaults: 10 connections, migrate on connect.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 10,
+            migrate: true,
+        }
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    cfg: tokio_postgres::Config,
+    publishes: mpsc::Sender<batch::PublishReq>,
+    records: mpsc::Sender<batch::RecordReq>,
+    notices: broadcast::Sender<Notice>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self.listener.lock().take() {
+            h.abort();
+        }
+    }
+}
+
+/// Whether PostgreSQL aborted the work for a reason that retrying it whole can fix.
+pub(crate) fn is_retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Postgres(pe) => matches!(
+            pe.code(),
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        ),
+        _ => false,
+    }
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres(pe) if pe.code() == Some(&SqlState::UNIQUE_VIOLATION))
+}
+
+/// Runs `$body` (which may use `$tx`, a transaction on a pooled connection) and commits when
+/// it returns `Ok`. Rolled back on error; run again whole when PostgreSQL aborted it to break
+/// a deadlock.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            let mut client = $store.inner.pool.get().await?;
+            let $tx = client.transaction().await?;
+            let out: Result<_> = async { $body }.await;
+            let out = match out {
+                Ok(v) => $tx.commit().await.map(|()| v).map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
+            match out {
+                Err(e) if tries < 5 && is_retryable(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+impl PgStore {
+    /// Connects, checks (and with `opts.migrate`, applies) the schema, and starts the batch
+    /// writers. Refuses a database written by a newer Herald.
+    pub async fn connect(opts: &PgOptions) -> Result<PgStore> {
+        let mut cfg = parse_url(&opts.url).map_err(|detail| StoreError::Open {
+            path: describe_url(&opts.url),
+            detail,
+        })?;
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("herald");
+        }
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(10));
+        }
+        migrate_with(&cfg, opts.migrate).await?;
+
+        let manager = Manager::from_config(
+            cfg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool_size = opts.pool_size.max(1);
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Open {
+                path: describe_url(&opts.url),
+                detail: e.to_string(),
+            })?;
+        // Batches of one kind written at once: enough to keep the pipe full, few enough to
+        // leave connections for claims and reads.
+        let parallel = (pool_size / 4).clamp(1, 4);
+        let (ptx, prx) = mpsc::channel(16_384);
+        let (rtx, rrx) = mpsc::channel(16_384);
+        tokio::spawn(batch::run_publishes(pool.clone(), prx, parallel));
+        tokio::spawn(batch::run_records(pool.clone(), rrx, parallel));
+        let (notices, _) = broadcast::channel(4096);
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                cfg,
+                publishes: ptx,
+                records: rtx,
+                notices,
+                listener: Mutex::new(None),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        })
+    }
+
+    /// Applies pending migrations to the database at `url` and returns its schema version.
+    pub async fn migrate(url: &str) -> Result<i64> {
+        let cfg = parse_url(url).map_err(|detail| StoreError::Open {
+            path: describe_url(url),
+            detail,
+        })?;
+        migrate_with(&cfg, true).await
+    }
+
+    /// The schema version of the database at `url` (0 when Herald never migrated it).
+    pub async fn schema_version(url: &str) -> Result<i64> {
+        let cfg = parse_url(url).map_err(|detail| StoreError::Open {
+            path: describe_url(url),
+            detail,
+        })?;
+        let (client, conn) = cfg.connect(NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        schema::current_version(&client).await
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.inner.pool.get().await?)
+    }
+}
+
+async fn migrate_with(cfg: &tokio_postgres::Config, apply: bool) -> Result<i64> {
+    let (mut client, conn) = cfg.connect(NoTls).await?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let out = schema::prepare(&mut client, apply).await;
+    drop(client);
+    let _ = driver.await;
+    out
+}
+
+/// Queues `n` to be sent when the transaction commits.
+async fn notify_in<C: GenericClient>(c: &C, n: &Notice) -> Result<()> {
+    c.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&listen::CHANNEL, &listen::payload(n)],
+    )
+    .await?;
+    Ok(())
+}
+
+// ----- rows -----
+
+const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
+
+fn destination_from_row(r: &Row) -> Result<Destination> {
+    Ok(Destination {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        topics: topics_from_json(r.try_get(3)?)?,
+        filter: r
+            .try_get::<_, Option<&str>>(4)?
+            .map(|s| from_json("destinations.filter", s))
+            .transpose()?,
+        config: from_json("destinations.config", r.try_get(5)?)?,
+        credentials: from_json("destinations.credentials", r.try_get(6)?)?,
+        delivery_metadata: opt_meta("destinations.delivery_metadata", r.try_get(7)?)?,
+        metadata: opt_meta("destinations.metadata", r.try_get(8)?)?,
+        disabled_at: r.try_get::<_, Option<i64>>(9)?.map(ts),
+        created_at: ts(r.try_get(10)?),
+        updated_at: ts(r.try_get(11)?),
+    })
+}
+
+const EVENT_COLS: &str = "id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at";
+
+fn event_at(r: &Row, o: usize) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        event: Event {
+            id: r.try_get(o)?,
+            tenant_id: r.try_get(o + 1)?,
+            destination_id: r.try_get(o + 2)?,
+            topic: r.try_get(o + 3)?,
+            time: ts(r.try_get(o + 4)?),
+            metadata: from_json("events.metadata", r.try_get(o + 5)?)?,
+            data: from_json("events.data", r.try_get(o + 6)?)?,
+            eligible_for_retry: r.try_get(o + 7)?,
+        },
+        matched_destination_ids: from_json("events.matched", r.try_get(o + 8)?)?,
+        created_at: ts(r.try_get(o + 9)?),
+    })
+}
+
+fn event_from_row(r: &Row) -> Result<StoredEvent> {
+    event_at(r, 0)
+}
+
+const DELIVERY_COLS: &str = "id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, manual, created_at, retry_base";
+
+fn delivery_from_row(r: &Row) -> Result<Delivery> {
+    let status: String = r.try_get(4)?;
+    Ok(Delivery {
+        id: r.try_get(0)?,
+        event_id: r.try_get(1)?,
+        tenant_id: r.try_get(2)?,
+        destination_id: r.try_get(3)?,
+        status: DeliveryStatus::parse(&status).ok_or(StoreError::Corrupt {
+            column: "deliveries.status",
+            detail: status,
+        })?,
+        attempts: r.try_get::<_, i32>(5)? as u32,
+        next_attempt_at: ts(r.try_get(6)?),
+        manual: r.try_get(7)?,
+        created_at: ts(r.try_get(8)?),
+        retry_base: r.try_get::<_, i32>(9)? as u32,
+    })
+}
+
+const ATTEMPT_COLS: &str = "id, delivery_id, tenant_id, event_id, destination_id, destination_type, topic, status, code, response_data, attempt_number, manual, time, latency_ms";
+
+fn attempt_from_row(r: &Row) -> Result<Attempt> {
+    let status: String = r.try_get(7)?;
+    Ok(Attempt {
+        id: r.try_get(0)?,
+        delivery_id: r.try_get(1)?,
+        tenant_id: r.try_get(2)?,
+        event_id: r.try_get(3)?,
+        destination_id: r.try_get(4)?,
+        destination_type: r.try_get(5)?,
+        topic: r.try_get(6)?,
+        status: AttemptStatus::parse(&status).ok_or(StoreError::Corrupt {
+            column: "attempts.status",
+            detail: status,
+        })?,
+        code: r.try_get(8)?,
+        response_data: r
+            .try_get::<_, Option<&str>>(9)?
+            .map(|s| from_json("attempts.response_data", s))
+            .transpose()?,
+        attempt_number: r.try_get::<_, i32>(10)? as u32,
+        manual: r.try_get(11)?,
+        time: ts(r.try_get(12)?),
+        latency_ms: r.try_get::<_, i64>(13)?.max(0) as u64,
+    })
+}
+
+const TENANT_COLS: &str = "id, metadata, created_at, updated_at";
+
+fn tenant_from_row(r: &Row) -> Result<Tenant> {
+    Ok(Tenant {
+        id: r.try_get(0)?,
+        metadata: opt_meta("tenants.metadata", r.try_get(1)?)?,
+        created_at: ts(r.try_get(2)?),
+        updated_at: ts(r.try_get(3)?),
+    })
+}
+
+/// Adds destination counts and topics to tenants, with one query for all of them.
+async fn summarize<C: GenericClient>(c: &C, tenants: Vec<Tenant>) -> Result<Vec<TenantSummary>> {
+    if tenants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    let rows = c
+        .query(
+            "SELECT tenant_id, topics FROM destinations WHERE tenant_id = ANY($1::text[])",
+            &[&ids],
+        )
+        .await?;
+    let mut per: HashMap<String, (u64, std::collections::BTreeSet<String>)> = HashMap::new();
+    for r in rows {
+        let e = per.entry(r.try_get(0)?).or_default();
+        e.0 += 1;
+        e.1.extend(topics_from_json(r.try_get(1)?)?.to_vec());
+    }
+    Ok(tenants
+        .into_iter()
+        .map(|tenant| {
+            let (count, topics) = per.remove(&tenant.id).unwrap_or_default();
+            TenantSummary {
+                tenant,
+                destinations_count: count,
+                topics: topics.into_iter().collect(),
+            }
+        })
+        .collect())
+}
+
+async fn cancel_pending<C: GenericClient>(
+    c: &C,
+    column: &str,
+    value: &str,
+    now: Timestamp,
+) -> Result<u64> {
+    let sql = format!(
+        "UPDATE deliveries SET status = 'cancelled', leased = false, updated_at = $2 WHERE {column} = $1 AND status = 'pending'"
+    );
+    Ok(c.execute(&sql, &[&value, &us(now)]).await?)
+}
+
+fn destination_params(d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 12] {
+    [
+        Box::new(d.id.clone()),
+        Box::new(d.tenant_id.clone()),
+        Box::new(d.kind.clone()),
+        Box::new(topics_to_json(&d.topics)),
+        Box::new(d.filter.as_ref().map(to_json)),
+        Box::new(to_json(&d.config)),
+        Box::new(to_json(&d.credentials)),
+        Box::new(d.delivery_metadata.as_ref().map(to_json)),
+        Box::new(d.metadata.as_ref().map(to_json)),
+        Box::new(d.disabled_at.map(us)),
+        Box::new(us(d.created_at)),
+        Box::new(us(d.updated_at)),
+    ]
+}
+
+fn refs(p: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+fn destination_notice(d_tenant: &str, id: &str) -> Notice {
+    Notice::Destination {
+        tenant_id: d_tenant.to_string(),
+        id: id.to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn upsert_tenant(
+        &self,
+        id: &str,
+        metadata: Option<Metadata>,
+        now: Timestamp,
+    ) -> Result<(Tenant, bool)> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO tenants (id, metadata, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, updated_at = excluded.updated_at
+                 RETURNING created_at, (xmax = 0)",
+            )
+            .await?;
+        let meta = metadata.as_ref().map(to_json);
+        let row = c.query_one(&stmt, &[&id, &meta, &us(now)]).await?;
+        let created: bool = row.try_get(1)?;
+        Ok((
+            Tenant {
+                id: id.to_string(),
+                metadata,
+                created_at: ts(row.try_get(0)?),
+                updated_at: now,
+            },
+            created,
+        ))
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantSummary>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+            .await?;
+        let Some(row) = c.query_opt(&stmt, &[&id]).await? else {
+            return Ok(None);
+        };
+        let t = tenant_from_row(&row)?;
+        Ok(summarize(&**c, vec![t]).await?.pop())
+    }
+
+    async fn list_tenants(&self, q: &TenantQuery) -> Result<(Page<TenantSummary>, u64)> {
+        let c = self.client().await?;
+        let mut w = Where::default();
+        w.any_of("id", &q.ids);
+        let count: i64 = c
+            .query_one(
+                &format!("SELECT COUNT(*) FROM tenants{}", w.sql()),
+                &w.refs(),
+            )
+            .await?
+            .try_get(0)?;
+        let page = sql::paged(
+            &**c,
+            &format!("SELECT {TENANT_COLS} FROM tenants"),
+            ("created_at", "id"),
+            w,
+            &q.page,
+            tenant_from_row,
+            |t| (us(t.created_at), t.id.clone()),
+        )
+        .await?;
+        let models = summarize(&**c, page.models).await?;
+        Ok((
+            Page {
+                models,
+                next: page.next,
+                prev: page.prev,
+            },
+            count as u64,
+        ))
+    }
+
+    async fn delete_tenant(&self, id: &str, now: Timestamp) -> Result<bool> {
+        in_tx!(self, |tx| {
+            let n = tx
+                .execute("DELETE FROM tenants WHERE id = $1", &[&id])
+                .await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM destination_health WHERE destination_id IN (SELECT id FROM destinations WHERE tenant_id = $1)",
+                &[&id],
+            )
+            .await?;
+            tx.execute("DELETE FROM destinations WHERE tenant_id = $1", &[&id])
+                .await?;
+            cancel_pending(&*tx, "tenant_id", id, now).await?;
+            notify_in(
+                &*tx,
+                &Notice::TenantDeleted {
+                    tenant_id: id.to_string(),
+                },
+            )
+            .await?;
+            Ok(true)
+        })
+    }
+
+    async fn insert_destination(&self, d: &Destination) -> Result<()> {
+        let p = destination_params(d);
+        in_tx!(self, |tx| {
+            let n = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                         ON CONFLICT (id) DO NOTHING"
+                    ),
+                    &refs(&p),
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::Conflict {
+                    what: "destination",
+                    id: d.id.clone(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO destination_health (destination_id, consecutive_failures) VALUES ($1, 0)
+                 ON CONFLICT (destination_id) DO UPDATE SET consecutive_failures = 0",
+                &[&d.id],
+            )
+            .await?;
+            notify_in(&*tx, &destination_notice(&d.tenant_id, &d.id)).await?;
+            Ok(())
+        })
+    }
+
+    async fn update_destination(
+        &self,
+        d: &Destination,
+        cancel: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        let p = destination_params(d);
+        in_tx!(self, |tx| {
+            tx.execute(
+                "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
+                     delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12 WHERE id = $1",
+                &refs(&p),
+            )
+            .await?;
+            if cancel {
+                cancel_pending(&*tx, "destination_id", &d.id, now).await?;
+                // A disabled destination starts a fresh failure streak when re-enabled.
+                tx.execute(
+                    "UPDATE destination_health SET consecutive_failures = 0 WHERE destination_id = $1",
+                    &[&d.id],
+                )
+                .await?;
+            }
+            notify_in(&*tx, &destination_notice(&d.tenant_id, &d.id)).await?;
+            Ok(())
+        })
+    }
+
+    async fn get_destination(&self, tenant_id: &str, id: &str) -> Result<Option<Destination>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {DEST_COLS} FROM destinations WHERE id = $1 AND tenant_id = $2"
+            ))
+            .await?;
+        c.query_opt(&stmt, &[&id, &tenant_id])
+            .await?
+            .map(|r| destination_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_destinations(&self, tenant_id: &str) -> Result<Vec<Destination>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {DEST_COLS} FROM destinations WHERE tenant_id = $1 ORDER BY created_at, id"
+            ))
+            .await?;
+        c.query(&stmt, &[&tenant_id])
+            .await?
+            .iter()
+            .map(destination_from_row)
+            .collect()
+    }
+
+    async fn list_all_destinations(&self) -> Result<Vec<Destination>> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {DEST_COLS} FROM destinations"), &[])
+            .await?
+            .iter()
+            .map(destination_from_row)
+            .collect()
+    }
+
+    async fn delete_destination(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<bool> {
+        in_tx!(self, |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM destinations WHERE id = $1 AND tenant_id = $2",
+                    &[&id, &tenant_id],
+                )
+                .await?;
+            if n > 0 {
+                cancel_pending(&*tx, "destination_id", id, now).await?;
+                tx.execute(
+                    "DELETE FROM destination_health WHERE destination_id = $1",
+                    &[&id],
+                )
+                .await?;
+                notify_in(&*tx, &destination_notice(tenant_id, id)).await?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    async fn publish(
+        &self,
+        event: &Event,
+        matched: &[String],
+        deliveries: Vec<NewDelivery>,
+        dedup_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<PublishOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .publishes
+            .send(batch::PublishReq {
+                event: event.clone(),
+                matched: to_json(matched),
+                deliveries,
+                dedup_since,
+                now,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = $1"))
+            .await?;
+        c.query_opt(&stmt, &[&id])
+            .await?
+            .map(|r| event_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>> {
+        let c = self.client().await?;
+        let mut w = Where::default();
+        w.any_of("id", &q.ids);
+        w.any_of("tenant_id", &q.tenant_ids);
+        w.any_of("topic", &q.topics);
+        w.time("time", &q.time);
+        if !q.destination_ids.is_empty() {
+            let p = w.param(q.destination_ids.clone());
+            w.push(format!(
+                "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.destination_id = ANY({p}::text[]))"
+            ));
+        }
+        sql::paged(
+            &**c,
+            &format!("SELECT {EVENT_COLS} FROM events"),
+            ("time", "id"),
+            w,
+            &q.page,
+            event_from_row,
+            |e| (us(e.event.time), e.event.id.clone()),
+        )
+        .await
+    }
+
+    async fn add_delivery(&self, nd: NewDelivery) -> Result<(String, bool)> {
+        let d = &nd.delivery;
+        let (next, leased) = match nd.lease_until {
+            Some(until) => (us(until), true),
+            None => (us(d.next_attempt_at), false),
+        };
+        in_tx!(self, |tx| {
+            let pending = tx
+                .query_opt(
+                    "SELECT id FROM deliveries WHERE event_id = $1 AND destination_id = $2 AND status = 'pending' LIMIT 1",
+                    &[&d.event_id, &d.destination_id],
+                )
+                .await?;
+            if let Some(r) = pending {
+                return Ok((r.try_get::<_, String>(0)?, false));
+            }
+            // Attempt numbers continue across deliveries of the same event to the same destination.
+            let before: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM attempts WHERE event_id = $1 AND destination_id = $2",
+                    &[&d.event_id, &d.destination_id],
+                )
+                .await?
+                .try_get(0)?;
+            let before = before as i32;
+            // The partial unique index keeps one pending delivery per (event, destination),
+            // even when two nodes add one at the same moment.
+            let n = tx
+                .execute(
+                    "INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6, $10, $10)
+                     ON CONFLICT (event_id, destination_id) WHERE status = 'pending' DO NOTHING",
+                    &[
+                        &d.id,
+                        &d.event_id,
+                        &d.tenant_id,
+                        &d.destination_id,
+                        &d.status.as_str(),
+                        &before,
+                        &next,
+                        &leased,
+                        &d.manual,
+                        &us(d.created_at),
+                    ],
+                )
+                .await?;
+            if n == 0 {
+                let r = tx
+                    .query_one(
+                        "SELECT id FROM deliveries WHERE event_id = $1 AND destination_id = $2 AND status = 'pending' LIMIT 1",
+                        &[&d.event_id, &d.destination_id],
+                    )
+                    .await?;
+                return Ok((r.try_get::<_, String>(0)?, false));
+            }
+            if !leased {
+                notify_in(&*tx, &Notice::Work).await?;
+            }
+            Ok((d.id.clone(), true))
+        })
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let c = self.client().await?;
+        // SKIP LOCKED: rows another claimer is taking right now are passed over, never waited
+        // for; a row it took already has a future next_attempt_at and no longer qualifies.
+        let cols = |prefix: &str, list: &str| {
+            list.split(", ")
+                .map(|col| format!("{prefix}.{col}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let stmt = c
+            .prepare_cached(&format!(
+                "WITH due AS (
+                    SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1
+                    ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED
+                ), claimed AS (
+                    UPDATE deliveries d SET next_attempt_at = $3, leased = true FROM due WHERE d.id = due.id
+                    RETURNING {}
+                )
+                SELECT {}, {} FROM claimed c LEFT JOIN events e ON e.id = c.event_id",
+                cols("d", DELIVERY_COLS),
+                cols("c", DELIVERY_COLS),
+                cols("e", EVENT_COLS),
+            ))
+            .await?;
+        let rows = c
+            .query(&stmt, &[&us(now), &(limit as i64), &us(lease_until)])
+            .await?;
+        let mut events: HashMap<String, Arc<Event>> = HashMap::new();
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut orphans: Vec<String> = Vec::new();
+        for r in &rows {
+            let delivery = delivery_from_row(r)?;
+            if r.try_get::<_, Option<String>>(10)?.is_none() {
+                // The event is gone (retention); nothing left to deliver.
+                orphans.push(delivery.id);
+                continue;
+            }
+            let event = match events.get(&delivery.event_id) {
+                Some(e) => e.clone(),
+                None => {
+                    let e = Arc::new(event_at(r, 10)?.event);
+                    events.insert(delivery.event_id.clone(), e.clone());
+                    e
+                }
+            };
+            jobs.push(Job {
+                delivery,
+                event,
+                lease_until,
+            });
+        }
+        if !orphans.is_empty() {
+            c.execute(
+                "UPDATE deliveries SET status = 'cancelled', leased = false WHERE id = ANY($1::text[])",
+                &[&orphans],
+            )
+            .await?;
+        }
+        Ok(jobs)
+    }
+
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .records
+            .send(batch::RecordReq { rec, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn renew_leases(
+        &self,
+        leases: Vec<(String, Timestamp)>,
+        until: Timestamp,
+    ) -> Result<Vec<String>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, held): (Vec<String>, Vec<i64>) =
+            leases.into_iter().map(|(id, t)| (id, us(t))).unzip();
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE deliveries d SET next_attempt_at = $3, leased = true
+                 FROM UNNEST($1::text[], $2::int8[]) AS v(id, held)
+                 WHERE d.id = v.id AND d.status = 'pending' AND d.next_attempt_at = v.held
+                 RETURNING d.id",
+            )
+            .await?;
+        c.query(&stmt, &[&ids, &held, &us(until)])
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
+    }
+
+    async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()> {
+        if delivery_ids.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE deliveries SET next_attempt_at = $2, leased = false WHERE id = ANY($1::text[]) AND status = 'pending'",
+                &[&delivery_ids, &us(at)],
+            )
+            .await?;
+        if n > 0 && at <= Timestamp::now() {
+            // Handed back for someone else to take now (a node shutting down): wake them.
+            batch::notify(&c, &Notice::Work).await?;
+        }
+        Ok(())
+    }
+
+    async fn replay(&self, q: &ReplayQuery, now: Timestamp) -> Result<u64> {
+        let statuses: Vec<String> = if q.statuses.is_empty() {
+            vec![DeliveryStatus::Failed.as_str().into()]
+        } else {
+            q.statuses
+                .iter()
+                .filter(|s| **s != DeliveryStatus::Pending)
+                .map(|s| s.as_str().into())
+                .collect()
+        };
+        if statuses.is_empty() {
+            return Ok(0);
+        }
+        let mut tries = 0;
+        loop {
+            let mut w = Where::default();
+            let now_p = w.param(us(now));
+            let st = w.param(statuses.clone());
+            let t = w.param(q.tenant_id.clone());
+            let d = w.param(q.destination_id.clone());
+            w.push(format!("d.tenant_id = {t} AND d.destination_id = {d}"));
+            w.push(format!("d.status = ANY({st}::text[])"));
+            w.time("d.created_at", &q.time);
+            if !q.topics.is_empty() {
+                let p = w.param(q.topics.clone());
+                w.push(format!(
+                    "EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id AND e.topic = ANY({p}::text[]))"
+                ));
+            }
+            // Only the newest finished delivery of each event, and never one whose event
+            // already has a pending delivery to this destination.
+            w.push(
+                "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = d.event_id AND p.destination_id = d.destination_id
+                   AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
+                    .into(),
+            );
+            // The status test is repeated on the updated row itself, so a row that another
+            // node re-queued meanwhile is skipped rather than queued twice.
+            let sql = format!(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_p}, leased = false, retry_base = attempts, manual = false, updated_at = {now_p}
+                 WHERE status = ANY({st}::text[]) AND id IN (SELECT d.id FROM deliveries d{})",
+                w.sql()
+            );
+            let out: Result<u64> = async {
+                let c = self.client().await?;
+                let n = c.execute(&sql, &w.refs()).await?;
+                if n > 0 {
+                    batch::notify(&c, &Notice::Work).await?;
+                }
+                Ok(n)
+            }
+            .await;
+            match out {
+                // A concurrent manual retry created a pending delivery for one of these
+                // events: run again, which now skips it.
+                Err(e) if tries < 3 && (is_unique_violation(&e) || is_retryable(&e)) => {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn purge(&self, before: Timestamp, batch: usize) -> Result<PurgeStats> {
+        let (t, n) = (us(before), batch as i64);
+        in_tx!(self, |tx| {
+            // SKIP LOCKED: nodes purging at the same time split the work instead of queueing.
+            let attempts = tx
+                .execute(
+                    "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE time < $1 ORDER BY time LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&t, &n],
+                )
+                .await?;
+            let deliveries = tx
+                .execute(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE created_at < $1 AND status != 'pending'
+                     ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&t, &n],
+                )
+                .await?;
+            let events = tx
+                .execute(
+                    "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+                     ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&t, &n],
+                )
+                .await?;
+            Ok(PurgeStats {
+                attempts,
+                deliveries,
+                events,
+            })
+        })
+    }
+
+    async fn backlog(&self) -> Result<Backlog> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT destination_id, COUNT(*), SUM((attempts > 0)::int)::bigint FROM deliveries
+                 WHERE status = 'pending' GROUP BY destination_id",
+                &[],
+            )
+            .await?;
+        let mut out = Backlog::default();
+        for r in rows {
+            out.per_destination
+                .push((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64));
+            out.retries += r.try_get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
+        }
+        Ok(out)
+    }
+
+    async fn release_all_leases(&self) -> Result<u64> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE deliveries SET next_attempt_at = $1, leased = false WHERE status = 'pending' AND leased",
+                &[&us(Timestamp::now())],
+            )
+            .await?;
+        if n > 0 {
+            batch::notify(&c, &Notice::Work).await?;
+        }
+        Ok(n)
+    }
+
+    async fn pending_count(&self) -> Result<u64> {
+        let c = self.client().await?;
+        let n: i64 = c
+            .query_one(
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        Ok(n as u64)
+    }
+
+    async fn reset_failures(&self, destination_id: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE destination_health SET consecutive_failures = 0 WHERE destination_id = $1",
+            &[&destination_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn setting_or_insert(&self, name: &str, fresh: &str) -> Result<(String, bool)> {
+        let c = self.client().await?;
+        // A concurrent first insert committed after this statement's snapshot is neither
+        // inserted nor seen; the next round sees it.
+        for _ in 0..5 {
+            let row = c
+                .query_opt(
+                    "WITH ins AS (
+                        INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING value
+                    )
+                    SELECT value, true FROM ins UNION ALL SELECT value, false FROM settings WHERE name = $1",
+                    &[&name, &fresh],
+                )
+                .await?;
+            if let Some(r) = row {
+                return Ok((r.try_get(0)?, r.try_get(1)?));
+            }
+        }
+        Err(StoreError::Conflict {
+            what: "setting",
+            id: name.to_string(),
+        })
+    }
+
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        let rx = self.inner.notices.subscribe();
+        let mut listener = self.inner.listener.lock();
+        if listener.as_ref().is_none_or(|h| h.is_finished()) {
+            *listener = Some(self.inner.runtime.spawn(listen::run(
+                self.inner.cfg.clone(),
+                self.inner.notices.clone(),
+            )));
+        }
+        Some(rx)
+    }
+
+    async fn get_attempt(&self, id: &str) -> Result<Option<Attempt>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"
+            ))
+            .await?;
+        c.query_opt(&stmt, &[&id])
+            .await?
+            .map(|r| attempt_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_attempts(&self, q: &AttemptQuery) -> Result<Page<Attempt>> {
+        let c = self.client().await?;
+        let mut w = Where::default();
+        w.any_of("tenant_id", &q.tenant_ids);
+        w.any_of("event_id", &q.event_ids);
+        w.any_of("destination_id", &q.destination_ids);
+        w.any_of("destination_type", &q.destination_types);
+        w.any_of("topic", &q.topics);
+        if let Some(s) = q.status {
+            let p = w.param(s.as_str().to_string());
+            w.push(format!("status = {p}"));
+        }
+        w.time("time", &q.time);
+        sql::paged(
+            &**c,
+            &format!("SELECT {ATTEMPT_COLS} FROM attempts"),
+            ("time", "id"),
+            w,
+            &q.page,
+            attempt_from_row,
+            |a| (us(a.time), a.id.clone()),
+        )
+        .await
+    }
+
+    async fn event_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>> {
+        let c = self.client().await?;
+        let by_destination = q.dimensions.iter().any(|d| d == "destination_id")
+            || q.filters.contains_key("destination_id");
+        if by_destination {
+            // One row per (event, destination) routed at publish time.
+            sql::aggregate(
+                &**c,
+                q,
+                "deliveries d JOIN events e ON e.id = d.event_id AND NOT d.manual",
+                "e.time",
+                |name| {
+                    if name == "destination_id" {
+                        "d.destination_id".into()
+                    } else {
+                        format!("e.{name}")
+                    }
+                },
+                "",
+            )
+            .await
+        } else {
+            sql::aggregate(
+                &**c,
+                q,
+                "events e",
+                "e.time",
+                |name| format!("e.{name}"),
+                "",
+            )
+            .await
+        }
+    }
+
+    async fn attempt_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>> {
+        let c = self.client().await?;
+        sql::aggregate(
+            &**c,
+            q,
+            "attempts a",
+            "a.time",
+            // Booleans read as 1/0, as on the embedded store.
+            |name| {
+                if name == "manual" {
+                    "a.manual::int".into()
+                } else {
+                    format!("a.{name}")
+                }
+            },
+            ", SUM((a.status = 'success')::int)::bigint, SUM((a.status = 'failed')::int)::bigint,
+               SUM((a.attempt_number = 1)::int)::bigint, SUM((a.attempt_number > 1 AND NOT a.manual)::int)::bigint,
+               SUM(a.manual::int)::bigint, SUM(a.attempt_number)::bigint",
+        )
+        .await
+    }
+}

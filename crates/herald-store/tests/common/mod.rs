@@ -1,0 +1,250 @@
+//! Shared helpers for the store test suites: fresh stores of each kind, and record builders.
+//!
+//! PostgreSQL tests run against the server at `HERALD_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), each in a database of its own that is dropped
+//! afterwards, also when the test fails. An unreachable server fails the test.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use herald_core::{Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Topics};
+use herald_store::pg::{PgOptions, PgStore};
+use herald_store::{AttemptRecord, NewDelivery, PublishOutcome, Store};
+use jiff::Timestamp;
+use serde_json::json;
+
+/// The server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A database that exists for one test and is dropped with this value.
+pub struct TestDb {
+    /// URL of the database.
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TestDb {
+    /// Creates a uniquely named, empty database. Panics (fails the test) when PostgreSQL is
+    /// not reachable: these tests never skip.
+    pub async fn create() -> TestDb {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let admin = admin_url();
+        let name = format!(
+            "herald_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst),
+            Timestamp::now().as_millisecond() % 1_000_000
+        );
+        let url = herald_store::pg::create_database(&admin, &name)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "this test needs PostgreSQL at {} (set HERALD_TEST_POSTGRES_URL): {e}",
+                    herald_store::pg::describe_url(&admin)
+                )
+            });
+        TestDb { url, name, admin }
+    }
+
+    /// A migrated store on this database.
+    pub async fn store(&self) -> PgStore {
+        PgStore::connect(&PgOptions::new(&self.url))
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run on a runtime thread or while unwinding: use a runtime of our own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                && let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name))
+            {
+                eprintln!("could not drop test database {name}: {e}");
+            }
+        })
+        .join();
+    }
+}
+
+/// A store under test, with whatever keeps it alive.
+pub struct Fixture {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    _db: Option<TestDb>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    /// An embedded store in a temporary directory.
+    pub fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db"))
+            .expect("open sqlite");
+        Fixture {
+            store: Arc::new(store),
+            _db: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A PostgreSQL store on a fresh database.
+    pub async fn postgres() -> Fixture {
+        let db = TestDb::create().await;
+        let store = db.store().await;
+        Fixture {
+            store: Arc::new(store),
+            _db: Some(db),
+            _dir: None,
+        }
+    }
+}
+
+/// A fixed instant plus `secs` seconds (whole microseconds, as stores keep them).
+pub fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + secs).unwrap()
+}
+
+/// An event.
+pub fn event(id: &str, tenant: &str, topic: &str, time: Timestamp) -> Event {
+    let mut metadata = BTreeMap::new();
+    metadata.insert("source".to_string(), "test".to_string());
+    Event {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        destination_id: None,
+        topic: topic.into(),
+        time,
+        metadata,
+        // Key order is not alphabetical on purpose: it must survive storage.
+        data: json!({"zeta": 1, "alpha": {"nested": [1, 2, 3]}, "mid": "x"}),
+        eligible_for_retry: true,
+    }
+}
+
+/// A webhook destination.
+pub fn destination(id: &str, tenant: &str, topics: &[&str], created: Timestamp) -> Destination {
+    let mut config = BTreeMap::new();
+    config.insert("url".to_string(), format!("https://example.com/{id}"));
+    let mut credentials = BTreeMap::new();
+    credentials.insert("secret".to_string(), "whsec_abc".to_string());
+    Destination {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        kind: "webhook".into(),
+        topics: if topics == ["*"] {
+            Topics::All
+        } else {
+            Topics::List(topics.iter().map(|s| s.to_string()).collect())
+        },
+        filter: None,
+        config,
+        credentials,
+        delivery_metadata: None,
+        metadata: None,
+        disabled_at: None,
+        created_at: created,
+        updated_at: created,
+    }
+}
+
+/// A new pending delivery of `event` to `dest`.
+pub fn new_delivery(
+    id: &str,
+    event: &Event,
+    dest: &str,
+    now: Timestamp,
+    lease_until: Option<Timestamp>,
+) -> NewDelivery {
+    NewDelivery {
+        delivery: Delivery {
+            id: id.into(),
+            event_id: event.id.clone(),
+            tenant_id: event.tenant_id.clone(),
+            destination_id: dest.into(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            manual: false,
+            retry_base: 0,
+            created_at: now,
+        },
+        lease_until,
+    }
+}
+
+/// Publishes `event` with one delivery per destination (ids `dlv_<event>_<dest>`); asserts it
+/// was accepted and returns the delivery ids.
+pub async fn publish(
+    s: &dyn Store,
+    event: &Event,
+    dests: &[&str],
+    now: Timestamp,
+    lease_until: Option<Timestamp>,
+) -> Vec<String> {
+    let ids: Vec<String> = dests
+        .iter()
+        .map(|d| format!("dlv_{}_{d}", event.id))
+        .collect();
+    let deliveries = dests
+        .iter()
+        .zip(&ids)
+        .map(|(d, id)| new_delivery(id, event, d, now, lease_until))
+        .collect();
+    let matched: Vec<String> = dests.iter().map(|d| d.to_string()).collect();
+    let out = s
+        .publish(event, &matched, deliveries, at(-1_000_000), now)
+        .await
+        .expect("publish");
+    assert_eq!(out, PublishOutcome::Accepted, "publish {}", event.id);
+    ids
+}
+
+/// An attempt record for delivery `delivery` of `event` to `dest`.
+#[allow(clippy::too_many_arguments)]
+pub fn attempt_record(
+    id: &str,
+    delivery: &str,
+    event: &Event,
+    dest: &str,
+    number: u32,
+    ok: bool,
+    time: Timestamp,
+    next: (DeliveryStatus, Timestamp),
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt: Attempt {
+            id: id.into(),
+            delivery_id: delivery.into(),
+            tenant_id: event.tenant_id.clone(),
+            event_id: event.id.clone(),
+            destination_id: dest.into(),
+            destination_type: "webhook".into(),
+            topic: event.topic.clone(),
+            status: if ok {
+                AttemptStatus::Success
+            } else {
+                AttemptStatus::Failed
+            },
+            code: if ok { "200".into() } else { "500".into() },
+            response_data: Some(json!({"status": if ok { 200 } else { 500 }, "body": "b"})),
+            attempt_number: number,
+            manual: false,
+            time,
+            latency_ms: 12,
+        },
+        status: next.0,
+        next_attempt_at: next.1,
+    }
+}

@@ -1,0 +1,1477 @@
+//! The store contract: one set of behavioural tests, run against every [`Store`]
+//! implementation — the embedded SQLite store (`sqlite::*`) and PostgreSQL (`postgres::*`).
+//!
+//! Each test is a plain async function over `&dyn Store`; the `contract!` macro instantiates
+//! it once per store. A behaviour belongs here when the engine or the API relies on it.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use common::*;
+use herald_core::{DeliveryStatus, Topics};
+use herald_store::*;
+use jiff::Timestamp;
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let f = super::Fixture::sqlite();
+                    super::$name(f.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let f = super::Fixture::postgres().await;
+                    super::$name(f.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    tenants_upsert_get_list_delete,
+    destinations_crud_and_conflict,
+    publish_round_trip_and_idempotency,
+    concurrent_publishes_accept_each_id_once,
+    claim_due_skips_leased_until_expiry,
+    concurrent_claimers_never_share_a_delivery,
+    record_attempt_moves_delivery_and_counts_failures,
+    concurrent_failures_are_counted_exactly,
+    disabling_cancels_pending_and_resets_failures,
+    defer_and_release_leases,
+    leases_renew_only_for_their_holder,
+    add_delivery_reuses_a_pending_one,
+    replay_requeues_finished_deliveries_once,
+    purge_respects_age_and_pending_work,
+    backlog_and_pending_count,
+    event_pagination_both_directions,
+    attempt_and_tenant_pagination,
+    tenant_isolation,
+    event_metrics_buckets_dimensions_filters,
+    attempt_metrics_measures,
+    settings_are_created_once,
+);
+
+// ----- tenants and destinations -----
+
+async fn tenants_upsert_get_list_delete(s: Arc<dyn Store>) {
+    let (t, created) = s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    assert!(created);
+    assert_eq!(t.created_at, at(0));
+    let meta = [("plan".to_string(), "pro".to_string())].into();
+    let (t, created) = s.upsert_tenant("acme", Some(meta), at(10)).await.unwrap();
+    assert!(!created);
+    assert_eq!(t.created_at, at(0), "created_at survives an update");
+    assert_eq!(t.updated_at, at(10));
+
+    s.insert_destination(&destination("d1", "acme", &["a.*", "b"], at(1)))
+        .await
+        .unwrap();
+    s.insert_destination(&destination("d2", "acme", &["b", "c"], at(2)))
+        .await
+        .unwrap();
+    let sum = s.get_tenant("acme").await.unwrap().expect("tenant");
+    assert_eq!(sum.tenant.metadata.unwrap()["plan"], "pro");
+    assert_eq!(sum.destinations_count, 2);
+    assert_eq!(sum.topics, vec!["a.*", "b", "c"]);
+    assert!(s.get_tenant("nobody").await.unwrap().is_none());
+
+    for i in 1..=4 {
+        s.upsert_tenant(&format!("t{i}"), None, at(100 + i))
+            .await
+            .unwrap();
+    }
+    let (page, total) = s
+        .list_tenants(&TenantQuery {
+            ids: vec![],
+            page: PageRequest {
+                limit: 2,
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    let ids: Vec<_> = page.models.iter().map(|t| t.tenant.id.as_str()).collect();
+    assert_eq!(ids, ["t4", "t3"], "newest first by default");
+    assert!(page.prev.is_none());
+    let (page2, _) = s
+        .list_tenants(&TenantQuery {
+            ids: vec![],
+            page: PageRequest {
+                limit: 2,
+                cursor: Some(Cursor::Next(page.next.clone().unwrap())),
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = page2.models.iter().map(|t| t.tenant.id.as_str()).collect();
+    assert_eq!(ids, ["t2", "t1"]);
+    let (only, total) = s
+        .list_tenants(&TenantQuery {
+            ids: vec!["acme".into(), "t1".into()],
+            page: PageRequest::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(only.models.len(), 2);
+    assert_eq!(
+        only.models
+            .iter()
+            .find(|t| t.tenant.id == "acme")
+            .unwrap()
+            .destinations_count,
+        2
+    );
+
+    // Deleting a tenant removes its destinations and cancels their pending deliveries.
+    let e = event("e1", "acme", "b", at(20));
+    publish(&*s, &e, &["d1", "d2"], at(20), None).await;
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+    assert!(s.delete_tenant("acme", at(30)).await.unwrap());
+    assert!(!s.delete_tenant("acme", at(31)).await.unwrap());
+    assert!(s.get_tenant("acme").await.unwrap().is_none());
+    assert!(s.list_destinations("acme").await.unwrap().is_empty());
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert!(s.claim_due(at(40), 10, at(100)).await.unwrap().is_empty());
+}
+
+async fn destinations_crud_and_conflict(s: Arc<dyn Store>) {
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    let mut d = destination("d1", "acme", &["*"], at(1));
+    d.filter = Some(serde_json::json!({"data": {"amount": {"$gte": 10}}}));
+    d.metadata = Some([("team".to_string(), "billing".to_string())].into());
+    s.insert_destination(&d).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "d1").await.unwrap(),
+        Some(d.clone())
+    );
+    assert_eq!(
+        s.get_destination("acme", "d1")
+            .await
+            .unwrap()
+            .unwrap()
+            .topics,
+        Topics::All
+    );
+    match s.insert_destination(&d).await {
+        Err(StoreError::Conflict { what, id }) => {
+            assert_eq!((what, id.as_str()), ("destination", "d1"))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Ids are global: another tenant cannot take one either.
+    assert!(matches!(
+        s.insert_destination(&destination("d1", "other", &["*"], at(2)))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let d2 = destination("d2", "acme", &["x"], at(0));
+    s.insert_destination(&d2).await.unwrap();
+    let list = s.list_destinations("acme").await.unwrap();
+    assert_eq!(
+        list.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d2", "d1"],
+        "oldest first"
+    );
+    assert_eq!(s.list_all_destinations().await.unwrap().len(), 2);
+
+    let mut changed = d.clone();
+    changed.topics = Topics::List(vec!["user.created".into()]);
+    changed
+        .config
+        .insert("url".into(), "https://example.org/new".into());
+    changed.updated_at = at(5);
+    s.update_destination(&changed, false, at(5)).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "d1").await.unwrap(),
+        Some(changed)
+    );
+
+    // Deleting cancels pending deliveries; the wrong tenant deletes nothing.
+    let e = event("e1", "acme", "x", at(6));
+    publish(&*s, &e, &["d1", "d2"], at(6), None).await;
+    assert!(!s.delete_destination("other", "d2", at(7)).await.unwrap());
+    assert!(s.delete_destination("acme", "d2", at(7)).await.unwrap());
+    assert!(!s.delete_destination("acme", "d2", at(7)).await.unwrap());
+    assert!(s.get_destination("acme", "d2").await.unwrap().is_none());
+    let jobs = s.claim_due(at(8), 10, at(100)).await.unwrap();
+    assert_eq!(
+        jobs.iter()
+            .map(|j| j.delivery.destination_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d1"]
+    );
+}
+
+// ----- publishing -----
+
+async fn publish_round_trip_and_idempotency(s: Arc<dyn Store>) {
+    let mut e = event("evt_1", "acme", "user.created", at(0));
+    e.destination_id = Some("d1".into());
+    e.eligible_for_retry = false;
+    let ids = publish(&*s, &e, &["d1", "d2"], at(1), None).await;
+    let stored = s.get_event("evt_1").await.unwrap().expect("stored");
+    assert_eq!(stored.event, e);
+    assert_eq!(stored.matched_destination_ids, ["d1", "d2"]);
+    assert_eq!(stored.created_at, at(1));
+    assert_eq!(
+        serde_json::to_string(&stored.event.data).unwrap(),
+        r#"{"zeta":1,"alpha":{"nested":[1,2,3]},"mid":"x"}"#,
+        "payload key order is kept"
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+
+    // The same id within the window: a duplicate, nothing written.
+    let again = s
+        .publish(
+            &e,
+            &["d3".into()],
+            vec![new_delivery("dlv_x", &e, "d3", at(2), None)],
+            at(0),
+            at(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        PublishOutcome::Duplicate {
+            matched_destination_ids: vec!["d1".into(), "d2".into()]
+        }
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+    // Outside the window: the id is taken.
+    let late = s.publish(&e, &[], vec![], at(5), at(6)).await.unwrap();
+    assert_eq!(late, PublishOutcome::IdTaken);
+    // Another tenant can never reuse it.
+    let other = event("evt_1", "globex", "user.created", at(0));
+    assert_eq!(
+        s.publish(&other, &[], vec![], at(0), at(3)).await.unwrap(),
+        PublishOutcome::IdTaken
+    );
+    assert_eq!(
+        s.get_event("evt_1").await.unwrap().unwrap().event.tenant_id,
+        "acme"
+    );
+    assert!(s.get_event("nope").await.unwrap().is_none());
+    // Its deliveries carry the ids given.
+    let jobs = s.claim_due(at(3), 10, at(60)).await.unwrap();
+    let mut got: Vec<_> = jobs.iter().map(|j| j.delivery.id.clone()).collect();
+    got.sort();
+    assert_eq!(got, ids);
+}
+
+async fn concurrent_publishes_accept_each_id_once(s: Arc<dyn Store>) {
+    // Many callers publishing the same id at once: exactly one is accepted.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = event("same", "acme", "t", at(0));
+            s.publish(
+                &e,
+                &["d1".into()],
+                vec![new_delivery(&format!("dlv_{i}"), &e, "d1", at(1), None)],
+                at(0),
+                at(1),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            PublishOutcome::Accepted => accepted += 1,
+            PublishOutcome::Duplicate {
+                matched_destination_ids,
+            } => assert_eq!(matched_destination_ids, ["d1"]),
+            PublishOutcome::IdTaken => panic!("a concurrent duplicate is not a conflict"),
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+
+    // Many distinct events at once (batched writers): all accepted, all deliveries written.
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = event(&format!("many_{i:03}"), "acme", "t", at(i));
+            publish(&*s, &e, &["d1", "d2"], at(i), None).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.pending_count().await.unwrap(), 601);
+    let page = s
+        .list_events(&EventQuery {
+            tenant_ids: vec!["acme".into()],
+            page: PageRequest {
+                limit: 1000,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.models.len(), 301);
+}
+
+// ----- leases -----
+
+async fn claim_due_skips_leased_until_expiry(s: Arc<dyn Store>) {
+    // Created leased (dispatched from memory by the publishing node).
+    let e1 = event("e1", "acme", "t", at(0));
+    publish(&*s, &e1, &["d1"], at(0), Some(at(60))).await;
+    assert!(s.claim_due(at(59), 10, at(200)).await.unwrap().is_empty());
+    // Created unleased: due now.
+    let e2 = event("e2", "acme", "t", at(0));
+    publish(&*s, &e2, &["d1"], at(0), None).await;
+    let jobs = s.claim_due(at(1), 10, at(30)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let j = &jobs[0];
+    assert_eq!(j.delivery.id, "dlv_e2_d1");
+    assert_eq!(j.lease_until, at(30));
+    assert_eq!(*j.event, e2);
+    assert_eq!(j.delivery.status, DeliveryStatus::Pending);
+    assert_eq!(j.delivery.attempts, 0);
+    // Held: nobody else gets it while the lease runs.
+    assert!(s.claim_due(at(29), 10, at(200)).await.unwrap().is_empty());
+    // The lease expired (its holder died): due again, and the other lease too.
+    let jobs = s.claim_due(at(61), 10, at(300)).await.unwrap();
+    let mut ids: Vec<_> = jobs.iter().map(|j| j.delivery.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["dlv_e1_d1", "dlv_e2_d1"]);
+    // The limit holds.
+    for i in 0..5 {
+        publish(
+            &*s,
+            &event(&format!("x{i}"), "acme", "t", at(0)),
+            &["d1"],
+            at(0),
+            None,
+        )
+        .await;
+    }
+    assert_eq!(s.claim_due(at(62), 3, at(300)).await.unwrap().len(), 3);
+    assert_eq!(s.claim_due(at(62), 3, at(300)).await.unwrap().len(), 2);
+    assert!(s.claim_due(at(62), 3, at(300)).await.unwrap().is_empty());
+}
+
+async fn concurrent_claimers_never_share_a_delivery(s: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            publish(
+                &*s,
+                &event(&format!("e{i:03}"), "acme", "t", at(0)),
+                &["d1"],
+                at(0),
+                None,
+            )
+            .await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut claimers = Vec::new();
+    for _ in 0..6 {
+        let s = s.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let jobs = s.claim_due(at(1), 7, at(600)).await.unwrap();
+                if jobs.is_empty() {
+                    return got;
+                }
+                got.extend(jobs.into_iter().map(|j| j.delivery.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), unique.len(), "a delivery was claimed twice");
+    assert_eq!(unique.len(), 300);
+}
+
+// ----- attempts -----
+
+async fn record_attempt_moves_delivery_and_counts_failures(s: Arc<dyn Store>) {
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    s.insert_destination(&destination("d1", "acme", &["*"], at(0)))
+        .await
+        .unwrap();
+    let e = event("e1", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), None).await).unwrap();
+    let j = s.claim_due(at(1), 10, at(60)).await.unwrap();
+    assert_eq!(j.len(), 1);
+
+    let failed = |n: u32, t: i64, next: i64| {
+        attempt_record(
+            &format!("att_{n}"),
+            &dl,
+            &e,
+            "d1",
+            n,
+            false,
+            at(t),
+            (DeliveryStatus::Pending, at(next)),
+        )
+    };
+    assert_eq!(s.record_attempt(failed(1, 2, 30)).await.unwrap(), 1);
+    // Released: due at the retry time, not before.
+    assert!(s.claim_due(at(29), 10, at(100)).await.unwrap().is_empty());
+    let j = s.claim_due(at(30), 10, at(100)).await.unwrap();
+    assert_eq!(j[0].delivery.attempts, 1);
+    assert_eq!(s.record_attempt(failed(2, 31, 40)).await.unwrap(), 2);
+    let ok = attempt_record(
+        "att_3",
+        &dl,
+        &e,
+        "d1",
+        3,
+        true,
+        at(41),
+        (DeliveryStatus::Success, at(41)),
+    );
+    assert_eq!(
+        s.record_attempt(ok.clone()).await.unwrap(),
+        0,
+        "success resets the streak"
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert!(
+        s.claim_due(at(1000), 10, at(2000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.get_attempt("att_3").await.unwrap(), Some(ok.attempt));
+    assert!(s.get_attempt("att_9").await.unwrap().is_none());
+
+    // Another event: the streak starts again from zero after the success.
+    let e2 = event("e2", "acme", "t", at(50));
+    let [dl2] = <[String; 1]>::try_from(publish(&*s, &e2, &["d1"], at(50), None).await).unwrap();
+    let rec = attempt_record(
+        "att_4",
+        &dl2,
+        &e2,
+        "d1",
+        1,
+        false,
+        at(51),
+        (DeliveryStatus::Failed, at(51)),
+    );
+    assert_eq!(s.record_attempt(rec).await.unwrap(), 1);
+    assert_eq!(
+        s.pending_count().await.unwrap(),
+        0,
+        "failed for good is not pending"
+    );
+
+    // A delivery cancelled while its attempt ran stays cancelled.
+    let e3 = event("e3", "acme", "t", at(60));
+    let [dl3] =
+        <[String; 1]>::try_from(publish(&*s, &e3, &["d1"], at(60), Some(at(100))).await).unwrap();
+    assert!(s.delete_destination("acme", "d1", at(61)).await.unwrap());
+    let rec = attempt_record(
+        "att_5",
+        &dl3,
+        &e3,
+        "d1",
+        1,
+        false,
+        at(62),
+        (DeliveryStatus::Pending, at(90)),
+    );
+    assert_eq!(
+        s.record_attempt(rec).await.unwrap(),
+        0,
+        "a late attempt of a cancelled delivery does not count as a failure"
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert!(
+        s.claim_due(at(1000), 10, at(2000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The attempt itself is still logged.
+    let page = s
+        .list_attempts(&AttemptQuery {
+            event_ids: vec!["e3".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.models.len(), 1);
+}
+
+async fn concurrent_failures_are_counted_exactly(s: Arc<dyn Store>) {
+    // Several writers (nodes) recording failures for one destination at once: every count
+    // from 1 to N is returned exactly once, so thresholds fire exactly once.
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    s.insert_destination(&destination("d1", "acme", &["*"], at(0)))
+        .await
+        .unwrap();
+    const N: u32 = 40;
+    let mut recs = Vec::new();
+    for i in 0..N {
+        let e = event(&format!("e{i:02}"), "acme", "t", at(0));
+        let [dl] =
+            <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), Some(at(100))).await).unwrap();
+        recs.push(attempt_record(
+            &format!("att_{i:02}"),
+            &dl,
+            &e,
+            "d1",
+            1,
+            false,
+            at(1),
+            (DeliveryStatus::Pending, at(60)),
+        ));
+    }
+    let mut tasks = Vec::new();
+    for rec in recs {
+        let s = s.clone();
+        tasks.push(tokio::spawn(
+            async move { s.record_attempt(rec).await.unwrap() },
+        ));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=N).collect::<Vec<_>>());
+}
+
+async fn disabling_cancels_pending_and_resets_failures(s: Arc<dyn Store>) {
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    let mut d = destination("d1", "acme", &["*"], at(0));
+    s.insert_destination(&d).await.unwrap();
+    let e = event("e1", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), None).await).unwrap();
+    for n in 1..=3 {
+        let rec = attempt_record(
+            &format!("a{n}"),
+            &dl,
+            &e,
+            "d1",
+            n,
+            false,
+            at(n as i64),
+            (DeliveryStatus::Pending, at(10)),
+        );
+        assert_eq!(s.record_attempt(rec).await.unwrap(), n);
+    }
+    let e2 = event("e2", "acme", "t", at(5));
+    publish(&*s, &e2, &["d1"], at(5), None).await;
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+    d.disabled_at = Some(at(6));
+    d.updated_at = at(6);
+    s.update_destination(&d, true, at(6)).await.unwrap();
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert_eq!(
+        s.get_destination("acme", "d1")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at,
+        Some(at(6))
+    );
+    // Re-enabled: a fresh streak.
+    let e3 = event("e3", "acme", "t", at(7));
+    let [dl3] = <[String; 1]>::try_from(publish(&*s, &e3, &["d1"], at(7), None).await).unwrap();
+    let rec = attempt_record(
+        "a9",
+        &dl3,
+        &e3,
+        "d1",
+        1,
+        false,
+        at(8),
+        (DeliveryStatus::Pending, at(10)),
+    );
+    assert_eq!(s.record_attempt(rec).await.unwrap(), 1);
+    // reset_failures too.
+    s.reset_failures("d1").await.unwrap();
+    let rec = attempt_record(
+        "a10",
+        &dl3,
+        &e3,
+        "d1",
+        2,
+        false,
+        at(9),
+        (DeliveryStatus::Pending, at(10)),
+    );
+    assert_eq!(s.record_attempt(rec).await.unwrap(), 1);
+}
+
+async fn defer_and_release_leases(s: Arc<dyn Store>) {
+    for i in 0..3 {
+        publish(
+            &*s,
+            &event(&format!("e{i}"), "acme", "t", at(0)),
+            &["d1"],
+            at(0),
+            None,
+        )
+        .await;
+    }
+    let jobs = s.claim_due(at(1), 10, at(100)).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    s.defer(vec![jobs[0].delivery.id.clone()], at(20))
+        .await
+        .unwrap();
+    assert!(s.claim_due(at(19), 10, at(100)).await.unwrap().is_empty());
+    let again = s.claim_due(at(20), 10, at(100)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.id, jobs[0].delivery.id);
+    // Releasing every lease (single-node start-up) makes them all due now.
+    assert_eq!(s.release_all_leases().await.unwrap(), 3);
+    assert_eq!(
+        s.claim_due(Timestamp::now(), 10, at(100))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 3);
+}
+
+async fn leases_renew_only_for_their_holder(s: Arc<dyn Store>) {
+    let e1 = event("e1", "acme", "t", at(0));
+    let e2 = event("e2", "acme", "t", at(0));
+    let [d1] =
+        <[String; 1]>::try_from(publish(&*s, &e1, &["d1"], at(0), Some(at(10))).await).unwrap();
+    let [d2] = <[String; 1]>::try_from(publish(&*s, &e2, &["d1"], at(0), None).await).unwrap();
+    let claimed = s.claim_due(at(1), 10, at(20)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The holder renews (even right at expiry); a wrong token renews nothing.
+    let renewed = s
+        .renew_leases(vec![(d1.clone(), at(10)), (d2.clone(), at(19))], at(40))
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![d1.clone()]);
+    assert!(
+        s.claim_due(at(19), 10, at(100)).await.unwrap().is_empty(),
+        "e1 renewed from 10 to 40, e2 held to 20"
+    );
+    // Expired and claimed by someone else: the old holder cannot take it back.
+    let taken = s.claim_due(at(41), 10, at(100)).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(
+        s.renew_leases(vec![(d1.clone(), at(40)), (d2.clone(), at(20))], at(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A finished delivery has no lease to renew.
+    s.record_attempt(attempt_record(
+        "a1",
+        &d2,
+        &e2,
+        "d1",
+        1,
+        true,
+        at(42),
+        (DeliveryStatus::Success, at(42)),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        s.renew_leases(vec![(d2, at(100))], at(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.renew_leases(vec![(d1.clone(), at(100))], at(300))
+            .await
+            .unwrap(),
+        vec![d1]
+    );
+}
+
+async fn add_delivery_reuses_a_pending_one(s: Arc<dyn Store>) {
+    let e = event("e1", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), None).await).unwrap();
+    let mut manual = new_delivery("dlv_manual", &e, "d1", at(1), None);
+    manual.delivery.manual = true;
+    assert_eq!(
+        s.add_delivery(manual.clone()).await.unwrap(),
+        (dl.clone(), false),
+        "a pending delivery exists"
+    );
+    // Two attempts, then failed for good.
+    for n in 1..=2 {
+        let st = if n == 2 {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Pending
+        };
+        s.record_attempt(attempt_record(
+            &format!("a{n}"),
+            &dl,
+            &e,
+            "d1",
+            n,
+            false,
+            at(n as i64),
+            (st, at(3)),
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert_eq!(
+        s.add_delivery(manual).await.unwrap(),
+        ("dlv_manual".into(), true)
+    );
+    let jobs = s.claim_due(at(5), 10, at(100)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].delivery.id, "dlv_manual");
+    assert!(jobs[0].delivery.manual);
+    assert_eq!(jobs[0].delivery.attempts, 2, "attempt numbers continue");
+
+    // Concurrent manual retries of one finished delivery create one pending delivery.
+    s.record_attempt(attempt_record(
+        "a3",
+        "dlv_manual",
+        &e,
+        "d1",
+        3,
+        false,
+        at(6),
+        (DeliveryStatus::Failed, at(6)),
+    ))
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let mut nd = new_delivery(&format!("dlv_m{i}"), &e, "d1", at(7), None);
+        nd.delivery.manual = true;
+        tasks.push(tokio::spawn(
+            async move { s.add_delivery(nd).await.unwrap() },
+        ));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if t.await.unwrap().1 {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+}
+
+async fn replay_requeues_finished_deliveries_once(s: Arc<dyn Store>) {
+    let mut dls = Vec::new();
+    for (i, topic) in ["a", "b", "a"].iter().enumerate() {
+        let e = event(&format!("e{i}"), "acme", topic, at(0));
+        let [dl] =
+            <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(i as i64), None).await).unwrap();
+        let ok = i == 2;
+        let st = if ok {
+            DeliveryStatus::Success
+        } else {
+            DeliveryStatus::Failed
+        };
+        s.record_attempt(attempt_record(
+            &format!("a{i}"),
+            &dl,
+            &e,
+            "d1",
+            1,
+            ok,
+            at(10),
+            (st, at(10)),
+        ))
+        .await
+        .unwrap();
+        dls.push(dl);
+    }
+    let q = ReplayQuery {
+        tenant_id: "acme".into(),
+        destination_id: "d1".into(),
+        ..Default::default()
+    };
+    // Default: failed ones; a topic filter narrows.
+    let only_b = ReplayQuery {
+        topics: vec!["b".into()],
+        ..q.clone()
+    };
+    assert_eq!(s.replay(&only_b, at(20)).await.unwrap(), 1);
+    assert_eq!(
+        s.replay(&q, at(20)).await.unwrap(),
+        1,
+        "e1 is pending already"
+    );
+    assert_eq!(s.replay(&q, at(21)).await.unwrap(), 0);
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+    // Successful ones on request; a time range on creation.
+    let success = ReplayQuery {
+        statuses: vec![DeliveryStatus::Success],
+        time: TimeRange {
+            gte: Some(at(2)),
+            ..Default::default()
+        },
+        ..q.clone()
+    };
+    assert_eq!(s.replay(&success, at(22)).await.unwrap(), 1);
+    let jobs = s.claim_due(at(30), 10, at(100)).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    for j in &jobs {
+        assert_eq!(j.delivery.retry_base, 1, "a fresh retry schedule");
+        assert!(!j.delivery.manual);
+    }
+    // Other tenants' destinations are never touched.
+    let other = ReplayQuery {
+        tenant_id: "globex".into(),
+        ..q
+    };
+    assert_eq!(s.replay(&other, at(40)).await.unwrap(), 0);
+}
+
+// ----- retention -----
+
+async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
+    // Old and finished; old but pending; new.
+    let old = event("old", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &old, &["d1"], at(0), None).await).unwrap();
+    s.record_attempt(attempt_record(
+        "a_old",
+        &dl,
+        &old,
+        "d1",
+        1,
+        true,
+        at(1),
+        (DeliveryStatus::Success, at(1)),
+    ))
+    .await
+    .unwrap();
+    let waiting = event("waiting", "acme", "t", at(0));
+    publish(&*s, &waiting, &["d1"], at(0), None).await;
+    let new = event("new", "acme", "t", at(100));
+    publish(&*s, &new, &["d1"], at(100), None).await;
+
+    let stats = s.purge(at(50), 100).await.unwrap();
+    assert_eq!(
+        stats,
+        PurgeStats {
+            attempts: 1,
+            deliveries: 1,
+            events: 1
+        }
+    );
+    assert_eq!(stats.total(), 3);
+    assert!(s.get_event("old").await.unwrap().is_none());
+    assert!(s.get_attempt("a_old").await.unwrap().is_none());
+    assert!(
+        s.get_event("waiting").await.unwrap().is_some(),
+        "pending work keeps its event"
+    );
+    assert!(s.get_event("new").await.unwrap().is_some());
+    assert_eq!(s.purge(at(50), 100).await.unwrap(), PurgeStats::default());
+
+    // Batches are bounded.
+    for i in 0..5 {
+        let e = event(&format!("b{i}"), "acme", "t", at(0));
+        let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), None).await).unwrap();
+        s.record_attempt(attempt_record(
+            &format!("ab{i}"),
+            &dl,
+            &e,
+            "d1",
+            1,
+            false,
+            at(1),
+            (DeliveryStatus::Failed, at(1)),
+        ))
+        .await
+        .unwrap();
+    }
+    let first = s.purge(at(50), 2).await.unwrap();
+    assert_eq!((first.attempts, first.deliveries, first.events), (2, 2, 2));
+    let mut total = first.total();
+    loop {
+        let st = s.purge(at(50), 2).await.unwrap();
+        if st.total() == 0 {
+            break;
+        }
+        total += st.total();
+    }
+    assert_eq!(total, 15);
+}
+
+async fn backlog_and_pending_count(s: Arc<dyn Store>) {
+    let e1 = event("e1", "acme", "t", at(0));
+    let ids = publish(&*s, &e1, &["d1", "d2"], at(0), None).await;
+    publish(&*s, &event("e2", "acme", "t", at(0)), &["d1"], at(0), None).await;
+    s.record_attempt(attempt_record(
+        "a1",
+        &ids[0],
+        &e1,
+        "d1",
+        1,
+        false,
+        at(1),
+        (DeliveryStatus::Pending, at(60)),
+    ))
+    .await
+    .unwrap();
+    let mut b = s.backlog().await.unwrap();
+    b.per_destination.sort();
+    assert_eq!(
+        b.per_destination,
+        vec![("d1".to_string(), 2), ("d2".to_string(), 1)]
+    );
+    assert_eq!(b.retries, 1);
+    assert_eq!(s.pending_count().await.unwrap(), 3);
+}
+
+// ----- listing -----
+
+async fn event_pagination_both_directions(s: Arc<dyn Store>) {
+    // Nine events; two share a time, so the id breaks the tie.
+    let times = [0, 1, 2, 3, 3, 5, 6, 7, 8];
+    for (i, t) in times.iter().enumerate() {
+        publish(
+            &*s,
+            &event(&format!("e{i}"), "acme", "t", at(*t)),
+            &["d1"],
+            at(0),
+            None,
+        )
+        .await;
+    }
+    let all_desc = ["e8", "e7", "e6", "e5", "e4", "e3", "e2", "e1", "e0"];
+    let q = |page: PageRequest| EventQuery {
+        tenant_ids: vec!["acme".into()],
+        page,
+        ..Default::default()
+    };
+    let ids = |p: &Page<StoredEvent>| {
+        p.models
+            .iter()
+            .map(|e| e.event.id.clone())
+            .collect::<Vec<_>>()
+    };
+
+    // Forward through every page.
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = s
+            .list_events(&q(PageRequest {
+                limit: 4,
+                dir: Dir::Desc,
+                cursor: cursor.clone().map(Cursor::Next),
+            }))
+            .await
+            .unwrap();
+        assert_eq!(p.prev.is_some(), cursor.is_some());
+        let next = p.next.clone();
+        pages.push(p);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages.len(), 3);
+    let flat: Vec<String> = pages.iter().flat_map(ids).collect();
+    assert_eq!(flat, all_desc);
+
+    // And back from the last page.
+    let back = s
+        .list_events(&q(PageRequest {
+            limit: 4,
+            dir: Dir::Desc,
+            cursor: Some(Cursor::Prev(pages[2].prev.clone().unwrap())),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&back), ids(&pages[1]));
+    assert!(back.next.is_some());
+    let first = s
+        .list_events(&q(PageRequest {
+            limit: 4,
+            dir: Dir::Desc,
+            cursor: Some(Cursor::Prev(back.prev.clone().unwrap())),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), ids(&pages[0]));
+    assert!(first.prev.is_none(), "nothing before the first page");
+
+    // Ascending.
+    let asc = s
+        .list_events(&q(PageRequest {
+            limit: 5,
+            dir: Dir::Asc,
+            cursor: None,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&asc), ["e0", "e1", "e2", "e3", "e4"]);
+    let asc2 = s
+        .list_events(&q(PageRequest {
+            limit: 5,
+            dir: Dir::Asc,
+            cursor: Some(Cursor::Next(asc.next.clone().unwrap())),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ids(&asc2), ["e5", "e6", "e7", "e8"]);
+    assert!(asc2.next.is_none());
+
+    // Filters: time range, topic, ids, destination.
+    let ranged = s
+        .list_events(&EventQuery {
+            time: TimeRange {
+                gte: Some(at(3)),
+                lt: Some(at(6)),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&ranged), ["e5", "e4", "e3"]);
+    let by_dest = s
+        .list_events(&EventQuery {
+            destination_ids: vec!["d1".into()],
+            ids: vec!["e1".into(), "e2".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_dest), ["e2", "e1"]);
+    let none = s
+        .list_events(&EventQuery {
+            destination_ids: vec!["d9".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.models.is_empty());
+
+    // A bad cursor is the caller's error.
+    let bad = s
+        .list_events(&q(PageRequest {
+            limit: 4,
+            dir: Dir::Desc,
+            cursor: Some(Cursor::Next("!!".into())),
+        }))
+        .await;
+    assert!(matches!(bad, Err(StoreError::BadCursor)));
+}
+
+async fn attempt_and_tenant_pagination(s: Arc<dyn Store>) {
+    let e = event("e1", "acme", "orders.created", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), None).await).unwrap();
+    for n in 1..=5u32 {
+        let ok = n == 5;
+        let st = if ok {
+            DeliveryStatus::Success
+        } else {
+            DeliveryStatus::Pending
+        };
+        s.record_attempt(attempt_record(
+            &format!("a{n}"),
+            &dl,
+            &e,
+            "d1",
+            n,
+            ok,
+            at(n as i64),
+            (st, at(10)),
+        ))
+        .await
+        .unwrap();
+    }
+    let p = s
+        .list_attempts(&AttemptQuery {
+            destination_ids: vec!["d1".into()],
+            page: PageRequest {
+                limit: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        p.models.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a5", "a4"]
+    );
+    let p2 = s
+        .list_attempts(&AttemptQuery {
+            destination_ids: vec!["d1".into()],
+            page: PageRequest {
+                limit: 2,
+                cursor: Some(Cursor::Next(p.next.clone().unwrap())),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        p2.models.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a3", "a2"]
+    );
+    let failed = s
+        .list_attempts(&AttemptQuery {
+            status: Some(herald_core::AttemptStatus::Failed),
+            topics: vec!["orders.created".into()],
+            destination_types: vec!["webhook".into()],
+            time: TimeRange {
+                gt: Some(at(1)),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        failed
+            .models
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a4", "a3", "a2"]
+    );
+    assert_eq!(
+        failed.models[0].response_data,
+        Some(serde_json::json!({"status": 500, "body": "b"}))
+    );
+
+    // Tenants, backwards.
+    for i in 0..5 {
+        s.upsert_tenant(&format!("t{i}"), None, at(i))
+            .await
+            .unwrap();
+    }
+    let q = |cursor| TenantQuery {
+        ids: vec![],
+        page: PageRequest {
+            limit: 2,
+            dir: Dir::Asc,
+            cursor,
+        },
+    };
+    let (p1, _) = s.list_tenants(&q(None)).await.unwrap();
+    let (p2, _) = s
+        .list_tenants(&q(Some(Cursor::Next(p1.next.clone().unwrap()))))
+        .await
+        .unwrap();
+    let (back, _) = s
+        .list_tenants(&q(Some(Cursor::Prev(p2.prev.clone().unwrap()))))
+        .await
+        .unwrap();
+    let ids = |p: &Page<herald_core::TenantSummary>| {
+        p.models
+            .iter()
+            .map(|t| t.tenant.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&p1), ["t0", "t1"]);
+    assert_eq!(ids(&p2), ["t2", "t3"]);
+    assert_eq!(ids(&back), ids(&p1));
+}
+
+async fn tenant_isolation(s: Arc<dyn Store>) {
+    for t in ["acme", "globex"] {
+        s.upsert_tenant(t, None, at(0)).await.unwrap();
+        s.insert_destination(&destination(&format!("{t}_d"), t, &["*"], at(0)))
+            .await
+            .unwrap();
+        let e = event(&format!("{t}_e"), t, "t", at(1));
+        let ids = publish(&*s, &e, &[&format!("{t}_d")], at(1), None).await;
+        s.record_attempt(attempt_record(
+            &format!("{t}_a"),
+            &ids[0],
+            &e,
+            &format!("{t}_d"),
+            1,
+            true,
+            at(2),
+            (DeliveryStatus::Success, at(2)),
+        ))
+        .await
+        .unwrap();
+    }
+    assert!(
+        s.get_destination("acme", "globex_d")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !s.delete_destination("acme", "globex_d", at(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.list_destinations("acme").await.unwrap().len(), 1);
+    let events = s
+        .list_events(&EventQuery {
+            tenant_ids: vec!["acme".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.models.len(), 1);
+    assert_eq!(events.models[0].event.tenant_id, "acme");
+    let attempts = s
+        .list_attempts(&AttemptQuery {
+            tenant_ids: vec!["globex".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts
+            .models
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>(),
+        ["globex_a"]
+    );
+    // Deleting one tenant leaves the other whole.
+    assert!(s.delete_tenant("acme", at(4)).await.unwrap());
+    assert!(
+        s.get_destination("globex", "globex_d")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.list_all_destinations().await.unwrap().len(), 1);
+}
+
+// ----- metrics -----
+
+fn metrics_query(start: Timestamp, end: Timestamp, bucket: Bucket, dims: &[&str]) -> MetricsQuery {
+    MetricsQuery {
+        start,
+        end,
+        bucket,
+        dimensions: dims.iter().map(|d| d.to_string()).collect(),
+        filters: Default::default(),
+        row_limit: 100,
+    }
+}
+
+async fn event_metrics_buckets_dimensions_filters(s: Arc<dyn Store>) {
+    // 1_700_000_000 is 2023-11-14T22:13:20Z.
+    let plan = [
+        ("e1", "acme", "b.topic", 0, vec!["d1", "d2"]),
+        ("e2", "acme", "a.topic", 10, vec!["d1"]),
+        ("e3", "globex", "a.topic", 3600, vec!["d3"]),
+        ("e4", "acme", "a.topic", 40 * 86400, vec![]),
+    ];
+    for (id, tenant, topic, t, dests) in &plan {
+        let e = event(id, tenant, topic, at(*t));
+        publish(&*s, &e, dests, at(*t), None).await;
+    }
+    let start = at(-10);
+    let end = at(50 * 86400);
+    let rows = s
+        .event_metrics(&metrics_query(start, end, Bucket::None, &["topic"]))
+        .await
+        .unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.dimensions[0].1.clone(), r.count))
+        .collect();
+    assert_eq!(
+        got,
+        [("a.topic".to_string(), 3), ("b.topic".to_string(), 1)]
+    );
+    assert!(rows.iter().all(|r| r.bucket.is_none()));
+
+    // Hourly buckets, aligned to the epoch.
+    let rows = s
+        .event_metrics(&metrics_query(start, at(7200), Bucket::Seconds(3600), &[]))
+        .await
+        .unwrap();
+    let got: Vec<_> = rows.iter().map(|r| (r.bucket.unwrap(), r.count)).collect();
+    let hour = |t: i64| Timestamp::from_second((1_700_000_000 + t) / 3600 * 3600).unwrap();
+    assert_eq!(got, [(hour(0), 2), (hour(3600), 1)]);
+
+    // Calendar months.
+    let rows = s
+        .event_metrics(&metrics_query(
+            start,
+            end,
+            Bucket::Months(1),
+            &["tenant_id"],
+        ))
+        .await
+        .unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.bucket.unwrap().to_string(),
+                r.dimensions[0].1.clone(),
+                r.count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2023-11-01T00:00:00Z".to_string(), "acme".to_string(), 2),
+            ("2023-11-01T00:00:00Z".to_string(), "globex".to_string(), 1),
+            ("2023-12-01T00:00:00Z".to_string(), "acme".to_string(), 1),
+        ]
+    );
+
+    // Per destination: one row per routed (event, destination).
+    let mut q = metrics_query(start, end, Bucket::None, &["destination_id"]);
+    q.filters.insert("tenant_id".into(), vec!["acme".into()]);
+    let rows = s.event_metrics(&q).await.unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.dimensions[0].1.clone(), r.count))
+        .collect();
+    assert_eq!(got, [("d1".to_string(), 2), ("d2".to_string(), 1)]);
+
+    // Filters and the row limit.
+    let mut q = metrics_query(start, end, Bucket::None, &[]);
+    q.filters.insert("topic".into(), vec!["a.topic".into()]);
+    q.filters.insert("tenant_id".into(), vec!["acme".into()]);
+    assert_eq!(s.event_metrics(&q).await.unwrap()[0].count, 2);
+    let mut q = metrics_query(start, end, Bucket::Seconds(1), &[]);
+    q.row_limit = 2;
+    assert_eq!(
+        s.event_metrics(&q).await.unwrap().len(),
+        3,
+        "row_limit + 1 tells the caller there is more"
+    );
+}
+
+async fn attempt_metrics_measures(s: Arc<dyn Store>) {
+    let e = event("e1", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), None).await).unwrap();
+    // 1: failed, 2: failed, 3: success, then a manual attempt 4: success.
+    for n in 1..=4u32 {
+        let ok = n >= 3;
+        let mut rec = attempt_record(
+            &format!("a{n}"),
+            &dl,
+            &e,
+            "d1",
+            n,
+            ok,
+            at(n as i64),
+            (DeliveryStatus::Pending, at(10)),
+        );
+        rec.attempt.manual = n == 4;
+        s.record_attempt(rec).await.unwrap();
+    }
+    let rows = s
+        .attempt_metrics(&metrics_query(at(0), at(100), Bucket::None, &[]))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+        (
+            r.count,
+            r.successful,
+            r.failed,
+            r.first_attempts,
+            r.retries,
+            r.manual,
+            r.attempt_number_sum
+        ),
+        (4, 2, 2, 1, 2, 1, 10)
+    );
+    let rows = s
+        .attempt_metrics(&metrics_query(
+            at(0),
+            at(100),
+            Bucket::None,
+            &["manual", "status"],
+        ))
+        .await
+        .unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.dimensions[0].1.clone(),
+                r.dimensions[1].1.clone(),
+                r.count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("0".to_string(), "failed".to_string(), 2),
+            ("0".to_string(), "success".to_string(), 1),
+            ("1".to_string(), "success".to_string(), 1),
+        ]
+    );
+    let mut q = metrics_query(at(0), at(100), Bucket::None, &["attempt_number"]);
+    q.filters.insert("manual".into(), vec!["0".into()]);
+    q.filters
+        .insert("destination_type".into(), vec!["webhook".into()]);
+    let rows = s.attempt_metrics(&q).await.unwrap();
+    let got: BTreeSet<_> = rows.iter().map(|r| r.dimensions[0].1.clone()).collect();
+    assert_eq!(got, ["1", "2", "3"].map(String::from).into_iter().collect());
+}
+
+// ----- settings -----
+
+async fn settings_are_created_once(s: Arc<dyn Store>) {
+    assert_eq!(
+        s.setting_or_insert("api_key", "first").await.unwrap(),
+        ("first".to_string(), true)
+    );
+    assert_eq!(
+        s.setting_or_insert("api_key", "second").await.unwrap(),
+        ("first".to_string(), false)
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.setting_or_insert("jwt", &format!("v{i}")).await.unwrap()
+        }));
+    }
+    let mut values = HashSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let (v, c) = t.await.unwrap();
+        values.insert(v);
+        created += c as usize;
+    }
+    assert_eq!(values.len(), 1, "every caller sees the same value");
+    assert_eq!(created, 1);
+}
