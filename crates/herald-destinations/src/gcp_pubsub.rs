@@ -335,14 +335,19 @@ impl PubSubDriver {
         }
         let assertion = jwt(account, jiff::Timestamp::now().as_second())
             .map_err(|e| DeliveryError::permanent("auth_failed", e))?;
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+            .append_pair("assertion", &assertion)
+            .finish();
         let resp = self
             .client
             .post(account.token_uri.clone())
             .timeout(timeout)
-            .form(&[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", assertion.as_str()),
-            ])
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form)
             .send()
             .await
             .map_err(transport_error)?;

@@ -154,11 +154,15 @@ struct TokenServer {
 }
 
 fn openssl(args: &[&str]) {
-    let ok = Command::new("openssl")
+    let out = Command::new("openssl")
         .args(args)
-        .status()
+        .output()
         .expect("openssl is required for the service-account test");
-    assert!(ok.success(), "openssl {args:?} failed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl TokenServer {
