@@ -361,7 +361,11 @@ fn classify(e: &rskafka::client::error::Error) -> DeliveryError {
     if lower.contains("sasl") || lower.contains("authentication") {
         return DeliveryError::permanent("auth_failed", text);
     }
-    let code = if lower.contains("timeout") || lower.contains("deadline") {
+    // Retries that ran out report "deadline" but carry the cause (refused, reset, …).
+    let connection = ["refused", "reset", "broken pipe", "io error", "connect"]
+        .iter()
+        .any(|w| lower.contains(w));
+    let code = if !connection && (lower.contains("timeout") || lower.contains("deadline")) {
         "timeout"
     } else {
         "connection_error"
@@ -493,7 +497,10 @@ impl Driver for KafkaDriver {
             key: Some(key.clone().into_bytes()),
             value: Some(msg.body.to_vec()),
             headers,
-            timestamp: rskafka::chrono::Utc::now(),
+            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(
+                jiff::Timestamp::now().as_millisecond(),
+            )
+            .unwrap_or_default(),
         };
         match producer
             .produce(vec![record], Compression::NoCompression)

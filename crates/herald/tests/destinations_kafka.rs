@@ -43,14 +43,12 @@ impl Broker {
     async fn start(authentication: bool) -> Broker {
         let port = cloud::free_port();
         let public = cloud::free_port();
-        let metrics = cloud::free_port();
         let fwd = Forwarder::start_on(public, port).await;
         let mut cmd = Command::new(tansu_bin());
         cmd.arg("broker")
             .arg(format!("--kafka-listener-url=tcp://127.0.0.1:{port}"))
             .arg(format!("--kafka-advertised-listener-url=tcp://127.0.0.1:{public}"))
-            .arg("--storage-engine=memory://tansu/")
-            .arg(format!("--prometheus-listener-url=tcp://127.0.0.1:{metrics}"));
+            .arg("--storage-engine=memory://tansu/");
         if authentication {
             cmd.arg("--authentication");
         }
