@@ -24,8 +24,7 @@ use crate::DestinationsConfig;
 use crate::aws::{self, Credentials};
 use crate::mapping::{
     HttpReply, SIGNING_SECRET, Template, body_json, check_endpoint, check_signing_secret, field,
-    field_with, flag, get, headers_object, http_client, select, template_metadata,
-    transport_error,
+    field_with, flag, get, headers_object, http_client, select, template_metadata, transport_error,
 };
 use crate::target::{Blocked, TargetPolicy};
 
@@ -162,9 +161,8 @@ impl KinesisType {
             Some(raw) => check_endpoint(raw, "config.endpoint", &self.policy)
                 .map_err(|e| errs.push(e))
                 .ok(),
-            None => region.and_then(|r| {
-                url::Url::parse(&format!("https://kinesis.{r}.amazonaws.com/")).ok()
-            }),
+            None => region
+                .and_then(|r| url::Url::parse(&format!("https://kinesis.{r}.amazonaws.com/")).ok()),
         };
         let template = get(config, "partition_key_template").and_then(|t| {
             Template::compile(t, "config.partition_key_template")

@@ -158,7 +158,9 @@ impl S3Type {
         {
             errs.push(FieldError::new(
                 "config.bucket",
-                format!("{b:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.', '-')"),
+                format!(
+                    "{b:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.', '-')"
+                ),
             ));
         }
         let region = get(config, "region");
@@ -178,10 +180,7 @@ impl S3Type {
         .ok();
         let storage_class = match get(config, "storage_class") {
             None => None,
-            Some(c) => match STORAGE_CLASSES
-                .iter()
-                .find(|s| s.eq_ignore_ascii_case(c))
-            {
+            Some(c) => match STORAGE_CLASSES.iter().find(|s| s.eq_ignore_ascii_case(c)) {
                 Some(s) => Some((*s).to_string()),
                 None => {
                     errs.push(FieldError::new(

@@ -335,11 +335,9 @@ fn classify(reply: &HttpReply) -> DeliveryError {
             "auth_failed",
             format!("{text}: the connection string's key was refused; not retried"),
         ),
-        403 if reply.body.to_ascii_lowercase().contains("quota") => reply.error(
-            true,
-            "403",
-            format!("{text}: the entity is over its quota"),
-        ),
+        403 if reply.body.to_ascii_lowercase().contains("quota") => {
+            reply.error(true, "403", format!("{text}: the entity is over its quota"))
+        }
         404 | 410 => reply.error(
             false,
             "not_found",
@@ -407,10 +405,14 @@ mod tests {
         assert_eq!(c.base.as_str(), "https://ns.servicebus.windows.net/");
         assert_eq!(c.key_name, "Root");
         assert_eq!(c.key, "abc=");
-        assert!(parse_connection_string("Endpoint=https://x/;SharedAccessKeyName=a;SharedAccessKey=b").is_err());
+        assert!(
+            parse_connection_string("Endpoint=https://x/;SharedAccessKeyName=a;SharedAccessKey=b")
+                .is_err()
+        );
         assert!(
             parse_connection_string("Endpoint=sb://x/;SharedAccessKeyName=a")
-                .unwrap_err()
+                .err()
+                .unwrap()
                 .contains("SharedAccessKey")
         );
     }
@@ -423,7 +425,12 @@ mod tests {
 
     #[test]
     fn sas_token_shape() {
-        let t = sas_token("https://ns.servicebus.windows.net/q", "Root", "key", 1_700_000_000);
+        let t = sas_token(
+            "https://ns.servicebus.windows.net/q",
+            "Root",
+            "key",
+            1_700_000_000,
+        );
         assert!(t.starts_with(
             "SharedAccessSignature sr=https%3A%2F%2Fns.servicebus.windows.net%2Fq&sig="
         ));

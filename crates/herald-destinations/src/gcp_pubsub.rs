@@ -165,8 +165,7 @@ fn valid_topic(t: &str) -> bool {
     (3..=255).contains(&t.len())
         && t.starts_with(|c: char| c.is_ascii_alphabetic())
         && !t.to_ascii_lowercase().starts_with("goog")
-        && t
-            .chars()
+        && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c))
 }
 
@@ -270,7 +269,7 @@ impl DestinationType for PubSubType {
     fn target(&self, d: &Destination) -> (String, Option<String>) {
         let project = d.config.get("project_id").cloned().unwrap_or_default();
         let topic = d.config.get("topic").cloned().unwrap_or_default();
-        let link = d.config.get("endpoint").is_none().then(|| {
+        let link = (!d.config.contains_key("endpoint")).then(|| {
             format!("https://console.cloud.google.com/cloudpubsub/topic/detail/{topic}?project={project}")
         });
         (format!("projects/{project}/topics/{topic}"), link)
@@ -375,8 +374,8 @@ impl PubSubDriver {
             ));
         };
         let lifetime = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-        let until = tokio::time::Instant::now()
-            + Duration::from_secs(lifetime.saturating_sub(60).max(1));
+        let until =
+            tokio::time::Instant::now() + Duration::from_secs(lifetime.saturating_sub(60).max(1));
         *cached = Some((token.to_string(), until));
         Ok(token.to_string())
     }
@@ -424,7 +423,8 @@ impl Driver for PubSubDriver {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
-        let body = json!({"messages": [{"data": STANDARD.encode(&msg.body), "attributes": attributes}]});
+        let body =
+            json!({"messages": [{"data": STANDARD.encode(&msg.body), "attributes": attributes}]});
         let mut req = self
             .client
             .post(self.publish_url.clone())

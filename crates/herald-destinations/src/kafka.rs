@@ -167,7 +167,9 @@ impl KafkaType {
         {
             errs.push(FieldError::new(
                 "config.topic",
-                format!("{t:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"),
+                format!(
+                    "{t:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
+                ),
             ));
         }
         let tls = flag(config, "tls", true).map_err(|e| errs.push(e)).ok();
@@ -184,7 +186,10 @@ impl KafkaType {
         };
         let sasl = match get(config, "sasl_mechanism") {
             None => None,
-            Some("plain") => creds().map(SaslConfig::Plain).map_err(|e| errs.push(e)).ok(),
+            Some("plain") => creds()
+                .map(SaslConfig::Plain)
+                .map_err(|e| errs.push(e))
+                .ok(),
             Some("scram-sha-256") => creds()
                 .map(SaslConfig::ScramSha256)
                 .map_err(|e| errs.push(e))
@@ -409,7 +414,8 @@ impl KafkaDriver {
                 deadline: Some(timeout.mul_f32(0.6)),
             });
         if s.tls {
-            builder = builder.tls_config(tls_config()?);
+            builder = builder
+                .tls_config(tls_config().map_err(|e| DeliveryError::permanent("tls_error", e))?);
         }
         if let Some(sasl) = &s.sasl {
             builder = builder.sasl_config(sasl.clone());
@@ -463,13 +469,13 @@ impl KafkaDriver {
 
 /// TLS with the system's roots and the aws-lc-rs provider (never the process default, which
 /// is ambiguous when another crate compiled in ring).
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, DeliveryError> {
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_platform_verifier())
-        .map_err(|e| DeliveryError::permanent("tls_error", e.to_string()))?
+        .map_err(|e| e.to_string())?
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }

@@ -152,7 +152,8 @@ pub(crate) fn template_metadata(msg: &OutboundMessage) -> Map<String, Value> {
         m.insert(k.clone(), Value::String(v.clone()));
     }
     for (k, v) in &msg.headers {
-        m.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+        m.entry(k.clone())
+            .or_insert_with(|| Value::String(v.clone()));
     }
     m
 }
@@ -251,9 +252,9 @@ pub(crate) fn http_client(
             user_agent
         });
     b = match proxy {
-        Some(p) => b.proxy(
-            reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy URL {p:?}: {e}"))?,
-        ),
+        Some(p) => {
+            b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy URL {p:?}: {e}"))?)
+        }
         None => b.no_proxy(),
     };
     b.build()
@@ -385,10 +386,7 @@ mod tests {
             "f",
         )
         .unwrap();
-        assert_eq!(
-            t.render(&ctx).unwrap().as_deref(),
-            Some("2024/05/06/evt_1")
-        );
+        assert_eq!(t.render(&ctx).unwrap().as_deref(), Some("2024/05/06/evt_1"));
         let e = Template::compile("join(", "config.key_template")
             .err()
             .unwrap();

@@ -68,8 +68,12 @@ fn retry_fast() -> Vec<(&'static str, &'static str)> {
 
 async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
     h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok("POST", &format!("/tenants/{tenant}/destinations"), Some(body))
-        .await
+    h.ok(
+        "POST",
+        &format!("/tenants/{tenant}/destinations"),
+        Some(body),
+    )
+    .await
 }
 
 /// Checks the engine's headers as the protocol carried them, including the signature.
@@ -195,13 +199,8 @@ async fn sqs_server_down_is_retried_until_it_recovers() {
     fwd.down().await;
     h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_down", "data": {"k": 1}}))
         .await;
-    let failed = h
-        .wait_attempts("event_id=evt_down", |a| a.len() >= 2)
-        .await;
-    assert!(
-        failed.iter().all(|a| a["status"] == "failed"),
-        "{failed:?}"
-    );
+    let failed = h.wait_attempts("event_id=evt_down", |a| a.len() >= 2).await;
+    assert!(failed.iter().all(|a| a["status"] == "failed"), "{failed:?}");
     assert!(
         failed.iter().all(|a| a["code"] == "connection_error"),
         "{failed:?}"
@@ -347,7 +346,10 @@ async fn s3_stores_signed_objects_with_metadata_and_templated_keys() {
         .unwrap_or_else(|| panic!("{objects:?}"));
     assert_eq!(first["content_type"], "application/json");
     let body = first["body"].as_str().unwrap();
-    assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({"user": "u1"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"user": "u1"})
+    );
     let meta = &first["metadata"];
     check_headers(meta, "evt_s3_1", "a", body.as_bytes());
     assert_eq!(meta["x-herald-source"], "crm");
@@ -369,11 +371,15 @@ async fn kinesis_puts_envelope_records_with_partition_keys() {
     )
     .await;
     assert_eq!(dest["target"], format!("{STREAM} in us-east-1"));
-    h.publish(json!({"tenant_id": "t", "topic": "user.updated", "id": "evt_kin_1",
-                     "metadata": {"source": "crm"}, "data": {"user_id": "u7", "z": 1, "a": 2}}))
-        .await;
-    h.publish(json!({"tenant_id": "t", "topic": "user.updated", "id": "evt_kin_2", "data": {"x": 1}}))
-        .await;
+    h.publish(
+        json!({"tenant_id": "t", "topic": "user.updated", "id": "evt_kin_1",
+                     "metadata": {"source": "crm"}, "data": {"user_id": "u7", "z": 1, "a": 2}}),
+    )
+    .await;
+    h.publish(
+        json!({"tenant_id": "t", "topic": "user.updated", "id": "evt_kin_2", "data": {"x": 1}}),
+    )
+    .await;
     for id in ["evt_kin_1", "evt_kin_2"] {
         let a = h
             .wait_attempts(&format!("event_id={id}"), |a| !a.is_empty())
@@ -407,9 +413,24 @@ async fn s3_and_kinesis_bad_credentials_fail_and_outages_recover() {
     let bad = json!({"key": aws.key, "secret": "wrong-secret"});
     let cases = [
         ("s3bad", "aws_s3", s3_config(&url, json!({})), bad.clone()),
-        ("kinbad", "aws_kinesis", kinesis_config(&url, json!({})), bad.clone()),
-        ("s3down", "aws_s3", s3_config(&via, json!({})), aws.credentials()),
-        ("kindown", "aws_kinesis", kinesis_config(&via, json!({})), aws.credentials()),
+        (
+            "kinbad",
+            "aws_kinesis",
+            kinesis_config(&url, json!({})),
+            bad.clone(),
+        ),
+        (
+            "s3down",
+            "aws_s3",
+            s3_config(&via, json!({})),
+            aws.credentials(),
+        ),
+        (
+            "kindown",
+            "aws_kinesis",
+            kinesis_config(&via, json!({})),
+            aws.credentials(),
+        ),
     ];
     for (tenant, kind, config, credentials) in &cases {
         create(
@@ -460,14 +481,37 @@ async fn s3_and_kinesis_invalid_config_is_rejected_at_create() {
     let kin = |config: Value| json!({"type": "aws_kinesis", "topics": "*", "config": config, "credentials": creds});
     let cases = [
         (s3(json!({"region": "us-east-1"})), "config.bucket"),
-        (s3(json!({"bucket": "Bad_Bucket", "region": "us-east-1"})), "config.bucket"),
-        (s3(json!({"bucket": "ok-bucket", "region": "Mars"})), "config.region"),
-        (s3(json!({"bucket": "ok-bucket", "region": "us-east-1", "key_template": "join("})), "config.key_template"),
-        (s3(json!({"bucket": "ok-bucket", "region": "us-east-1", "storage_class": "FAST"})), "config.storage_class"),
+        (
+            s3(json!({"bucket": "Bad_Bucket", "region": "us-east-1"})),
+            "config.bucket",
+        ),
+        (
+            s3(json!({"bucket": "ok-bucket", "region": "Mars"})),
+            "config.region",
+        ),
+        (
+            s3(json!({"bucket": "ok-bucket", "region": "us-east-1", "key_template": "join("})),
+            "config.key_template",
+        ),
+        (
+            s3(json!({"bucket": "ok-bucket", "region": "us-east-1", "storage_class": "FAST"})),
+            "config.storage_class",
+        ),
         (kin(json!({"region": "us-east-1"})), "config.stream_name"),
-        (kin(json!({"stream_name": "s", "region": "us-east-1", "metadata_in_payload": "maybe"})), "config.metadata_in_payload"),
-        (kin(json!({"stream_name": "s", "region": "us-east-1", "partition_key_template": "a.["})), "config.partition_key_template"),
-        (kin(json!({"stream_name": "s", "region": "us-east-1", "endpoint": "mailto:x"})), "config.endpoint"),
+        (
+            kin(json!({"stream_name": "s", "region": "us-east-1", "metadata_in_payload": "maybe"})),
+            "config.metadata_in_payload",
+        ),
+        (
+            kin(
+                json!({"stream_name": "s", "region": "us-east-1", "partition_key_template": "a.["}),
+            ),
+            "config.partition_key_template",
+        ),
+        (
+            kin(json!({"stream_name": "s", "region": "us-east-1", "endpoint": "mailto:x"})),
+            "config.endpoint",
+        ),
     ];
     for (body, field) in cases {
         let (status, v) = h
@@ -499,9 +543,11 @@ async fn s3_default_key_is_time_and_event_id() {
                "credentials": aws.credentials()}),
     )
     .await;
-    h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_s3_default",
-                     "time": "2024-05-06T07:08:09.5Z", "data": {"k": 1}}))
-        .await;
+    h.publish(
+        json!({"tenant_id": "t", "topic": "a", "id": "evt_s3_default",
+                     "time": "2024-05-06T07:08:09.5Z", "data": {"k": 1}}),
+    )
+    .await;
     let a = h
         .wait_attempts("event_id=evt_s3_default", |a| !a.is_empty())
         .await;

@@ -113,7 +113,10 @@ impl Bus {
                             return (StatusCode::UNAUTHORIZED, why);
                         }
                         if entity != QUEUE {
-                            return (StatusCode::NOT_FOUND, "<Error><Code>404</Code></Error>".into());
+                            return (
+                                StatusCode::NOT_FOUND,
+                                "<Error><Code>404</Code></Error>".into(),
+                            );
                         }
                         bus.accepted.lock().push(Message { headers, body });
                         (StatusCode::CREATED, String::new())
@@ -127,7 +130,9 @@ impl Bus {
 }
 
 fn connection_string(key: &str) -> String {
-    format!("Endpoint=sb://herald-test.servicebus.windows.net/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={key}")
+    format!(
+        "Endpoint=sb://herald-test.servicebus.windows.net/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={key}"
+    )
 }
 
 fn retry_fast() -> Vec<(&'static str, &'static str)> {
@@ -140,8 +145,12 @@ fn retry_fast() -> Vec<(&'static str, &'static str)> {
 
 async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
     h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok("POST", &format!("/tenants/{tenant}/destinations"), Some(body))
-        .await
+    h.ok(
+        "POST",
+        &format!("/tenants/{tenant}/destinations"),
+        Some(body),
+    )
+    .await
 }
 
 /// A custom property's value (a JSON string).
@@ -178,7 +187,12 @@ async fn servicebus_sends_signed_messages_with_a_valid_sas_token() {
     let a = h
         .wait_attempts("event_id=evt_sb_1", |a| !a.is_empty())
         .await;
-    assert_eq!(a[0]["status"], "success", "{a:?} refused: {:?}", bus.refused.lock());
+    assert_eq!(
+        a[0]["status"],
+        "success",
+        "{a:?} refused: {:?}",
+        bus.refused.lock()
+    );
     let m = bus.accepted.lock()[0].clone();
     assert_eq!(
         serde_json::from_slice::<Value>(&m.body).unwrap(),

@@ -92,8 +92,12 @@ fn retry_fast() -> Vec<(&'static str, &'static str)> {
 
 async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
     h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok("POST", &format!("/tenants/{tenant}/destinations"), Some(body))
-        .await
+    h.ok(
+        "POST",
+        &format!("/tenants/{tenant}/destinations"),
+        Some(body),
+    )
+    .await
 }
 
 fn check_message(m: &Value, event_id: &str, data: Value) {
@@ -186,7 +190,10 @@ impl TokenServer {
                             .unwrap_or_default()
                     };
                     if get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-                        return (axum::http::StatusCode::BAD_REQUEST, "{\"error\":\"unsupported_grant_type\"}".to_string());
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            "{\"error\":\"unsupported_grant_type\"}".to_string(),
+                        );
                     }
                     let jwt = get("assertion");
                     let parts: Vec<&str> = jwt.split('.').collect();
@@ -207,7 +214,10 @@ impl TokenServer {
                             .unwrap_or(false)
                     };
                     if !ok {
-                        return (axum::http::StatusCode::BAD_REQUEST, "{\"error\":\"invalid_grant\"}".to_string());
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            "{\"error\":\"invalid_grant\"}".to_string(),
+                        );
                     }
                     let claims: Value = serde_json::from_slice(
                         &URL_SAFE_NO_PAD.decode(parts[1]).unwrap_or_default(),
@@ -238,8 +248,23 @@ fn service_account(dir: &std::path::Path, name: &str, token_uri: &str) -> (Strin
     let key = dir.join(format!("{name}.pem"));
     let public = dir.join(format!("{name}.pub.pem"));
     let k = key.to_str().unwrap();
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", k]);
-    openssl(&["pkey", "-in", k, "-pubout", "-out", public.to_str().unwrap()]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        k,
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        k,
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
     let json = json!({
         "type": "service_account",
         "project_id": PROJECT,

@@ -47,7 +47,9 @@ impl Broker {
         let mut cmd = Command::new(tansu_bin());
         cmd.arg("broker")
             .arg(format!("--kafka-listener-url=tcp://127.0.0.1:{port}"))
-            .arg(format!("--kafka-advertised-listener-url=tcp://127.0.0.1:{public}"))
+            .arg(format!(
+                "--kafka-advertised-listener-url=tcp://127.0.0.1:{public}"
+            ))
             .arg("--storage-engine=memory://tansu/");
         if authentication {
             cmd.arg("--authentication");
@@ -91,8 +93,12 @@ fn retry_fast() -> Vec<(&'static str, &'static str)> {
 
 async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
     h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok("POST", &format!("/tenants/{tenant}/destinations"), Some(body))
-        .await
+    h.ok(
+        "POST",
+        &format!("/tenants/{tenant}/destinations"),
+        Some(body),
+    )
+    .await
 }
 
 fn header<'a>(record: &'a Value, name: &str) -> &'a str {
@@ -128,11 +134,16 @@ async fn kafka_produces_signed_records_with_key_and_headers() {
     }))
     .await;
     // Without the template's field, the key is the event id.
-    h.publish(json!({"tenant_id": "acme", "topic": "user.created", "id": "evt_k_2", "data": {"n": 2}}))
-        .await;
+    h.publish(
+        json!({"tenant_id": "acme", "topic": "user.created", "id": "evt_k_2", "data": {"n": 2}}),
+    )
+    .await;
     let got = broker.records("events", 2).await;
     assert_eq!(got.len(), 2, "{got:?}");
-    let r = got.iter().find(|r| header(r, "webhook-id") == "evt_k_1").unwrap();
+    let r = got
+        .iter()
+        .find(|r| header(r, "webhook-id") == "evt_k_1")
+        .unwrap();
     assert_eq!(r["key"], "cus_9");
     let value = r["value"].as_str().unwrap();
     assert_eq!(
@@ -149,11 +160,12 @@ async fn kafka_produces_signed_records_with_key_and_headers() {
         header(r, "webhook-signature"),
         value.as_bytes()
     ));
-    let r2 = got.iter().find(|r| header(r, "webhook-id") == "evt_k_2").unwrap();
+    let r2 = got
+        .iter()
+        .find(|r| header(r, "webhook-id") == "evt_k_2")
+        .unwrap();
     assert_eq!(r2["key"], "evt_k_2");
-    let a = h
-        .wait_attempts("event_id=evt_k_1", |a| !a.is_empty())
-        .await;
+    let a = h.wait_attempts("event_id=evt_k_1", |a| !a.is_empty()).await;
     assert_eq!(a[0]["status"], "success");
     assert_eq!(a[0]["code"], "ack");
 }
@@ -240,12 +252,25 @@ async fn kafka_invalid_config_is_rejected_at_create() {
         (with("brokers", "no-port"), json!({}), "config.brokers"),
         (with("topic", "bad topic"), json!({}), "config.topic"),
         (with("tls", "maybe"), json!({}), "config.tls"),
-        (with("sasl_mechanism", "gssapi"), json!({}), "config.sasl_mechanism"),
-        (with("sasl_mechanism", "plain"), json!({"username": "u"}), "credentials"),
-        (with("partition_key_template", "join("), json!({}), "config.partition_key_template"),
+        (
+            with("sasl_mechanism", "gssapi"),
+            json!({}),
+            "config.sasl_mechanism",
+        ),
+        (
+            with("sasl_mechanism", "plain"),
+            json!({"username": "u"}),
+            "credentials",
+        ),
+        (
+            with("partition_key_template", "join("),
+            json!({}),
+            "config.partition_key_template",
+        ),
     ];
     for (config, credentials, field) in cases {
-        let body = json!({"type": "kafka", "topics": "*", "config": config, "credentials": credentials});
+        let body =
+            json!({"type": "kafka", "topics": "*", "config": config, "credentials": credentials});
         let (status, v) = h
             .call("POST", "/tenants/t/destinations", Some(body.clone()))
             .await;

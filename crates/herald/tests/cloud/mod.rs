@@ -33,13 +33,18 @@ static VENV_LOCK: Mutex<()> = Mutex::new(());
 pub fn venv() -> PathBuf {
     let _guard = VENV_LOCK.lock();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloud-venv");
-    let marker = dir.join(format!("installed-{}", PACKAGES.join("-").replace(['[', ']', '='], "_")));
+    let marker = dir.join(format!(
+        "installed-{}",
+        PACKAGES.join("-").replace(['[', ']', '='], "_")
+    ));
     if !marker.exists() {
         let ok = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&dir)
             .status()
-            .expect("python3 is required for the destination tests (.ci/run installs python3-venv)");
+            .expect(
+                "python3 is required for the destination tests (.ci/run installs python3-venv)",
+            );
         assert!(ok.success(), "python3 -m venv {} failed", dir.display());
         let ok = Command::new(dir.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
@@ -223,8 +228,7 @@ pub async fn reader(command: &str, args: Value) -> Value {
 /// [`reader`] with extra environment (e.g. `PUBSUB_EMULATOR_HOST`).
 pub async fn reader_env(command: &str, args: Value, env: &[(&str, String)]) -> Value {
     let python = venv().join("bin/python");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/destinations/reader.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/destinations/reader.py");
     let command = command.to_string();
     let env: Vec<(String, String)> = env
         .iter()
@@ -251,7 +255,13 @@ pub async fn reader_env(command: &str, args: Value, env: &[(&str, String)]) -> V
 }
 
 /// Verifies a Standard Webhooks signature carried in message headers/attributes.
-pub fn verify_standard(secret: &str, id: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
+pub fn verify_standard(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+) -> bool {
     let wh = standardwebhooks::Webhook::new(secret).expect("secret");
     let mut headers = http::HeaderMap::new();
     headers.insert("webhook-id", id.parse().unwrap());
