@@ -24,6 +24,9 @@ use sha2::Sha256;
 const KEY_NAME: &str = "RootManageSharedAccessKey";
 const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
 const QUEUE: &str = "orders";
+/// A queue the server answers for only after [`SLOW_DELAY`].
+const SLOW: &str = "slow";
+const SLOW_DELAY: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Debug)]
 struct Message {
@@ -112,7 +115,9 @@ impl Bus {
                             bus.refused.lock().push(why.clone());
                             return (StatusCode::UNAUTHORIZED, why);
                         }
-                        if entity != QUEUE {
+                        if entity == SLOW {
+                            tokio::time::sleep(SLOW_DELAY).await;
+                        } else if entity != QUEUE {
                             return (
                                 StatusCode::NOT_FOUND,
                                 "<Error><Code>404</Code></Error>".into(),
@@ -326,4 +331,46 @@ async fn servicebus_invalid_config_is_rejected_at_create() {
             "expected a problem with {field}: {v}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_servicebus_queue_does_not_hold_up_other_destinations() {
+    let bus = Bus::default();
+    let (base, _) = bus.start().await;
+    let h = Herald::start(&[]);
+    for (tenant, name) in [("slow", SLOW), ("fast", QUEUE)] {
+        create(
+            &h,
+            tenant,
+            json!({
+                "type": "azure_servicebus", "topics": "*",
+                "config": {"name": name, "endpoint": base},
+                "credentials": {"connection_string": connection_string(KEY)},
+            }),
+        )
+        .await;
+    }
+    for i in 0..30 {
+        h.publish(
+            json!({"tenant_id": "slow", "topic": "a", "id": format!("evt_slow_{i}"), "data": {}}),
+        )
+        .await;
+    }
+    let started = std::time::Instant::now();
+    h.publish(json!({"tenant_id": "fast", "topic": "a", "id": "evt_fast", "data": {}}))
+        .await;
+    let a = h
+        .wait_attempts("event_id=evt_fast", |a| !a.is_empty())
+        .await;
+    assert_eq!(a[0]["status"], "success", "{a:?}");
+    assert!(
+        started.elapsed() < SLOW_DELAY,
+        "the fast destination waited {:?} behind the slow one",
+        started.elapsed()
+    );
+    // The slow queue's messages were still in flight meanwhile.
+    let slow_done = h.ok("GET", "/attempts?tenant_id=slow", None).await["models"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(slow_done < 30, "{slow_done}");
 }

@@ -210,6 +210,8 @@ async fn kafka_broker_down_is_retried_and_the_connection_reestablished() {
     );
 }
 
+/// tansu with `--authentication` offers SCRAM only and creates SCRAM users only for an
+/// authenticated client, so a successful SASL login cannot be set up here; a refused one can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_rejected_sasl_credentials_fail_without_retry() {
     let broker = Broker::start(true).await;

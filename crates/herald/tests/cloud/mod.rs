@@ -12,7 +12,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -134,7 +133,6 @@ impl Drop for Server {
 pub struct Forwarder {
     pub port: u16,
     target: SocketAddr,
-    up: Arc<AtomicBool>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
 }
@@ -146,7 +144,6 @@ impl Forwarder {
         let f = Forwarder {
             port,
             target: SocketAddr::from(([127, 0, 0, 1], target_port)),
-            up: Arc::new(AtomicBool::new(true)),
             tasks: Arc::default(),
             acceptor: Mutex::new(None),
         };
@@ -162,7 +159,6 @@ impl Forwarder {
         let f = Forwarder {
             port,
             target: SocketAddr::from(([127, 0, 0, 1], target_port)),
-            up: Arc::new(AtomicBool::new(true)),
             tasks: Arc::default(),
             acceptor: Mutex::new(None),
         };
@@ -188,7 +184,6 @@ impl Forwarder {
 
     /// Stops listening and cuts every open connection.
     pub async fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
         if let Some(a) = self.acceptor.lock().take() {
             a.abort();
         }
@@ -204,7 +199,6 @@ impl Forwarder {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .unwrap();
-        self.up.store(true, Ordering::SeqCst);
         self.serve(listener);
     }
 }
