@@ -24,7 +24,8 @@ use crate::DestinationsConfig;
 use crate::aws::{self, Credentials};
 use crate::mapping::{
     HttpReply, SIGNING_SECRET, Template, body_json, check_endpoint, check_signing_secret, field,
-    field_with, flag, get, headers_object, http_client, select, template_metadata, transport_error,
+    field_with, first_error, flag, get, headers_object, http_client, select, template_metadata,
+    transport_error,
 };
 use crate::target::{Blocked, TargetPolicy};
 
@@ -210,7 +211,7 @@ impl DestinationType for KinesisType {
     fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
         let s = self
             .settings(&d.config, &d.credentials)
-            .map_err(|mut e| e.remove(0))?;
+            .map_err(first_error)?;
         Ok(Arc::new(KinesisDriver {
             settings: s,
             client: self.client.clone(),

@@ -21,7 +21,7 @@ use crate::DestinationsConfig;
 use crate::aws::{self, Credentials};
 use crate::mapping::{
     HttpReply, SIGNING_SECRET, Template, body_json, check_endpoint, check_signing_secret, field,
-    field_with, get, http_client, template_metadata, time_fields, transport_error,
+    field_with, first_error, get, http_client, template_metadata, time_fields, transport_error,
 };
 use crate::target::{Blocked, TargetPolicy};
 
@@ -242,7 +242,7 @@ impl DestinationType for S3Type {
     fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
         let s = self
             .settings(&d.config, &d.credentials)
-            .map_err(|mut e| e.remove(0))?;
+            .map_err(first_error)?;
         Ok(Arc::new(S3Driver {
             settings: s,
             client: self.client.clone(),

@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 use crate::DestinationsConfig;
 use crate::aws::{self, Credentials};
 use crate::mapping::{
-    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, field_with, get,
-    http_client, transport_error,
+    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, field_with,
+    first_error, get, http_client, transport_error,
 };
 use crate::target::{Blocked, TargetPolicy};
 
@@ -211,7 +211,7 @@ impl DestinationType for SqsType {
     fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
         let s = self
             .settings(&d.config, &d.credentials)
-            .map_err(|mut e| e.remove(0))?;
+            .map_err(first_error)?;
         Ok(Arc::new(SqsDriver {
             fifo: s.queue_url.path().ends_with(".fifo"),
             queue_url: s.queue_url.to_string(),

@@ -30,8 +30,8 @@ use sha2::Sha256;
 
 use crate::DestinationsConfig;
 use crate::mapping::{
-    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, get, http_client,
-    signing_secret_field, transport_error,
+    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, first_error, get,
+    http_client, signing_secret_field, transport_error,
 };
 use crate::target::{Blocked, TargetPolicy};
 
@@ -274,7 +274,7 @@ impl DestinationType for ServiceBusType {
     fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
         let s = self
             .settings(&d.config, &d.credentials)
-            .map_err(|mut e| e.remove(0))?;
+            .map_err(first_error)?;
         Ok(Arc::new(ServiceBusDriver {
             settings: s,
             token: std::sync::Mutex::new(None),

@@ -25,8 +25,8 @@ use tokio::sync::Mutex;
 
 use crate::DestinationsConfig;
 use crate::mapping::{
-    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, field_with, get,
-    http_client, signing_secret_field, transport_error,
+    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, field_with,
+    first_error, get, http_client, signing_secret_field, transport_error,
 };
 use crate::target::{Blocked, TargetPolicy};
 
@@ -255,7 +255,7 @@ impl DestinationType for PubSubType {
     fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
         let s = self
             .settings(&d.config, &d.credentials)
-            .map_err(|mut e| e.remove(0))?;
+            .map_err(first_error)?;
         Ok(Arc::new(PubSubDriver {
             publish_url: s.publish_url,
             account: s.account,

@@ -28,8 +28,8 @@ use tokio::sync::Mutex;
 
 use crate::DestinationsConfig;
 use crate::mapping::{
-    SIGNING_SECRET, Template, body_json, check_signing_secret, field, field_with, flag, get,
-    select, signing_secret_field, template_metadata,
+    SIGNING_SECRET, Template, body_json, check_signing_secret, field, field_with, first_error,
+    flag, get, select, signing_secret_field, template_metadata,
 };
 use crate::target::TargetPolicy;
 
@@ -241,7 +241,7 @@ impl DestinationType for KafkaType {
     fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
         let s = self
             .settings(&d.config, &d.credentials)
-            .map_err(|mut e| e.remove(0))?;
+            .map_err(first_error)?;
         Ok(Arc::new(KafkaDriver {
             settings: s,
             policy: self.policy.clone(),

@@ -86,6 +86,13 @@ pub(crate) fn check_signing_secret(
     }
 }
 
+/// The first of a type's validation errors, for `build` (which reports one).
+pub(crate) fn first_error(errs: Vec<FieldError>) -> FieldError {
+    errs.into_iter()
+        .next()
+        .unwrap_or_else(|| FieldError::new("config", "is not valid for this destination type"))
+}
+
 /// A non-empty, trimmed value of a map.
 pub(crate) fn get<'a>(map: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
     map.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
