@@ -374,3 +374,103 @@ async fn a_slow_servicebus_queue_does_not_hold_up_other_destinations() {
         .map_or(0, Vec::len);
     assert!(slow_done < 30, "{slow_done}");
 }
+
+/// Every dest-b type is served with the contract's required fields and its secrets marked
+/// sensitive; a masked secret sent back on update keeps the stored one (the server below
+/// still verifies the SAS made from the real key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_served_and_masked_secrets_survive_an_update() {
+    let h = Herald::start(&[]);
+    let types = h.ok("GET", "/destination-types", None).await;
+    let expect: &[(&str, &[&str], &[&str])] = &[
+        (
+            "kafka",
+            &["brokers", "topic"],
+            &["password", "signing_secret"],
+        ),
+        (
+            "aws_sqs",
+            &["queue_url", "key", "secret"],
+            &["secret", "session", "signing_secret"],
+        ),
+        (
+            "aws_s3",
+            &["bucket", "region", "key", "secret"],
+            &["secret", "session", "signing_secret"],
+        ),
+        (
+            "aws_kinesis",
+            &["stream_name", "region", "key", "secret"],
+            &["secret", "session", "signing_secret"],
+        ),
+        (
+            "gcp_pubsub",
+            &["project_id", "topic"],
+            &["service_account_json", "signing_secret"],
+        ),
+        (
+            "azure_servicebus",
+            &["name", "connection_string"],
+            &["connection_string", "signing_secret"],
+        ),
+    ];
+    for (kind, required, sensitive) in expect {
+        let t = types
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == *kind)
+            .unwrap_or_else(|| panic!("{kind} is not served"));
+        let fields: Vec<&Value> = t["config_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(t["credential_fields"].as_array().unwrap())
+            .collect();
+        for f in &fields {
+            let key = f["key"].as_str().unwrap();
+            assert_eq!(
+                f["required"],
+                required.contains(&key),
+                "{kind}.{key} required"
+            );
+            assert_eq!(
+                f["sensitive"],
+                sensitive.contains(&key),
+                "{kind}.{key} sensitive"
+            );
+            assert!(
+                !f["description"].as_str().unwrap().is_empty(),
+                "{kind}.{key}"
+            );
+        }
+    }
+
+    let bus = Bus::default();
+    let (base, _) = bus.start().await;
+    let dest = create(
+        &h,
+        "t",
+        json!({
+            "type": "azure_servicebus", "topics": "*",
+            "config": {"name": "wrong-queue", "endpoint": base},
+            "credentials": {"connection_string": connection_string(KEY)},
+        }),
+    )
+    .await;
+    let masked = dest["credentials"]["connection_string"].clone();
+    assert_ne!(masked, json!(connection_string(KEY)));
+    let id = dest["id"].as_str().unwrap();
+    h.ok(
+        "PATCH",
+        &format!("/tenants/t/destinations/{id}"),
+        Some(json!({"config": {"name": QUEUE}, "credentials": {"connection_string": masked}})),
+    )
+    .await;
+    h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_sb_masked", "data": {}}))
+        .await;
+    let a = h
+        .wait_attempts("event_id=evt_sb_masked", |a| !a.is_empty())
+        .await;
+    assert_eq!(a[0]["status"], "success", "{a:?}");
+}
