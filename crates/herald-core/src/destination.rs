@@ -186,6 +186,12 @@ pub trait DestinationType: Send + Sync + 'static {
     fn build(&self, destination: &Destination) -> Result<Arc<dyn Driver>, FieldError>;
     /// Human-readable target (e.g. URL host) and a link to it, for API responses.
     fn target(&self, destination: &Destination) -> (String, Option<String>);
+    /// The credential holding the secret the engine signs messages with, or `None` when this
+    /// type's messages are never signed. Webhooks use `secret`; a type whose protocol already
+    /// has a credential of that name (AWS's secret access key) names another field.
+    fn signing_secret_key(&self) -> Option<&str> {
+        Some("secret")
+    }
 }
 
 /// Settings every destination type accepts in `config`: the engine applies them, not the

@@ -21,6 +21,30 @@ pub mod redis_stream;
 pub mod target;
 pub mod webhook;
 
+#[cfg(any(feature = "aws_sqs", feature = "aws_s3", feature = "aws_kinesis"))]
+mod aws;
+#[cfg(feature = "aws_kinesis")]
+pub mod aws_kinesis;
+#[cfg(feature = "aws_s3")]
+pub mod aws_s3;
+#[cfg(feature = "aws_sqs")]
+pub mod aws_sqs;
+#[cfg(feature = "azure_servicebus")]
+pub mod azure_servicebus;
+#[cfg(feature = "gcp_pubsub")]
+pub mod gcp_pubsub;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(any(
+    feature = "kafka",
+    feature = "aws_sqs",
+    feature = "aws_s3",
+    feature = "aws_kinesis",
+    feature = "gcp_pubsub",
+    feature = "azure_servicebus"
+))]
+mod mapping;
+
 use std::sync::Arc;
 
 use herald_core::destination::Registry;
@@ -58,5 +82,17 @@ pub fn registry(cfg: &DestinationsConfig) -> Result<Registry, String> {
     )));
     #[cfg(feature = "mqtt")]
     r.register(Arc::new(mqtt::MqttType::new(cfg.target_policy.clone())));
+    #[cfg(feature = "aws_kinesis")]
+    r.register(Arc::new(aws_kinesis::KinesisType::new(cfg)?));
+    #[cfg(feature = "aws_s3")]
+    r.register(Arc::new(aws_s3::S3Type::new(cfg)?));
+    #[cfg(feature = "aws_sqs")]
+    r.register(Arc::new(aws_sqs::SqsType::new(cfg)?));
+    #[cfg(feature = "azure_servicebus")]
+    r.register(Arc::new(azure_servicebus::ServiceBusType::new(cfg)?));
+    #[cfg(feature = "gcp_pubsub")]
+    r.register(Arc::new(gcp_pubsub::PubSubType::new(cfg)?));
+    #[cfg(feature = "kafka")]
+    r.register(Arc::new(kafka::KafkaType::new(cfg)?));
     Ok(r)
 }

@@ -303,8 +303,15 @@ fn message(
         (Some(secret), None) => Some((secret.as_str(), now + SignedDuration::from_hours(24))),
         _ => None,
     };
+    // The type names the credential that holds its signing secret (`secret` for webhooks).
+    let secret_key = inner
+        .registry
+        .get(&d.kind)
+        .map_or(Some("secret"), |t| t.signing_secret_key());
     let secrets = signing::Secrets {
-        current: d.credentials.get("secret").map(String::as_str),
+        current: secret_key
+            .and_then(|k| d.credentials.get(k))
+            .map(String::as_str),
         previous,
     };
     let mut fallback = None;

@@ -1,0 +1,289 @@
+//! `kafka` end to end against tansu (crates.io: a Kafka-compatible broker, memory storage),
+//! started by each test on free ports behind a TCP forwarder it advertises, so the broker can
+//! go "down" and come back with its topics intact. Records are read back with kafka-python.
+
+mod cloud;
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use cloud::{Forwarder, SECRET, Server, reader, verify_standard};
+use common::Herald;
+use serde_json::{Value, json};
+
+/// The broker binary: `HERALD_TANSU`, else `tansu` in `~/.cargo/bin` or on `PATH`.
+fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("HERALD_TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    let on_path = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| PathBuf::from(d).join("tansu"))
+        .find(|p| p.exists());
+    on_path.unwrap_or_else(|| {
+        panic!("the tansu broker is not installed (.ci/run runs `cargo install tansu --locked --features dynostore`)")
+    })
+}
+
+/// A tansu broker and the forwarder clients reach it through.
+struct Broker {
+    _server: Server,
+    fwd: Forwarder,
+}
+
+impl Broker {
+    async fn start(authentication: bool) -> Broker {
+        let port = cloud::free_port();
+        let public = cloud::free_port();
+        let fwd = Forwarder::start_on(public, port).await;
+        let mut cmd = Command::new(tansu_bin());
+        cmd.arg("broker")
+            .arg(format!("--kafka-listener-url=tcp://127.0.0.1:{port}"))
+            .arg(format!(
+                "--kafka-advertised-listener-url=tcp://127.0.0.1:{public}"
+            ))
+            .arg("--storage-engine=memory://tansu/");
+        if authentication {
+            cmd.arg("--authentication");
+        }
+        let server = Server::start(cmd, port, "tansu", Duration::from_secs(60));
+        Broker {
+            _server: server,
+            fwd,
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.fwd.port)
+    }
+
+    async fn create_topic(&self, topic: &str) {
+        reader(
+            "kafka-create-topic",
+            json!({"bootstrap": self.bootstrap(), "topic": topic}),
+        )
+        .await;
+    }
+
+    async fn records(&self, topic: &str, count: usize) -> Vec<Value> {
+        let v = reader(
+            "kafka-read",
+            json!({"bootstrap": self.bootstrap(), "topic": topic, "count": count}),
+        )
+        .await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn retry_fast() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("HERALD_RETRY_SCHEDULE", "list"),
+        ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1,1,1"),
+        ("HERALD_RETRY_JITTER", "0"),
+    ]
+}
+
+async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
+    h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
+    h.ok(
+        "POST",
+        &format!("/tenants/{tenant}/destinations"),
+        Some(body),
+    )
+    .await
+}
+
+fn header<'a>(record: &'a Value, name: &str) -> &'a str {
+    record["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == name)
+        .and_then(|h| h[1].as_str())
+        .unwrap_or_else(|| panic!("no header {name}: {record}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_produces_signed_records_with_key_and_headers() {
+    let broker = Broker::start(false).await;
+    broker.create_topic("events").await;
+    let h = Herald::start(&[]);
+    let dest = create(
+        &h,
+        "acme",
+        json!({
+            "type": "kafka", "topics": "*",
+            "config": {"brokers": broker.bootstrap(), "topic": "events", "tls": "false",
+                       "partition_key_template": "data.customer_id"},
+            "credentials": {"signing_secret": SECRET},
+        }),
+    )
+    .await;
+    assert_ne!(dest["credentials"]["signing_secret"], SECRET, "masked");
+    h.publish(json!({
+        "tenant_id": "acme", "topic": "user.created", "id": "evt_k_1",
+        "metadata": {"source": "crm"}, "data": {"customer_id": "cus_9", "n": 1}
+    }))
+    .await;
+    // Without the template's field, the key is the event id.
+    h.publish(
+        json!({"tenant_id": "acme", "topic": "user.created", "id": "evt_k_2", "data": {"n": 2}}),
+    )
+    .await;
+    let got = broker.records("events", 2).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let r = got
+        .iter()
+        .find(|r| header(r, "webhook-id") == "evt_k_1")
+        .unwrap();
+    assert_eq!(r["key"], "cus_9");
+    let value = r["value"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(value).unwrap(),
+        json!({"customer_id": "cus_9", "n": 1})
+    );
+    assert_eq!(header(r, "content-type"), "application/json");
+    assert_eq!(header(r, "x-herald-topic"), "user.created");
+    assert_eq!(header(r, "x-herald-source"), "crm");
+    assert!(verify_standard(
+        SECRET,
+        header(r, "webhook-id"),
+        header(r, "webhook-timestamp"),
+        header(r, "webhook-signature"),
+        value.as_bytes()
+    ));
+    let r2 = got
+        .iter()
+        .find(|r| header(r, "webhook-id") == "evt_k_2")
+        .unwrap();
+    assert_eq!(r2["key"], "evt_k_2");
+    let a = h.wait_attempts("event_id=evt_k_1", |a| !a.is_empty()).await;
+    assert_eq!(a[0]["status"], "success");
+    assert_eq!(a[0]["code"], "ack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_broker_down_is_retried_and_the_connection_reestablished() {
+    let broker = Broker::start(false).await;
+    broker.create_topic("events").await;
+    let h = Herald::start(&retry_fast());
+    create(
+        &h,
+        "t",
+        json!({
+            "type": "kafka", "topics": "*",
+            "config": {"brokers": broker.bootstrap(), "topic": "events", "tls": "false"},
+        }),
+    )
+    .await;
+    // A first record opens the connection; then the broker goes away under it.
+    h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_k_before", "data": {}}))
+        .await;
+    h.wait_attempts("event_id=evt_k_before", |a| {
+        a.iter().any(|x| x["status"] == "success")
+    })
+    .await;
+    broker.fwd.down().await;
+    h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_k_down", "data": {"x": 1}}))
+        .await;
+    let failed = h
+        .wait_attempts("event_id=evt_k_down", |a| a.len() >= 2)
+        .await;
+    assert!(failed.iter().all(|a| a["status"] == "failed"), "{failed:?}");
+    broker.fwd.up().await;
+    h.wait_attempts("event_id=evt_k_down", |a| {
+        a.iter().any(|x| x["status"] == "success")
+    })
+    .await;
+    let got = broker.records("events", 2).await;
+    assert!(
+        got.iter().any(|r| header(r, "webhook-id") == "evt_k_down"),
+        "{got:?}"
+    );
+}
+
+/// tansu with `--authentication` offers SCRAM only and creates SCRAM users only for an
+/// authenticated client, so a successful SASL login cannot be set up here; a refused one can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_rejected_sasl_credentials_fail_without_retry() {
+    let broker = Broker::start(true).await;
+    let h = Herald::start(&retry_fast());
+    create(
+        &h,
+        "t",
+        json!({
+            "type": "kafka", "topics": "*",
+            "config": {"brokers": broker.bootstrap(), "topic": "events", "tls": "false",
+                       "sasl_mechanism": "scram-sha-256"},
+            "credentials": {"username": "nobody", "password": "wrong"},
+        }),
+    )
+    .await;
+    h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_k_auth", "data": {}}))
+        .await;
+    h.wait_attempts("event_id=evt_k_auth", |a| !a.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let a = h
+        .wait_attempts("event_id=evt_k_auth", |a| !a.is_empty())
+        .await;
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["code"], "auth_failed", "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_invalid_config_is_rejected_at_create() {
+    let h = Herald::start(&[]);
+    h.ok("PUT", "/tenants/t", None).await;
+    let ok = json!({"brokers": "b:9092", "topic": "events"});
+    let with = |k: &str, v: &str| {
+        let mut c = ok.clone();
+        c[k] = json!(v);
+        c
+    };
+    let cases = [
+        (json!({"topic": "events"}), json!({}), "config.brokers"),
+        (with("brokers", "no-port"), json!({}), "config.brokers"),
+        (with("topic", "bad topic"), json!({}), "config.topic"),
+        (with("tls", "maybe"), json!({}), "config.tls"),
+        (
+            with("sasl_mechanism", "gssapi"),
+            json!({}),
+            "config.sasl_mechanism",
+        ),
+        (
+            with("sasl_mechanism", "plain"),
+            json!({"username": "u"}),
+            "credentials",
+        ),
+        (
+            with("partition_key_template", "join("),
+            json!({}),
+            "config.partition_key_template",
+        ),
+    ];
+    for (config, credentials, field) in cases {
+        let body =
+            json!({"type": "kafka", "topics": "*", "config": config, "credentials": credentials});
+        let (status, v) = h
+            .call("POST", "/tenants/t/destinations", Some(body.clone()))
+            .await;
+        assert_eq!(status, 422, "{body} -> {v}");
+        assert!(
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p.as_str().unwrap().starts_with(field)),
+            "expected a problem with {field}: {v}"
+        );
+    }
+}
