@@ -221,7 +221,8 @@ fn start_herald(tag: &str, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
     let mut child = cmd.spawn().context("starting herald")?;
     let stdout = child.stdout.take().context("herald stdout")?;
     let mut addr = None;
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line?;
         if let Some(rest) = line.split("listening on ").nth(1) {
             addr = Some(rest.trim().parse()?);
@@ -231,6 +232,8 @@ fn start_herald(tag: &str, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
     let Some(addr) = addr else {
         bail!("herald exited before listening")
     };
+    // Keep reading: a closed pipe would make Herald's next line of output fail.
+    std::thread::spawn(move || for _ in lines {});
     Ok(HeraldProcess { child, addr, dir })
 }
 
