@@ -19,7 +19,7 @@ use herald_store::{AttemptRecord, Job};
 use jiff::{SignedDuration, Timestamp};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::{EngineConfig, Inner};
 
@@ -143,7 +143,8 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
             .routes
             .get(&job.delivery.tenant_id, &job.delivery.destination_id)
         else {
-            // Deleted meanwhile; the store cancelled the delivery with it.
+            let inner = inner.clone();
+            tokio::spawn(async move { settle_unroutable(&inner, &job.delivery).await });
             continue;
         };
         let gate = inner.dispatch.gate(&route.destination);
@@ -185,9 +186,11 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
                 inner.dispatch.hand_back(job.delivery.id);
                 return;
             }
-            let (_slot, _global) = (slot, global);
+            let (Some(slot), Some(global)) = (slot, global) else {
+                return;
+            };
             inner.dispatch.in_flight.fetch_add(1, Ordering::SeqCst);
-            attempt(&inner, job).await;
+            attempt(&inner, job, (slot, global)).await;
             inner.dispatch.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -336,8 +339,11 @@ fn message(
     }
 }
 
-/// One attempt of one delivery, start to recorded finish.
-async fn attempt(inner: &Inner, job: Job) {
+/// One attempt of one delivery, start to recorded finish. `permits` (the destination's slot
+/// and the global one) are held while the request is out and given back before the result is
+/// recorded, so bookkeeping latency (a database round trip) never limits how many requests a
+/// destination gets.
+async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
     let Job {
         delivery,
         event,
@@ -352,6 +358,7 @@ async fn attempt(inner: &Inner, job: Job) {
     };
     let dest = &route.destination;
     if !dest.is_enabled() {
+        settle_unroutable(inner, &delivery).await;
         return;
     }
     let now = inner.clock.now();
@@ -383,6 +390,7 @@ async fn attempt(inner: &Inner, job: Job) {
         }
     };
     let elapsed = started.elapsed();
+    drop(permits);
     let latency_ms = elapsed.as_millis() as u64;
     let mut gone = false;
     let mut exhausted = false;
@@ -490,6 +498,35 @@ async fn attempt(inner: &Inner, job: Job) {
     }
     if step.disable {
         disable(inner, dest, now, "too many consecutive failures").await;
+    }
+}
+
+/// A job whose destination this node's routing table lacks or shows disabled. The store
+/// decides: when the destination is gone or disabled there too (a publish raced with the
+/// change, possibly on another node), the delivery is cancelled; otherwise this node's table
+/// was behind, so it is refreshed and the delivery handed back, due now, to be claimed again.
+async fn settle_unroutable(inner: &Inner, delivery: &herald_core::Delivery) {
+    let now = inner.clock.now();
+    let stored = inner
+        .store
+        .get_destination(&delivery.tenant_id, &delivery.destination_id)
+        .await;
+    let outcome = match stored {
+        Ok(Some(d)) if d.is_enabled() => {
+            inner
+                .routes
+                .set(&delivery.tenant_id, &delivery.destination_id, Some(d));
+            inner.store.defer(vec![delivery.id.clone()], now).await
+        }
+        Ok(_) => inner
+            .store
+            .cancel_deliveries(vec![delivery.id.clone()], now)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, delivery_id = %delivery.id, "cannot settle a delivery to a destination that is not routable here; it is looked at again when its lease expires");
     }
 }
 

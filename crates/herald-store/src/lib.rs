@@ -278,8 +278,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Job>>;
     /// Appends an attempt and moves its delivery to the decided state, releasing the lease.
     /// Returns the destination's consecutive failed attempts after this one (0 on success).
-    /// When the delivery is no longer pending (it was cancelled while the attempt ran), the
-    /// attempt is still logged but the delivery and the failure streak are left alone (0).
+    /// Only attempts of a still-pending delivery to an existing, enabled destination count (a
+    /// late result after a cancel, disable or delete returns 0 and changes no streak).
     async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32>;
     /// Extends leases this node still holds to `until`. A lease is identified by the delivery
     /// and the `lease_until` it was given (the lease's token): it is renewed only while the
@@ -290,6 +290,9 @@ pub trait Store: Send + Sync + 'static {
         leases: Vec<(String, Timestamp)>,
         until: Timestamp,
     ) -> Result<Vec<String>>;
+    /// Cancels pending deliveries (their destination is gone or disabled). Returns how many
+    /// were still pending.
+    async fn cancel_deliveries(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64>;
     /// Puts a leased delivery back to wait until `at` without recording an attempt (the
     /// engine sheds work it cannot hold in memory).
     async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()>;

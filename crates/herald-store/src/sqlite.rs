@@ -1122,6 +1122,15 @@ impl Store for SqliteStore {
             if moved == 0 {
                 return Ok(0);
             }
+            // Only an existing, enabled destination has a streak: attempts that slipped through
+            // while it was being disabled or deleted do not count.
+            let enabled: Option<bool> = c
+                .prepare_cached("SELECT disabled_at IS NULL FROM destinations WHERE id = ?1")?
+                .query_row([&a.destination_id], |r| r.get(0))
+                .optional()?;
+            if enabled != Some(true) {
+                return Ok(0);
+            }
             let failures: u32 = if a.status == AttemptStatus::Success {
                 c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?.execute([&a.destination_id])?;
                 0
@@ -1155,6 +1164,20 @@ impl Store for SqliteStore {
                 }
             }
             Ok(renewed)
+        })
+        .await
+    }
+
+    async fn cancel_deliveries(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET status = 'cancelled', leased = 0, updated_at = ?2 WHERE id = ?1 AND status = 'pending'",
+            )?;
+            let mut n = 0;
+            for id in &delivery_ids {
+                n += stmt.execute(params![id, us(now)])? as u64;
+            }
+            Ok(n)
         })
         .await
     }

@@ -598,7 +598,34 @@ async fn disabling_cancels_pending_and_resets_failures(s: Arc<dyn Store>) {
             .disabled_at,
         Some(at(6))
     );
+    // A delivery created while disabled (a node routed with a stale cache) fails: it does
+    // not count, and the engine can cancel it.
+    let late = event("late", "acme", "t", at(6));
+    let [dl_late] =
+        <[String; 1]>::try_from(publish(&*s, &late, &["d1"], at(6), None).await).unwrap();
+    let rec = attempt_record(
+        "a_late",
+        &dl_late,
+        &late,
+        "d1",
+        1,
+        false,
+        at(6),
+        (DeliveryStatus::Pending, at(10)),
+    );
+    assert_eq!(s.record_attempt(rec).await.unwrap(), 0);
+    assert_eq!(
+        s.cancel_deliveries(vec![dl_late.clone()], at(7))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.cancel_deliveries(vec![dl_late], at(7)).await.unwrap(), 0);
+    assert_eq!(s.pending_count().await.unwrap(), 0);
     // Re-enabled: a fresh streak.
+    d.disabled_at = None;
+    d.updated_at = at(7);
+    s.update_destination(&d, false, at(7)).await.unwrap();
     let e3 = event("e3", "acme", "t", at(7));
     let [dl3] = <[String; 1]>::try_from(publish(&*s, &e3, &["d1"], at(7), None).await).unwrap();
     let rec = attempt_record(

@@ -85,6 +85,10 @@ async fn admin_client(url: &str) -> Result<tokio_postgres::Client> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    // "database does not exist, skipping" and the like are not worth a log line.
+    client
+        .batch_execute("SET client_min_messages TO warning")
+        .await?;
     Ok(client)
 }
 

@@ -20,6 +20,7 @@ use deadpool_postgres::Pool;
 use herald_core::{AttemptStatus, Event};
 use jiff::Timestamp;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 
 use super::{is_retryable, listen};
 use crate::codec::{from_json, to_json, ts, us};
@@ -397,11 +398,22 @@ async fn record_all(pool: &Pool, batch: Vec<RecordReq>) {
 }
 
 /// Writes attempts, moves their deliveries, and counts consecutive failures per destination,
-/// in one transaction. Returns each attempt's failure count, in order.
+/// in one transaction of two round trips (statements are pipelined). Returns each attempt's
+/// failure count, in order.
 async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
+    let client = pool.get().await?;
+    let out = record_in_tx(&client, recs).await;
+    if out.is_err() {
+        // Never hand a connection back to the pool inside a transaction.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    out
+}
 
+async fn record_in_tx(
+    client: &deadpool_postgres::Client,
+    recs: &[&AttemptRecord],
+) -> Result<Vec<u32>> {
     let mut order: Vec<usize> = (0..recs.len()).collect();
     order.sort_by(|a, b| {
         recs[*a]
@@ -446,9 +458,14 @@ async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> 
         d_status.push(r.status.as_str());
         d_next.push(us(r.next_attempt_at));
     }
-    // Deliveries first, then failure counters: the same lock order as disabling or
-    // deleting a destination, which cancels deliveries and then resets the counter.
-    let stmt = tx
+    let mut dests: Vec<&str> = recs
+        .iter()
+        .map(|r| r.attempt.destination_id.as_str())
+        .collect();
+    dests.sort_unstable();
+    dests.dedup();
+
+    let write = client
         .prepare_cached(
             "WITH a AS (
                 INSERT INTO attempts (id, delivery_id, tenant_id, event_id, destination_id, destination_type, topic, status, code, response_data, attempt_number, manual, time, latency_ms)
@@ -461,54 +478,59 @@ async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> 
             RETURNING d.id",
         )
         .await?;
-    let moved = tx
-        .query(
-            &stmt,
-            &[
-                &a_id,
-                &a_delivery,
-                &a_tenant,
-                &a_event,
-                &a_dest,
-                &a_type,
-                &a_topic,
-                &a_status,
-                &a_code,
-                &a_response,
-                &a_number,
-                &a_manual,
-                &a_time,
-                &a_latency,
-                &d_status,
-                &d_next,
-            ],
+    let lock = client
+        .prepare_cached(
+            "SELECT h.destination_id, h.consecutive_failures FROM destination_health h
+             JOIN destinations d ON d.id = h.destination_id AND d.disabled_at IS NULL
+             WHERE h.destination_id = ANY($1::text[]) ORDER BY h.destination_id FOR UPDATE OF h",
         )
         .await?;
+    let update = client
+        .prepare_cached(
+            "UPDATE destination_health h SET consecutive_failures = v.n
+             FROM UNNEST($1::text[], $2::int4[]) AS v(id, n) WHERE h.destination_id = v.id",
+        )
+        .await?;
+
+    // Round trip 1: begin, write attempts and deliveries, lock the failure counters. Deliveries
+    // first, then counters: the same lock order as disabling or deleting a destination, which
+    // cancels deliveries and then resets the counter. Counters are locked in id order.
+    let write_params: [&(dyn ToSql + Sync); 16] = [
+        &a_id,
+        &a_delivery,
+        &a_tenant,
+        &a_event,
+        &a_dest,
+        &a_type,
+        &a_topic,
+        &a_status,
+        &a_code,
+        &a_response,
+        &a_number,
+        &a_manual,
+        &a_time,
+        &a_latency,
+        &d_status,
+        &d_next,
+    ];
+    let ((), moved, locked) = tokio::try_join!(
+        biased;
+        async { Ok::<_, StoreError>(client.batch_execute("BEGIN").await?) },
+        async { Ok::<_, StoreError>(client.query(&write, &write_params).await?) },
+        async { Ok::<_, StoreError>(client.query(&lock, &[&dests]).await?) },
+    )?;
     // Late attempts of cancelled deliveries do not count towards a failure streak.
     let moved: HashSet<String> = moved
         .iter()
         .map(|r| r.try_get::<_, String>(0))
         .collect::<std::result::Result<_, _>>()?;
-
-    // Consecutive failures: lock each destination's counter (in id order), replay this
-    // batch's outcomes on it in the callers' order, write the result back.
-    let mut dests: Vec<&str> = recs
-        .iter()
-        .filter(|r| moved.contains(&r.attempt.delivery_id))
-        .map(|r| r.attempt.destination_id.as_str())
-        .collect();
-    dests.sort_unstable();
-    dests.dedup();
-    let stmt = tx
-        .prepare_cached(
-            "SELECT destination_id, consecutive_failures FROM destination_health
-             WHERE destination_id = ANY($1::text[]) ORDER BY destination_id FOR UPDATE",
-        )
-        .await?;
     let mut counters: HashMap<String, i32> = HashMap::new();
-    for r in tx.query(&stmt, &[&dests]).await? {
+    for r in &locked {
         counters.insert(r.try_get(0)?, r.try_get(1)?);
     }
+
+    // Replay this batch's outcomes on the counters, in the callers' order.
+    let mut changed: HashSet<&str> = HashSet::new();
     let mut counts = Vec::with_capacity(recs.len());
     for r in recs {
         let a = &r.attempt;
@@ -517,9 +539,10 @@ async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> 
             continue;
         }
         let n = match counters.get_mut(&a.destination_id) {
-            // The destination was deleted: nothing to count.
+            // The destination was deleted or disabled: nothing to count.
             None => 0,
             Some(c) => {
+                changed.insert(a.destination_id.as_str());
                 *c = if a.status == AttemptStatus::Success {
                     0
                 } else {
@@ -530,17 +553,19 @@ async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> 
         };
         counts.push(n);
     }
-    if !counters.is_empty() {
-        let (ids, values): (Vec<&str>, Vec<i32>) =
-            counters.iter().map(|(k, v)| (k.as_str(), *v)).unzip();
-        let stmt = tx
-            .prepare_cached(
-                "UPDATE destination_health h SET consecutive_failures = v.n
-                 FROM UNNEST($1::text[], $2::int4[]) AS v(id, n) WHERE h.destination_id = v.id",
-            )
-            .await?;
-        tx.execute(&stmt, &[&ids, &values]).await?;
-    }
-    tx.commit().await?;
+    let (ids, values): (Vec<&str>, Vec<i32>) =
+        changed.iter().map(|id| (*id, counters[*id])).unzip();
+
+    // Round trip 2: write the counters back and commit.
+    tokio::try_join!(
+        biased;
+        async {
+            if !ids.is_empty() {
+                client.execute(&update, &[&ids, &values]).await?;
+            }
+            Ok::<_, StoreError>(())
+        },
+        async { Ok::<_, StoreError>(client.batch_execute("COMMIT").await?) },
+    )?;
     Ok(counts)
 }

@@ -152,6 +152,14 @@ impl PgStore {
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
         }
+        // Herald's statements are prepared once per connection and their best plan does not
+        // depend on the values bound; planning them at every execution (PostgreSQL's default
+        // for the first executions) costs more than running them.
+        let options = match cfg.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c plan_cache_mode=force_generic_plan"),
+            _ => "-c plan_cache_mode=force_generic_plan".to_string(),
+        };
+        cfg.options(&options);
         migrate_with(&cfg, opts.migrate).await?;
 
         let manager = Manager::from_config(
@@ -173,13 +181,15 @@ impl PgStore {
                 path: describe_url(&opts.url),
                 detail: e.to_string(),
             })?;
-        // Batches of one kind written at once: enough to keep the pipe full, few enough to
-        // leave connections for claims and reads.
+        // Publish batches written at once: enough to keep the pipe full, few enough to leave
+        // connections for claims and reads.
         let parallel = (pool_size / 4).clamp(1, 4);
         let (ptx, prx) = mpsc::channel(16_384);
         let (rtx, rrx) = mpsc::channel(16_384);
         tokio::spawn(batch::run_publishes(pool.clone(), prx, parallel));
-        tokio::spawn(batch::run_records(pool.clone(), rrx, parallel));
+        // Attempt results of one destination serialize on its failure counter anyway; one
+        // writer makes the largest batches.
+        tokio::spawn(batch::run_records(pool.clone(), rrx, 1));
         let (notices, _) = broadcast::channel(4096);
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -863,6 +873,19 @@ impl Store for PgStore {
             .iter()
             .map(|r| Ok(r.try_get(0)?))
             .collect()
+    }
+
+    async fn cancel_deliveries(&self, delivery_ids: Vec<String>, now: Timestamp) -> Result<u64> {
+        if delivery_ids.is_empty() {
+            return Ok(0);
+        }
+        let c = self.client().await?;
+        Ok(c.execute(
+            "UPDATE deliveries SET status = 'cancelled', leased = false, updated_at = $2
+             WHERE id = ANY($1::text[]) AND status = 'pending'",
+            &[&delivery_ids, &us(now)],
+        )
+        .await?)
     }
 
     async fn defer(&self, delivery_ids: Vec<String>, at: Timestamp) -> Result<()> {
