@@ -167,10 +167,10 @@ impl Cluster {
     }
 }
 
-async fn start_cluster(args: &BenchArgs, tag: &str) -> Result<Cluster> {
+async fn start_cluster(args: &BenchArgs, tag: &str, extra: &[(&str, &str)]) -> Result<Cluster> {
     let Some(admin) = &args.database_url else {
         return Ok(Cluster {
-            nodes: vec![start_herald(tag, &[])?],
+            nodes: vec![start_herald(tag, extra)?],
             _db: None,
         });
     };
@@ -191,10 +191,9 @@ async fn start_cluster(args: &BenchArgs, tag: &str) -> Result<Cluster> {
     };
     let mut nodes = Vec::new();
     for n in 0..args.nodes.max(1) {
-        nodes.push(start_herald(
-            &format!("{tag}-{n}"),
-            &[("HERALD_DATABASE_URL", db.url.as_str())],
-        )?);
+        let mut env = vec![("HERALD_DATABASE_URL", db.url.as_str())];
+        env.extend_from_slice(extra);
+        nodes.push(start_herald(&format!("{tag}-{n}"), &env)?);
     }
     Ok(Cluster {
         nodes,
@@ -396,7 +395,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!("{baseline:.0} req/s");
 
     // 2 + 3. Herald: delivery throughput and publish rate (1 destination).
-    let h = start_cluster(&args, "main").await?;
+    let h = start_cluster(&args, "main", &[]).await?;
     let c = client();
     setup(&c, h.first(), "one", &sink_url, 1).await?;
     setup(&c, h.first(), "ten", &sink_url, 10).await?;
@@ -497,7 +496,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?
         };
-        let h = start_cluster(&args, "backlog").await?;
+        // Auto-disable would cancel the backlog after 100 failures: measure it, not that.
+        let h = start_cluster(
+            &args,
+            "backlog",
+            &[("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "0")],
+        )
+        .await?;
         setup(&c, h.first(), "down", &format!("http://{down}"), 10).await?;
         if h.nodes.len() > 1 {
             tokio::time::sleep(Duration::from_millis(500)).await;
