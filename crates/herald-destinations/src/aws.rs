@@ -116,6 +116,50 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+/// One call to an AWS JSON-protocol API (SQS, Kinesis): what differs between services.
+pub(crate) struct JsonCall<'a> {
+    /// Signing name of the service (`sqs`, `kinesis`).
+    pub service: &'a str,
+    /// The protocol version's media type (`application/x-amz-json-1.0` or `-1.1`).
+    pub content_type: &'a str,
+    /// The `x-amz-target` operation, e.g. `AmazonSQS.SendMessage`.
+    pub target: &'a str,
+}
+
+/// Signs `body` as a JSON-protocol call and POSTs it to `endpoint` within `timeout`.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    creds: &Credentials,
+    region: &str,
+    endpoint: &url::Url,
+    call: JsonCall<'_>,
+    body: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let headers = sign(
+        creds,
+        region,
+        call.service,
+        Request {
+            method: "POST",
+            url: endpoint,
+            headers: vec![
+                ("content-type".into(), call.content_type.into()),
+                ("x-amz-target".into(), call.target.into()),
+            ],
+            payload_hash: sha256_hex(&body),
+            double_encode_path: true,
+            content_hash_header: false,
+        },
+        jiff::Timestamp::now(),
+    );
+    let mut req = client.post(endpoint.clone()).timeout(timeout).body(body);
+    for (k, v) in &headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req.send().await
+}
+
 /// One request to sign.
 pub(crate) struct Request<'a> {
     /// `GET`, `POST`, `PUT`.

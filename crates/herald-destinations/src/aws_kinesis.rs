@@ -278,32 +278,21 @@ impl Driver for KinesisDriver {
             "PartitionKey": key,
         });
         let body = serde_json::to_vec(&request).unwrap_or_default();
-        let headers = aws::sign(
+        let resp = aws::post_json(
+            &self.client,
             &s.creds,
             &s.region,
-            "kinesis",
-            aws::Request {
-                method: "POST",
-                url: &s.endpoint,
-                headers: vec![
-                    ("content-type".into(), "application/x-amz-json-1.1".into()),
-                    ("x-amz-target".into(), "Kinesis_20131202.PutRecord".into()),
-                ],
-                payload_hash: aws::sha256_hex(&body),
-                double_encode_path: true,
-                content_hash_header: false,
+            &s.endpoint,
+            aws::JsonCall {
+                service: "kinesis",
+                content_type: "application/x-amz-json-1.1",
+                target: "Kinesis_20131202.PutRecord",
             },
-            jiff::Timestamp::now(),
-        );
-        let mut req = self
-            .client
-            .post(s.endpoint.clone())
-            .timeout(msg.timeout)
-            .body(body);
-        for (k, v) in &headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = req.send().await.map_err(transport_error)?;
+            body,
+            msg.timeout,
+        )
+        .await
+        .map_err(transport_error)?;
         let error_type = resp
             .headers()
             .get("x-amzn-errortype")

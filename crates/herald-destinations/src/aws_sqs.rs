@@ -331,32 +331,21 @@ impl Driver for SqsDriver {
             request["MessageGroupId"] = Value::String(msg.topic.clone());
         }
         let body = serde_json::to_vec(&request).unwrap_or_default();
-        let headers = aws::sign(
+        let resp = aws::post_json(
+            &self.client,
             &self.creds,
             &self.region,
-            "sqs",
-            aws::Request {
-                method: "POST",
-                url: &self.endpoint,
-                headers: vec![
-                    ("content-type".into(), "application/x-amz-json-1.0".into()),
-                    ("x-amz-target".into(), "AmazonSQS.SendMessage".into()),
-                ],
-                payload_hash: aws::sha256_hex(&body),
-                double_encode_path: true,
-                content_hash_header: false,
+            &self.endpoint,
+            aws::JsonCall {
+                service: "sqs",
+                content_type: "application/x-amz-json-1.0",
+                target: "AmazonSQS.SendMessage",
             },
-            jiff::Timestamp::now(),
-        );
-        let mut req = self
-            .client
-            .post(self.endpoint.clone())
-            .timeout(msg.timeout)
-            .body(body);
-        for (k, v) in &headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = req.send().await.map_err(transport_error)?;
+            body,
+            msg.timeout,
+        )
+        .await
+        .map_err(transport_error)?;
         let error_type = resp
             .headers()
             .get("x-amzn-query-error")
