@@ -441,6 +441,23 @@ async fn destination_validation_names_the_field() {
             "config.colour: is not a field",
         ),
         (
+            // Every valid key is listed, the engine-level ones included.
+            with(json!({"config": {"url": "https://x.io", "colour": "red"}})),
+            "(valid: url, custom_headers, rate_limit_per_minute, max_in_flight, signing_mode)",
+        ),
+        (
+            with(json!({"config": {"url": "https://x.io", "rate_limit_per_minute": 0}})),
+            "config.rate_limit_per_minute: \"0\" must be at least 1",
+        ),
+        (
+            with(json!({"config": {"url": "https://x.io", "max_in_flight": "many"}})),
+            "config.max_in_flight: \"many\" is not a whole number",
+        ),
+        (
+            with(json!({"config": {"url": "https://x.io", "signing_mode": "loud"}})),
+            "config.signing_mode: unknown variant `loud`",
+        ),
+        (
             with(json!({"metadata": {"a": true}})),
             "metadata.a: expected a string",
         ),
@@ -465,6 +482,14 @@ async fn destination_validation_names_the_field() {
     for (body, needle) in cases {
         let (status, v) = app.admin(POST, uri, Some(body.clone())).await;
         assert_error(status, &v, StatusCode::UNPROCESSABLE_ENTITY, needle);
+        assert!(
+            app.admin(GET, uri, None)
+                .await
+                .1
+                .as_array()
+                .is_some_and(Vec::is_empty),
+            "{body} was half-created"
+        );
         assert!(
             v["data"].as_array().is_some_and(|d| !d.is_empty()),
             "{body} → {v}"
@@ -788,7 +813,7 @@ async fn webhook_secrets_and_rotation() {
         status,
         &v,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "only webhook destinations",
+        "queue destinations are not signed",
     );
 }
 
@@ -1261,4 +1286,54 @@ async fn routing_limits_and_catalog() {
         .call(GET, "/api/v1/destination-types", Some(&token), None)
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Numbers, booleans and objects may be sent as native JSON or as the contract's strings;
+/// either way they are answered as strings.
+#[tokio::test]
+async fn config_accepts_native_json_and_answers_strings() {
+    let app = app().await;
+    app.tenant("t").await;
+    let uri = "/api/v1/tenants/t/destinations";
+    let d = app
+        .ok(
+            POST,
+            uri,
+            Some(json!({
+                "type": "webhook", "topics": "*",
+                "config": {
+                    "url": "https://x.io",
+                    "rate_limit_per_minute": 60,
+                    "max_in_flight": "4",
+                    "custom_headers": {"x-a": "1"}
+                }
+            })),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(d["config"]["rate_limit_per_minute"], "60");
+    assert_eq!(d["config"]["max_in_flight"], "4");
+    assert_eq!(d["config"]["custom_headers"], r#"{"x-a":"1"}"#);
+    let id = d["id"].as_str().unwrap();
+    // What the engine applies, parsed from what was stored.
+    let stored = app
+        .engine
+        .store()
+        .get_destination("t", id)
+        .await
+        .unwrap()
+        .unwrap();
+    let delivery = app.engine.registry().delivery(&stored);
+    assert_eq!(delivery.settings.rate_limit_per_minute, Some(60));
+    assert_eq!(delivery.settings.max_in_flight, Some(4));
+    let d = app
+        .ok(
+            PATCH,
+            &format!("{uri}/{id}"),
+            Some(json!({"config": {"rate_limit_per_minute": null, "max_in_flight": 8}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert!(d["config"].get("rate_limit_per_minute").is_none(), "{d}");
+    assert_eq!(d["config"]["max_in_flight"], "8");
 }

@@ -253,6 +253,9 @@ pub trait DestinationType: Send + Sync + 'static {
     fn signing_secret_key(&self) -> Option<&str> {
         self.signing().map(|s| s.key)
     }
+    /// Whether a client may send `value` — a JSON number, boolean, object or array rather
+    /// than the contract's string — for `key`: only where the field's type is that kind.
+    fn accepts_native(&self, section: Section, key: &str, value: &serde_json::Value) -> bool;
     /// The display form of a `config` value that embeds a secret; `None`: shown as stored.
     fn redact(&self, key: &str, value: &str) -> Option<String>;
     /// The value to store for a `config` value sent back, keeping masked parts as stored.

@@ -33,7 +33,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::destination::{DestinationType, Driver, FieldError, FieldSpec, SelectOption, TypeSpec};
+use crate::destination::{
+    DestinationType, Driver, FieldError, FieldSpec, Section, SelectOption, TypeSpec,
+};
 use crate::signing::{self, SigningMode};
 use crate::{Destination, Secret};
 
@@ -181,6 +183,18 @@ impl Fields {
     /// Whether `key` is one of these fields.
     pub fn has(&self, key: &str) -> bool {
         self.props.iter().any(|p| p.key == key)
+    }
+
+    /// Whether `value` is the native JSON form of field `key` (see
+    /// [`DestinationType::accepts_native`]); `None` when `key` is not one of these fields.
+    fn native(&self, key: &str, value: &Value) -> Option<bool> {
+        let p = self.props.iter().find(|p| p.key == key)?;
+        Some(match p.kind {
+            ValueKind::Text => false,
+            ValueKind::Integer | ValueKind::Number => value.is_number(),
+            ValueKind::Boolean => value.is_boolean(),
+            ValueKind::Json => value.is_object() || value.is_array(),
+        })
     }
 
     /// Renames a field (the webhook's signing secret is `secret`, not `signing_secret`).
@@ -685,7 +699,7 @@ impl<S: Spec> DestinationType for Typed<S> {
         &self.schema
     }
 
-    fn known_keys(&self, section: crate::destination::Section) -> Vec<&str> {
+    fn known_keys(&self, section: Section) -> Vec<&str> {
         self.schema
             .fields(section)
             .iter()
@@ -752,6 +766,22 @@ impl<S: Spec> DestinationType for Typed<S> {
 
     fn signing(&self) -> Option<&SigningField> {
         self.signing.as_ref()
+    }
+
+    fn accepts_native(&self, section: Section, key: &str, value: &Value) -> bool {
+        let sections: Vec<&Fields> = match section {
+            Section::Config => vec![
+                &self.config,
+                &self.common.delivery,
+                &self.common.signing_mode,
+            ],
+            Section::Credentials => vec![&self.credentials, &self.common.signing],
+        };
+        // A key of no section is reported as unknown later, with the list of valid keys.
+        sections
+            .iter()
+            .find_map(|f| f.native(key, value))
+            .unwrap_or(true)
     }
 
     fn redact(&self, key: &str, value: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use herald_core::destination::{DeliveryError, Disposition, OutboundMessage, common_setting};
+use herald_core::destination::{DeliveryError, Disposition, OutboundMessage};
 use herald_core::signing::{self, SigningConfig, SigningMode};
 use herald_core::{Attempt, AttemptStatus, DeliveryStatus, Destination, Event, ids};
 use herald_store::{AttemptRecord, Job};
@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::routes::Route;
 use crate::{EngineConfig, Inner};
 
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -84,10 +85,13 @@ impl Dispatch {
     }
 
     /// The gate for a destination, rebuilt when its limits changed.
-    fn gate(&self, d: &Destination) -> Arc<DestinationGate> {
-        let max = common_setting(&d.config, "max_in_flight")
+    fn gate(&self, route: &Route) -> Arc<DestinationGate> {
+        let d = &route.destination;
+        let limits = &route.delivery.settings;
+        let max = limits
+            .max_in_flight
             .map_or(self.destination_limit, |n| n as usize);
-        let rate = common_setting(&d.config, "rate_limit_per_minute").unwrap_or(0);
+        let rate = limits.rate_limit_per_minute.unwrap_or(0);
         let mut gates = self.gates.lock();
         if let Some(g) = gates.get(&d.id)
             && g.settings == (max, rate)
@@ -147,7 +151,7 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
             tokio::spawn(async move { settle_unroutable(&inner, &job.delivery).await });
             continue;
         };
-        let gate = inner.dispatch.gate(&route.destination);
+        let gate = inner.dispatch.gate(&route);
         let backlog_limit = (gate.settings.0 * 4).max(256);
         if gate.waiting.load(Ordering::SeqCst) >= backlog_limit {
             shed.push(job.delivery.id);
@@ -265,14 +269,10 @@ pub(crate) async fn run_poller(inner: Arc<Inner>) {
 /// destination asks for the other mode in `config.signing_mode` (then that mode's defaults).
 fn signing_for<'a>(
     cfg: &'a SigningConfig,
-    d: &Destination,
+    wanted: Option<SigningMode>,
     fallback: &'a mut Option<SigningConfig>,
 ) -> &'a SigningConfig {
-    let wanted = match d.config.get("signing_mode").map(String::as_str) {
-        Some("outpost") => SigningMode::Outpost,
-        Some("standard") => SigningMode::Standard,
-        _ => return cfg,
-    };
+    let Some(wanted) = wanted else { return cfg };
     if wanted == cfg.mode {
         return cfg;
     }
@@ -284,41 +284,25 @@ fn signing_for<'a>(
 
 fn message(
     inner: &Inner,
-    d: &Destination,
+    route: &Route,
     event: &Event,
     delivery_id: &str,
     now: Timestamp,
 ) -> OutboundMessage {
+    let d = &route.destination;
     let body: Arc<[u8]> = serde_json::to_vec(&event.data)
         .unwrap_or_else(|_| b"{}".to_vec())
         .into();
     // As in Outpost, the event's own metadata wins over the destination's delivery metadata.
     let mut metadata = d.delivery_metadata.clone().unwrap_or_default();
     metadata.extend(event.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let previous = match (
-        d.credentials.get("previous_secret"),
-        d.credentials.get("previous_secret_invalid_at"),
-    ) {
-        (Some(secret), Some(until)) => until
-            .parse::<Timestamp>()
-            .ok()
-            .map(|t| (secret.as_str(), t)),
-        (Some(secret), None) => Some((secret.as_str(), now + SignedDuration::from_hours(24))),
-        _ => None,
-    };
-    // The type names the credential that holds its signing secret (`secret` for webhooks).
-    let secret_key = inner
-        .registry
-        .get(&d.kind)
-        .map_or(Some("secret"), |t| t.signing_secret_key());
-    let secrets = signing::Secrets {
-        current: secret_key
-            .and_then(|k| d.credentials.get(k))
-            .map(String::as_str),
-        previous,
-    };
+    let secrets = route.delivery.keys.secrets();
     let mut fallback = None;
-    let cfg = signing_for(&inner.config.signing, d, &mut fallback);
+    let cfg = signing_for(
+        &inner.config.signing,
+        route.delivery.signing_mode,
+        &mut fallback,
+    );
     let msg = signing::Message {
         event_id: &event.id,
         topic: &event.topic,
@@ -376,7 +360,7 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
             ),
         )),
         Some(driver) => {
-            let msg = message(inner, dest, &event, &delivery.id, now);
+            let msg = message(inner, &route, &event, &delivery.id, now);
             match tokio::time::timeout(inner.config.attempt_timeout, driver.deliver(&msg)).await {
                 Ok(r) => r,
                 Err(_) => Err(DeliveryError::retry(
