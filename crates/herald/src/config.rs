@@ -164,6 +164,8 @@ pub struct SigningSection {
     pub encoding: String,
     /// Outpost mode: signature header name; empty for `{prefix}signature`.
     pub signature_header: String,
+    /// Destination types that get no generated signing secret when created without one.
+    pub no_generated_secret: Vec<String>,
 }
 
 /// `[security]`
@@ -309,6 +311,7 @@ impl Default for SigningSection {
             header_template: String::new(),
             encoding: "hex".into(),
             signature_header: String::new(),
+            no_generated_secret: Vec::new(),
         }
     }
 }

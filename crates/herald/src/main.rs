@@ -201,8 +201,21 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
         response_body_limit: cfg.delivery.response_body_limit,
         user_agent: cfg.delivery.user_agent.clone(),
         retry_on_status: cfg.delivery.retry_on_status.clone(),
+        no_generated_secret: cfg.signing.no_generated_secret.clone(),
     })
     .map_err(anyhow::Error::msg)?;
+    if let Some(unknown) = cfg
+        .signing
+        .no_generated_secret
+        .iter()
+        .find(|k| registry.get(k).is_none())
+    {
+        let known: Vec<_> = registry.all().map(|t| t.spec().kind.clone()).collect();
+        anyhow::bail!(
+            "signing.no_generated_secret (HERALD_SIGNING_NO_GENERATED_SECRET): {unknown:?} is not a destination type of this build; expected some of {}",
+            known.join(", ")
+        );
+    }
     let engine_cfg = EngineConfig {
         retry: cfg.retry_policy()?,
         signing: cfg.signing_config()?,
