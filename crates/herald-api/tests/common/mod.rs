@@ -4,6 +4,8 @@
 //!   secret in `credentials.secret`. Delivery succeeds unless the URL contains `fail`.
 //! - `queue`: `config.name` (required), `credentials.password` (required, sensitive); does not
 //!   sign.
+//! - `stream`: `config.stream` (required), `credentials.password` (required, sensitive); signs
+//!   under `credentials.signing_secret`, like every type but the webhook.
 
 #![allow(dead_code)]
 
@@ -68,8 +70,19 @@ struct QueueCredentials {
     password: Secret,
 }
 
+/// `config` of the fake stream.
+#[derive(Deserialize, JsonSchema)]
+struct StreamConfig {
+    /// Stream
+    ///
+    /// the stream name
+    stream: String,
+}
+
 struct FakeWebhook;
 struct FakeQueue;
+/// A type that signs under `signing_secret` and has a secret of its own (`password`).
+struct FakeStream;
 
 struct FakeDriver {
     fail: bool,
@@ -172,10 +185,33 @@ impl Spec for FakeQueue {
     }
 }
 
+impl Spec for FakeStream {
+    type Config = StreamConfig;
+    type Credentials = QueueCredentials;
+
+    fn about(&self) -> About {
+        about("stream")
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        _: StreamConfig,
+        _: QueueCredentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        Ok(Arc::new(FakeDriver { fail: false }))
+    }
+
+    fn target(&self, config: &StreamConfig) -> (String, Option<String>) {
+        (config.stream.clone(), None)
+    }
+}
+
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register(Arc::new(Typed::new(FakeWebhook, true)));
     r.register(Arc::new(Typed::new(FakeQueue, true)));
+    r.register(Arc::new(Typed::new(FakeStream, true)));
     r
 }
 
