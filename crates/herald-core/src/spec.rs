@@ -901,6 +901,16 @@ mod tests {
         let c = Fields::of::<Creds>();
         assert!(!c.specs()[0].sensitive);
         assert!(c.specs()[1].sensitive && c.specs()[1].required);
+        let creds: Creds = parse(
+            "credentials",
+            &c,
+            &map(&[("username", "u"), ("password", "pw")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.expose()),
+            ("u", "pw")
+        );
     }
 
     #[test]
