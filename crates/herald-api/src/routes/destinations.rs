@@ -475,7 +475,7 @@ fn check_native(
             continue;
         };
         for (key, v) in values {
-            if !(v.is_string() || v.is_null()) && !t.accepts_native(section, key, v) {
+            if !(v.is_string() || v.is_null() || t.accepts_native(section, key, v)) {
                 problems.push(
                     format!("{}.{key}", section.as_str()),
                     format!("expected a string, got {}", crate::body::kind(v)),
