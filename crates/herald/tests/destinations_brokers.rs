@@ -482,7 +482,7 @@ mod rabbitmq {
         json!({
             "type": "rabbitmq", "topics": "*",
             "config": {"server_url": server, "exchange": exchange, "routing_key": "herald.{topic}"},
-            "credentials": {"username": "guest", "password": password, "secret": SECRET},
+            "credentials": {"username": "guest", "password": password, "signing_secret": SECRET},
         })
     }
 
@@ -492,10 +492,8 @@ mod rabbitmq {
         let h = herald();
         let d = create(&h, "rmq", dest(RABBITMQ, &s.exchange, "guest")).await;
         assert_eq!(d["credentials"]["password"], "****", "password masked: {d}");
-        assert_eq!(
-            d["credentials"]["secret"],
-            "whse**********************************"
-        );
+        // The signing secret is returned in full: receivers need it to verify.
+        assert_eq!(d["credentials"]["signing_secret"], SECRET);
         assert_eq!(d["target"], s.exchange.as_str());
 
         let id = publish(&h, "rmq", "user.created", json!({"name": "Ada"})).await;
@@ -541,7 +539,7 @@ mod rabbitmq {
             "PATCH",
             &format!("/tenants/rmq/destinations/{did}"),
             Some(
-                json!({"credentials": {"password": "****", "secret": d["credentials"]["secret"]}}),
+                json!({"credentials": {"password": "****", "signing_secret": d["credentials"]["signing_secret"]}}),
             ),
         )
         .await;
