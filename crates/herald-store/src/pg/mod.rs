@@ -20,6 +20,7 @@
 mod admin;
 mod batch;
 mod listen;
+mod reseal;
 mod schema;
 mod sql;
 
@@ -46,6 +47,7 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
 use crate::query::*;
+use crate::seal::{self, Keyring};
 use crate::{
     AttemptRecord, Backlog, Job, NewDelivery, Notice, PublishOutcome, PurgeStats, Result, Store,
     StoreError, StoredEvent,
@@ -61,15 +63,19 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Apply pending migrations when connecting; otherwise refuse a database that needs them.
     pub migrate: bool,
+    /// Keys that seal destination secrets; every node sharing the database needs the same
+    /// current key (or has it among its old keys).
+    pub keys: Keyring,
 }
 
 impl PgOptions {
     /// Defaults: 10 connections, migrate on connect.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, keys: Keyring) -> Self {
         Self {
             url: url.into(),
             pool_size: 10,
             migrate: true,
+            keys,
         }
     }
 }
@@ -82,6 +88,7 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    keys: Keyring,
     cfg: tokio_postgres::Config,
     publishes: mpsc::Sender<batch::PublishReq>,
     records: mpsc::Sender<batch::RecordReq>,
@@ -181,6 +188,7 @@ impl PgStore {
                 path: describe_url(&opts.url),
                 detail: e.to_string(),
             })?;
+        reseal::check_and_seal_plaintext(&pool, &opts.keys).await?;
         // Publish batches written at once: enough to keep the pipe full, few enough to leave
         // connections for claims and reads.
         let parallel = (pool_size / 4).clamp(1, 4);
@@ -194,6 +202,7 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                keys: opts.keys.clone(),
                 cfg,
                 publishes: ptx,
                 records: rtx,
@@ -256,9 +265,12 @@ async fn notify_in<C: GenericClient>(c: &C, n: &Notice) -> Result<()> {
 
 const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
 
-fn destination_from_row(r: &Row) -> Result<Destination> {
+fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
+    let id: String = r.try_get(0)?;
     Ok(Destination {
-        id: r.try_get(0)?,
+        config: seal::open_map(keys, seal::CONFIG, &id, r.try_get(5)?)?,
+        credentials: seal::open_map(keys, seal::CREDENTIALS, &id, r.try_get(6)?)?,
+        id,
         tenant_id: r.try_get(1)?,
         kind: r.try_get(2)?,
         topics: topics_from_json(r.try_get(3)?)?,
@@ -266,8 +278,6 @@ fn destination_from_row(r: &Row) -> Result<Destination> {
             .try_get::<_, Option<&str>>(4)?
             .map(|s| from_json("destinations.filter", s))
             .transpose()?,
-        config: from_json("destinations.config", r.try_get(5)?)?,
-        credentials: from_json("destinations.credentials", r.try_get(6)?)?,
         delivery_metadata: opt_meta("destinations.delivery_metadata", r.try_get(7)?)?,
         metadata: opt_meta("destinations.metadata", r.try_get(8)?)?,
         disabled_at: r.try_get::<_, Option<i64>>(9)?.map(ts),
@@ -402,15 +412,16 @@ async fn cancel_pending<C: GenericClient>(
     Ok(c.execute(&sql, &[&value, &us(now)]).await?)
 }
 
-fn destination_params(d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 12] {
+fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 12] {
+    let (config, credentials) = seal::seal_destination(keys, d);
     [
         Box::new(d.id.clone()),
         Box::new(d.tenant_id.clone()),
         Box::new(d.kind.clone()),
         Box::new(topics_to_json(&d.topics)),
         Box::new(d.filter.as_ref().map(to_json)),
-        Box::new(to_json(&d.config)),
-        Box::new(to_json(&d.credentials)),
+        Box::new(config),
+        Box::new(credentials),
         Box::new(d.delivery_metadata.as_ref().map(to_json)),
         Box::new(d.metadata.as_ref().map(to_json)),
         Box::new(d.disabled_at.map(us)),
@@ -534,7 +545,7 @@ impl Store for PgStore {
     }
 
     async fn insert_destination(&self, d: &Destination) -> Result<()> {
-        let p = destination_params(d);
+        let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
             let n = tx
                 .execute(
@@ -568,7 +579,7 @@ impl Store for PgStore {
         cancel: bool,
         now: Timestamp,
     ) -> Result<()> {
-        let p = destination_params(d);
+        let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
             tx.execute(
                 "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
@@ -599,7 +610,7 @@ impl Store for PgStore {
             .await?;
         c.query_opt(&stmt, &[&id, &tenant_id])
             .await?
-            .map(|r| destination_from_row(&r))
+            .map(|r| destination_from_row(&self.inner.keys, &r))
             .transpose()
     }
 
@@ -613,7 +624,7 @@ impl Store for PgStore {
         c.query(&stmt, &[&tenant_id])
             .await?
             .iter()
-            .map(destination_from_row)
+            .map(|r| destination_from_row(&self.inner.keys, r))
             .collect()
     }
 
@@ -622,7 +633,7 @@ impl Store for PgStore {
         c.query(&format!("SELECT {DEST_COLS} FROM destinations"), &[])
             .await?
             .iter()
-            .map(destination_from_row)
+            .map(|r| destination_from_row(&self.inner.keys, r))
             .collect()
     }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_core::{Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Topics};
 use herald_store::pg::{PgOptions, PgStore};
+use herald_store::seal::Keyring;
 use herald_store::{AttemptRecord, NewDelivery, PublishOutcome, Store};
 use jiff::Timestamp;
 use serde_json::json;
@@ -22,10 +23,17 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A fresh random encryption keyring for a test's store.
+pub fn test_keys() -> Keyring {
+    Keyring::single("test key", &Keyring::generate_key()).expect("a generated key is valid")
+}
+
 /// A database that exists for one test and is dropped with this value.
 pub struct TestDb {
     /// URL of the database.
     pub url: String,
+    /// The encryption keys every store on this database uses.
+    pub keys: Keyring,
     name: String,
     admin: String,
 }
@@ -50,12 +58,17 @@ impl TestDb {
                     herald_store::pg::describe_url(&admin)
                 )
             });
-        TestDb { url, name, admin }
+        TestDb {
+            url,
+            keys: test_keys(),
+            name,
+            admin,
+        }
     }
 
     /// A migrated store on this database.
     pub async fn store(&self) -> PgStore {
-        PgStore::connect(&PgOptions::new(&self.url))
+        PgStore::connect(&PgOptions::new(&self.url, self.keys.clone()))
             .await
             .expect("connect to the test database")
     }
@@ -90,8 +103,9 @@ impl Fixture {
     /// An embedded store in a temporary directory.
     pub fn sqlite() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db"))
-            .expect("open sqlite");
+        let store =
+            herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db"), &test_keys())
+                .expect("open sqlite");
         Fixture {
             store: Arc::new(store),
             _db: None,

@@ -286,6 +286,8 @@ impl Receiver {
 /// `postgres://postgres@127.0.0.1:5432/test`); when it is unreachable the test fails.
 pub struct TestDb {
     pub url: String,
+    /// `HERALD_ENCRYPTION_KEY` for every node on this database.
+    pub key: String,
     name: String,
     admin: String,
 }
@@ -309,7 +311,14 @@ impl TestDb {
                     herald_store::pg::describe_url(&admin)
                 )
             });
-        TestDb { url, name, admin }
+        TestDb {
+            url,
+            key: herald_store::seal::Keyring::generate_key()
+                .expose()
+                .to_string(),
+            name,
+            admin,
+        }
     }
 }
 
