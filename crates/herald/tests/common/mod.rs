@@ -39,6 +39,20 @@ impl Herald {
 
     /// Starts herald on an existing data directory.
     pub fn start_in(dir: &Path, env: &[(&str, &str)], dev: bool) -> Herald {
+        Self::spawn(dir, env, dev, Stdio::inherit())
+    }
+
+    /// Starts herald on an existing data directory with its logs (stderr) appended to `log`.
+    pub fn start_logged(dir: &Path, env: &[(&str, &str)], log: &Path) -> Herald {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log file");
+        Self::spawn(dir, env, true, Stdio::from(file))
+    }
+
+    fn spawn(dir: &Path, env: &[(&str, &str)], dev: bool, stderr: Stdio) -> Herald {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.arg("serve");
         if dev {
@@ -53,7 +67,7 @@ impl Herald {
             .env("HERALD_LOG_LEVEL", "warn")
             .env("HERALD_DELIVERY_POLL_INTERVAL_MS", "50")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
