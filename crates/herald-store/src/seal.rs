@@ -315,6 +315,36 @@ fn associated_data(column: &str, row_id: &str) -> String {
     format!("herald/{column}/{row_id}")
 }
 
+/// The `value` column of `settings` (generated admin key, JWT secret).
+pub(crate) const SETTINGS: &str = "settings.value";
+
+/// Opens a stored setting value.
+pub(crate) fn open_setting(keys: &Keyring, name: &str, stored: &str) -> crate::Result<String> {
+    keys.open(stored, SETTINGS, name)
+        .map(|(t, _)| t)
+        .map_err(|source| StoreError::Sealed {
+            column: SETTINGS,
+            id: name.to_string(),
+            source,
+        })
+}
+
+/// A stored setting value sealed again under the current key, or `None` when it already is.
+pub(crate) fn reseal_setting(
+    keys: &Keyring,
+    name: &str,
+    stored: &str,
+) -> crate::Result<Option<(String, SealState)>> {
+    let (text, state) = keys
+        .open(stored, SETTINGS, name)
+        .map_err(|source| StoreError::Sealed {
+            column: SETTINGS,
+            id: name.to_string(),
+            source,
+        })?;
+    Ok((state != SealState::Current).then(|| (keys.seal(&text, SETTINGS, name), state)))
+}
+
 /// Sealed text of a destination's `config` and `credentials`.
 pub(crate) fn seal_destination(keys: &Keyring, d: &herald_core::Destination) -> (String, String) {
     (

@@ -359,10 +359,25 @@ fn reseal_all(conn: &Connection, keys: &Keyring) -> Result<ResealReport> {
             reason,
         });
     }
-    if rewrite.is_empty() {
+    let mut settings = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT name, value FROM settings")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (name, value): (String, String) = (r.get(0)?, r.get(1)?);
+            if let Some((sealed, state)) = seal::reseal_setting(keys, &name, &value)? {
+                settings.push((name, sealed, state));
+            }
+        }
+    }
+    if rewrite.is_empty() && settings.is_empty() {
         return Ok(report);
     }
-    let had_plaintext = rewrite.iter().any(|r| r.3 == seal::SealState::Plaintext);
+    let had_plaintext = rewrite
+        .iter()
+        .map(|r| r.3)
+        .chain(settings.iter().map(|s| s.2))
+        .any(|s| s == seal::SealState::Plaintext);
     conn.pragma_update(None, "secure_delete", true)?;
     let out = (|| -> Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -377,6 +392,12 @@ fn reseal_all(conn: &Connection, keys: &Keyring) -> Result<ResealReport> {
             }
         }
         drop(stmt);
+        for (name, sealed, _) in &settings {
+            conn.execute(
+                "UPDATE settings SET value = ?2 WHERE name = ?1",
+                params![name, sealed],
+            )?;
+        }
         conn.execute_batch("COMMIT")?;
         Ok(())
     })();
@@ -1434,15 +1455,17 @@ impl Store for SqliteStore {
     }
 
     async fn setting_or_insert(&self, name: &str, fresh: &str) -> Result<(String, bool)> {
-        let (name, fresh) = (name.to_string(), fresh.to_string());
+        let keys = self.inner.keys.clone();
+        let sealed = keys.seal(fresh, seal::SETTINGS, name);
+        let name = name.to_string();
         self.write(move |c| {
             let inserted = c
                 .prepare_cached("INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")?
-                .execute([&name, &fresh])?;
+                .execute([&name, &sealed])?;
             let value: String = c
                 .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
                 .query_row([&name], |r| r.get(0))?;
-            Ok((value, inserted == 1))
+            Ok((seal::open_setting(&keys, &name, &value)?, inserted == 1))
         })
         .await
     }

@@ -1538,6 +1538,7 @@ async fn settings_are_created_once(s: Arc<dyn Store>) {
 
 /// Values that must never appear in a stored column.
 const SECRETS: &[&str] = &[
+    "jwt-plain-4040",
     "pw-in-userinfo-7731",
     "Bearer tok-header-5521",
     "amqp-pass-9920",
@@ -1609,6 +1610,22 @@ async fn sealed_destinations_round_trip_and_hide_their_secrets(b: SealBackend) {
     assert_sealed_without_secrets(&b.raw().await, keys.current_id());
     let census = opened.census().await;
     assert_eq!((census.current, census.total()), (1, 1));
+
+    // Generated settings (admin key, JWT secret) are sealed too.
+    assert_eq!(
+        s.setting_or_insert("api_key", "hrld_setting-secret-8080")
+            .await
+            .unwrap(),
+        ("hrld_setting-secret-8080".to_string(), true)
+    );
+    assert_eq!(
+        s.setting_or_insert("api_key", "other").await.unwrap(),
+        ("hrld_setting-secret-8080".to_string(), false)
+    );
+    for (name, value) in b.raw_settings().await {
+        assert!(value.starts_with("hs1:"), "{name} not sealed");
+        assert!(!value.contains("setting-secret"), "{name} in clear");
+    }
 }
 
 async fn a_wrong_key_is_refused_and_changes_nothing(b: SealBackend) {
@@ -1723,8 +1740,10 @@ async fn plaintext_rows_are_sealed_on_open(b: SealBackend) {
         s.insert_destination(&secret_destination("d2"))
             .await
             .unwrap();
+        s.setting_or_insert("jwt_secret", "x").await.unwrap();
     }
     // Rows as a Herald from before sealing wrote them.
+    b.set_raw_setting("jwt_secret", "jwt-plain-4040").await;
     for id in ["d1", "d2"] {
         let d = secret_destination(id);
         b.set_raw(
@@ -1741,6 +1760,15 @@ async fn plaintext_rows_are_sealed_on_open(b: SealBackend) {
     assert_sealed_without_secrets(&b.raw().await, keys.current_id());
     let s = opened.dyn_store();
     assert_eq!(s.get_destination("acme", "d1").await.unwrap(), Some(d));
+    assert_eq!(
+        s.setting_or_insert("jwt_secret", "new").await.unwrap(),
+        ("jwt-plain-4040".to_string(), false)
+    );
+    let settings = b.raw_settings().await;
+    assert!(
+        settings[0].1.starts_with("hs1:") && !settings[0].1.contains("jwt-plain"),
+        "plaintext setting sealed"
+    );
     drop(s);
     drop(opened);
     // Idempotent: opening again rewrites nothing.

@@ -1071,6 +1071,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         // A concurrent first insert committed after this statement's snapshot is neither
         // inserted nor seen; the next round sees it.
+        let sealed = self.inner.keys.seal(fresh, seal::SETTINGS, name);
         for _ in 0..5 {
             let row = c
                 .query_opt(
@@ -1078,11 +1079,15 @@ impl Store for PgStore {
                         INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING value
                     )
                     SELECT value, true FROM ins UNION ALL SELECT value, false FROM settings WHERE name = $1",
-                    &[&name, &fresh],
+                    &[&name, &sealed],
                 )
                 .await?;
             if let Some(r) = row {
-                return Ok((r.try_get(0)?, r.try_get(1)?));
+                let value: String = r.try_get(0)?;
+                return Ok((
+                    seal::open_setting(&self.inner.keys, name, &value)?,
+                    r.try_get(1)?,
+                ));
             }
         }
         Err(StoreError::Conflict {

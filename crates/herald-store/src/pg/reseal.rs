@@ -53,6 +53,25 @@ pub(super) async fn check_and_seal_plaintext(pool: &Pool, keys: &Keyring) -> Res
             reason,
         });
     }
+    // Settings (generated admin key, JWT secret): a value no key opens refuses too.
+    let mut settings_sealed = 0u64;
+    for r in c.query("SELECT name, value FROM settings", &[]).await? {
+        let (name, value): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        if let Some((sealed, SealState::Plaintext)) = seal::reseal_setting(keys, &name, &value)? {
+            settings_sealed += c
+                .execute(
+                    "UPDATE settings SET value = $2 WHERE name = $1 AND value = $3",
+                    &[&name, &sealed, &value],
+                )
+                .await?;
+        }
+    }
+    if settings_sealed > 0 {
+        tracing::info!(
+            settings = settings_sealed,
+            "sealed plaintext settings under the current encryption key"
+        );
+    }
     let mut sealed = 0u64;
     for (id, config, credentials) in plaintext {
         if reseal_one(&**c, keys, id, config, credentials, true).await? {
@@ -179,6 +198,17 @@ impl PgStore {
             progress(&report);
             if (rows.len() as i64) < limit {
                 break;
+            }
+        }
+        let c = self.client().await?;
+        for r in c.query("SELECT name, value FROM settings", &[]).await? {
+            let (name, value): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            if let Some((sealed, _)) = seal::reseal_setting(keys, &name, &value)? {
+                c.execute(
+                    "UPDATE settings SET value = $2 WHERE name = $1 AND value = $3",
+                    &[&name, &sealed, &value],
+                )
+                .await?;
             }
         }
         if let Some((unreadable, first_id, reason)) = bad {

@@ -363,6 +363,51 @@ impl SealBackend {
         }
     }
 
+    /// `(name, value)` of every setting as stored.
+    pub async fn raw_settings(&self) -> Vec<(String, String)> {
+        let sql = "SELECT name, value FROM settings ORDER BY name";
+        match self {
+            SealBackend::Sqlite(d) => {
+                let c = rusqlite::Connection::open(d.path().join("herald.db")).unwrap();
+                let mut stmt = c.prepare(sql).unwrap();
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect()
+            }
+            SealBackend::Postgres(db) => raw_pg(&db.url)
+                .await
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        }
+    }
+
+    /// Overwrites the stored value of setting `name`.
+    pub async fn set_raw_setting(&self, name: &str, value: &str) {
+        let n = match self {
+            SealBackend::Sqlite(d) => rusqlite::Connection::open(d.path().join("herald.db"))
+                .unwrap()
+                .execute(
+                    "UPDATE settings SET value = ?2 WHERE name = ?1",
+                    [name, value],
+                )
+                .unwrap() as u64,
+            SealBackend::Postgres(db) => raw_pg(&db.url)
+                .await
+                .execute(
+                    "UPDATE settings SET value = $2 WHERE name = $1",
+                    &[&name, &value],
+                )
+                .await
+                .unwrap(),
+        };
+        assert_eq!(n, 1);
+    }
+
     /// Overwrites the stored columns of destination `id`.
     pub async fn set_raw(&self, id: &str, config: &str, credentials: &str) {
         match self {
