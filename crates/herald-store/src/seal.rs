@@ -128,13 +128,9 @@ impl Key {
     }
 }
 
+/// Wipes a decoded copy of a key (`Secret` wipes the configured text, the cipher its own copy).
 fn zero(b: &mut [u8]) {
-    // `Secret` wipes the configured text; this wipes the decoded copy. Volatile writes are not
-    // needed for correctness here, but keep the copy from outliving the parse.
-    for x in b.iter_mut() {
-        *x = 0;
-    }
-    std::hint::black_box(&*b);
+    zeroize::Zeroize::zeroize(b);
 }
 
 fn key_id_of(bytes: &[u8]) -> String {

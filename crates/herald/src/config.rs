@@ -760,6 +760,36 @@ mod tests {
     }
 
     #[test]
+    fn secret_settings_never_print() {
+        let key = herald_store::seal::Keyring::generate_key();
+        let secrets = [
+            ("HERALD_API_KEY", "admin-key-1234567"),
+            ("HERALD_JWT_SECRET", "jwt-secret-1234567"),
+            ("HERALD_ENCRYPTION_KEY", key.expose()),
+            (
+                "HERALD_ALERTS_SECRET",
+                "whsec_c2VhbC1hbGVydHMtc2VjcmV0LTEwMDMteHl6",
+            ),
+            ("HERALD_DELIVERY_PROXY", "http://u:proxy-pw-99@proxy:3128"),
+            ("HERALD_DATABASE_URL", "postgres://h:db-pw-98@db/herald"),
+        ];
+        let c = Config::load(None, &env(&secrets)).unwrap();
+        let shown = format!("{c:?}\n{}", toml::to_string(&c).unwrap());
+        for needle in [
+            "admin-key-1234567",
+            "jwt-secret-1234567",
+            key.expose(),
+            "c2VhbC1hbGVydHMtc2VjcmV0LTEwMDMteHl6",
+            "proxy-pw-99",
+            "db-pw-98",
+        ] {
+            assert!(!shown.contains(needle), "{needle} shown: {shown}");
+        }
+        assert_eq!(c.alerts.secret.expose(), secrets[3].1);
+        assert!(c.keyring_from_settings().unwrap().is_some());
+    }
+
+    #[test]
     fn database_settings_from_env_and_their_errors() {
         let c = Config::load(None, &env(&[])).unwrap();
         assert!(!c.database.is_postgres());
