@@ -181,6 +181,7 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
     let log = tmp.path().join("herald.log");
     let env = [
         ("HERALD_LOG_LEVEL", "debug"),
+        ("HERALD_LOG_FORMAT", "json"),
         ("HERALD_RETRY_SCHEDULE", "list"),
         ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1,1,1,1,1"),
         ("HERALD_RETRY_JITTER", "0"),
@@ -240,7 +241,36 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
         id
     };
 
-    for pass in 0..2 {
+    // The generated key is kept in the data directory, readable by its owner only.
+    let key_file = dir.join("encryption_key");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key_file.display());
+    }
+    let generated = std::fs::read_to_string(&key_file).unwrap();
+    let generated_id =
+        herald_store::seal::Keyring::key_id(&herald_core::Secret::new(generated.trim())).unwrap();
+    let configured = herald_store::seal::Keyring::generate_key();
+    let configured_id = herald_store::seal::Keyring::key_id(&configured).unwrap();
+    let mut env_configured = env.to_vec();
+    env_configured.push(("HERALD_ENCRYPTION_KEY", configured.expose()));
+
+    // Pass 0: first start; pass 1: restart with the generated key; pass 2: restart with a
+    // configured key, the generated one still opening the rows (which move to the new key).
+    for pass in 0..3 {
+        let key_id = if pass < 2 {
+            &generated_id
+        } else {
+            &configured_id
+        };
+        for (id, config, credentials) in rusqlite_rows(&dir.join("herald.db")) {
+            assert!(
+                config.starts_with(&format!("hs1:{key_id}:"))
+                    && credentials.starts_with(&format!("hs1:{key_id}:")),
+                "pass {pass}: {id} not sealed with key {key_id}"
+            );
+        }
         let id = deliver_all(&h).await;
         // The webhook requests carry the opened secrets.
         let got = receiver.got.lock().clone();
@@ -297,26 +327,35 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
             .query_async(&mut redis)
             .await
             .unwrap();
-        assert_eq!(len, pass + 1);
+        assert_eq!(len, pass as u64 + 1);
 
         // Neither the file nor its WAL holds any secret, while running...
         assert_files_hold_no_secret(&dir);
         // ...nor after a clean stop; then start again on the same data directory.
         assert!(h.terminate(), "herald stops cleanly");
         assert_files_hold_no_secret(&dir);
-        if pass == 0 {
-            h = Herald::start_logged(&dir, &env, &log);
+        match pass {
+            0 => h = Herald::start_logged(&dir, &env, &log),
+            1 => h = Herald::start_logged(&dir, &env_configured, &log),
+            _ => {}
         }
     }
 
     // Debug-level logs of both runs hold no secret either.
     let logs = std::fs::read(&log).unwrap();
+    assert!(
+        contains(&logs, "\"rekeyed\":6"),
+        "the third start moved every row to the configured key"
+    );
     assert!(contains(&logs, "DEBUG"), "the log really is at debug level");
     assert!(
         contains(&logs, "using the encryption key kept in the data directory"),
         "the restart reused the generated key"
     );
     assert_no_secret("the debug-level log", &logs);
+    for key in [generated.trim(), configured.expose()] {
+        assert!(!contains(&logs, key), "an encryption key is in the log");
+    }
 
     let _: () = redis::cmd("ACL")
         .arg("DELUSER")
