@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -521,23 +521,14 @@ fn herald_cli_with(db: &TestDb, key: Option<&str>, args: &[&str]) -> (bool, Stri
     if let Some(key) = key {
         cmd.env("HERALD_ENCRYPTION_KEY", key);
     }
-    let out = cmd
-        .args(args)
+    cmd.args(args)
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD_DATA_DIR", dir.path())
         .env("HERALD_DATABASE_URL", &db.url)
         .env("HERALD_API_KEY", common::API_KEY)
         .env("HERALD_HOST", "127.0.0.1")
-        .env("HERALD_PORT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run herald");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .env("HERALD_PORT", "0");
+    common::output_within(&mut cmd, Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,7 +55,7 @@ use crate::{
 use sql::Where;
 
 /// How to reach the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// `postgres://user:password@host:port/dbname?…`.
     pub url: String,
@@ -66,6 +66,18 @@ pub struct PgOptions {
     /// Keys that seal destination secrets; every node sharing the database needs the same
     /// current key (or has it among its old keys).
     pub keys: Keyring,
+}
+
+/// Shows where the database is, never the URL's password.
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &describe_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("migrate", &self.migrate)
+            .field("keys", &self.keys)
+            .finish()
+    }
 }
 
 impl PgOptions {
@@ -1200,5 +1212,21 @@ impl Store for PgStore {
                SUM(a.manual::int)::bigint, SUM(a.attempt_number)::bigint",
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_debug_hides_the_password_and_the_keys() {
+        let key = Keyring::generate_key();
+        let keys = Keyring::single("k", &key).unwrap();
+        let opts = PgOptions::new("postgres://herald:pw-in-url-77@db:5432/herald", keys);
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("pw-in-url-77"), "{shown}");
+        assert!(!shown.contains(key.expose()), "{shown}");
+        assert!(shown.contains("db:5432"), "{shown}");
     }
 }

@@ -351,3 +351,38 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Runs a command to completion, killing it after `limit` (then it counts as failed), and
+/// returns whether it succeeded and its stdout and stderr. A command expected to refuse to
+/// start that starts anyway fails the test instead of hanging it.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("run herald");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for herald") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut text = format!(
+        "{}{}",
+        std::fs::read_to_string(&out_path).unwrap_or_default(),
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    if status.is_none() {
+        text.push_str(&format!("\n(still running after {limit:?}: killed)"));
+    }
+    (status.is_some_and(|s| s.success()), text)
+}
