@@ -94,25 +94,15 @@ fn assert_files_hold_no_secret(dir: &Path) {
 
 /// `(id, config, credentials)` as stored, read with SQLite directly (no Herald code).
 fn rusqlite_rows(db: &Path) -> Vec<(String, String, String)> {
-    let out = Command::new("sqlite3")
-        .arg("-readonly")
-        .arg(db)
-        .arg("select id || '|' || config || '|' || credentials from destinations")
-        .output();
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| {
-                let mut p = l.splitn(3, '|');
-                (
-                    p.next().unwrap_or_default().to_string(),
-                    p.next().unwrap_or_default().to_string(),
-                    p.next().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
-        other => panic!("this test reads the database with the sqlite3 command: {other:?}"),
-    }
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the database read-only");
+    let mut stmt = c
+        .prepare("SELECT id, config, credentials FROM destinations ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
 }
 
 #[cfg(all(feature = "rabbitmq", feature = "redis_stream"))]
