@@ -34,7 +34,9 @@ pub struct Config {
     /// the embedded store, generated into `data_dir/encryption_key` when empty.
     pub encryption_key: SecretSetting,
     /// Older encryption keys, accepted for opening values sealed with them only (key
-    /// rotation); comma-separated in `HERALD_ENCRYPTION_OLD_KEYS`.
+    /// rotation); comma-separated in `HERALD_ENCRYPTION_OLD_KEYS` (a list or a
+    /// comma-separated string in the file).
+    #[serde(deserialize_with = "secret_list")]
     pub encryption_old_keys: Vec<SecretSetting>,
     /// Base URL under which users reach this server (portal links); default `http://localhost:{port}`.
     pub public_url: String,
@@ -612,6 +614,29 @@ impl Config {
     }
 }
 
+/// A list of secrets from a list or a comma-separated string; never echoed in an error.
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretSetting>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Secret),
+        Many(Vec<Secret>),
+    }
+    let items = OneOrMany::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("must be a list of keys or a comma-separated string of keys")
+    })?;
+    Ok(match items {
+        OneOrMany::Many(v) => v.into_iter().map(SecretSetting).collect(),
+        OneOrMany::One(s) => s
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| SecretSetting(Secret::new(k)))
+            .collect(),
+    })
+}
+
 /// A secret setting (key, token, password): deserializes from a string, and prints — in
 /// `Debug` and in `herald config` (its `Serialize`) — as `(set)` or empty, never the value.
 #[derive(Clone, Default, Deserialize)]
@@ -787,6 +812,50 @@ mod tests {
         }
         assert_eq!(c.alerts.secret.expose(), secrets[3].1);
         assert!(c.keyring_from_settings().unwrap().is_some());
+
+        // Old keys from the file: a list or one comma-separated string; a bad one is refused
+        // naming the setting, never echoed.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let (k1, k2) = (
+            herald_store::seal::Keyring::generate_key(),
+            herald_store::seal::Keyring::generate_key(),
+        );
+        for text in [
+            format!(
+                "encryption_key = \"{}\"\nencryption_old_keys = [\"{}\"]\n",
+                key.expose(),
+                k1.expose()
+            ),
+            format!(
+                "encryption_key = \"{}\"\nencryption_old_keys = \"{}, {}\"\n",
+                key.expose(),
+                k1.expose(),
+                k2.expose()
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let c = Config::load(Some(&p), &env(&[])).unwrap();
+            assert!(!c.encryption_old_keys.is_empty());
+            let ring = c.keyring_from_settings().unwrap().unwrap();
+            assert!(!ring.old_ids().is_empty());
+        }
+        std::fs::write(&p, "encryption_old_keys = 42\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(e.contains("encryption_old_keys"), "{e}");
+        std::fs::write(
+            &p,
+            format!(
+                "encryption_key = \"{}\"\nencryption_old_keys = \"not-a-key-31337\"\n",
+                key.expose()
+            ),
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(
+            e.contains("encryption_old_keys") && !e.contains("not-a-key-31337"),
+            "{e}"
+        );
     }
 
     #[test]
