@@ -4,7 +4,8 @@
 //!
 //! Each row is rewritten with a compare-and-set on the text it was read with, so a
 //! concurrent update from the API on any node is never overwritten: the pass reads the row
-//! again and retries. Nothing here holds a lock across rows, so delivery goes on meanwhile.
+//! again and retries. `rekey` commits once per batch (a batch's row locks are held for that
+//! transaction only, milliseconds); delivery never reads these rows, so it goes on meanwhile.
 //! Other nodes' caches hold opened values, which a re-seal does not change, so nothing is
 //! announced.
 
@@ -166,7 +167,7 @@ impl PgStore {
         let mut bad: Option<(u64, String, seal::SealError)> = None;
         let mut after = String::new();
         loop {
-            let c = self.client().await?;
+            let mut c = self.client().await?;
             let rows = c
                 .query(
                     "SELECT id, config, credentials FROM destinations WHERE id > $1 ORDER BY id LIMIT $2",
@@ -175,26 +176,51 @@ impl PgStore {
                 .await?;
             let Some(last) = rows.last() else { break };
             after = last.try_get(0)?;
+            let mut todo = Vec::new();
             for r in &rows {
                 let (id, config, credentials): (String, String, String) =
                     (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
                 report.examined += 1;
                 match seal::row_state(keys, &id, &config, &credentials) {
                     RowState::Opens(SealState::Current) => {}
-                    RowState::Opens(state) => {
-                        if reseal_one(&**c, keys, id, config, credentials, false).await? {
-                            match state {
-                                SealState::Plaintext => report.sealed_plaintext += 1,
-                                _ => report.rekeyed += 1,
-                            }
-                        }
-                    }
+                    RowState::Opens(state) => todo.push((id, config, credentials, state)),
                     RowState::Unreadable(e) => match &mut bad {
                         Some((n, _, _)) => *n += 1,
                         None => bad = Some((1, id, e)),
                     },
                 }
             }
+            // One transaction (one commit) per round; run again whole when PostgreSQL picks it
+            // as a deadlock victim (e.g. against a tenant deletion locking the same rows).
+            let mut tries = 0u32;
+            let (rekeyed, sealed_plaintext) = loop {
+                let out: Result<(u64, u64)> = async {
+                    let tx = c.transaction().await?;
+                    let (mut rekeyed, mut plain) = (0, 0);
+                    for (id, config, credentials, state) in &todo {
+                        let (id, config, credentials) =
+                            (id.clone(), config.clone(), credentials.clone());
+                        if reseal_one(&*tx, keys, id, config, credentials, false).await? {
+                            match state {
+                                SealState::Plaintext => plain += 1,
+                                _ => rekeyed += 1,
+                            }
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok((rekeyed, plain))
+                }
+                .await;
+                match out {
+                    Err(e) if tries < 5 && super::is_retryable(&e) => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;
+                    }
+                    other => break other?,
+                }
+            };
+            report.rekeyed += rekeyed;
+            report.sealed_plaintext += sealed_plaintext;
             progress(&report);
             if (rows.len() as i64) < limit {
                 break;
