@@ -114,6 +114,22 @@ fn portal_in_a_real_browser() {
         .parse()
         .expect("address");
 
+    // A binary from another checkout (a shared CARGO_TARGET_DIR) would fail confusingly.
+    let probe = std::net::TcpStream::connect(addr).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.write_all(
+            b"GET /portal/assets/portal.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head)
+    });
+    assert!(
+        probe.as_ref().is_ok_and(|h| h.ends_with(b"200")),
+        "{} does not serve the portal: {probe:?}",
+        env!("CARGO_BIN_EXE_herald")
+    );
+
     let shots = std::env::var("PORTAL_SCREENSHOT_DIR")
         .map(|d| root.join(d))
         .unwrap_or_else(|_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-screenshots"));
