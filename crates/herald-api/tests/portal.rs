@@ -455,3 +455,33 @@ async fn test_events() {
         .await;
     assert_error(status, &v, StatusCode::UNPROCESSABLE_ENTITY, "data");
 }
+
+#[tokio::test]
+async fn the_destinations_list_is_paginated_and_filtered() {
+    let app = app().await;
+    app.tenant("acme").await;
+    for i in 0..30 {
+        let topics = if i % 2 == 0 {
+            json!(["user.created"])
+        } else {
+            json!(["user.deleted"])
+        };
+        app.webhook("acme", &format!("d{i:02}"), topics).await;
+    }
+    let cookie = session(&app, "acme").await;
+    let count = |body: &str| body.matches("href=\"/portal/destinations/d").count();
+    let first = get(&app, "/portal/destinations", Some(&cookie)).await;
+    assert_eq!(count(&first.body), 25, "{}", first.body);
+    assert!(first.body.contains("Page 1 of 2"));
+    let second = get(&app, "/portal/destinations?page=2", Some(&cookie)).await;
+    assert_eq!(count(&second.body), 5);
+    let filtered = get(
+        &app,
+        "/portal/destinations?topic=user.deleted",
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(count(&filtered.body), 15);
+    assert!(!filtered.body.contains("Page 1 of"));
+    assert!(filtered.body.contains("Send test"));
+}

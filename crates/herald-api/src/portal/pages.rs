@@ -105,6 +105,9 @@ pub async fn not_found(
     }
 }
 
+/// Destinations per page of the destinations list.
+const PER_PAGE: usize = 25;
+
 /// Destination types by name, from `/destination-types`.
 pub(crate) async fn types(api: &Api) -> Result<BTreeMap<String, Value>, ApiFailure> {
     let list = api.get("/destination-types").await?;
@@ -175,14 +178,27 @@ pub async fn destinations(
             Ok(v) => v,
             Err(f) => return failure(&portal, &session, &f),
         };
-    let list = list.as_array().cloned().unwrap_or_default();
+    let all = list.as_array().cloned().unwrap_or_default();
     let filtered = q.get("type").is_some() || q.get("topic").is_some();
+    // The API lists a tenant's destinations whole; the portal shows them a page at a time.
+    let pages = all.len().div_ceil(PER_PAGE).max(1);
+    let current = q
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, pages);
+    let list: Vec<Value> = all
+        .iter()
+        .skip((current - 1) * PER_PAGE)
+        .take(PER_PAGE)
+        .cloned()
+        .collect();
     let mut b = String::new();
     b.push_str(
         "<div class=\"head\"><h1>Destinations</h1><div class=\"actions\">\
          <a class=\"btn primary\" href=\"/portal/destinations/new\">Add destination</a></div></div>",
     );
-    if list.is_empty() && !filtered {
+    if all.is_empty() && !filtered {
         b.push_str(
             "<div class=\"empty\"><h2>No destinations yet</h2>\
              <p>A destination is where your events are delivered: an HTTP endpoint of yours, \
@@ -240,7 +256,7 @@ pub async fn destinations(
         b.push_str(
             "<div class=\"table-wrap\"><table class=\"stack\"><caption class=\"sr-only\">Destinations</caption>\
              <thead><tr><th scope=\"col\">Type</th><th scope=\"col\">Target</th><th scope=\"col\">Topics</th>\
-             <th scope=\"col\">Status</th><th scope=\"col\">Created</th></tr></thead><tbody>",
+             <th scope=\"col\">Status</th><th scope=\"col\">Created</th><th scope=\"col\"><span class=\"sr-only\">Test</span></th></tr></thead><tbody>",
         );
         for d in &list {
             let id = s(d, "id");
@@ -254,7 +270,18 @@ pub async fn destinations(
                 "<tr><td data-label=\"Type\">{icon} {label}</td>\
                  <td data-label=\"Target\" class=\"mono\"><a href=\"/portal/destinations/{href}\">{target}</a></td>\
                  <td data-label=\"Topics\">{topics}</td><td data-label=\"Status\">{status}</td>\
-                 <td data-label=\"Created\">{created}</td></tr>",
+                 <td data-label=\"Created\">{created}</td><td>{test}</td></tr>",
+                test = if d["disabled_at"].is_null() {
+                    format!(
+                        "<form method=\"post\" action=\"/portal/destinations/{}/test\">{}\
+                         <button type=\"submit\" class=\"btn small\">Send test<span class=\"sr-only\"> event to {}</span></button></form>",
+                        enc(id),
+                        csrf(&session),
+                        E(target)
+                    )
+                } else {
+                    String::new()
+                },
                 icon = icon(types.get(kind)),
                 label = E(label(&types, kind)),
                 href = enc(id),
@@ -265,6 +292,35 @@ pub async fn destinations(
             );
         }
         b.push_str("</tbody></table></div>");
+    }
+    if pages > 1 {
+        let mut base = String::from("/portal/destinations?");
+        for k in ["type", "topic"] {
+            if let Some(v) = q.get(k) {
+                let _ = write!(base, "{k}={}&", enc(v));
+            }
+        }
+        let _ = write!(
+            b,
+            "<nav class=\"pager\" aria-label=\"Pages\"><span>Page {current} of {pages}</span>"
+        );
+        if current > 1 {
+            let _ = write!(
+                b,
+                "<a class=\"btn\" href=\"{}page={}\">Previous</a>",
+                E(&base),
+                current - 1
+            );
+        }
+        if current < pages {
+            let _ = write!(
+                b,
+                "<a class=\"btn\" href=\"{}page={}\">Next</a>",
+                E(&base),
+                current + 1
+            );
+        }
+        b.push_str("</nav>");
     }
     page(
         &portal,
