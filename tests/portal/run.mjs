@@ -259,6 +259,7 @@ try {
   await go(page.getByRole("link", { name: "Delete" }));
   await expectText("Delete this destination?", "confirmation");
   await axe("delete confirmation");
+  await shot("delete-confirm");
   await go(page.getByRole("button", { name: "Delete permanently" }));
   await expectText("Destination deleted.", "after delete");
   await expectText("No destinations yet", "empty again");
@@ -351,8 +352,21 @@ try {
   if (SHOTS) await p2.screenshot({ path: join(SHOTS, "expired.png") });
   const r3 = await p2.goto(`${BASE}/portal/destinations`);
   expect(r3.status() === 401 && (await p2.locator("main").innerText()).includes("Your session has expired"), "no-session page");
-  await fresh.close();
   log("expired link and missing session show the expiry page with the referer link");
+
+  // 17. The link's theme: dark, accessible too.
+  const darkLink = (await admin("GET", `/tenants/${A}/portal?theme=dark`)).redirect_url;
+  const darkCtx = await fresh.newContext({ viewport: { width: 1280, height: 760 }, bypassCSP: true });
+  const p3 = await darkCtx.newPage();
+  await p3.goto(darkLink);
+  expect(await p3.locator("html").getAttribute("data-theme") === "dark", "theme=dark was not applied");
+  await p3.addScriptTag({ content: AXE });
+  const darkRes = await p3.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+  const darkBad = darkRes.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  expect(!darkBad.length, `axe in the dark theme: ${darkBad.map((v) => v.id).join(", ")}`);
+  if (SHOTS) await p3.screenshot({ path: join(SHOTS, "dark.png") });
+  await fresh.close();
+  log("the link's theme=dark is applied and passes axe");
 
   console.log(`[portal] all ${step} checks passed`);
 } finally {

@@ -1,7 +1,9 @@
 //! The portal stays fast with a large attempt log: 100,000 attempts (10,000 events to ten
 //! destinations, all in the last 24 hours) on the embedded store, then every page is timed
 //! through the router. Prints each page's median server time; fails when a page takes
-//! longer than the budget (50 ms, the target; `PORTAL_PAGE_BUDGET_MS` overrides it).
+//! longer than the budget: 50 ms (the target) in an optimised build, 200 ms in a debug
+//! build; `PORTAL_PAGE_BUDGET_MS` overrides it. Measured in debug on the idle 2-core machine:
+//! slowest page 15 ms (a destination's overview, whose 24-hour chart aggregates 10,000 attempts).
 
 mod common;
 
@@ -173,7 +175,9 @@ async fn portal_pages_stay_fast_with_100k_attempts() {
     let budget: u128 = std::env::var("PORTAL_PAGE_BUDGET_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        // The 50 ms is for an optimised build; unoptimised test builds on a shared
+        // two-core machine get four times that.
+        .unwrap_or(if cfg!(debug_assertions) { 200 } else { 50 });
     let pages = [
         "/portal/destinations".to_string(),
         "/portal/destinations/d3".to_string(),

@@ -126,7 +126,7 @@ pub(crate) fn icon(t: Option<&Value>) -> String {
         .filter(|i| i.trim_start().starts_with("<svg"))
     {
         Some(svg) => format!(
-            "<img src=\"data:image/svg+xml;base64,{}\" alt=\"\" width=\"20\" height=\"20\">",
+            "<img class=\"icon\" src=\"data:image/svg+xml;base64,{}\" alt=\"\" width=\"20\" height=\"20\">",
             base64::engine::general_purpose::STANDARD.encode(svg)
         ),
         None => String::new(),
