@@ -48,6 +48,11 @@ const receiver = createServer((req, res) => {
   req.on("data", (c) => (body += c));
   req.on("end", () => {
     received.push({ headers: req.headers, body });
+    if (req.url.startsWith("/gone")) {
+      res.writeHead(410, { "content-type": "text/plain" });
+      res.end("this endpoint is gone");
+      return;
+    }
     res.writeHead(200, { "content-type": "application/json", "x-receiver": "portal-test" });
     res.end(JSON.stringify({ receiver: "portal-test", n: received.length }));
   });
@@ -316,10 +321,26 @@ try {
   await page.keyboard.press("Enter");
   await expectText("Test event sent.", "keyboard test event");
   log("keyboard only: created a destination and sent a test event");
+  const kbDest = page.url().split("?")[0];
+
+  // 14b. A destination whose endpoint answers 410 is auto-disabled, and the portal says why.
+  const gone = await admin("POST", `/tenants/${A}/destinations`, {
+    type: "webhook", topics: ["user.created"], config: { url: `${RECEIVER.replace("/hook", "/gone")}` },
+  });
+  await page.goto(`${BASE}/portal/destinations`);
+  const goneRow = page.locator("tr", { has: page.locator(`a[href="/portal/destinations/${gone.id}"]`) });
+  await go(goneRow.getByRole("button", { name: /Send test/ }));
+  await expectText("Test event sent.", "test event from the list");
+  await page.goto(`${BASE}/portal/destinations/${gone.id}`);
+  await until(async () => (await text()).includes("Auto-disabled"), "the 410 destination to be auto-disabled");
+  await expectText("410 Gone", "auto-disable reason");
+  await page.goto(`${BASE}/portal/destinations`);
+  await expectText("Auto-disabled", "auto-disabled in the list");
+  await axe("destinations with an auto-disabled one");
+  log("a 410 answer auto-disables the destination; list and page show it with the reason");
 
   // 15. Layouts at 390 px.
   await page.setViewportSize({ width: 390, height: 844 });
-  const kbDest = page.url().split("?")[0];
   for (const [name, path] of [["destinations", "/portal/destinations"], ["destination", kbDest.replace(BASE, "")],
     ["wizard", "/portal/destinations/new/webhook"], ["events", "/portal/events"], ["topics", "/portal/topics"]]) {
     await page.goto(`${BASE}${path}`);

@@ -141,12 +141,53 @@ fn label<'a>(types: &'a BTreeMap<String, Value>, kind: &'a str) -> &'a str {
         .unwrap_or(kind)
 }
 
-/// Enabled / disabled badge of a destination.
-pub(crate) fn status_badge(d: &Value) -> String {
-    match d.get("disabled_at").and_then(Value::as_str) {
-        None => badge("ok", "Enabled"),
-        Some(_) => badge("warn", "Disabled"),
+/// Enabled / disabled badge of a destination; `auto` is the reason it was disabled
+/// automatically, when it was.
+pub(crate) fn status_badge(d: &Value, auto: Option<&str>) -> String {
+    match (d.get("disabled_at").and_then(Value::as_str), auto) {
+        (None, _) => badge("ok", "Enabled"),
+        (Some(_), None) => badge("warn", "Disabled"),
+        (Some(_), Some(why)) => format!(
+            "{} <span class=\"hint\">{}</span>",
+            badge("err", "Auto-disabled"),
+            E(why)
+        ),
     }
+}
+
+/// Why a disabled destination was disabled by Herald, if it was.
+///
+/// The store keeps when a destination was disabled, not who disabled it. Herald disables a
+/// destination right after recording the failed attempt that triggered it (a 410 Gone, or
+/// the consecutive-failure threshold), so a destination whose latest attempt failed and
+/// finished just before it was disabled was disabled automatically.
+pub(crate) async fn auto_disabled(api: &Api, tenant: &str, d: &Value) -> Option<String> {
+    let disabled_at = d["disabled_at"].as_str()?.parse::<jiff::Timestamp>().ok()?;
+    let path = format!(
+        "/tenants/{}/destinations/{}/attempts?limit=1",
+        enc(tenant),
+        enc(s(d, "id"))
+    );
+    let attempts = api.get(&path).await.ok()?;
+    let last = attempts["models"].as_array()?.first()?.clone();
+    if s(&last, "status") != "failed" {
+        return None;
+    }
+    let started = s(&last, "time").parse::<jiff::Timestamp>().ok()?;
+    let finished =
+        started + jiff::SignedDuration::from_millis(last["latency_ms"].as_i64().unwrap_or(0));
+    let gap = disabled_at.duration_since(finished);
+    if gap < jiff::SignedDuration::from_secs(-1) || gap > jiff::SignedDuration::from_secs(5) {
+        return None;
+    }
+    Some(if s(&last, "code") == "410" {
+        "the endpoint answered 410 Gone".to_string()
+    } else {
+        format!(
+            "after repeated failed attempts (last: {})",
+            s(&last, "code")
+        )
+    })
 }
 
 fn shell<'a>(portal: &'a PortalState, session: &'a Session, alert: Option<Alert>) -> Shell<'a> {
@@ -193,6 +234,12 @@ pub async fn destinations(
         .take(PER_PAGE)
         .cloned()
         .collect();
+    let mut auto: BTreeMap<String, String> = BTreeMap::new();
+    for d in list.iter().filter(|d| !d["disabled_at"].is_null()) {
+        if let Some(why) = auto_disabled(&api, &session.tenant, d).await {
+            auto.insert(s(d, "id").to_string(), why);
+        }
+    }
     let mut b = String::new();
     b.push_str(
         "<div class=\"head\"><h1>Destinations</h1><div class=\"actions\">\
@@ -287,7 +334,7 @@ pub async fn destinations(
                 href = enc(id),
                 target = E(target),
                 topics = E(&html::topics_text(&d["topics"])),
-                status = status_badge(d),
+                status = status_badge(d, auto.get(id).map(String::as_str)),
                 created = time(&d["created_at"]),
             );
         }
@@ -414,6 +461,7 @@ pub(crate) async fn destination_page(
         Err(f) => return failure(portal, session, &f),
     };
     let catalog = api.get("/topics/catalog").await.unwrap_or(Value::Null);
+    let auto = auto_disabled(&api, &session.tenant, &d).await;
     let kind = s(&d, "type");
     let enabled = d["disabled_at"].is_null();
     let mut b = String::new();
@@ -501,7 +549,7 @@ pub(crate) async fn destination_page(
          <div class=\"card\"><span class=\"n\">{total}</span><span class=\"l\">Attempts</span></div>\
          <div class=\"card\"><span class=\"n\">{err_total}</span><span class=\"l\">Failed attempts</span></div>\
          <div class=\"card\"><span class=\"n\">{status}</span><span class=\"l\">Status</span></div></div>",
-        status = status_badge(&d),
+        status = status_badge(&d, auto.as_deref()),
     );
     b.push_str(&chart(&buckets, start.as_second()));
     // Details.
@@ -535,14 +583,11 @@ pub(crate) async fn destination_page(
             "<dt>Disabled</dt><dd>{} — no events are delivered until it is enabled again</dd>",
             time(&d["disabled_at"])
         );
-        if let Some(last) = attempts["models"].as_array().and_then(|a| a.first())
-            && s(last, "status") == "failed"
-        {
+        if let Some(why) = &auto {
             let _ = write!(
                 b,
-                "<dt>Last attempt</dt><dd>failed ({}); Herald disables a destination automatically \
-                 after repeated failures or a 410 Gone answer</dd>",
-                E(s(last, "code"))
+                "<dt>Reason</dt><dd>Disabled automatically by Herald: {}. Fix the endpoint, then enable it again.</dd>",
+                E(why)
             );
         }
     }
