@@ -485,3 +485,74 @@ async fn the_destinations_list_is_paginated_and_filtered() {
     assert!(!filtered.body.contains("Page 1 of"));
     assert!(filtered.body.contains("Send test"));
 }
+
+#[tokio::test]
+async fn settings_keep_a_masked_secret_left_untouched() {
+    let app = app().await;
+    app.tenant("acme").await;
+    app.ok(
+        POST,
+        "/api/v1/tenants/acme/destinations",
+        Some(json!({"id": "q1", "type": "queue", "topics": "*",
+            "config": {"name": "orders"}, "credentials": {"password": "s3cret-password-123"}})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let cookie = session(&app, "acme").await;
+    let form = get(&app, "/portal/destinations/q1/settings", Some(&cookie)).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert!(
+        !form.body.contains("s3cret-password-123"),
+        "the secret is in the page"
+    );
+    let masked = "s3cr***************";
+    assert!(
+        form.body.contains(&format!(
+            "type=\"password\" id=\"f-credentials-password\" name=\"credentials.password\" value=\"{masked}\""
+        )),
+        "{}",
+        form.body
+    );
+    let token = csrf_of(&form.body);
+    let stored = |app: &App| {
+        let store = app.engine.store().clone();
+        async move { store.get_destination("acme", "q1").await.unwrap().unwrap() }
+    };
+    // Sent back masked: the stored secret stays; the config change applies.
+    let r = post_form(
+        &app,
+        "/portal/destinations/q1/settings",
+        &cookie,
+        &[
+            ("_csrf", &token),
+            ("topics", "user.created"),
+            ("config.name", "invoices"),
+            ("credentials.password", masked),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let d = stored(&app).await;
+    assert_eq!(d.credentials["password"], "s3cret-password-123");
+    assert_eq!(d.config["name"], "invoices");
+    // A new value replaces it.
+    let r = post_form(
+        &app,
+        "/portal/destinations/q1/settings",
+        &cookie,
+        &[
+            ("_csrf", &token),
+            ("topics", "*"),
+            ("config.name", "invoices"),
+            ("credentials.password", "another-password-456"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(
+        stored(&app).await.credentials["password"],
+        "another-password-456"
+    );
+}
