@@ -1,6 +1,8 @@
 //! Browser end-to-end test of the tenant portal: starts the real `herald` binary, then runs
 //! `node tests/portal/run.mjs` (playwright-core driving Debian's Chromium, axe-core), which
-//! does everything through the portal's UI and fails on the first broken check.
+//! does everything through the portal's UI and fails on the first broken check. It runs once
+//! on the embedded store and once on PostgreSQL (a fresh database on
+//! `HERALD_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 //!
 //! It fails, never skips, when Node.js, `/usr/bin/chromium` or `tests/portal/node_modules`
 //! is missing: `.ci/run` installs them. Screenshots go to `PORTAL_SCREENSHOT_DIR` when set
@@ -55,8 +57,46 @@ fn require(ok: bool, what: &str) {
     );
 }
 
+/// One browser run at a time: two Chromiums on two cores only slow each other down.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn portal_in_a_real_browser() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    run_portal_suite(None, std::env::var("PORTAL_SCREENSHOT_DIR").ok());
+}
+
+#[test]
+fn portal_in_a_real_browser_on_postgres() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("herald_portal_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _ = rt.block_on(herald_store::pg::drop_database(&admin, &name));
+    let url = rt
+        .block_on(herald_store::pg::create_database(&admin, &name))
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs PostgreSQL at {} (set HERALD_TEST_POSTGRES_URL): {e}",
+                herald_store::pg::describe_url(&admin)
+            )
+        });
+    let outcome = std::panic::catch_unwind(|| run_portal_suite(Some(&url), None));
+    if let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name)) {
+        eprintln!("could not drop test database {name}: {e}");
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Starts Herald (on PostgreSQL when `database_url` is given) and runs the browser suite;
+/// screenshots go to `screenshots` (relative to the repository) or under the target directory.
+fn run_portal_suite(database_url: Option<&str>, screenshots: Option<String>) {
     let root = repo_root();
     let suite = root.join("tests/portal");
     require(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium");
@@ -76,9 +116,13 @@ fn portal_in_a_real_browser() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = tmp.path().join("herald.toml");
     std::fs::write(&config, CATALOG).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.env_clear();
+    if let Some(url) = database_url {
+        cmd.env("HERALD_DATABASE_URL", url);
+    }
+    let mut child = cmd
         .args(["serve", "--dev"])
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD_CONFIG", &config)
         .env("HERALD_HOST", "127.0.0.1")
@@ -130,9 +174,14 @@ fn portal_in_a_real_browser() {
         env!("CARGO_BIN_EXE_herald")
     );
 
-    let shots = std::env::var("PORTAL_SCREENSHOT_DIR")
-        .map(|d| root.join(d))
-        .unwrap_or_else(|_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-screenshots"));
+    let store = if database_url.is_some() {
+        "postgres"
+    } else {
+        "embedded"
+    };
+    let shots = screenshots.map(|d| root.join(d)).unwrap_or_else(|| {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("portal-screenshots-{store}"))
+    });
     let mut node = Command::new("node")
         .arg("run.mjs")
         .current_dir(&suite)
@@ -156,5 +205,8 @@ fn portal_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(200));
     };
     drop(herald);
-    assert!(status.success(), "tests/portal/run.mjs failed: {status}");
+    assert!(
+        status.success(),
+        "tests/portal/run.mjs failed on the {store} store: {status}"
+    );
 }
