@@ -194,6 +194,12 @@ try {
   await expectText('"receiver":"portal-test"', "attempt page response body");
   await expectText("x-receiver: portal-test", "attempt page response headers");
   await expectText("Latency", "attempt page");
+  // The request as sent: Herald's headers, with the signature masked.
+  const sentSig = received[0].headers["webhook-signature"];
+  expect(sentSig && sentSig.length > 20, `receiver got no signature: ${JSON.stringify(received[0].headers)}`);
+  await expectText(`webhook-id: ${received[0].headers["webhook-id"]}`, "attempt page request headers");
+  await expectText("webhook-signature: ", "attempt page request headers");
+  expect(!(await text()).includes(sentSig), "the attempt page shows the full signature");
   await axe("attempt");
   await shot("attempt", true);
   log("test event delivered; the attempt page shows the receiver's response");
