@@ -278,7 +278,8 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
             sample: match &t.sample {
                 Some(toml::Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
                 Some(other) => serde_json::to_value(other).unwrap_or_default(),
-                None => serde_json::json!({}),
+                // No sample: test events cannot use this topic.
+                None => serde_json::Value::Null,
             },
         })
         .collect();
@@ -291,6 +292,14 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
             portal_url: format!("{public_url}/portal"),
             max_body_bytes: cfg.max_body_bytes,
             version: env!("CARGO_PKG_VERSION").into(),
+            portal: herald_api::portal::PortalConfig {
+                referer_url: cfg.portal.referer_url.clone(),
+                organization_name: cfg.portal.organization_name.clone(),
+                logo: cfg.portal.logo.clone(),
+                brand_color: cfg.portal.brand_color.clone(),
+                force_theme: cfg.portal.force_theme.clone(),
+                secure_cookies: !dev,
+            },
         },
     );
 
