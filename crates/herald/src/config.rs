@@ -70,7 +70,7 @@ pub struct Config {
 
 /// `[portal]`: the tenant portal served under `/portal`. Each key is Outpost's `PORTAL_*`
 /// setting of the same meaning (`HERALD_PORTAL_REFERER_URL` ↔ `PORTAL_REFERER_URL`, …).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PortalSection {
     /// Your application's URL, linked from the portal's "session expired" page.
@@ -83,6 +83,22 @@ pub struct PortalSection {
     pub brand_color: String,
     /// `light` or `dark` forces the portal's theme; empty follows the link and the browser.
     pub force_theme: String,
+    /// The destination type the portal's add-destination wizard preselects (Herald's own
+    /// setting; Outpost has none).
+    pub default_type: String,
+}
+
+impl Default for PortalSection {
+    fn default() -> Self {
+        Self {
+            referer_url: String::new(),
+            organization_name: String::new(),
+            logo: String::new(),
+            brand_color: String::new(),
+            force_theme: String::new(),
+            default_type: "webhook".into(),
+        }
+    }
 }
 
 /// `[database]`

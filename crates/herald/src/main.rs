@@ -207,6 +207,14 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
         no_generated_secret: cfg.signing.no_generated_secret.clone(),
     })
     .map_err(anyhow::Error::msg)?;
+    if !cfg.portal.default_type.is_empty() && registry.get(&cfg.portal.default_type).is_none() {
+        let known: Vec<_> = registry.all().map(|t| t.spec().kind.clone()).collect();
+        anyhow::bail!(
+            "portal.default_type (HERALD_PORTAL_DEFAULT_TYPE): {:?} is not a destination type of this build; expected one of {}",
+            cfg.portal.default_type,
+            known.join(", ")
+        );
+    }
     if let Some(unknown) = cfg
         .signing
         .no_generated_secret
@@ -299,6 +307,7 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
                 brand_color: cfg.portal.brand_color.clone(),
                 force_theme: cfg.portal.force_theme.clone(),
                 secure_cookies: !dev,
+                default_type: cfg.portal.default_type.clone(),
             },
         },
     );

@@ -119,7 +119,11 @@ fn run_portal_suite(database_url: Option<&str>, screenshots: Option<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.env_clear();
     if let Some(url) = database_url {
-        cmd.env("HERALD_DATABASE_URL", url);
+        // PostgreSQL nodes need the encryption key secrets are sealed with (32 bytes, base64).
+        cmd.env("HERALD_DATABASE_URL", url).env(
+            "HERALD_ENCRYPTION_KEY",
+            "cG9ydGFsLWJyb3dzZXItdGVzdC1rZXktMzItYnl0ZXM=",
+        );
     }
     let mut child = cmd
         .args(["serve", "--dev"])
