@@ -564,7 +564,7 @@ impl Config {
         let a = &self.alerts;
         herald_engine::alerts::AlertConfig {
             callback_url: (!a.callback_url.is_empty()).then(|| a.callback_url.expose().to_string()),
-            secret: (!a.secret.is_empty()).then(|| a.secret.expose().to_string()),
+            secret: (!a.secret.is_empty()).then(|| herald_core::Secret::new(a.secret.expose())),
             consecutive_failure_threshold: a.consecutive_failure_threshold,
             auto_disable: a.auto_disable,
             exhausted_retries_window: Duration::from_secs(a.exhausted_retries_window_secs),

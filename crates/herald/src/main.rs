@@ -200,7 +200,8 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
     };
     let registry = herald_destinations::registry(&DestinationsConfig {
         target_policy: policy.clone(),
-        proxy: (!cfg.delivery.proxy.is_empty()).then(|| cfg.delivery.proxy.expose().to_string()),
+        proxy: (!cfg.delivery.proxy.is_empty())
+            .then(|| herald_core::Secret::new(cfg.delivery.proxy.expose())),
         response_body_limit: cfg.delivery.response_body_limit,
         user_agent: cfg.delivery.user_agent.clone(),
         retry_on_status: cfg.delivery.retry_on_status.clone(),
