@@ -3,11 +3,18 @@
 //! One pooled HTTP client serves every webhook destination (keep-alive connections are reused
 //! per host). Redirects are never followed — a 3xx is a failed attempt — and every address is
 //! checked against the [`TargetPolicy`] after DNS resolution.
+//!
+//! Endpoint authentication (`credentials.auth_type`): `bearer` and `basic` send their header on
+//! every request; `digest` answers the receiver's challenge, kept per destination (see
+//! [`crate::support::digest`]). Every request carries `Idempotency-Key: <delivery id>`, the
+//! same for every attempt of one delivery. The attempt log records which authentication was
+//! used (`response_data.auth`), never a secret.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use herald_core::Secret;
 use herald_core::destination::{
     DeliveryError, Disposition, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
 };
@@ -16,9 +23,11 @@ use herald_core::secret::mask;
 use herald_core::spec::{About, SigningField, Spec};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::DestinationsConfig;
+use crate::support::digest::{ChallengeError, DigestSession, pick_challenge};
 use crate::support::http::{Reply, client as http_client, transport_error};
 use crate::target::{Blocked, TargetPolicy};
 
@@ -33,7 +42,11 @@ const RESERVED: &[&str] = &[
     "upgrade",
     "user-agent",
     "proxy-authorization",
+    "idempotency-key",
 ];
+
+/// The header carrying the delivery id (stable across the retries of one delivery).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The webhook destination type.
 pub struct Webhook {
@@ -64,10 +77,132 @@ pub struct Config {
     pub custom_headers: BTreeMap<String, String>,
 }
 
-/// `credentials` of a webhook destination: only the signing secret, which is common to every
-/// signing type (`secret` here, as in the Outpost contract).
+/// How Herald authenticates to the receiving endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthType {
+    /// No endpoint authentication (the signature still proves the sender).
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// HTTP Basic (RFC 7617).
+    Basic,
+    /// HTTP Digest (RFC 7616 / RFC 2617).
+    Digest,
+}
+
+impl AuthType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Bearer => "bearer",
+            Self::Basic => "basic",
+            Self::Digest => "digest",
+        }
+    }
+}
+
+/// `credentials` of a webhook destination. The signing secret (`secret`, as in the Outpost
+/// contract) is common to every signing type and not listed here.
 #[derive(Deserialize, JsonSchema)]
-pub struct Credentials {}
+pub struct Credentials {
+    /// Authentication
+    ///
+    /// Herald extension: how Herald authenticates to the endpoint. none; bearer (token);
+    /// basic or digest (username, password).
+    #[serde(default)]
+    pub auth_type: AuthType,
+    /// Bearer token
+    ///
+    /// Herald extension, auth_type bearer: sent as `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// Username
+    ///
+    /// Herald extension, auth_type basic or digest: the user name.
+    pub username: Option<String>,
+    /// Password
+    ///
+    /// Herald extension, auth_type basic or digest: the password.
+    pub password: Option<Secret>,
+}
+
+/// Which credential fields each `auth_type` uses (the rest must be empty).
+const AUTH_FIELDS: &[(&str, &[AuthType])] = &[
+    ("token", &[AuthType::Bearer]),
+    ("username", &[AuthType::Basic, AuthType::Digest]),
+    ("password", &[AuthType::Basic, AuthType::Digest]),
+];
+
+impl Credentials {
+    fn is_set(&self, field: &str) -> bool {
+        match field {
+            "token" => self.token.as_ref().is_some_and(|s| !s.is_empty()),
+            "username" => self.username.as_ref().is_some_and(|s| !s.is_empty()),
+            "password" => self.password.as_ref().is_some_and(|s| !s.is_empty()),
+            _ => false,
+        }
+    }
+
+    /// Missing and stray fields for the chosen `auth_type`, and values that cannot be sent.
+    fn check(&self) -> Vec<FieldError> {
+        let t = self.auth_type;
+        let mut errs = Vec::new();
+        for (field, used_by) in AUTH_FIELDS {
+            let name = format!("credentials.{field}");
+            match (used_by.contains(&t), self.is_set(field)) {
+                (true, false) => errs.push(FieldError::new(
+                    name,
+                    format!("is required when auth_type is {}", t.as_str()),
+                )),
+                (false, true) => errs.push(FieldError::new(
+                    name,
+                    format!(
+                        "is only used with auth_type {}; set auth_type or remove this field",
+                        used_by
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                )),
+                _ => {}
+            }
+        }
+        if let Some(tok) = &self.token
+            && t == AuthType::Bearer
+            && !tok.expose().bytes().all(|b| b.is_ascii_graphic())
+        {
+            errs.push(FieldError::new(
+                "credentials.token",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        if let Some(u) = &self.username {
+            if t == AuthType::Basic && u.contains(':') {
+                errs.push(FieldError::new(
+                    "credentials.username",
+                    "must not contain ':' (HTTP Basic separates user and password with it)",
+                ));
+            }
+            if u.chars().any(char::is_control) {
+                errs.push(FieldError::new(
+                    "credentials.username",
+                    "must not contain control characters",
+                ));
+            }
+        }
+        if let Some(p) = &self.password
+            && p.expose().chars().any(char::is_control)
+        {
+            errs.push(FieldError::new(
+                "credentials.password",
+                "must not contain control characters",
+            ));
+        }
+        errs
+    }
+}
 
 fn de_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
     let raw = String::deserialize(d)?;
@@ -160,13 +295,32 @@ impl Spec for Webhook {
         }
     }
 
-    fn check(&self, config: &Config, _: &Credentials) -> Vec<FieldError> {
+    fn check(&self, config: &Config, credentials: &Credentials) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if let Err(Blocked(why)) = self.policy.check_url(&config.url) {
             errs.push(FieldError::new("config.url", why));
         }
         if let Err(e) = header_map(&config.custom_headers) {
             errs.push(FieldError::new("config.custom_headers", e));
+        }
+        errs.extend(credentials.check());
+        if credentials.auth_type != AuthType::None {
+            if config.url.password().is_some() || !config.url.username().is_empty() {
+                errs.push(FieldError::new(
+                    "config.url",
+                    "must not carry user:password when credentials.auth_type is set",
+                ));
+            }
+            if config
+                .custom_headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("authorization"))
+            {
+                errs.push(FieldError::new(
+                    "config.custom_headers",
+                    "must not set Authorization when credentials.auth_type is set",
+                ));
+            }
         }
         errs
     }
@@ -175,13 +329,15 @@ impl Spec for Webhook {
         &self,
         _id: &str,
         config: Config,
-        _: Credentials,
+        credentials: Credentials,
     ) -> Result<Arc<dyn Driver>, FieldError> {
         let custom = header_map(&config.custom_headers)
             .map_err(|e| FieldError::new("config.custom_headers", e))?;
+        let auth = Auth::build(credentials)?;
         Ok(Arc::new(WebhookDriver {
             url: config.url,
             custom,
+            auth,
             client: self.client.clone(),
             policy: self.policy.clone(),
             body_limit: self.body_limit,
@@ -257,21 +413,104 @@ impl Spec for Webhook {
     }
 }
 
+/// The endpoint authentication of one destination, ready to use.
+enum Auth {
+    None,
+    /// The `Authorization` value (marked sensitive).
+    Bearer(HeaderValue),
+    /// The user (for the attempt log) and the `Authorization` value.
+    Basic(String, HeaderValue),
+    Digest(DigestSession),
+}
+
+fn sensitive(value: &str, field: &str) -> Result<HeaderValue, FieldError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| FieldError::new(field, "cannot be sent in an HTTP header"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl Auth {
+    fn build(c: Credentials) -> Result<Self, FieldError> {
+        use base64::Engine as _;
+        let required = |f: &str| {
+            FieldError::new(
+                format!("credentials.{f}"),
+                format!("is required when auth_type is {}", c.auth_type.as_str()),
+            )
+        };
+        Ok(match c.auth_type {
+            AuthType::None => Self::None,
+            AuthType::Bearer => {
+                let token = c.token.as_ref().ok_or_else(|| required("token"))?;
+                Self::Bearer(sensitive(
+                    &format!("Bearer {}", token.expose()),
+                    "credentials.token",
+                )?)
+            }
+            AuthType::Basic => {
+                let user = c.username.clone().ok_or_else(|| required("username"))?;
+                let pass = c.password.as_ref().ok_or_else(|| required("password"))?;
+                let raw = Secret::new(format!("{user}:{}", pass.expose()));
+                let encoded =
+                    Secret::new(base64::engine::general_purpose::STANDARD.encode(raw.expose()));
+                let header = sensitive(
+                    &format!("Basic {}", encoded.expose()),
+                    "credentials.password",
+                )?;
+                Self::Basic(user, header)
+            }
+            AuthType::Digest => {
+                let user = c.username.clone().ok_or_else(|| required("username"))?;
+                let pass = c.password.clone().ok_or_else(|| required("password"))?;
+                Self::Digest(DigestSession::new(user, pass))
+            }
+        })
+    }
+
+    /// What the attempt log says about the authentication (never a secret).
+    fn log(&self) -> Value {
+        match self {
+            Self::None => json!({"type": "none"}),
+            Self::Bearer(_) => json!({"type": "bearer"}),
+            Self::Basic(user, _) => json!({"type": "basic", "username": user}),
+            Self::Digest(s) => json!({"type": "digest", "username": s.username()}),
+        }
+    }
+}
+
 struct WebhookDriver {
     url: url::Url,
     custom: HeaderMap,
+    auth: Auth,
     client: reqwest::Client,
     policy: Arc<TargetPolicy>,
     body_limit: usize,
     retry_on_status: Arc<[u16]>,
 }
 
-#[async_trait]
-impl Driver for WebhookDriver {
-    async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
-        if let Err(Blocked(why)) = self.policy.check_url(&self.url) {
-            return Err(DeliveryError::permanent("blocked_target", why));
-        }
+/// A response and its `WWW-Authenticate` values (the attempt log's header map keeps one
+/// value per name).
+struct Answer {
+    reply: Reply,
+    challenges: Vec<String>,
+}
+
+/// The request target as Digest signs it: path and query.
+fn request_uri(url: &url::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+impl WebhookDriver {
+    /// Sends the message once, with `authorization` when given.
+    async fn send(
+        &self,
+        msg: &OutboundMessage,
+        authorization: Option<HeaderValue>,
+    ) -> Result<Answer, DeliveryError> {
         let mut req = self
             .client
             .post(self.url.clone())
@@ -281,12 +520,111 @@ impl Driver for WebhookDriver {
         for (k, v) in &msg.headers {
             req = req.header(k.as_str(), v.as_str());
         }
+        req = req.header(IDEMPOTENCY_KEY, msg.delivery_id.as_str());
+        if let Some(a) = authorization {
+            req = req.header(http::header::AUTHORIZATION, a);
+        }
         let resp = req
             .body(msg.body.to_vec())
             .send()
             .await
             .map_err(transport_error)?;
+        let challenges = resp
+            .headers()
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect();
         let reply = Reply::read(resp, self.body_limit).await;
+        Ok(Answer { reply, challenges })
+    }
+
+    /// One exchange with the receiver, authenticating as configured; `log` gathers what the
+    /// attempt log records about it.
+    async fn exchange(
+        &self,
+        msg: &OutboundMessage,
+        log: &mut Value,
+    ) -> Result<Reply, DeliveryError> {
+        match &self.auth {
+            Auth::None => Ok(self.send(msg, None).await?.reply),
+            Auth::Bearer(h) | Auth::Basic(_, h) => Ok(self.send(msg, Some(h.clone())).await?.reply),
+            Auth::Digest(session) => self.digest(session, msg, log).await,
+        }
+    }
+
+    /// Digest: answer the cached challenge; on a `401` with a new or stale challenge, take it
+    /// and send once more. A `401` to a fresh challenge means the credentials are wrong.
+    async fn digest(
+        &self,
+        session: &DigestSession,
+        msg: &OutboundMessage,
+        log: &mut Value,
+    ) -> Result<Reply, DeliveryError> {
+        let uri = request_uri(&self.url);
+        let mut auth = session.authorize("POST", &uri);
+        // Without a cached challenge, one attempt at a time asks for one.
+        let mut probe = None;
+        if auth.is_none() {
+            let guard = session.probe().await;
+            auth = session.authorize("POST", &uri);
+            if auth.is_none() {
+                probe = Some(guard);
+            }
+        }
+        let mut challenged = false;
+        loop {
+            let header = match &auth {
+                Some(a) => {
+                    log["algorithm"] = json!(a.algorithm.name());
+                    log["nc"] = json!(a.nc);
+                    Some(
+                        sensitive(&a.header, "credentials.password")
+                            .map_err(|e| DeliveryError::permanent("auth_failed", e.problem))?,
+                    )
+                }
+                None => None,
+            };
+            let answer = self.send(msg, header).await?;
+            if answer.reply.status != 401 {
+                return Ok(answer.reply);
+            }
+            let refused = |why: String| {
+                answer
+                    .reply
+                    .error(Disposition::Permanent, "auth_failed", why)
+            };
+            let challenge = match pick_challenge(answer.challenges.iter().map(String::as_str)) {
+                Ok(c) => c,
+                Err(ChallengeError::NotDigest) => {
+                    return Err(refused(
+                        "receiver answered HTTP 401 without a Digest challenge".into(),
+                    ));
+                }
+                Err(ChallengeError::Unsupported(why)) => return Err(refused(why)),
+            };
+            let renewed = auth
+                .as_ref()
+                .is_none_or(|a| challenge.stale || a.nonce != challenge.nonce);
+            if challenged || !renewed {
+                session.clear();
+                return Err(refused(format!(
+                    "receiver refused the digest credentials of user {:?} (HTTP 401)",
+                    session.username()
+                )));
+            }
+            challenged = true;
+            log["challenged"] = json!(true);
+            session.set_challenge(challenge);
+            drop(probe.take());
+            auth = session.authorize("POST", &uri);
+        }
+    }
+
+    // `DeliveryError` is what `Driver::deliver` returns; boxing it here would only unbox it.
+    #[allow(clippy::result_large_err)]
+    fn classify(&self, reply: Reply) -> Result<Receipt, DeliveryError> {
         let status = reply.status;
         let code = status.to_string();
         match classify_http(status, reply.retry_after, &self.retry_on_status) {
@@ -304,6 +642,15 @@ impl Driver for WebhookDriver {
                 &code,
                 format!("receiver answered HTTP {status}; redirects are not followed"),
             )),
+            Verdict::Permanent if status == 401 && !matches!(self.auth, Auth::None) => Err(reply
+                .error(
+                    Disposition::Permanent,
+                    &code,
+                    format!(
+                        "receiver answered HTTP 401: it refused the {} credentials; not retried",
+                        self.auth.log()["type"].as_str().unwrap_or("configured")
+                    ),
+                )),
             Verdict::Permanent => Err(reply.error(
                 Disposition::Permanent,
                 &code,
@@ -314,6 +661,40 @@ impl Driver for WebhookDriver {
                 &code,
                 "receiver answered 410 Gone; the destination is disabled".into(),
             )),
+        }
+    }
+}
+
+/// Adds the authentication record to an attempt's response details.
+fn attach(response: &mut Option<Value>, auth: Value) {
+    match response {
+        Some(Value::Object(m)) => {
+            m.insert("auth".into(), auth);
+        }
+        _ => *response = Some(json!({ "auth": auth })),
+    }
+}
+
+#[async_trait]
+impl Driver for WebhookDriver {
+    async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
+        if let Err(Blocked(why)) = self.policy.check_url(&self.url) {
+            return Err(DeliveryError::permanent("blocked_target", why));
+        }
+        let mut log = self.auth.log();
+        let result = match self.exchange(msg, &mut log).await {
+            Ok(reply) => self.classify(reply),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(mut r) => {
+                attach(&mut r.response, log);
+                Ok(r)
+            }
+            Err(mut e) => {
+                attach(&mut e.response, log);
+                Err(e)
+            }
         }
     }
 }

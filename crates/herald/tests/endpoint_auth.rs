@@ -1,0 +1,519 @@
+//! Endpoint authentication of webhook destinations, end to end against real, independent
+//! servers the tests start on free ports with their own configuration in a temporary
+//! directory: nginx (`auth_basic`, a Bearer check) and Apache httpd (`mod_auth_digest`), each
+//! proxying accepted requests to the test's receiver. `.ci/run` installs both (Debian
+//! `nginx-light`, `apache2`); a missing server fails the test.
+
+mod cloud;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cloud::{Server, free_port};
+use common::{Herald, Receiver};
+use serde_json::{Value, json};
+
+/// A server's log lines, read from its access log.
+fn log_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn find(binary: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin"] {
+        let p = Path::new(dir).join(binary);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{binary} is not installed: the endpoint authentication tests need Debian {package} (.ci/run installs it)"
+    );
+}
+
+/// nginx in front of the receiver: `/basic` needs HTTP Basic (user `alice`, password
+/// `s3cret-passw0rd`), `/bearer` needs `Authorization: Bearer tok-0123456789abcdef`.
+struct Nginx {
+    _server: Server,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const BASIC_USER: &str = "alice";
+const BASIC_PASSWORD: &str = "s3cret-passw0rd";
+const BEARER: &str = "tok-0123456789abcdef";
+
+impl Nginx {
+    fn start(upstream: &str) -> Nginx {
+        let nginx = find("nginx", "nginx-light");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("{BASIC_USER}:{{PLAIN}}{BASIC_PASSWORD}\n"),
+        )
+        .unwrap();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    log_format counted '$request_uri $status';
+    access_log {d}/access.log counted;
+    server {{
+        listen 127.0.0.1:{port};
+        location /basic {{
+            auth_basic "herald-test";
+            auth_basic_user_file {d}/htpasswd;
+            proxy_pass {upstream};
+        }}
+        location /bearer {{
+            if ($http_authorization != "Bearer {BEARER}") {{ return 401; }}
+            proxy_pass {upstream};
+        }}
+    }}
+}}
+"#
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut cmd = Command::new(nginx);
+        cmd.arg("-c").arg(&path).arg("-p").arg(dir.path());
+        let server = Server::start(cmd, port, "nginx", Duration::from_secs(20));
+        Nginx {
+            _server: server,
+            port,
+            dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn access(&self) -> Vec<String> {
+        log_lines(&self.dir.path().join("access.log"))
+    }
+}
+
+/// Apache httpd with `mod_auth_digest` (MD5, qop=auth) in front of the receiver at `/digest`.
+struct Apache {
+    _server: Server,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const DIGEST_USER: &str = "bob";
+const DIGEST_PASSWORD: &str = "digest-pa55word";
+const DIGEST_REALM: &str = "herald-digest";
+
+impl Apache {
+    fn start(upstream: &str) -> Apache {
+        let httpd = find("apache2", "apache2");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let port = free_port();
+        // htdigest's format: user:realm:MD5(user:realm:password), hashed by Python's hashlib
+        // (independent of Herald's code).
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import hashlib;print(hashlib.md5(b'{DIGEST_USER}:{DIGEST_REALM}:{DIGEST_PASSWORD}').hexdigest())"
+            ))
+            .output()
+            .expect("python3");
+        let ha1 = String::from_utf8(out.stdout).unwrap();
+        std::fs::write(
+            dir.path().join("htdigest"),
+            format!("{DIGEST_USER}:{DIGEST_REALM}:{}\n", ha1.trim()),
+        )
+        .unwrap();
+        let m = "/usr/lib/apache2/modules";
+        let conf = format!(
+            r#"ServerRoot {d}
+ServerName localhost
+Listen 127.0.0.1:{port}
+PidFile {d}/httpd.pid
+DefaultRuntimeDir {d}
+Mutex file:{d}
+ErrorLog {d}/error.log
+LogLevel warn
+LoadModule mpm_event_module {m}/mod_mpm_event.so
+LoadModule authn_core_module {m}/mod_authn_core.so
+LoadModule authn_file_module {m}/mod_authn_file.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule authz_user_module {m}/mod_authz_user.so
+LoadModule auth_digest_module {m}/mod_auth_digest.so
+LoadModule proxy_module {m}/mod_proxy.so
+LoadModule proxy_http_module {m}/mod_proxy_http.so
+User www-data
+Group www-data
+LogFormat "%U %>s" counted
+CustomLog {d}/access.log counted
+<Location /digest>
+    AuthType Digest
+    AuthName "{DIGEST_REALM}"
+    AuthDigestProvider file
+    AuthUserFile {d}/htdigest
+    AuthDigestAlgorithm MD5
+    AuthDigestQop auth
+    Require valid-user
+    ProxyPass {upstream}
+</Location>
+"#
+        );
+        let path = dir.path().join("httpd.conf");
+        std::fs::write(&path, conf).unwrap();
+        // Workers run as www-data: let them read the password file.
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(dir.path())
+            .status();
+        let mut cmd = Command::new(httpd);
+        cmd.arg("-X").arg("-f").arg(&path);
+        let server = Server::start(cmd, port, "apache2", Duration::from_secs(20));
+        Apache {
+            _server: server,
+            port,
+            dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn access(&self) -> Vec<String> {
+        log_lines(&self.dir.path().join("access.log"))
+    }
+}
+
+async fn create(h: &Herald, tenant: &str, body: Value) -> (u16, Value) {
+    h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
+    h.call(
+        "POST",
+        &format!("/tenants/{tenant}/destinations"),
+        Some(body),
+    )
+    .await
+}
+
+fn problems(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn publish_n(h: &Herald, tenant: &str, n: usize) {
+    for i in 0..n {
+        h.publish(json!({"tenant_id": tenant, "topic": "t", "data": {"i": i}}))
+            .await;
+    }
+}
+
+/// Waits until the destination's attempts satisfy `pred`.
+async fn attempts_of(h: &Herald, dest: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    h.wait_attempts(
+        &format!("destination_id={dest}&include=response_data&limit=1000"),
+        pred,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_and_bearer_against_nginx() {
+    let rx = Receiver::start().await;
+    let nginx = Nginx::start(&rx.url(""));
+    let h = Herald::start(&[
+        ("HERALD_RETRY_SCHEDULE", "list"),
+        ("HERALD_RETRY_DELAYS_SECS", "1,1,1"),
+        ("HERALD_RETRY_JITTER", "0"),
+    ]);
+
+    // Basic, right password: accepted by nginx, which passes the request on.
+    let (s, dest) = create(
+        &h,
+        "acme",
+        json!({"type": "webhook", "topics": "*", "config": {"url": nginx.url("/basic/hook")},
+               "credentials": {"auth_type": "basic", "username": BASIC_USER, "password": BASIC_PASSWORD}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{dest}");
+    let id = dest["id"].as_str().unwrap().to_string();
+    // Sensitive on read: the password is masked, the username shown.
+    assert_eq!(dest["credentials"]["username"], BASIC_USER);
+    assert_eq!(dest["credentials"]["auth_type"], "basic");
+    assert!(!dest.to_string().contains(BASIC_PASSWORD), "{dest}");
+    publish_n(&h, "acme", 2).await;
+    let got = rx.wait_for(2).await;
+    for r in &got {
+        assert_eq!(r.path, "/basic/hook");
+        assert!(r.header("authorization").unwrap().starts_with("Basic "));
+    }
+    // Idempotency-Key: the delivery id, one per delivery.
+    let keys: Vec<String> = got
+        .iter()
+        .map(|r| r.header("idempotency-key").expect("Idempotency-Key"))
+        .collect();
+    assert!(keys.iter().all(|k| k.starts_with("dlv_")), "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+    let attempts = attempts_of(&h, &id, |a| a.len() == 2).await;
+    for a in &attempts {
+        assert_eq!(a["status"], "success", "{a}");
+        assert_eq!(
+            a["response_data"]["auth"],
+            json!({"type": "basic", "username": BASIC_USER})
+        );
+    }
+
+    // Sent back as shown (masked), the password is kept: deliveries still pass.
+    let shown = h
+        .ok("GET", &format!("/tenants/acme/destinations/{id}"), None)
+        .await;
+    let patched = h
+        .ok(
+            "PATCH",
+            &format!("/tenants/acme/destinations/{id}"),
+            Some(json!({"credentials": shown["credentials"], "topics": ["kept"]})),
+        )
+        .await;
+    assert!(!patched.to_string().contains(BASIC_PASSWORD));
+    h.publish(json!({"tenant_id": "acme", "topic": "kept", "data": {}}))
+        .await;
+    rx.wait_for(3).await;
+    attempts_of(&h, &id, |a| {
+        a.len() == 3 && a.iter().all(|x| x["status"] == "success")
+    })
+    .await;
+
+    // Wrong password: nginx refuses; a permanent failure that says so, without the secret.
+    let (s, bad) = create(
+        &h,
+        "wrong",
+        json!({"type": "webhook", "topics": "*", "config": {"url": nginx.url("/basic/hook")},
+               "credentials": {"auth_type": "basic", "username": BASIC_USER, "password": "not-the-password"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{bad}");
+    let bad_id = bad["id"].as_str().unwrap().to_string();
+    publish_n(&h, "wrong", 1).await;
+    let a = attempts_of(&h, &bad_id, |a| !a.is_empty()).await;
+    assert_eq!(a[0]["status"], "failed");
+    assert_eq!(a[0]["code"], "401");
+    assert!(
+        a[0]["response_data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the basic credentials"),
+        "{}",
+        a[0]
+    );
+    assert!(!a[0].to_string().contains("not-the-password"));
+    assert_eq!(rx.count(), 3, "nginx must not pass a refused request on");
+    let refused = nginx
+        .access()
+        .iter()
+        .filter(|l| l.ends_with(" 401"))
+        .count();
+    assert_eq!(refused, 1, "{:?}", nginx.access());
+
+    // Bearer: checked by nginx; a retry of one delivery keeps its Idempotency-Key.
+    rx.script.lock().extend([503]);
+    let (s, b) = create(
+        &h,
+        "bearer",
+        json!({"type": "webhook", "topics": "*", "config": {"url": nginx.url("/bearer/hook")},
+               "credentials": {"auth_type": "bearer", "token": BEARER}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(!b.to_string().contains(BEARER), "{b}");
+    let bid = b["id"].as_str().unwrap().to_string();
+    publish_n(&h, "bearer", 1).await;
+    // The first attempt got 503 from the receiver; the retry (1 s later) has the same key.
+    let got = rx.wait_for(5).await;
+    for r in &got[3..5] {
+        assert_eq!(
+            r.header("authorization").as_deref(),
+            Some(format!("Bearer {BEARER}").as_str())
+        );
+    }
+    assert_eq!(
+        got[3].header("idempotency-key"),
+        got[4].header("idempotency-key"),
+        "a retry keeps the delivery's Idempotency-Key"
+    );
+    let a = attempts_of(&h, &bid, |a| a.len() == 2).await;
+    for x in &a {
+        assert_eq!(x["response_data"]["auth"], json!({"type": "bearer"}));
+        assert!(!x.to_string().contains(BEARER));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_fields_are_validated_and_nothing_is_half_created() {
+    let h = Herald::start(&[]);
+    let url = "http://127.0.0.1:9/hook";
+    let cases = [
+        (
+            json!({"auth_type": "basic", "username": "u"}),
+            "credentials.password: is required when auth_type is basic",
+        ),
+        (
+            json!({"auth_type": "digest", "password": "p"}),
+            "credentials.username: is required when auth_type is digest",
+        ),
+        (
+            json!({"auth_type": "bearer"}),
+            "credentials.token: is required when auth_type is bearer",
+        ),
+        (
+            json!({"token": "abc"}),
+            "credentials.token: is only used with auth_type bearer",
+        ),
+        (json!({"auth_type": "kerberos"}), "credentials.auth_type"),
+        (
+            json!({"auth_type": "basic", "username": "a:b", "password": "p"}),
+            "credentials.username: must not contain ':'",
+        ),
+        (
+            json!({"auth_type": "bearer", "token": "has space"}),
+            "credentials.token: must be printable ASCII",
+        ),
+    ];
+    for (creds, expected) in cases {
+        let (s, v) = create(
+            &h,
+            "acme",
+            json!({"type": "webhook", "topics": "*", "config": {"url": url}, "credentials": creds}),
+        )
+        .await;
+        assert_eq!(s, 422, "{creds} -> {v}");
+        assert!(
+            problems(&v).iter().any(|p| p.starts_with(expected)),
+            "{creds}: expected {expected:?} in {v}"
+        );
+    }
+    // auth_type and a password in the URL, or an Authorization custom header, conflict.
+    let (s, v) = create(
+        &h,
+        "acme",
+        json!({"type": "webhook", "topics": "*",
+               "config": {"url": "http://u:pw@127.0.0.1:9/", "custom_headers": {"Authorization": "x"}},
+               "credentials": {"auth_type": "bearer", "token": "t"}}),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    let p = problems(&v);
+    assert!(p.iter().any(|p| p.starts_with("config.url:")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.starts_with("config.custom_headers:")),
+        "{p:?}"
+    );
+    let list = h.ok("GET", "/tenants/acme/destinations", None).await;
+    assert_eq!(
+        list,
+        json!([]),
+        "nothing may be created by a refused request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_against_apache_costs_one_request_per_delivery() {
+    let rx = Receiver::start().await;
+    let apache = Apache::start(&rx.url("/digest"));
+    let h = Herald::start(&[]);
+    let (s, dest) = create(
+        &h,
+        "acme",
+        json!({"type": "webhook", "topics": "*", "config": {"url": apache.url("/digest/hook")},
+               "credentials": {"auth_type": "digest", "username": DIGEST_USER, "password": DIGEST_PASSWORD}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{dest}");
+    assert!(!dest.to_string().contains(DIGEST_PASSWORD));
+    let id = dest["id"].as_str().unwrap().to_string();
+    const N: usize = 100;
+    publish_n(&h, "acme", N).await;
+    let attempts = attempts_of(&h, &id, |a| {
+        a.len() >= N && a.iter().all(|x| x["status"] == "success")
+    })
+    .await;
+    assert_eq!(attempts.len(), N, "one attempt per delivery");
+    assert_eq!(rx.count(), N);
+    let lines = apache.access();
+    let requests = lines.len();
+    let challenges = lines.iter().filter(|l| l.ends_with(" 401")).count();
+    println!("digest: {N} deliveries, {requests} requests at Apache, {challenges} of them 401");
+    assert!(requests < 110, "{requests} requests for {N} deliveries");
+    let a = attempts
+        .iter()
+        .find(|a| a["response_data"]["auth"]["challenged"] == true)
+        .expect("one attempt fetched the challenge");
+    assert_eq!(a["response_data"]["auth"]["type"], "digest");
+    assert_eq!(a["response_data"]["auth"]["username"], DIGEST_USER);
+    assert_eq!(a["response_data"]["auth"]["algorithm"], "MD5");
+    let max_nc = attempts
+        .iter()
+        .filter_map(|a| a["response_data"]["auth"]["nc"].as_u64())
+        .max()
+        .unwrap();
+    assert!(
+        max_nc as usize >= N - challenges,
+        "nc counted up to {max_nc}"
+    );
+
+    // Wrong password: a permanent failure with code auth_failed, the secret nowhere.
+    let (_, bad) = create(
+        &h,
+        "wrong",
+        json!({"type": "webhook", "topics": "*", "config": {"url": apache.url("/digest/hook")},
+               "credentials": {"auth_type": "digest", "username": DIGEST_USER, "password": "wrong-password-1"}}),
+    )
+    .await;
+    let bad_id = bad["id"].as_str().unwrap().to_string();
+    let before = apache.access().len();
+    publish_n(&h, "wrong", 1).await;
+    let a = attempts_of(&h, &bad_id, |a| !a.is_empty()).await;
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["status"], "failed");
+    assert_eq!(a[0]["code"], "auth_failed", "{}", a[0]);
+    assert!(
+        a[0]["response_data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the digest credentials"),
+        "{}",
+        a[0]
+    );
+    assert!(!a[0].to_string().contains("wrong-password-1"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while apache.access().len() < before + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spent = apache.access().len() - before;
+    assert!(
+        (2..=3).contains(&spent),
+        "a refused digest attempt costs 2 or 3 requests, not {spent}"
+    );
+    assert_eq!(rx.count(), N);
+}
