@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_core::Secret;
+use herald_core::clock::{Clock, SystemClock};
 use herald_core::destination::{
     DeliveryError, Disposition, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
 };
@@ -29,6 +30,7 @@ use serde_json::{Value, json};
 use crate::DestinationsConfig;
 use crate::support::digest::{ChallengeError, DigestSession, pick_challenge};
 use crate::support::http::{Reply, client as http_client, transport_error};
+use crate::support::oauth2::{ClientAuthMethod, Grant, TokenCache};
 use crate::target::{Blocked, TargetPolicy};
 
 /// Request headers a destination's `custom_headers` may not set: Herald owns them.
@@ -54,6 +56,8 @@ pub struct Webhook {
     policy: Arc<TargetPolicy>,
     body_limit: usize,
     retry_on_status: Arc<[u16]>,
+    /// Decides when a cached OAuth2 token is renewed.
+    clock: Arc<dyn Clock>,
 }
 
 /// `config` of a webhook destination.
@@ -90,6 +94,8 @@ pub enum AuthType {
     Basic,
     /// HTTP Digest (RFC 7616 / RFC 2617).
     Digest,
+    /// OAuth 2.0 client credentials grant (RFC 6749 §4.4); the token is sent as Bearer.
+    Oauth2ClientCredentials,
 }
 
 impl AuthType {
@@ -99,6 +105,7 @@ impl AuthType {
             Self::Bearer => "bearer",
             Self::Basic => "basic",
             Self::Digest => "digest",
+            Self::Oauth2ClientCredentials => "oauth2_client_credentials",
         }
     }
 }
@@ -110,7 +117,9 @@ pub struct Credentials {
     /// Authentication
     ///
     /// Herald extension: how Herald authenticates to the endpoint. none; bearer (token);
-    /// basic or digest (username, password).
+    /// basic or digest (username, password); oauth2_client_credentials (oauth2_token_url,
+    /// client_id, client_secret, optionally oauth2_scope, oauth2_audience,
+    /// oauth2_auth_method).
     #[serde(default)]
     pub auth_type: AuthType,
     /// Bearer token
@@ -125,33 +134,89 @@ pub struct Credentials {
     ///
     /// Herald extension, auth_type basic or digest: the password.
     pub password: Option<Secret>,
+    /// OAuth2 token URL
+    ///
+    /// Herald extension, auth_type oauth2_client_credentials: the token endpoint (https, also
+    /// http with --dev; the target policy applies).
+    pub oauth2_token_url: Option<String>,
+    /// OAuth2 client id
+    ///
+    /// Herald extension, auth_type oauth2_client_credentials.
+    pub client_id: Option<String>,
+    /// OAuth2 client secret
+    ///
+    /// Herald extension, auth_type oauth2_client_credentials.
+    pub client_secret: Option<Secret>,
+    /// OAuth2 scope
+    ///
+    /// Herald extension, auth_type oauth2_client_credentials: space-separated scopes to ask
+    /// for.
+    pub oauth2_scope: Option<String>,
+    /// OAuth2 audience
+    ///
+    /// Herald extension, auth_type oauth2_client_credentials: the `audience` parameter some
+    /// providers require.
+    pub oauth2_audience: Option<String>,
+    /// OAuth2 client authentication
+    ///
+    /// Herald extension, auth_type oauth2_client_credentials: client_secret_basic (default)
+    /// or client_secret_post.
+    pub oauth2_auth_method: Option<ClientAuthMethod>,
 }
 
-/// Which credential fields each `auth_type` uses (the rest must be empty).
-const AUTH_FIELDS: &[(&str, &[AuthType])] = &[
-    ("token", &[AuthType::Bearer]),
-    ("username", &[AuthType::Basic, AuthType::Digest]),
-    ("password", &[AuthType::Basic, AuthType::Digest]),
+const OAUTH2: &[AuthType] = &[AuthType::Oauth2ClientCredentials];
+
+/// Which credential fields each `auth_type` uses, and whether it needs them (the fields of
+/// other types must be empty).
+const AUTH_FIELDS: &[(&str, &[AuthType], bool)] = &[
+    ("token", &[AuthType::Bearer], true),
+    ("username", &[AuthType::Basic, AuthType::Digest], true),
+    ("password", &[AuthType::Basic, AuthType::Digest], true),
+    ("oauth2_token_url", OAUTH2, true),
+    ("client_id", OAUTH2, true),
+    ("client_secret", OAUTH2, true),
+    ("oauth2_scope", OAUTH2, false),
+    ("oauth2_audience", OAUTH2, false),
+    ("oauth2_auth_method", OAUTH2, false),
 ];
 
 impl Credentials {
     fn is_set(&self, field: &str) -> bool {
+        let text = |v: &Option<String>| v.as_ref().is_some_and(|s| !s.trim().is_empty());
+        let secret = |v: &Option<Secret>| v.as_ref().is_some_and(|s| !s.is_empty());
         match field {
-            "token" => self.token.as_ref().is_some_and(|s| !s.is_empty()),
-            "username" => self.username.as_ref().is_some_and(|s| !s.is_empty()),
-            "password" => self.password.as_ref().is_some_and(|s| !s.is_empty()),
+            "token" => secret(&self.token),
+            "username" => text(&self.username),
+            "password" => secret(&self.password),
+            "oauth2_token_url" => text(&self.oauth2_token_url),
+            "client_id" => text(&self.client_id),
+            "client_secret" => secret(&self.client_secret),
+            "oauth2_scope" => text(&self.oauth2_scope),
+            "oauth2_audience" => text(&self.oauth2_audience),
+            "oauth2_auth_method" => self.oauth2_auth_method.is_some(),
             _ => false,
         }
     }
 
+    /// The token URL, parsed.
+    fn token_url(&self) -> Result<url::Url, FieldError> {
+        let raw = self.oauth2_token_url.as_deref().unwrap_or_default().trim();
+        url::Url::parse(raw).map_err(|e| {
+            FieldError::new(
+                "credentials.oauth2_token_url",
+                format!("{raw:?} is not a valid URL: {e}"),
+            )
+        })
+    }
+
     /// Missing and stray fields for the chosen `auth_type`, and values that cannot be sent.
-    fn check(&self) -> Vec<FieldError> {
+    fn check(&self, policy: &TargetPolicy) -> Vec<FieldError> {
         let t = self.auth_type;
         let mut errs = Vec::new();
-        for (field, used_by) in AUTH_FIELDS {
+        for (field, used_by, needed) in AUTH_FIELDS {
             let name = format!("credentials.{field}");
             match (used_by.contains(&t), self.is_set(field)) {
-                (true, false) => errs.push(FieldError::new(
+                (true, false) if *needed => errs.push(FieldError::new(
                     name,
                     format!("is required when auth_type is {}", t.as_str()),
                 )),
@@ -200,6 +265,16 @@ impl Credentials {
                 "must not contain control characters",
             ));
         }
+        if t == AuthType::Oauth2ClientCredentials && self.is_set("oauth2_token_url") {
+            match self.token_url() {
+                Err(e) => errs.push(e),
+                Ok(u) => {
+                    if let Err(Blocked(why)) = policy.check_url(&u) {
+                        errs.push(FieldError::new("credentials.oauth2_token_url", why));
+                    }
+                }
+            }
+        }
         errs
     }
 }
@@ -220,6 +295,7 @@ impl Webhook {
             policy,
             body_limit: cfg.response_body_limit.max(1),
             retry_on_status: cfg.retry_on_status.clone().into(),
+            clock: Arc::new(SystemClock),
         })
     }
 }
@@ -303,7 +379,7 @@ impl Spec for Webhook {
         if let Err(e) = header_map(&config.custom_headers) {
             errs.push(FieldError::new("config.custom_headers", e));
         }
-        errs.extend(credentials.check());
+        errs.extend(credentials.check(&self.policy));
         if credentials.auth_type != AuthType::None {
             if config.url.password().is_some() || !config.url.username().is_empty() {
                 errs.push(FieldError::new(
@@ -333,7 +409,7 @@ impl Spec for Webhook {
     ) -> Result<Arc<dyn Driver>, FieldError> {
         let custom = header_map(&config.custom_headers)
             .map_err(|e| FieldError::new("config.custom_headers", e))?;
-        let auth = Auth::build(credentials)?;
+        let auth = Auth::build(credentials, self)?;
         Ok(Arc::new(WebhookDriver {
             url: config.url,
             custom,
@@ -421,6 +497,7 @@ enum Auth {
     /// The user (for the attempt log) and the `Authorization` value.
     Basic(String, HeaderValue),
     Digest(DigestSession),
+    OAuth2(TokenCache),
 }
 
 fn sensitive(value: &str, field: &str) -> Result<HeaderValue, FieldError> {
@@ -431,7 +508,7 @@ fn sensitive(value: &str, field: &str) -> Result<HeaderValue, FieldError> {
 }
 
 impl Auth {
-    fn build(c: Credentials) -> Result<Self, FieldError> {
+    fn build(c: Credentials, w: &Webhook) -> Result<Self, FieldError> {
         use base64::Engine as _;
         let required = |f: &str| {
             FieldError::new(
@@ -465,6 +542,25 @@ impl Auth {
                 let pass = c.password.clone().ok_or_else(|| required("password"))?;
                 Self::Digest(DigestSession::new(user, pass))
             }
+            AuthType::Oauth2ClientCredentials => {
+                let grant = Grant {
+                    token_url: c.token_url()?,
+                    client_id: c.client_id.clone().ok_or_else(|| required("client_id"))?,
+                    client_secret: c
+                        .client_secret
+                        .clone()
+                        .ok_or_else(|| required("client_secret"))?,
+                    scope: c.oauth2_scope.clone(),
+                    audience: c.oauth2_audience.clone(),
+                    method: c.oauth2_auth_method.unwrap_or_default(),
+                };
+                Self::OAuth2(TokenCache::new(
+                    grant,
+                    w.client.clone(),
+                    w.policy.clone(),
+                    w.clock.clone(),
+                ))
+            }
         })
     }
 
@@ -475,6 +571,9 @@ impl Auth {
             Self::Bearer(_) => json!({"type": "bearer"}),
             Self::Basic(user, _) => json!({"type": "basic", "username": user}),
             Self::Digest(s) => json!({"type": "digest", "username": s.username()}),
+            Self::OAuth2(t) => {
+                json!({"type": "oauth2_client_credentials", "client_id": t.client_id()})
+            }
         }
     }
 }
@@ -551,7 +650,35 @@ impl WebhookDriver {
             Auth::None => Ok(self.send(msg, None).await?.reply),
             Auth::Bearer(h) | Auth::Basic(_, h) => Ok(self.send(msg, Some(h.clone())).await?.reply),
             Auth::Digest(session) => self.digest(session, msg, log).await,
+            Auth::OAuth2(cache) => self.oauth2(cache, msg, log).await,
         }
+    }
+
+    /// OAuth2: send the cached (or a newly fetched) token; on a `401`, replace the token once
+    /// and send again. A `401` to a new token means the receiver does not accept this client.
+    async fn oauth2(
+        &self,
+        cache: &TokenCache,
+        msg: &OutboundMessage,
+        log: &mut Value,
+    ) -> Result<Reply, DeliveryError> {
+        let issued = cache.get(msg.timeout).await?;
+        log["token"] = json!(if issued.fetched { "fetched" } else { "cached" });
+        let answer = self.send(msg, Some(issued.header)).await?;
+        if answer.reply.status != 401 {
+            return Ok(answer.reply);
+        }
+        let renewed = cache.refresh(issued.generation, msg.timeout).await?;
+        log["refreshed"] = json!(true);
+        let answer = self.send(msg, Some(renewed.header)).await?;
+        if answer.reply.status == 401 {
+            return Err(answer.reply.error(
+                Disposition::Permanent,
+                "auth_failed",
+                "receiver refused a newly issued OAuth2 token (HTTP 401)".into(),
+            ));
+        }
+        Ok(answer.reply)
     }
 
     /// Digest: answer the cached challenge; on a `401` with a new or stale challenge, take it

@@ -1,7 +1,9 @@
 //! Endpoint authentication of webhook destinations, end to end against real, independent
 //! servers the tests start on free ports with their own configuration in a temporary
 //! directory: nginx (`auth_basic`, a Bearer check) and Apache httpd (`mod_auth_digest`), each
-//! proxying accepted requests to the test's receiver. `.ci/run` installs both (Debian
+//! proxying accepted requests to the test's receiver; and an OAuth 2.0 token endpoint with a
+//! protected receiver built on Python's Authlib (`endpoint_auth/token_server.py`, in a
+//! virtualenv under the target directory). `.ci/run` installs nginx and Apache (Debian
 //! `nginx-light`, `apache2`); a missing server fails the test.
 
 mod cloud;
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloud::{Server, free_port};
+use cloud::{Server, free_port, venv_with};
 use common::{Herald, Receiver};
 use serde_json::{Value, json};
 
@@ -516,4 +518,228 @@ async fn digest_against_apache_costs_one_request_per_delivery() {
         "a refused digest attempt costs 2 or 3 requests, not {spent}"
     );
     assert_eq!(rx.count(), N);
+}
+
+/// Python packages of the independent servers and verifiers, pinned.
+const AUTH_PACKAGES: &[&str] = &["Authlib==1.9.10", "Flask==3.1.3", "PyNaCl==1.6.2"];
+
+/// Authlib's client credentials grant at `/token`, a receiver at `/hook` that checks its
+/// tokens, `/revoke-all` and `/stats` (see the script).
+struct TokenServer {
+    _server: Server,
+    port: u16,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl TokenServer {
+    fn start(expires_in: u64) -> TokenServer {
+        let python = venv_with("auth-venv", AUTH_PACKAGES).join("bin/python");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("token_server.py");
+        std::fs::write(&script, include_str!("endpoint_auth/token_server.py")).unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(python);
+        cmd.arg(&script)
+            .arg(port.to_string())
+            .arg(expires_in.to_string());
+        let server = Server::start(
+            cmd,
+            port,
+            "the Authlib token server",
+            Duration::from_secs(30),
+        );
+        TokenServer {
+            _server: server,
+            port,
+            _dir: dir,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn stats(&self) -> Value {
+        self.http
+            .get(self.url("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn revoke_all(&self) {
+        let r = self
+            .http
+            .post(self.url("/revoke-all"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+fn oauth2(ts: &TokenServer, client: &str, secret: &str, extra: Value) -> Value {
+    let mut creds = json!({
+        "auth_type": "oauth2_client_credentials",
+        "oauth2_token_url": ts.url("/token"),
+        "client_id": client,
+        "client_secret": secret,
+        "oauth2_scope": "webhook.send",
+    });
+    if let (Value::Object(c), Value::Object(e)) = (&mut creds, extra) {
+        c.extend(e);
+    }
+    json!({"type": "webhook", "topics": "*", "config": {"url": ts.url("/hook")}, "credentials": creds})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_client_credentials_against_authlib() {
+    const LIFETIME: u64 = 3;
+    let ts = TokenServer::start(LIFETIME);
+    let h = Herald::start(&[
+        ("HERALD_RETRY_SCHEDULE", "list"),
+        ("HERALD_RETRY_DELAYS_SECS", "1,1,1"),
+        ("HERALD_RETRY_JITTER", "0"),
+    ]);
+    let (s, dest) = create(
+        &h,
+        "acme",
+        oauth2(&ts, "herald-basic", "basic-client-secret", json!({})),
+    )
+    .await;
+    assert_eq!(s, 201, "{dest}");
+    assert!(!dest.to_string().contains("basic-client-secret"), "{dest}");
+    assert_eq!(dest["credentials"]["client_id"], "herald-basic");
+    let id = dest["id"].as_str().unwrap().to_string();
+
+    // A burst shares one token request.
+    publish_n(&h, "acme", 5).await;
+    let a = attempts_of(&h, &id, |a| {
+        a.len() == 5 && a.iter().all(|x| x["status"] == "success")
+    })
+    .await;
+    let st = ts.stats().await;
+    assert_eq!(st["token_requests"], 1, "{st}");
+    assert_eq!(st["hook_ok"], 5, "{st}");
+    let fetched = a
+        .iter()
+        .filter(|x| x["response_data"]["auth"]["token"] == "fetched")
+        .count();
+    assert_eq!(fetched, 1, "{a:?}");
+    assert_eq!(
+        a[0]["response_data"]["auth"]["type"],
+        "oauth2_client_credentials"
+    );
+    assert_eq!(a[0]["response_data"]["auth"]["client_id"], "herald-basic");
+
+    // The receiver forgets the token: one 401, one new token, the same attempt succeeds.
+    ts.revoke_all().await;
+    publish_n(&h, "acme", 1).await;
+    let a = attempts_of(&h, &id, |a| a.len() == 6).await;
+    let refreshed: Vec<_> = a
+        .iter()
+        .filter(|x| x["response_data"]["auth"]["refreshed"] == true)
+        .collect();
+    assert_eq!(refreshed.len(), 1, "{a:?}");
+    assert_eq!(refreshed[0]["status"], "success");
+    let st = ts.stats().await;
+    assert_eq!(
+        (st["token_requests"].as_u64(), st["hook_refused"].as_u64()),
+        (Some(2), Some(1)),
+        "{st}"
+    );
+
+    // Past its lifetime the token is renewed before use: no 401 at the receiver.
+    tokio::time::sleep(Duration::from_secs(LIFETIME)).await;
+    publish_n(&h, "acme", 1).await;
+    attempts_of(&h, &id, |a| {
+        a.len() == 7 && a.iter().all(|x| x["status"] == "success")
+    })
+    .await;
+    let st = ts.stats().await;
+    assert_eq!(
+        (st["token_requests"].as_u64(), st["hook_refused"].as_u64()),
+        (Some(3), Some(1)),
+        "{st}"
+    );
+
+    // client_secret_post works too.
+    let (s, post) = create(
+        &h,
+        "post",
+        oauth2(
+            &ts,
+            "herald-post",
+            "post-client-secret",
+            json!({"oauth2_auth_method": "client_secret_post"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{post}");
+    publish_n(&h, "post", 1).await;
+    attempts_of(&h, post["id"].as_str().unwrap(), |a| {
+        a.len() == 1 && a[0]["status"] == "success"
+    })
+    .await;
+
+    // invalid_client and invalid_scope are permanent, with the server's description.
+    for (tenant, body, error) in [
+        (
+            "badclient",
+            oauth2(&ts, "herald-basic", "wrong-client-secret", json!({})),
+            "invalid_client",
+        ),
+        (
+            "badscope",
+            oauth2(
+                &ts,
+                "herald-basic",
+                "basic-client-secret",
+                json!({"oauth2_scope": "admin"}),
+            ),
+            "invalid_scope",
+        ),
+    ] {
+        let (s, d) = create(&h, tenant, body).await;
+        assert_eq!(s, 201, "{d}");
+        publish_n(&h, tenant, 1).await;
+        let a = attempts_of(&h, d["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+        assert_eq!(a[0]["status"], "failed");
+        assert_eq!(a[0]["code"], "auth_failed", "{}", a[0]);
+        let msg = a[0]["response_data"]["error"].as_str().unwrap();
+        assert!(msg.contains(error), "{msg}");
+        assert!(!a[0].to_string().contains("wrong-client-secret"));
+    }
+
+    // A token endpoint that does not answer is retried.
+    let dead = format!("http://127.0.0.1:{}/token", free_port());
+    let (s, d) = create(
+        &h,
+        "down",
+        oauth2(
+            &ts,
+            "herald-basic",
+            "basic-client-secret",
+            json!({"oauth2_token_url": dead}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    publish_n(&h, "down", 1).await;
+    let a = attempts_of(&h, d["id"].as_str().unwrap(), |a| a.len() >= 2).await;
+    for x in &a {
+        assert_eq!(x["code"], "auth_unavailable", "{x}");
+        assert!(
+            x["response_data"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("OAuth2 token endpoint"),
+            "{x}"
+        );
+    }
 }
