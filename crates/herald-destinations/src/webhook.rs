@@ -6,7 +6,10 @@
 //!
 //! Endpoint authentication (`credentials.auth_type`): `bearer` and `basic` send their header on
 //! every request; `digest` answers the receiver's challenge, kept per destination (see
-//! [`crate::support::digest`]). Every request carries `Idempotency-Key: <delivery id>`, the
+//! [`crate::support::digest`]); `oauth2_client_credentials` sends a cached token (see
+//! [`crate::support::oauth2`]). A client certificate (`client_cert`, `client_key`) and a
+//! private CA (`config.tls_ca`) give the destination its own HTTP client; the others share
+//! one. Every request carries `Idempotency-Key: <delivery id>`, the
 //! same for every attempt of one delivery. The attempt log records which authentication was
 //! used (`response_data.auth`), never a secret.
 
@@ -29,8 +32,9 @@ use serde_json::{Value, json};
 
 use crate::DestinationsConfig;
 use crate::support::digest::{ChallengeError, DigestSession, pick_challenge};
-use crate::support::http::{Reply, client as http_client, transport_error};
+use crate::support::http::{Reply, Tls, client_with_tls, transport_error};
 use crate::support::oauth2::{ClientAuthMethod, Grant, TokenCache};
+use crate::support::tls::{self, IdentityError};
 use crate::target::{Blocked, TargetPolicy};
 
 /// Request headers a destination's `custom_headers` may not set: Herald owns them.
@@ -58,6 +62,11 @@ pub struct Webhook {
     retry_on_status: Arc<[u16]>,
     /// Decides when a cached OAuth2 token is renewed.
     clock: Arc<dyn Clock>,
+    /// For destinations with their own client (mTLS, a private CA).
+    proxy: Option<String>,
+    user_agent: String,
+    /// CAs trusted by every destination (`delivery.tls_ca_file`).
+    server_roots: Vec<reqwest::Certificate>,
 }
 
 /// `config` of a webhook destination.
@@ -79,6 +88,11 @@ pub struct Config {
     /// read.
     #[serde(default)]
     pub custom_headers: BTreeMap<String, String>,
+    /// Trusted CA
+    ///
+    /// Herald extension: PEM of the CA certificate(s) that issued the receiver's TLS
+    /// certificate, trusted for this destination besides the system's (a private CA).
+    pub tls_ca: Option<String>,
 }
 
 /// How Herald authenticates to the receiving endpoint.
@@ -162,6 +176,16 @@ pub struct Credentials {
     /// Herald extension, auth_type oauth2_client_credentials: client_secret_basic (default)
     /// or client_secret_post.
     pub oauth2_auth_method: Option<ClientAuthMethod>,
+    /// Client certificate
+    ///
+    /// Herald extension, mutual TLS with any auth_type: PEM of the certificate (and chain)
+    /// presented to the receiver; needs client_key.
+    pub client_cert: Option<String>,
+    /// Client key
+    ///
+    /// Herald extension, mutual TLS: PEM of client_cert's private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub client_key: Option<Secret>,
 }
 
 const OAUTH2: &[AuthType] = &[AuthType::Oauth2ClientCredentials];
@@ -265,6 +289,29 @@ impl Credentials {
                 "must not contain control characters",
             ));
         }
+        match (
+            self.client_cert.as_deref().filter(|c| !c.trim().is_empty()),
+            self.client_key.as_ref().filter(|k| !k.is_empty()),
+        ) {
+            (Some(_), None) => errs.push(FieldError::new(
+                "credentials.client_key",
+                "is required with client_cert",
+            )),
+            (None, Some(_)) => errs.push(FieldError::new(
+                "credentials.client_cert",
+                "is required with client_key",
+            )),
+            (Some(cert), Some(key)) => match tls::client_identity(cert, key.expose()) {
+                Ok(_) => {}
+                Err(IdentityError::Certificate(why)) => {
+                    errs.push(FieldError::new("credentials.client_cert", why))
+                }
+                Err(IdentityError::Key(why)) => {
+                    errs.push(FieldError::new("credentials.client_key", why))
+                }
+            },
+            (None, None) => {}
+        }
         if t == AuthType::Oauth2ClientCredentials && self.is_set("oauth2_token_url") {
             match self.token_url() {
                 Err(e) => errs.push(e),
@@ -289,14 +336,73 @@ impl Webhook {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 256)?;
+        let server_roots = match cfg.tls_ca.as_deref() {
+            Some(pem) => {
+                tls::ca_certificates(pem).map_err(|why| format!("delivery.tls_ca_file {why}"))?
+            }
+            None => Vec::new(),
+        };
+        let shared = Tls {
+            roots: server_roots.clone(),
+            identity: None,
+        };
+        let client = client_with_tls(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 256, &shared)?;
         Ok(Self {
             client,
             policy,
             body_limit: cfg.response_body_limit.max(1),
             retry_on_status: cfg.retry_on_status.clone().into(),
             clock: Arc::new(SystemClock),
+            proxy: cfg.proxy.clone(),
+            user_agent: cfg.user_agent.clone(),
+            server_roots,
         })
+    }
+
+    /// The client for one destination: the shared one, or its own when it presents a client
+    /// certificate or trusts a private CA.
+    fn client_for(
+        &self,
+        config: &Config,
+        credentials: &Credentials,
+    ) -> Result<(reqwest::Client, bool), FieldError> {
+        let ca = config.tls_ca.as_deref().filter(|c| !c.trim().is_empty());
+        let identity = match (
+            credentials
+                .client_cert
+                .as_deref()
+                .filter(|c| !c.trim().is_empty()),
+            credentials.client_key.as_ref().filter(|k| !k.is_empty()),
+        ) {
+            (Some(cert), Some(key)) => Some(tls::client_identity(cert, key.expose()).map_err(
+                |e| match e {
+                    IdentityError::Certificate(why) => {
+                        FieldError::new("credentials.client_cert", why)
+                    }
+                    IdentityError::Key(why) => FieldError::new("credentials.client_key", why),
+                },
+            )?),
+            _ => None,
+        };
+        if ca.is_none() && identity.is_none() {
+            return Ok((self.client.clone(), false));
+        }
+        let mut roots = self.server_roots.clone();
+        if let Some(ca) = ca {
+            roots.extend(
+                tls::ca_certificates(ca).map_err(|why| FieldError::new("config.tls_ca", why))?,
+            );
+        }
+        let mtls = identity.is_some();
+        let client = client_with_tls(
+            &self.policy,
+            self.proxy.as_deref(),
+            &self.user_agent,
+            8,
+            &Tls { roots, identity },
+        )
+        .map_err(|why| FieldError::new("credentials.client_cert", why))?;
+        Ok((client, mtls))
     }
 }
 
@@ -380,6 +486,11 @@ impl Spec for Webhook {
             errs.push(FieldError::new("config.custom_headers", e));
         }
         errs.extend(credentials.check(&self.policy));
+        if let Some(ca) = config.tls_ca.as_deref().filter(|c| !c.trim().is_empty())
+            && let Err(why) = tls::ca_certificates(ca)
+        {
+            errs.push(FieldError::new("config.tls_ca", why));
+        }
         if credentials.auth_type != AuthType::None {
             if config.url.password().is_some() || !config.url.username().is_empty() {
                 errs.push(FieldError::new(
@@ -409,12 +520,14 @@ impl Spec for Webhook {
     ) -> Result<Arc<dyn Driver>, FieldError> {
         let custom = header_map(&config.custom_headers)
             .map_err(|e| FieldError::new("config.custom_headers", e))?;
+        let (client, mtls) = self.client_for(&config, &credentials)?;
         let auth = Auth::build(credentials, self)?;
         Ok(Arc::new(WebhookDriver {
             url: config.url,
             custom,
             auth,
-            client: self.client.clone(),
+            mtls,
+            client,
             policy: self.policy.clone(),
             body_limit: self.body_limit,
             retry_on_status: self.retry_on_status.clone(),
@@ -582,6 +695,8 @@ struct WebhookDriver {
     url: url::Url,
     custom: HeaderMap,
     auth: Auth,
+    /// Whether a client certificate is presented.
+    mtls: bool,
     client: reqwest::Client,
     policy: Arc<TargetPolicy>,
     body_limit: usize,
@@ -754,6 +869,18 @@ impl WebhookDriver {
     fn classify(&self, reply: Reply) -> Result<Receipt, DeliveryError> {
         let status = reply.status;
         let code = status.to_string();
+        if tls::is_refused_certificate_page(status, &reply.body) {
+            let why = if self.mtls {
+                "the receiver refused the TLS client certificate (HTTP 400); check credentials.client_cert and client_key"
+            } else {
+                "the receiver requires a TLS client certificate (HTTP 400); set credentials.client_cert and client_key"
+            };
+            return Err(reply.error(
+                Disposition::Permanent,
+                "client_certificate_refused",
+                why.into(),
+            ));
+        }
         match classify_http(status, reply.retry_after, &self.retry_on_status) {
             Verdict::Success => Ok(Receipt {
                 code,
@@ -809,6 +936,9 @@ impl Driver for WebhookDriver {
             return Err(DeliveryError::permanent("blocked_target", why));
         }
         let mut log = self.auth.log();
+        if self.mtls {
+            log["client_certificate"] = json!(true);
+        }
         let result = match self.exchange(msg, &mut log).await {
             Ok(reply) => self.classify(reply),
             Err(e) => Err(e),

@@ -119,6 +119,9 @@ pub struct DeliveryConfig {
     pub user_agent: String,
     /// Egress proxy URL for webhook requests; empty for none.
     pub proxy: String,
+    /// PEM file of CA certificates webhook destinations trust besides the system's; empty
+    /// for none.
+    pub tls_ca_file: String,
     /// How often due retries are looked for, in milliseconds.
     pub poll_interval_ms: u64,
     /// How long a node holds a delivery it took, in seconds; a node that dies leaves its
@@ -281,6 +284,7 @@ impl Default for DeliveryConfig {
             retry_on_status: Vec::new(),
             user_agent: format!("herald/{}", env!("CARGO_PKG_VERSION")),
             proxy: String::new(),
+            tls_ca_file: String::new(),
             poll_interval_ms: 1000,
             lease_secs: 60,
         }

@@ -1,7 +1,8 @@
 //! Endpoint authentication of webhook destinations, end to end against real, independent
 //! servers the tests start on free ports with their own configuration in a temporary
 //! directory: nginx (`auth_basic`, a Bearer check) and Apache httpd (`mod_auth_digest`), each
-//! proxying accepted requests to the test's receiver; and an OAuth 2.0 token endpoint with a
+//! proxying accepted requests to the test's receiver; nginx with `ssl_verify_client on` and a
+//! CA made in the test with rcgen (mTLS); and an OAuth 2.0 token endpoint with a
 //! protected receiver built on Python's Authlib (`endpoint_auth/token_server.py`, in a
 //! virtualenv under the target directory). `.ci/run` installs nginx and Apache (Debian
 //! `nginx-light`, `apache2`); a missing server fails the test.
@@ -103,12 +104,104 @@ http {{
         }
     }
 
+    /// nginx on TLS with a server certificate, requiring a client certificate issued by `ca`
+    /// at `/mtls` (proxied to `upstream`).
+    fn start_tls(upstream: &str, ca: &str, cert: &str, key: &str) -> Nginx {
+        let nginx = find("nginx", "nginx-light");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let port = free_port();
+        for (name, pem) in [("ca.pem", ca), ("server.pem", cert), ("server.key", key)] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    log_format counted '$request_uri $status $ssl_client_verify';
+    access_log {d}/access.log counted;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/server.pem;
+        ssl_certificate_key {d}/server.key;
+        ssl_client_certificate {d}/ca.pem;
+        ssl_verify_client on;
+        location /mtls {{
+            proxy_pass {upstream};
+        }}
+    }}
+}}
+"#
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut cmd = Command::new(nginx);
+        cmd.arg("-c").arg(&path).arg("-p").arg(dir.path());
+        let server = Server::start(cmd, port, "nginx (TLS)", Duration::from_secs(20));
+        Nginx {
+            _server: server,
+            port,
+            dir,
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     fn access(&self) -> Vec<String> {
         log_lines(&self.dir.path().join("access.log"))
+    }
+}
+
+/// A test CA made with rcgen.
+struct TestCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(p, key),
+        }
+    }
+
+    /// A certificate and its key (PEM) for `names`, for a server or a client.
+    fn issue(&self, cn: &str, names: &[&str], client: bool) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 }
 
@@ -742,4 +835,173 @@ async fn oauth2_client_credentials_against_authlib() {
             "{x}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_against_nginx_with_ssl_verify_client() {
+    let rx = Receiver::start().await;
+    let ca = TestCa::new("Herald Test CA");
+    let rogue = TestCa::new("Rogue CA");
+    let (server_cert, server_key) = ca.issue("receiver", &["127.0.0.1", "localhost"], false);
+    let (client_cert, client_key) = ca.issue("herald-client", &[], true);
+    let (rogue_cert, rogue_key) = rogue.issue("herald-client", &[], true);
+    let nginx = Nginx::start_tls(&rx.url(""), &ca.pem, &server_cert, &server_key);
+    let url = format!("https://127.0.0.1:{}/mtls/hook", nginx.port);
+    let h = Herald::start(&[]);
+    let dest = |tls_ca: Option<&str>, cert: Option<&str>, key: Option<&str>| {
+        let mut config = json!({"url": url});
+        if let Some(ca) = tls_ca {
+            config["tls_ca"] = json!(ca);
+        }
+        let mut creds = json!({"auth_type": "bearer", "token": BEARER});
+        if let (Some(c), Some(k)) = (cert, key) {
+            creds["client_cert"] = json!(c);
+            creds["client_key"] = json!(k);
+        }
+        json!({"type": "webhook", "topics": "*", "config": config, "credentials": creds})
+    };
+
+    // The right certificate, a trusted CA, and bearer on top.
+    let (s, good) = create(
+        &h,
+        "good",
+        dest(Some(&ca.pem), Some(&client_cert), Some(&client_key)),
+    )
+    .await;
+    assert_eq!(s, 201, "{good}");
+    assert!(
+        !good.to_string().contains(client_key.trim()),
+        "the client key must be masked"
+    );
+    publish_n(&h, "good", 1).await;
+    let got = rx.wait_for(1).await;
+    assert_eq!(
+        got[0].header("authorization").as_deref(),
+        Some(format!("Bearer {BEARER}").as_str())
+    );
+    let a = attempts_of(&h, good["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+    assert_eq!(a[0]["status"], "success", "{}", a[0]);
+    assert_eq!(a[0]["response_data"]["auth"]["client_certificate"], true);
+    assert!(
+        nginx.access().iter().any(|l| l.ends_with(" 200 SUCCESS")),
+        "{:?}",
+        nginx.access()
+    );
+
+    // A certificate from another CA: nginx refuses it; permanent, and the message says so.
+    let (_, bad) = create(
+        &h,
+        "rogue",
+        dest(Some(&ca.pem), Some(&rogue_cert), Some(&rogue_key)),
+    )
+    .await;
+    publish_n(&h, "rogue", 1).await;
+    let a = attempts_of(&h, bad["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+    assert_eq!(a[0]["status"], "failed");
+    assert_eq!(a[0]["code"], "client_certificate_refused", "{}", a[0]);
+    assert!(
+        a[0]["response_data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the TLS client certificate"),
+        "{}",
+        a[0]
+    );
+
+    // No certificate at all.
+    let (_, none) = create(&h, "nocert", dest(Some(&ca.pem), None, None)).await;
+    publish_n(&h, "nocert", 1).await;
+    let a = attempts_of(&h, none["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+    assert_eq!(a[0]["code"], "client_certificate_refused", "{}", a[0]);
+    assert!(
+        a[0]["response_data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("requires a TLS client certificate"),
+        "{}",
+        a[0]
+    );
+
+    // The receiver's certificate is from a CA this destination does not trust.
+    let (_, untrusted) = create(
+        &h,
+        "untrusted",
+        dest(None, Some(&client_cert), Some(&client_key)),
+    )
+    .await;
+    publish_n(&h, "untrusted", 1).await;
+    let a = attempts_of(&h, untrusted["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+    assert_eq!(a[0]["code"], "untrusted_certificate", "{}", a[0]);
+    assert!(
+        a[0]["response_data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not trusted"),
+        "{}",
+        a[0]
+    );
+    assert_eq!(
+        rx.count(),
+        1,
+        "nothing but the good destination got through"
+    );
+
+    // Bad input: 422s naming the field.
+    let cases = [
+        (
+            dest(Some(&ca.pem), Some(&client_cert), Some(&rogue_key)),
+            "credentials.client_key: does not belong to client_cert",
+        ),
+        (
+            dest(Some(&ca.pem), Some("not a certificate"), Some(&client_key)),
+            "credentials.client_cert: contains no PEM certificate",
+        ),
+        (
+            dest(
+                Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+                None,
+                None,
+            ),
+            "config.tls_ca:",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (s, v) = create(&h, "invalid", body).await;
+        assert_eq!(s, 422, "{v}");
+        assert!(
+            problems(&v).iter().any(|p| p.starts_with(expected)),
+            "expected {expected:?} in {v}"
+        );
+    }
+    let mut only_cert = dest(None, None, None);
+    only_cert["credentials"]["client_cert"] = json!(client_cert);
+    let (s, v) = create(&h, "invalid", only_cert).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.starts_with("credentials.client_key: is required with client_cert")),
+        "{v}"
+    );
+    assert_eq!(
+        h.ok("GET", "/tenants/invalid/destinations", None).await,
+        json!([])
+    );
+
+    // The server-wide CA file does what config.tls_ca does, for every destination.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let h2 = Herald::start(&[("HERALD_DELIVERY_TLS_CA_FILE", ca_file.to_str().unwrap())]);
+    let (s, d) = create(
+        &h2,
+        "acme",
+        dest(None, Some(&client_cert), Some(&client_key)),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    publish_n(&h2, "acme", 1).await;
+    let a = attempts_of(&h2, d["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+    assert_eq!(a[0]["status"], "success", "{}", a[0]);
+    assert_eq!(rx.count(), 2);
 }
