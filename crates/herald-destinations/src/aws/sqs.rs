@@ -6,88 +6,59 @@
 //! travel together as a JSON object in a tenth attribute named `headers`. FIFO queues
 //! (`….fifo`) get the event id as deduplication id and the topic as message group.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::DestinationsConfig;
-use crate::aws::{self, Credentials};
-use crate::mapping::{
-    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, field_with,
-    first_error, get, http_client, transport_error,
-};
+use crate::aws::{self, Credentials, REGION_PATTERN, Region};
+use crate::support::address::HttpUrl;
+use crate::support::http::{Reply, client as http_client, transport_error};
 use crate::target::{Blocked, TargetPolicy};
+
+const KIND: &str = "aws_sqs";
 
 /// SQS's limit of message attributes per message.
 const MAX_ATTRIBUTES: usize = 10;
 
 /// The `aws_sqs` destination type.
-pub struct SqsType {
-    spec: TypeSpec,
+pub struct Sqs {
     client: reqwest::Client,
     policy: Arc<TargetPolicy>,
     body_limit: usize,
 }
 
-impl SqsType {
+/// `config` of an `aws_sqs` destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Queue URL
+    ///
+    /// The URL of the SQS queue, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/my-queue.
+    pub queue_url: HttpUrl,
+    /// Endpoint
+    ///
+    /// Optional custom AWS endpoint URL (a VPC endpoint, LocalStack, moto). Default: the
+    /// queue URL's host.
+    pub endpoint: Option<HttpUrl>,
+    /// Region
+    ///
+    /// Herald extension: the region requests are signed for. Default: taken from the queue
+    /// URL (sqs.<region>.amazonaws.com), else us-east-1.
+    #[schemars(regex(pattern = REGION_PATTERN))]
+    pub region: Option<Region>,
+}
+
+impl Sqs {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent)?;
+        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 64)?;
         Ok(Self {
-            spec: TypeSpec {
-                kind: "aws_sqs".into(),
-                label: "AWS SQS".into(),
-                description: "Send events as messages to an Amazon SQS queue.".into(),
-                icon: ICON.into(),
-                instructions: "Create an SQS queue and an IAM user (or role credentials) allowed to call \
-                    sqs:SendMessage on it, then enter the queue URL and the access key. The message body is \
-                    the event data; id, topic, timestamp, signature and metadata are message attributes."
-                    .into(),
-                config_fields: vec![
-                    field_with(
-                        field(
-                            "queue_url",
-                            "Queue URL",
-                            "The URL of the SQS queue, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/my-queue.",
-                            true,
-                            false,
-                        ),
-                        Some("^https?://.+"),
-                        None,
-                    ),
-                    field_with(
-                        field(
-                            "endpoint",
-                            "Endpoint",
-                            "Optional custom AWS endpoint URL (a VPC endpoint, LocalStack, moto). Default: the queue URL's host.",
-                            false,
-                            false,
-                        ),
-                        Some("^https?://.+"),
-                        None,
-                    ),
-                    field_with(
-                        field(
-                            "region",
-                            "Region",
-                            "Herald extension: the region requests are signed for. Default: taken from the queue URL \
-                             (sqs.<region>.amazonaws.com), else us-east-1.",
-                            false,
-                            false,
-                        ),
-                        Some(aws::REGION_PATTERN),
-                        None,
-                    ),
-                ],
-                credential_fields: aws::credential_fields(),
-            },
             client,
             policy,
             body_limit: cfg.response_body_limit.max(1),
@@ -109,142 +80,102 @@ fn region_of(url: &url::Url) -> Option<String> {
     }
 }
 
-fn queue_url(config: &BTreeMap<String, String>) -> Result<url::Url, FieldError> {
-    let raw = get(config, "queue_url")
-        .ok_or_else(|| FieldError::new("config.queue_url", "is required"))?;
-    let u = url::Url::parse(raw).map_err(|e| {
-        FieldError::new(
-            "config.queue_url",
-            format!("{raw:?} is not a valid URL: {e}"),
-        )
-    })?;
-    if !matches!(u.scheme(), "http" | "https") || u.path().trim_matches('/').is_empty() {
-        return Err(FieldError::new(
-            "config.queue_url",
-            format!("{raw:?} must be an http(s) queue URL ending in /<account>/<queue name>"),
-        ));
-    }
-    Ok(u)
-}
-
-/// The settings a driver is built from, checked.
-struct Settings {
-    queue_url: url::Url,
-    endpoint: url::Url,
-    region: String,
-    creds: Credentials,
-}
-
-impl SqsType {
-    fn settings(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Result<Settings, Vec<FieldError>> {
-        let mut errs = Vec::new();
-        let queue = queue_url(config).map_err(|e| errs.push(e)).ok();
-        let endpoint = match get(config, "endpoint") {
-            Some(raw) => check_endpoint(raw, "config.endpoint", &self.policy)
-                .map_err(|e| errs.push(e))
-                .ok(),
-            // Without an override, requests go to the queue URL's own host.
-            None => queue.as_ref().and_then(|q| {
-                let mut origin = q.clone();
-                origin.set_path("/");
-                origin.set_query(None);
-                match self.policy.check_url(&origin) {
-                    Ok(()) => Some(origin),
-                    Err(Blocked(why)) => {
-                        errs.push(FieldError::new("config.queue_url", why));
-                        None
-                    }
-                }
-            }),
-        };
-        let region = match get(config, "region") {
-            Some(r) if aws::valid_region(r) => Some(r.to_string()),
-            Some(r) => {
-                errs.push(FieldError::new(
-                    "config.region",
-                    format!("{r:?} is not an AWS region name like us-east-1"),
-                ));
-                None
-            }
-            None => Some(
-                queue
-                    .as_ref()
-                    .and_then(region_of)
-                    .unwrap_or_else(|| "us-east-1".into()),
-            ),
-        };
-        let creds = Credentials::from_map(credentials)
-            .map_err(|e| errs.push(e))
-            .ok();
-        check_signing_secret(credentials, &mut errs);
-        match (queue, endpoint, region, creds) {
-            (Some(queue_url), Some(endpoint), Some(region), Some(creds)) if errs.is_empty() => {
-                Ok(Settings {
-                    queue_url,
-                    endpoint,
-                    region,
-                    creds,
-                })
-            }
-            _ => Err(errs),
+/// Where requests go: the endpoint override, else the queue URL's origin.
+fn endpoint_of(config: &Config) -> url::Url {
+    match &config.endpoint {
+        Some(e) => e.0.clone(),
+        None => {
+            let mut origin = config.queue_url.0.clone();
+            origin.set_path("/");
+            origin.set_query(None);
+            origin.set_fragment(None);
+            origin
         }
     }
 }
 
-impl DestinationType for SqsType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
+impl Spec for Sqs {
+    type Config = Config;
+    type Credentials = Credentials;
+
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "AWS SQS",
+            description: "Send events as messages to an Amazon SQS queue.",
+            icon: ICON,
+            instructions: "Create an SQS queue and an IAM user (or role credentials) allowed to call \
+                sqs:SendMessage on it, then enter the queue URL and the access key. The message body is \
+                the event data; id, topic, timestamp, signature and metadata are message attributes.",
+        }
     }
 
-    fn validate(
+    fn check(&self, config: &Config, _: &Credentials) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let q = &config.queue_url.0;
+        if q.path().trim_matches('/').is_empty() {
+            errs.push(FieldError::new(
+                "config.queue_url",
+                format!(
+                    "{:?} must be an http(s) queue URL ending in /<account>/<queue name>",
+                    q.as_str()
+                ),
+            ));
+        }
+        match &config.endpoint {
+            Some(e) => {
+                if let Err(e) = e.check(&self.policy, "config.endpoint") {
+                    errs.push(e);
+                }
+            }
+            // Without an override, requests go to the queue URL's own host.
+            None => {
+                if let Err(Blocked(why)) = self.policy.check_url(&endpoint_of(config)) {
+                    errs.push(FieldError::new("config.queue_url", why));
+                }
+            }
+        }
+        errs
+    }
+
+    fn build(
         &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
-        self.settings(config, credentials).err().unwrap_or_default()
-    }
-
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let s = self
-            .settings(&d.config, &d.credentials)
-            .map_err(first_error)?;
+        _id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        let endpoint = endpoint_of(&config);
+        let queue = config.queue_url.0;
+        let region = match config.region {
+            Some(r) => r.0,
+            None => region_of(&queue).unwrap_or_else(|| "us-east-1".into()),
+        };
         Ok(Arc::new(SqsDriver {
-            fifo: s.queue_url.path().ends_with(".fifo"),
-            queue_url: s.queue_url.to_string(),
-            endpoint: s.endpoint,
-            region: s.region,
-            creds: s.creds,
+            fifo: queue.path().ends_with(".fifo"),
+            queue_url: queue.to_string(),
+            endpoint,
+            region,
+            creds: credentials,
             client: self.client.clone(),
             policy: self.policy.clone(),
             body_limit: self.body_limit,
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        let raw = d.config.get("queue_url").cloned().unwrap_or_default();
-        let Ok(u) = url::Url::parse(&raw) else {
-            return (raw, None);
-        };
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        let u = &config.queue_url.0;
         let name = u
             .path_segments()
             .and_then(|mut s| s.next_back())
             .unwrap_or_default()
             .to_string();
-        let link = region_of(&u).map(|r| {
+        let link = region_of(u).map(|r| {
             format!(
                 "https://{r}.console.aws.amazon.com/sqs/v3/home?region={r}#/queues/{}",
-                aws::uri_encode(&raw, false)
+                aws::uri_encode(u.as_str(), false)
             )
         });
         (name, link)
-    }
-
-    fn signing_secret_key(&self) -> Option<&str> {
-        Some(SIGNING_SECRET)
     }
 }
 
@@ -352,7 +283,7 @@ impl Driver for SqsDriver {
             .or_else(|| resp.headers().get("x-amzn-errortype"))
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).to_string());
-        let reply = HttpReply::read(resp, self.body_limit).await;
+        let reply = Reply::read(resp, self.body_limit).await;
         if !(200..300).contains(&reply.status) {
             return Err(aws::classify(&reply, error_type.as_deref()));
         }
@@ -369,7 +300,127 @@ impl Driver for SqsDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use herald_core::destination::DestinationType;
+    use herald_core::spec::Typed;
+
     use super::*;
+
+    fn sqs() -> Typed<Sqs> {
+        Typed::new(Sqs::new(&DestinationsConfig::default()).unwrap(), true)
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn creds() -> BTreeMap<String, String> {
+        map(&[("key", "AKID"), ("secret", "s3cr3t")])
+    }
+
+    #[test]
+    fn schema_keeps_the_contract_fields() {
+        let t = sqs();
+        let spec = t.spec();
+        let config: Vec<_> = spec
+            .config_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.pattern.as_deref()))
+            .collect();
+        assert_eq!(
+            &config[..3],
+            [
+                ("queue_url", true, Some("^https?://.+")),
+                ("endpoint", false, Some("^https?://.+")),
+                ("region", false, Some(REGION_PATTERN)),
+            ]
+        );
+        let creds: Vec<_> = spec
+            .credential_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.sensitive))
+            .collect();
+        assert_eq!(
+            &creds[..4],
+            [
+                ("key", true, false),
+                ("secret", true, true),
+                ("session", false, true),
+                ("signing_secret", false, true),
+            ]
+        );
+        assert_eq!(spec.credential_fields[1].label, "Secret access key");
+        assert_eq!(
+            t.signing().map(|s| s.key),
+            Some(herald_core::spec::SigningField::SIGNING_SECRET)
+        );
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let t = sqs();
+        let errs = t.validate(
+            &map(&[("queue_url", "ftp://q"), ("region", "US-EAST")]),
+            &map(&[("key", "AKID")]),
+        );
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["config.queue_url", "config.region", "credentials.secret"]
+        );
+        assert!(
+            errs[1].problem.contains("region name"),
+            "{}",
+            errs[1].problem
+        );
+        let q = "https://sqs.us-east-1.amazonaws.com/1/q";
+        assert!(t.validate(&map(&[("queue_url", q)]), &creds()).is_empty());
+        // The endpoint and, without one, the queue URL's host are checked against the policy.
+        let errs = t.validate(
+            &map(&[("queue_url", q), ("endpoint", "http://127.0.0.1:5000")]),
+            &creds(),
+        );
+        assert_eq!(errs[0].field, "config.endpoint");
+        let errs = t.validate(
+            &map(&[("queue_url", "http://127.0.0.1:5000/1/q")]),
+            &creds(),
+        );
+        assert_eq!(errs[0].field, "config.queue_url");
+        let errs = t.validate(
+            &map(&[("queue_url", "https://sqs.us-east-1.amazonaws.com/")]),
+            &creds(),
+        );
+        assert!(
+            errs[0].problem.contains("<queue name>"),
+            "{}",
+            errs[0].problem
+        );
+    }
+
+    #[test]
+    fn target_names_the_queue_and_links_its_console() {
+        let t = sqs();
+        let (name, link) = t.target(&herald_core::Destination {
+            id: "des_1".into(),
+            tenant_id: "t".into(),
+            kind: KIND.into(),
+            topics: herald_core::Topics::All,
+            filter: None,
+            config: map(&[("queue_url", "https://sqs.eu-west-2.amazonaws.com/1/q")]),
+            credentials: creds(),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+        });
+        assert_eq!(name, "q");
+        assert!(link.unwrap().contains("region=eu-west-2"));
+    }
 
     #[test]
     fn attribute_names_are_sqs_safe() {
