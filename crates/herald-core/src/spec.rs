@@ -446,8 +446,9 @@ pub struct DeliverySettings {
 pub struct SigningSettings {
     /// Signature scheme
     ///
-    /// Herald extension: `standard` (Standard Webhooks headers) or `outpost` (x-outpost-*
-    /// headers); empty uses the server default.
+    /// Herald extension: `standard` (Standard Webhooks headers), `standard_ed25519` (the same
+    /// headers, signed with a generated ed25519 key: v1a) or `outpost` (x-outpost-* headers);
+    /// empty uses the server default.
     pub signing_mode: Option<SigningMode>,
 }
 
@@ -472,6 +473,17 @@ struct SigningCredentials {
     /// RFC 3339 time until which the previous secret also signs (read-only).
     #[schemars(extend("format" = "date-time"))]
     previous_secret_invalid_at: Option<String>,
+    /// Public key
+    ///
+    /// With an ed25519 (whsk_) signing key: its whpk_ public key, which receivers verify
+    /// v1a signatures with (read-only).
+    #[allow(dead_code)]
+    public_key: Option<String>,
+    /// Previous public key
+    ///
+    /// The whpk_ public key of previous_secret, while it still signs (read-only).
+    #[allow(dead_code)]
+    previous_public_key: Option<String>,
 }
 
 /// A destination's signing secrets, parsed.
@@ -686,6 +698,35 @@ impl<S: Spec> Typed<S> {
     }
 }
 
+/// An ed25519 (`whsk_`) key signs only in the standard modes, and `standard_ed25519` needs
+/// one as the current key.
+fn key_fits_mode(key: &str, mode: Option<SigningMode>, keys: &SigningKeys) -> Vec<FieldError> {
+    let is_ed25519 = |s: &Secret| s.expose().starts_with(signing::ED25519_SECRET_PREFIX);
+    let mut errs = Vec::new();
+    let field = format!("credentials.{key}");
+    match mode {
+        Some(SigningMode::StandardEd25519)
+            if keys.current.as_ref().is_some_and(|s| !is_ed25519(s)) =>
+        {
+            errs.push(FieldError::new(
+                field,
+                "must be a whsk_ ed25519 key with signing_mode standard_ed25519; send rotate_secret: true to generate one",
+            ));
+        }
+        Some(SigningMode::Outpost)
+            if keys.current.as_ref().is_some_and(is_ed25519)
+                || keys.previous.as_ref().is_some_and(|(s, _)| is_ed25519(s)) =>
+        {
+            errs.push(FieldError::new(
+                field,
+                "is a whsk_ ed25519 key, which signs only in the standard modes; outpost mode needs a shared secret",
+            ));
+        }
+        _ => {}
+    }
+    errs
+}
+
 fn rename_error(mut e: FieldError, key: &str) -> FieldError {
     let from = format!("credentials.{}", SigningField::SIGNING_SECRET);
     if e.field == from {
@@ -716,12 +757,17 @@ impl<S: Spec> DestinationType for Typed<S> {
         if let Err(e) = parse::<DeliverySettings>("config", &self.common.delivery, config) {
             errs.extend(e);
         }
-        if self.signing.is_some() {
-            if let Err(e) = parse::<SigningSettings>("config", &self.common.signing_mode, config) {
-                errs.extend(e);
-            }
-            if let Err(e) = self.signing_keys(credentials) {
-                errs.extend(e);
+        if let Some(field) = &self.signing {
+            let mode = match parse::<SigningSettings>("config", &self.common.signing_mode, config) {
+                Ok(s) => s.signing_mode,
+                Err(e) => {
+                    errs.extend(e);
+                    None
+                }
+            };
+            match self.signing_keys(credentials) {
+                Ok(keys) => errs.extend(key_fits_mode(field.key, mode, &keys)),
+                Err(e) => errs.extend(e),
             }
         }
         match self.typed(config, credentials) {

@@ -273,12 +273,14 @@ fn signing_for<'a>(
     fallback: &'a mut Option<SigningConfig>,
 ) -> &'a SigningConfig {
     let Some(wanted) = wanted else { return cfg };
-    if wanted == cfg.mode {
+    // The two standard modes send the same headers (the key decides v1 or v1a).
+    let standard = |m: SigningMode| m != SigningMode::Outpost;
+    if wanted == cfg.mode || standard(wanted) && standard(cfg.mode) {
         return cfg;
     }
     fallback.insert(match wanted {
         SigningMode::Outpost => SigningConfig::outpost_default(),
-        SigningMode::Standard => SigningConfig::default(),
+        SigningMode::Standard | SigningMode::StandardEd25519 => SigningConfig::new(wanted),
     })
 }
 

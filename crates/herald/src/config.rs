@@ -551,8 +551,11 @@ impl Config {
         let mode = match s.mode.as_str() {
             "standard" => SigningMode::Standard,
             "outpost" => SigningMode::Outpost,
+            "standard_ed25519" => SigningMode::StandardEd25519,
             other => {
-                bail!("signing.mode (HERALD_SIGNING_MODE): {other:?} is not standard or outpost")
+                bail!(
+                    "signing.mode (HERALD_SIGNING_MODE): {other:?} is not standard, standard_ed25519 or outpost"
+                )
             }
         };
         let mut cfg = SigningConfig::new(mode);

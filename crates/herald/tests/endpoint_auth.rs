@@ -1005,3 +1005,170 @@ async fn mtls_against_nginx_with_ssl_verify_client() {
     assert_eq!(a[0]["status"], "success", "{}", a[0]);
     assert_eq!(rx.count(), 2);
 }
+
+/// Verifies the `v1a` signatures of a received request with PyNaCl (libsodium), following the
+/// Standard Webhooks spec: ed25519 over `{webhook-id}.{webhook-timestamp}.{body}`. Returns one
+/// verdict per `v1a` signature in the header, in order.
+fn pynacl_verify(public_key: &str, r: &common::Received, body: &[u8]) -> Vec<bool> {
+    use base64::Engine as _;
+    const SCRIPT: &str = r#"
+import base64, json, sys
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+d = json.load(sys.stdin)
+assert d["public_key"].startswith("whpk_")
+key = VerifyKey(base64.b64decode(d["public_key"][5:]))
+signed = (d["id"] + "." + d["timestamp"] + ".").encode() + base64.b64decode(d["body"])
+out = []
+for part in d["signature"].split(" "):
+    version, sig = part.split(",", 1)
+    if version != "v1a":
+        continue
+    try:
+        key.verify(signed, base64.b64decode(sig))
+        out.append(True)
+    except BadSignatureError:
+        out.append(False)
+print(json.dumps(out))
+"#;
+    let python = venv_with("auth-venv", AUTH_PACKAGES).join("bin/python");
+    let input = json!({
+        "public_key": public_key,
+        "id": r.header("webhook-id").unwrap(),
+        "timestamp": r.header("webhook-timestamp").unwrap(),
+        "signature": r.header("webhook-signature").unwrap(),
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+    });
+    let mut child = Command::new(python)
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the PyNaCl verifier failed");
+    serde_json::from_slice(&out.stdout).expect("verdicts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_v1a_signatures_verify_with_pynacl_and_rotate() {
+    let rx = Receiver::start().await;
+    let h = Herald::start(&[]);
+    let (s, d) = create(
+        &h,
+        "acme",
+        json!({"type": "webhook", "topics": "*",
+               "config": {"url": rx.url("/hook"), "signing_mode": "standard_ed25519"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let secret = d["credentials"]["secret"].as_str().unwrap();
+    assert!(
+        secret.starts_with("whsk") && secret.contains('*'),
+        "sealed and masked: {secret}"
+    );
+    let pk1 = d["credentials"]["public_key"]
+        .as_str()
+        .expect("public key")
+        .to_string();
+    assert!(pk1.starts_with("whpk_"), "{pk1}");
+
+    publish_n(&h, "acme", 1).await;
+    let got = rx.wait_for(1).await;
+    let sig = got[0].header("webhook-signature").unwrap();
+    assert!(sig.starts_with("v1a,") && !sig.contains(' '), "{sig}");
+    assert_eq!(pynacl_verify(&pk1, &got[0], &got[0].body), [true]);
+    assert_eq!(
+        pynacl_verify(&pk1, &got[0], b"{\"i\":1}"),
+        [false],
+        "a changed body must not verify"
+    );
+
+    // Rotation: a new key pair; the old one keeps signing during the overlap.
+    let rotated = h
+        .ok(
+            "PATCH",
+            &format!("/tenants/acme/destinations/{id}"),
+            Some(json!({"credentials": {"rotate_secret": true}})),
+        )
+        .await;
+    let pk2 = rotated["credentials"]["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(pk2.starts_with("whpk_") && pk2 != pk1, "{rotated}");
+    assert_eq!(rotated["credentials"]["previous_public_key"], pk1.as_str());
+    // Public keys sent back are ignored, not stored.
+    let again = h
+        .ok(
+            "PATCH",
+            &format!("/tenants/acme/destinations/{id}"),
+            Some(json!({"credentials": rotated["credentials"]})),
+        )
+        .await;
+    assert_eq!(again["credentials"]["public_key"], pk2.as_str());
+    publish_n(&h, "acme", 1).await;
+    let got = rx.wait_for(2).await;
+    assert_eq!(pynacl_verify(&pk2, &got[1], &got[1].body), [true, false]);
+    assert_eq!(pynacl_verify(&pk1, &got[1], &got[1].body), [false, true]);
+
+    // A shared secret cannot sign standard_ed25519; switching needs a new key pair.
+    let (s, v) = create(
+        &h,
+        "other",
+        json!({"type": "webhook", "topics": "*",
+               "config": {"url": rx.url("/hook"), "signing_mode": "standard_ed25519"},
+               "credentials": {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        problems(&v)
+            .iter()
+            .any(|p| p.starts_with("credentials.secret: must be a whsk_")),
+        "{v}"
+    );
+    let (_, hmac) = create(
+        &h,
+        "switch",
+        json!({"type": "webhook", "topics": "*", "config": {"url": rx.url("/hook")}}),
+    )
+    .await;
+    let path = format!(
+        "/tenants/switch/destinations/{}",
+        hmac["id"].as_str().unwrap()
+    );
+    let (s, v) = h
+        .call(
+            "PATCH",
+            &path,
+            Some(json!({"config": {"signing_mode": "standard_ed25519"}})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let switched = h
+        .ok(
+            "PATCH",
+            &path,
+            Some(json!({"config": {"signing_mode": "standard_ed25519"}, "credentials": {"rotate_secret": true}})),
+        )
+        .await;
+    assert!(
+        switched["credentials"]["public_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("whpk_")
+    );
+    assert!(
+        switched["credentials"].get("previous_public_key").is_none(),
+        "the previous whsec_ secret has no public key"
+    );
+}
