@@ -38,6 +38,7 @@
 //! | `{timestamp}` or `{ts}` | `{{.Timestamp.Unix}}` | unix seconds | yes | yes |
 //! | `{event_id}` | `{{.EventID}}` | the event id | yes | yes |
 //! | `{topic}` | `{{.Topic}}` | the topic | yes | yes |
+//! | `{idempotency_key}` | — | the delivery id (webhooks send it as `Idempotency-Key`) | yes | yes |
 //! | `{signatures}` | `{{.Signatures \| join ","}}` | the signatures, comma-joined | no | yes |
 //!
 //! Any other `{…}` is an error, so literal braces cannot appear. The content template must
@@ -144,7 +145,9 @@ impl SigningMode {
 }
 
 /// How signature bytes are written in outpost mode (standard mode is always base64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureEncoding {
     /// Lowercase hexadecimal (Outpost's default).
@@ -286,12 +289,53 @@ impl SigningConfig {
         self.header_prefix.to_ascii_lowercase()
     }
 
+    /// This configuration with a destination's template overrides (see
+    /// [`SignatureOverrides`]): outpost mode, the server's outpost settings when it signs in
+    /// outpost mode (else outpost's defaults), the overridden parts replaced.
+    pub fn with_overrides(&self, o: &SignatureOverrides) -> Self {
+        let mut cfg = if self.mode == SigningMode::Outpost {
+            self.clone()
+        } else {
+            Self::outpost_default()
+        };
+        if let Some(t) = &o.content_template {
+            cfg.content_template.clone_from(t);
+        }
+        if let Some(t) = &o.header_template {
+            cfg.header_template.clone_from(t);
+        }
+        if let Some(e) = o.encoding {
+            cfg.encoding = e;
+        }
+        cfg
+    }
+
     /// The outpost-mode signature header name.
     fn outpost_signature_header(&self) -> String {
         match &self.signature_header {
             Some(name) => name.to_ascii_lowercase(),
             None => format!("{}signature", self.prefix()),
         }
+    }
+}
+
+/// A destination's own signature templates (`config.signature_content_template`,
+/// `signature_header_template`, `signature_encoding`): they make it sign in outpost mode with
+/// these parts replaced ([`SigningConfig::with_overrides`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureOverrides {
+    /// What is signed.
+    pub content_template: Option<String>,
+    /// The signature header's value.
+    pub header_template: Option<String>,
+    /// Hex or base64.
+    pub encoding: Option<SignatureEncoding>,
+}
+
+impl SignatureOverrides {
+    /// Whether anything is overridden.
+    pub fn is_empty(&self) -> bool {
+        self.content_template.is_none() && self.header_template.is_none() && self.encoding.is_none()
     }
 }
 
@@ -333,6 +377,8 @@ pub struct Message<'a> {
     pub body: &'a [u8],
     /// Event metadata merged with the destination's delivery metadata, by the caller.
     pub metadata: &'a BTreeMap<String, String>,
+    /// The delivery id, sent as `Idempotency-Key` by webhooks (`{idempotency_key}`).
+    pub idempotency_key: &'a str,
 }
 
 /// The signature and metadata headers for one request, names lowercase, in a fixed order
@@ -607,14 +653,22 @@ enum Field {
     EventId,
     Topic,
     Signatures,
+    IdempotencyKey,
 }
 
-const CONTENT_FIELDS: &[Field] = &[Field::Body, Field::Timestamp, Field::EventId, Field::Topic];
+const CONTENT_FIELDS: &[Field] = &[
+    Field::Body,
+    Field::Timestamp,
+    Field::EventId,
+    Field::Topic,
+    Field::IdempotencyKey,
+];
 const HEADER_FIELDS: &[Field] = &[
     Field::Signatures,
     Field::Timestamp,
     Field::EventId,
     Field::Topic,
+    Field::IdempotencyKey,
 ];
 
 /// A parsed template element.
@@ -631,6 +685,7 @@ fn herald_field(name: &str) -> Option<Field> {
         "event_id" => Field::EventId,
         "topic" => Field::Topic,
         "signatures" => Field::Signatures,
+        "idempotency_key" => Field::IdempotencyKey,
         _ => return None,
     })
 }
@@ -664,6 +719,7 @@ fn field_name(f: Field) -> &'static str {
         Field::EventId => "{event_id}",
         Field::Topic => "{topic}",
         Field::Signatures => "{signatures}",
+        Field::IdempotencyKey => "{idempotency_key}",
     }
 }
 
@@ -697,7 +753,7 @@ fn parse_template<'t>(template: &'t str, allowed: &[Field]) -> Result<Vec<Piece<
             let field = herald_field(name).ok_or_else(|| {
                 format!(
                     "unknown placeholder `{{{name}}}`; known: {{body}}, {{timestamp}}, \
-                     {{event_id}}, {{topic}}, {{signatures}}"
+                     {{event_id}}, {{topic}}, {{idempotency_key}}, {{signatures}}"
                 )
             })?;
             (field, close + 1)
@@ -726,6 +782,7 @@ fn render_content(pieces: &[Piece<'_>], msg: &Message<'_>, ts: &str) -> Vec<u8> 
             Piece::Field(Field::Timestamp) => ts.as_bytes(),
             Piece::Field(Field::EventId) => msg.event_id.as_bytes(),
             Piece::Field(Field::Topic) => msg.topic.as_bytes(),
+            Piece::Field(Field::IdempotencyKey) => msg.idempotency_key.as_bytes(),
             Piece::Field(Field::Signatures) => b"",
         });
     }
@@ -741,6 +798,7 @@ fn render_header(pieces: &[Piece<'_>], msg: &Message<'_>, ts: &str, sigs: &str) 
             Piece::Field(Field::Timestamp) => ts,
             Piece::Field(Field::EventId) => msg.event_id,
             Piece::Field(Field::Topic) => msg.topic,
+            Piece::Field(Field::IdempotencyKey) => msg.idempotency_key,
             Piece::Field(Field::Body) => "",
         });
     }
@@ -785,6 +843,7 @@ mod tests {
             timestamp: ts,
             body,
             metadata,
+            idempotency_key: "dlv_123",
         }
     }
 
@@ -816,6 +875,7 @@ mod tests {
             timestamp: at(1614265330),
             body: br#"{"test": 2432232314}"#,
             metadata: &meta,
+            idempotency_key: "dlv_1",
         };
         let h = headers(
             &SigningConfig::default(),
@@ -1232,6 +1292,7 @@ mod tests {
             timestamp: ts,
             body: BODY,
             metadata: &meta,
+            idempotency_key: "dlv_1",
         };
         let h = headers(
             &SigningConfig::outpost_default(),

@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 use crate::destination::{
     DestinationType, Driver, FieldError, FieldSpec, Section, SelectOption, TypeSpec,
 };
-use crate::signing::{self, SigningMode};
+use crate::signing::{self, SignatureEncoding, SignatureOverrides, SigningConfig, SigningMode};
 use crate::{Destination, Secret};
 
 /// The parts of a type's description that are not fields.
@@ -450,6 +450,67 @@ pub struct SigningSettings {
     /// headers, signed with a generated ed25519 key: v1a) or `outpost` (x-outpost-* headers);
     /// empty uses the server default.
     pub signing_mode: Option<SigningMode>,
+    /// Signature content template
+    ///
+    /// Herald extension: what this destination's signature covers, e.g.
+    /// {body}{timestamp}{idempotency_key}; placeholders {body}, {timestamp}, {event_id},
+    /// {topic}, {idempotency_key}. Setting a template signs in outpost mode (x-outpost-*
+    /// headers); empty uses the server's templates.
+    pub signature_content_template: Option<String>,
+    /// Signature header template
+    ///
+    /// Herald extension: the signature header's value, e.g. t={timestamp},v0={signatures};
+    /// placeholders {signatures}, {timestamp}, {event_id}, {topic}, {idempotency_key}.
+    pub signature_header_template: Option<String>,
+    /// Signature encoding
+    ///
+    /// Herald extension: hex or base64, for the templated signature; empty uses the
+    /// server's.
+    pub signature_encoding: Option<SignatureEncoding>,
+}
+
+impl SigningSettings {
+    /// The template overrides, empty strings counting as absent.
+    pub fn overrides(&self) -> SignatureOverrides {
+        let text = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
+        SignatureOverrides {
+            content_template: text(&self.signature_content_template),
+            header_template: text(&self.signature_header_template),
+            encoding: self.signature_encoding,
+        }
+    }
+
+    /// Problems with the overrides: a template that does not parse (with the outpost-mode
+    /// rules), or templates with an explicitly standard mode.
+    fn check(&self) -> Vec<FieldError> {
+        let o = self.overrides();
+        if o.is_empty() {
+            return Vec::new();
+        }
+        if matches!(
+            self.signing_mode,
+            Some(SigningMode::Standard | SigningMode::StandardEd25519)
+        ) {
+            return vec![FieldError::new(
+                "config.signing_mode",
+                "must be outpost or empty when signature templates are set (templates sign in outpost mode)",
+            )];
+        }
+        match SigningConfig::outpost_default()
+            .with_overrides(&o)
+            .validate()
+        {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                let field = match e.field {
+                    "content_template" => "config.signature_content_template",
+                    "header_template" => "config.signature_header_template",
+                    _ => "config.signature_encoding",
+                };
+                vec![FieldError::new(field, e.problem)]
+            }
+        }
+    }
 }
 
 /// The signing credentials every signing type accepts (the current secret's name depends on
@@ -521,6 +582,8 @@ pub struct Delivery {
     pub settings: DeliverySettings,
     /// Signature scheme override (`None`: the server's).
     pub signing_mode: Option<SigningMode>,
+    /// The destination's own signature templates (empty: the server's).
+    pub signature: SignatureOverrides,
     /// Signing secrets (empty for a type that never signs).
     pub keys: SigningKeys,
 }
@@ -759,7 +822,10 @@ impl<S: Spec> DestinationType for Typed<S> {
         }
         if let Some(field) = &self.signing {
             let mode = match parse::<SigningSettings>("config", &self.common.signing_mode, config) {
-                Ok(s) => s.signing_mode,
+                Ok(s) => {
+                    errs.extend(s.check());
+                    s.signing_mode
+                }
                 Err(e) => {
                     errs.extend(e);
                     None
@@ -788,17 +854,18 @@ impl<S: Spec> DestinationType for Typed<S> {
         // Stored destinations were validated when written; a value that no longer parses
         // (a setting this version reads differently) falls back to the server default.
         let settings = parse("config", &self.common.delivery, &d.config).unwrap_or_default();
-        let signing_mode = self
+        let signing = self
             .signing
             .as_ref()
             .and_then(|_| {
                 parse::<SigningSettings>("config", &self.common.signing_mode, &d.config).ok()
             })
-            .and_then(|s| s.signing_mode);
+            .unwrap_or_default();
         let keys = self.signing_keys(&d.credentials).unwrap_or_default();
         Delivery {
             settings,
-            signing_mode,
+            signing_mode: signing.signing_mode,
+            signature: signing.overrides(),
             keys,
         }
     }

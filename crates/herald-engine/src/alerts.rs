@@ -188,6 +188,7 @@ impl Alerts {
                     timestamp: now,
                     body: &body,
                     metadata: &metadata,
+                    idempotency_key: &id,
                 };
                 let secrets = signing::Secrets {
                     current: this.cfg.secret.as_deref(),

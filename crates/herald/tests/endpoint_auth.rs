@@ -1172,3 +1172,106 @@ async fn ed25519_v1a_signatures_verify_with_pynacl_and_rotate() {
         "the previous whsec_ secret has no public key"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_destination_signature_templates_sign_body_timestamp_and_idempotency_key() {
+    use hmac::{Hmac, Mac};
+    let rx = Receiver::start().await;
+    let h = Herald::start(&[]);
+    // The seed's scheme: HMAC-SHA256 over body + timestamp + idempotency key.
+    let (s, d) = create(
+        &h,
+        "acme",
+        json!({"type": "webhook", "topics": "*",
+               "config": {"url": rx.url("/templated"),
+                          "signature_content_template": "{body}{timestamp}{idempotency_key}",
+                          "signature_header_template": "t={timestamp},v0={signatures}"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    let secret = d["credentials"]["secret"].as_str().unwrap().to_string();
+    // Another destination on the same server keeps the server's (standard) scheme.
+    let (_, plain) = create(
+        &h,
+        "plain",
+        json!({"type": "webhook", "topics": "*", "config": {"url": rx.url("/plain")}}),
+    )
+    .await;
+    assert_eq!(plain["config"].get("signature_content_template"), None);
+    publish_n(&h, "acme", 1).await;
+    publish_n(&h, "plain", 1).await;
+    let got = rx.wait_for(2).await;
+    let r = got.iter().find(|r| r.path == "/templated").unwrap();
+    let ts = r
+        .header("x-outpost-timestamp")
+        .expect("outpost-mode headers");
+    let key = r.header("idempotency-key").unwrap();
+    assert!(key.starts_with("dlv_"));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&r.body);
+    mac.update(ts.as_bytes());
+    mac.update(key.as_bytes());
+    let expected = hex::encode(mac.finalize().into_bytes());
+    assert_eq!(
+        r.header("x-outpost-signature").unwrap(),
+        format!("t={ts},v0={expected}")
+    );
+    let p = got.iter().find(|r| r.path == "/plain").unwrap();
+    assert!(p.header("webhook-signature").unwrap().starts_with("v1,"));
+    assert!(p.header("x-outpost-signature").is_none());
+
+    // Base64 encoding, and the templates are validated at create.
+    let (s, b) = create(
+        &h,
+        "b64",
+        json!({"type": "webhook", "topics": "*",
+               "config": {"url": rx.url("/b64"), "signature_content_template": "{idempotency_key}.{body}",
+                          "signature_encoding": "base64"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let cases = [
+        (
+            json!({"signature_content_template": "{body}{nonce}"}),
+            "config.signature_content_template: unknown placeholder `{nonce}`",
+        ),
+        (
+            json!({"signature_content_template": "{timestamp}"}),
+            "config.signature_content_template: must contain {body}",
+        ),
+        (
+            json!({"signature_header_template": "sig={body}"}),
+            "config.signature_header_template:",
+        ),
+        (
+            json!({"signature_encoding": "base32"}),
+            "config.signature_encoding",
+        ),
+        (
+            json!({"signing_mode": "standard", "signature_content_template": "{body}"}),
+            "config.signing_mode: must be outpost or empty",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut config = json!({"url": rx.url("/x")});
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (s, v) = create(
+            &h,
+            "invalid",
+            json!({"type": "webhook", "topics": "*", "config": config}),
+        )
+        .await;
+        assert_eq!(s, 422, "{extra} -> {v}");
+        assert!(
+            problems(&v).iter().any(|p| p.starts_with(expected)),
+            "{extra}: expected {expected:?} in {v}"
+        );
+    }
+    assert_eq!(
+        h.ok("GET", "/tenants/invalid/destinations", None).await,
+        json!([])
+    );
+}
