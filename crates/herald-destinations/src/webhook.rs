@@ -521,7 +521,7 @@ impl Spec for Webhook {
         let custom = header_map(&config.custom_headers)
             .map_err(|e| FieldError::new("config.custom_headers", e))?;
         let (client, mtls) = self.client_for(&config, &credentials)?;
-        let auth = Auth::build(credentials, self)?;
+        let auth = Auth::build(credentials, self, &client)?;
         Ok(Arc::new(WebhookDriver {
             url: config.url,
             custom,
@@ -621,7 +621,8 @@ fn sensitive(value: &str, field: &str) -> Result<HeaderValue, FieldError> {
 }
 
 impl Auth {
-    fn build(c: Credentials, w: &Webhook) -> Result<Self, FieldError> {
+    /// `client` is the destination's (its CA and certificate apply to the token endpoint too).
+    fn build(c: Credentials, w: &Webhook, client: &reqwest::Client) -> Result<Self, FieldError> {
         use base64::Engine as _;
         let required = |f: &str| {
             FieldError::new(
@@ -669,7 +670,7 @@ impl Auth {
                 };
                 Self::OAuth2(TokenCache::new(
                     grant,
-                    w.client.clone(),
+                    client.clone(),
                     w.policy.clone(),
                     w.clock.clone(),
                 ))

@@ -218,6 +218,11 @@ const DIGEST_REALM: &str = "herald-digest";
 
 impl Apache {
     fn start(upstream: &str) -> Apache {
+        Self::start_with(upstream, 300)
+    }
+
+    /// With nonces that go stale after `nonce_lifetime` seconds.
+    fn start_with(upstream: &str, nonce_lifetime: u32) -> Apache {
         let httpd = find("apache2", "apache2");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
@@ -266,6 +271,7 @@ CustomLog {d}/access.log counted
     AuthUserFile {d}/htdigest
     AuthDigestAlgorithm MD5
     AuthDigestQop auth
+    AuthDigestNonceLifetime {nonce_lifetime}
     Require valid-user
     ProxyPass {upstream}
 </Location>
@@ -400,6 +406,36 @@ async fn basic_and_bearer_against_nginx() {
     })
     .await;
 
+    // A manual retry authenticates the same way.
+    let kept = attempts_of(&h, &id, |a| a.len() == 3).await;
+    let event_id = kept
+        .iter()
+        .find(|x| x["topic"] == "kept")
+        .expect("the attempt of the kept topic")["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.ok(
+        "POST",
+        "/retry",
+        Some(json!({"event_id": event_id, "destination_id": id})),
+    )
+    .await;
+    let got = rx.wait_for(4).await;
+    assert!(
+        got[3]
+            .header("authorization")
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    let a = attempts_of(&h, &id, |a| a.len() == 4).await;
+    let manual = a
+        .iter()
+        .find(|x| x["manual"] == true)
+        .expect("the manual attempt");
+    assert_eq!(manual["status"], "success", "{manual}");
+    assert_eq!(manual["response_data"]["auth"]["type"], "basic");
+
     // Wrong password: nginx refuses; a permanent failure that says so, without the secret.
     let (s, bad) = create(
         &h,
@@ -423,7 +459,7 @@ async fn basic_and_bearer_against_nginx() {
         a[0]
     );
     assert!(!a[0].to_string().contains("not-the-password"));
-    assert_eq!(rx.count(), 3, "nginx must not pass a refused request on");
+    assert_eq!(rx.count(), 4, "nginx must not pass a refused request on");
     let refused = nginx
         .access()
         .iter()
@@ -445,16 +481,16 @@ async fn basic_and_bearer_against_nginx() {
     let bid = b["id"].as_str().unwrap().to_string();
     publish_n(&h, "bearer", 1).await;
     // The first attempt got 503 from the receiver; the retry (1 s later) has the same key.
-    let got = rx.wait_for(5).await;
-    for r in &got[3..5] {
+    let got = rx.wait_for(6).await;
+    for r in &got[4..6] {
         assert_eq!(
             r.header("authorization").as_deref(),
             Some(format!("Bearer {BEARER}").as_str())
         );
     }
     assert_eq!(
-        got[3].header("idempotency-key"),
         got[4].header("idempotency-key"),
+        got[5].header("idempotency-key"),
         "a retry keeps the delivery's Idempotency-Key"
     );
     let a = attempts_of(&h, &bid, |a| a.len() == 2).await;
@@ -1274,4 +1310,38 @@ async fn per_destination_signature_templates_sign_body_timestamp_and_idempotency
         h.ok("GET", "/tenants/invalid/destinations", None).await,
         json!([])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_stale_nonce_is_answered_within_the_attempt() {
+    let rx = Receiver::start().await;
+    let apache = Apache::start_with(&rx.url("/digest"), 1);
+    let h = Herald::start(&[]);
+    let (s, dest) = create(
+        &h,
+        "acme",
+        json!({"type": "webhook", "topics": "*", "config": {"url": apache.url("/digest/hook")},
+               "credentials": {"auth_type": "digest", "username": DIGEST_USER, "password": DIGEST_PASSWORD}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{dest}");
+    let id = dest["id"].as_str().unwrap().to_string();
+    publish_n(&h, "acme", 1).await;
+    attempts_of(&h, &id, |a| a.len() == 1 && a[0]["status"] == "success").await;
+    // Apache's clock moves on: the cached nonce is now stale.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    publish_n(&h, "acme", 1).await;
+    let a = attempts_of(&h, &id, |a| {
+        a.len() == 2 && a.iter().all(|x| x["status"] == "success")
+    })
+    .await;
+    assert!(
+        a.iter()
+            .all(|x| x["response_data"]["auth"]["challenged"] == true),
+        "both attempts took a challenge (the first, then the stale one): {a:?}"
+    );
+    let lines = apache.access();
+    let refused = lines.iter().filter(|l| l.ends_with(" 401")).count();
+    assert_eq!((lines.len(), refused), (4, 2), "{lines:?}");
+    assert_eq!(rx.count(), 2);
 }
