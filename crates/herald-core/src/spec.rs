@@ -221,6 +221,41 @@ fn json_type(schema: &Value) -> Option<&str> {
     }
 }
 
+/// The choices of an enum: `enum: [...]`, or — when its variants have doc comments —
+/// `oneOf: [{const, description}, ...]` (the description's first paragraph is the label).
+fn select_options(schema: &Value) -> Vec<SelectOption> {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|v| SelectOption {
+                label: v.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
+    }
+    let variants = schema
+        .get("oneOf")
+        .or_else(|| schema.get("anyOf"))
+        .and_then(Value::as_array);
+    variants
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let value = v.get("const")?.as_str()?;
+            let label = v
+                .get("description")
+                .and_then(Value::as_str)
+                .map_or(value, |d| d.split("\n\n").next().unwrap_or(value))
+                .trim();
+            Some(SelectOption {
+                label: if label.is_empty() { value } else { label }.to_string(),
+                value: value.to_string(),
+            })
+        })
+        .collect()
+}
+
 fn field_of(key: &str, schema: &Value, required: bool) -> (FieldSpec, Prop) {
     let doc = schema
         .get("description")
@@ -232,20 +267,7 @@ fn field_of(key: &str, schema: &Value, required: bool) -> (FieldSpec, Prop) {
         None if doc.is_empty() => (key.to_string(), String::new()),
         None => (key.to_string(), doc.trim().replace('\n', " ")),
     };
-    let options: Vec<SelectOption> = schema
-        .get("enum")
-        .and_then(Value::as_array)
-        .map(|values| {
-            values
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|v| SelectOption {
-                    label: v.to_string(),
-                    value: v.to_string(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let options = select_options(schema);
     let (kind, value_kind) = match json_type(schema) {
         _ if !options.is_empty() => ("select", ValueKind::Text),
         Some("boolean") => ("checkbox", ValueKind::Boolean),
@@ -1083,6 +1105,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(errs[0].field, "config.flavour");
         assert!(errs[0].problem.contains("plain"), "{}", errs[0].problem);
+    }
+
+    #[test]
+    fn documented_enum_variants_are_select_options() {
+        let f = Fields::of::<SigningSettings>();
+        let mode = &f.specs()[0];
+        assert_eq!(mode.kind, "select", "{mode:?}");
+        let values: Vec<_> = mode.options.iter().map(|o| o.value.as_str()).collect();
+        assert_eq!(values, ["standard", "outpost"]);
+        let s: SigningSettings = parse("config", &f, &map(&[("signing_mode", "outpost")])).unwrap();
+        assert_eq!(s.signing_mode, Some(SigningMode::Outpost));
     }
 
     #[test]

@@ -353,15 +353,23 @@ async fn schemas_list_every_broker_type_with_sensitive_fields() {
             .unwrap_or_else(|| panic!("{kind} missing from {types}"))
             .clone()
     };
+    // Every broker type signs with the common `signing_secret` (and keeps the previous one
+    // after a rotation); both are sensitive.
+    const SIGNING: &str = "signing_secret";
+    const PREVIOUS: &str = "previous_secret";
     let mut expected: Vec<(&str, &str, &[&str])> = Vec::new();
     #[cfg(feature = "rabbitmq")]
-    expected.push(("rabbitmq", "server_url", &["password", "secret"]));
+    expected.push(("rabbitmq", "server_url", &["password", SIGNING, PREVIOUS]));
     #[cfg(feature = "nats")]
-    expected.push(("nats", "server_url", &["password", "token", "secret"]));
+    expected.push((
+        "nats",
+        "server_url",
+        &["password", "token", SIGNING, PREVIOUS],
+    ));
     #[cfg(feature = "redis_stream")]
-    expected.push(("redis_stream", "stream", &["password", "secret"]));
+    expected.push(("redis_stream", "stream", &["password", SIGNING, PREVIOUS]));
     #[cfg(feature = "mqtt")]
-    expected.push(("mqtt", "server_url", &["password", "secret"]));
+    expected.push(("mqtt", "server_url", &["password", SIGNING, PREVIOUS]));
     for (kind, required, sensitive) in expected {
         let t = find(kind);
         let cfg = t["config_fields"].as_array().unwrap();
@@ -474,7 +482,7 @@ mod rabbitmq {
         json!({
             "type": "rabbitmq", "topics": "*",
             "config": {"server_url": server, "exchange": exchange, "routing_key": "herald.{topic}"},
-            "credentials": {"username": "guest", "password": password, "secret": SECRET},
+            "credentials": {"username": "guest", "password": password, "signing_secret": SECRET},
         })
     }
 
@@ -484,10 +492,8 @@ mod rabbitmq {
         let h = herald();
         let d = create(&h, "rmq", dest(RABBITMQ, &s.exchange, "guest")).await;
         assert_eq!(d["credentials"]["password"], "****", "password masked: {d}");
-        assert_eq!(
-            d["credentials"]["secret"],
-            "whse**********************************"
-        );
+        // The signing secret is returned in full: receivers need it to verify.
+        assert_eq!(d["credentials"]["signing_secret"], SECRET);
         assert_eq!(d["target"], s.exchange.as_str());
 
         let id = publish(&h, "rmq", "user.created", json!({"name": "Ada"})).await;
@@ -533,7 +539,7 @@ mod rabbitmq {
             "PATCH",
             &format!("/tenants/rmq/destinations/{did}"),
             Some(
-                json!({"credentials": {"password": "****", "secret": d["credentials"]["secret"]}}),
+                json!({"credentials": {"password": "****", "signing_secret": d["credentials"]["signing_secret"]}}),
             ),
         )
         .await;
@@ -705,7 +711,7 @@ mod nats {
         json!({
             "type": "nats", "topics": "*",
             "config": {"server_url": server, "subject": format!("{prefix}.{{topic}}")},
-            "credentials": {"secret": SECRET},
+            "credentials": {"signing_secret": SECRET},
         })
     }
 
@@ -714,7 +720,8 @@ mod nats {
         let s = setup().await;
         let h = herald();
         let d = create(&h, "nats", dest(NATS, &s.prefix)).await;
-        assert_ne!(d["credentials"]["secret"], SECRET, "secret masked: {d}");
+        // Signing secrets are returned in full: receivers need them to verify.
+        assert_eq!(d["credentials"]["signing_secret"], SECRET, "{d}");
         let id = publish(&h, "nats", "user.created", json!({"name": "Ada"})).await;
         let a = attempts(&h, &id, succeeded).await;
         assert_eq!(a[0]["code"], "ack");
@@ -829,7 +836,7 @@ mod redis_stream {
         json!({
             "type": "redis_stream", "topics": "*",
             "config": {"server_url": server, "stream": stream, "max_len": "3", "max_len_approximate": "false"},
-            "credentials": {"secret": SECRET},
+            "credentials": {"signing_secret": SECRET},
         })
     }
 
@@ -1018,6 +1025,8 @@ mod mqtt {
         json!({
             "type": "mqtt", "topics": "*",
             "config": {"server_url": server, "topic": format!("{prefix}/{{topic}}")},
+            // The signing secret's old name on broker types is still read, and stored under
+            // the new one (the signature check below proves it signs).
             "credentials": {"secret": SECRET},
         })
     }
@@ -1027,7 +1036,9 @@ mod mqtt {
         let prefix = unique("herald-test-");
         let sub = subscribe(&prefix).await;
         let h = herald();
-        create(&h, "mqtt", dest(MQTT, &prefix)).await;
+        let d = create(&h, "mqtt", dest(MQTT, &prefix)).await;
+        assert_eq!(d["credentials"]["signing_secret"], SECRET, "{d}");
+        assert!(d["credentials"].get("secret").is_none(), "{d}");
         let id = publish(&h, "mqtt", "user.created", json!({"name": "Ada"})).await;
         let a = attempts(&h, &id, succeeded).await;
         assert_eq!(a[0]["code"], "puback");
