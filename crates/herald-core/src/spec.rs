@@ -238,6 +238,15 @@ fn select_options(schema: &Value) -> Vec<SelectOption> {
         .get("oneOf")
         .or_else(|| schema.get("anyOf"))
         .and_then(Value::as_array);
+    // An `Option` of an enum is `anyOf: [<the enum's schema>, {type: null}]`: look inside.
+    if let Some(inner) = variants.and_then(|vs| {
+        vs.iter().find(|v| {
+            v.get("const").is_none()
+                && (v.get("oneOf").is_some() || v.get("anyOf").is_some() || v.get("enum").is_some())
+        })
+    }) {
+        return select_options(inner);
+    }
     variants
         .into_iter()
         .flatten()
@@ -1113,7 +1122,7 @@ mod tests {
         let mode = &f.specs()[0];
         assert_eq!(mode.kind, "select", "{mode:?}");
         let values: Vec<_> = mode.options.iter().map(|o| o.value.as_str()).collect();
-        assert_eq!(values, ["standard", "outpost"]);
+        assert_eq!(values, ["standard", "outpost", "standard_ed25519"]);
         let s: SigningSettings = parse("config", &f, &map(&[("signing_mode", "outpost")])).unwrap();
         assert_eq!(s.signing_mode, Some(SigningMode::Outpost));
     }

@@ -1008,4 +1008,49 @@ mod tests {
         assert!(is_credential_header("x-auth-token"));
         assert!(!is_credential_header("x-trace"));
     }
+
+    #[test]
+    fn served_schema_types_the_auth_fields() {
+        use herald_core::destination::DestinationType;
+        let t = herald_core::spec::Typed::new(
+            Webhook::new(&DestinationsConfig::default()).unwrap(),
+            true,
+        );
+        let spec = t.spec();
+        let field = |k: &str| {
+            spec.credential_fields
+                .iter()
+                .chain(&spec.config_fields)
+                .find(|f| f.key == k)
+                .unwrap_or_else(|| panic!("{k} is not served"))
+        };
+        let auth = field("auth_type");
+        assert_eq!(auth.kind, "select", "{auth:?}");
+        let values: Vec<_> = auth.options.iter().map(|o| o.value.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                "none",
+                "bearer",
+                "basic",
+                "digest",
+                "oauth2_client_credentials"
+            ]
+        );
+        assert_eq!(auth.default.as_deref(), Some("none"));
+        assert_eq!(field("oauth2_auth_method").kind, "select");
+        assert_eq!(field("signature_encoding").kind, "select");
+        for k in ["token", "password", "client_secret", "client_key"] {
+            assert!(field(k).sensitive, "{k} must be sensitive");
+        }
+        for k in [
+            "username",
+            "client_id",
+            "client_cert",
+            "oauth2_token_url",
+            "tls_ca",
+        ] {
+            assert!(!field(k).sensitive && !field(k).required, "{k}");
+        }
+    }
 }
