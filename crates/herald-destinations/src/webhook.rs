@@ -470,10 +470,14 @@ impl Spec for Webhook {
     }
 
     fn tune(&self, spec: &mut TypeSpec) {
-        if !self.policy.allow_http
-            && let Some(f) = spec.config_fields.iter_mut().find(|f| f.key == "url")
-        {
-            f.pattern = Some("^https://.+".into());
+        if !self.policy.allow_http {
+            let urls = spec
+                .config_fields
+                .iter_mut()
+                .chain(&mut spec.credential_fields);
+            for f in urls.filter(|f| f.key == "url" || f.key == "oauth2_token_url") {
+                f.pattern = Some("^https://.+".into());
+            }
         }
     }
 
