@@ -163,6 +163,53 @@ http {{
     }
 }
 
+/// A TLS server (Python's `http.server` behind `ssl` with `CERT_REQUIRED`) that refuses a
+/// client certificate in the handshake, with an alert.
+struct StrictTls {
+    _server: Server,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl StrictTls {
+    fn start(ca: &str, cert: &str, key: &str) -> StrictTls {
+        const SCRIPT: &str = r#"
+import http.server, ssl, sys
+port, d = int(sys.argv[1]), sys.argv[2]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(d + "/server.pem", d + "/server.key")
+ctx.load_verify_locations(d + "/ca.pem")
+ctx.verify_mode = ssl.CERT_REQUIRED
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, pem) in [("ca.pem", ca), ("server.pem", cert), ("server.key", key)] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", SCRIPT])
+            .arg(port.to_string())
+            .arg(dir.path());
+        let server = Server::start(cmd, port, "the Python TLS server", Duration::from_secs(20));
+        StrictTls {
+            _server: server,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
 /// A test CA made with rcgen.
 struct TestCa {
     pem: String,
@@ -1022,6 +1069,28 @@ async fn mtls_against_nginx_with_ssl_verify_client() {
     assert_eq!(
         h.ok("GET", "/tenants/invalid/destinations", None).await,
         json!([])
+    );
+
+    // A server that breaks the handshake off (Python's ssl with CERT_REQUIRED sends a TLS
+    // alert instead of nginx's 400 page).
+    let strict = StrictTls::start(&ca.pem, &server_cert, &server_key);
+    let strict_url = format!("https://127.0.0.1:{}/hook", strict.port);
+    let strict_dest = |cert: &str, key: &str| {
+        json!({"type": "webhook", "topics": "*", "config": {"url": strict_url, "tls_ca": ca.pem},
+               "credentials": {"client_cert": cert, "client_key": key}})
+    };
+    let (_, ok) = create(&h, "strict-ok", strict_dest(&client_cert, &client_key)).await;
+    publish_n(&h, "strict-ok", 1).await;
+    let a = attempts_of(&h, ok["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+    assert_eq!(a[0]["status"], "success", "{}", a[0]);
+    let (_, refused) = create(&h, "strict-rogue", strict_dest(&rogue_cert, &rogue_key)).await;
+    publish_n(&h, "strict-rogue", 1).await;
+    let a = attempts_of(&h, refused["id"].as_str().unwrap(), |a| !a.is_empty()).await;
+    assert_eq!(a[0]["code"], "client_certificate_refused", "{}", a[0]);
+    let msg = a[0]["response_data"]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("refused the TLS client certificate (alert"),
+        "{msg}"
     );
 
     // The server-wide CA file does what config.tls_ca does, for every destination.

@@ -6,6 +6,7 @@ Usage: token_server.py PORT EXPIRES_IN
   POST /token        the token endpoint (client_secret_basic or client_secret_post)
   POST /hook         the receiver: needs a valid, unrevoked, unexpired bearer token with
                      scope webhook.send
+  POST /token-503    a token endpoint that is down (503, temporarily_unavailable)
   POST /revoke-all   revokes every token issued so far (the test's "the receiver forgot it")
   GET  /stats        {"token_requests": n, "hook_ok": n, "hook_refused": n}
 """
@@ -131,6 +132,11 @@ def issue_token():
     with lock:
         stats["token_requests"] += 1
     return server.create_token_response()
+
+
+@app.route("/token-503", methods=["POST"])
+def token_unavailable():
+    return jsonify(error="temporarily_unavailable", error_description="down for maintenance"), 503
 
 
 @app.route("/hook", methods=["POST"])
