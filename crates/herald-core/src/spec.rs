@@ -221,48 +221,40 @@ fn json_type(schema: &Value) -> Option<&str> {
     }
 }
 
-/// The choices of an enum: `enum: [...]`, or — when its variants have doc comments —
-/// `oneOf: [{const, description}, ...]` (the description's first paragraph is the label).
+/// The choices of an enum — `enum: [...]`, or `oneOf: [{const}, ...]` when its variants have
+/// doc comments, either possibly inside the `anyOf` of an `Option` — labelled by their value.
 fn select_options(schema: &Value) -> Vec<SelectOption> {
+    let mut out = Vec::new();
+    collect_options(schema, &mut out);
+    out
+}
+
+fn collect_options(schema: &Value, out: &mut Vec<SelectOption>) {
+    let option = |value: &str, label: &str| SelectOption {
+        label: label.to_string(),
+        value: value.to_string(),
+    };
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        return values
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|v| SelectOption {
-                label: v.to_string(),
-                value: v.to_string(),
-            })
-            .collect();
+        out.extend(
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|v| option(v, v)),
+        );
     }
-    let variants = schema
-        .get("oneOf")
-        .or_else(|| schema.get("anyOf"))
-        .and_then(Value::as_array);
-    // An `Option` of an enum is `anyOf: [<the enum's schema>, {type: null}]`: look inside.
-    if let Some(inner) = variants.and_then(|vs| {
-        vs.iter().find(|v| {
-            v.get("const").is_none()
-                && (v.get("oneOf").is_some() || v.get("anyOf").is_some() || v.get("enum").is_some())
-        })
-    }) {
-        return select_options(inner);
+    if let Some(value) = schema.get("const").and_then(Value::as_str) {
+        out.push(option(value, value));
     }
-    variants
-        .into_iter()
-        .flatten()
-        .filter_map(|v| {
-            let value = v.get("const")?.as_str()?;
-            let label = v
-                .get("description")
-                .and_then(Value::as_str)
-                .map_or(value, |d| d.split("\n\n").next().unwrap_or(value))
-                .trim();
-            Some(SelectOption {
-                label: if label.is_empty() { value } else { label }.to_string(),
-                value: value.to_string(),
-            })
-        })
-        .collect()
+    for key in ["oneOf", "anyOf"] {
+        for sub in schema
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            collect_options(sub, out);
+        }
+    }
 }
 
 fn field_of(key: &str, schema: &Value, required: bool) -> (FieldSpec, Prop) {

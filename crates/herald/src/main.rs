@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod metrics;
+mod rekey;
 mod secrets;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets hidden) and exit.
     Config,
+    /// Seal every destination again under the current encryption key (key rotation).
+    Rekey(rekey::RekeyArgs),
     /// Measure throughput, latency and memory on this machine and print a report.
     Bench(bench::BenchArgs),
 }
@@ -79,16 +82,18 @@ fn main() -> Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                let where_ = herald_store::pg::describe_url(&cfg.database.url);
+                let where_ = herald_store::pg::describe_url(cfg.database.url.expose());
                 let version = rt
-                    .block_on(PgStore::migrate(&cfg.database.url))
+                    .block_on(PgStore::migrate(cfg.database.url.expose()))
                     .with_context(|| format!("migrating PostgreSQL database {where_}"))?;
                 println!("PostgreSQL database {where_} is up to date (schema version {version})");
                 return Ok(());
             }
             let _lock = secrets::lock_data_dir(&cfg.data_dir)?;
             let path = cfg.data_dir.join("herald.db");
-            SqliteStore::open(&path).with_context(|| format!("migrating {}", path.display()))?;
+            let keys = secrets::encryption_keys(&cfg)?;
+            SqliteStore::open(&path, &keys)
+                .with_context(|| format!("migrating {}", path.display()))?;
             println!(
                 "database {} is up to date (schema version {})",
                 path.display(),
@@ -102,15 +107,11 @@ fn main() -> Result<()> {
                 .build()?;
             rt.block_on(bench::run(args))
         }
+        Command::Rekey(args) => rekey::run(&cfg, args),
         Command::Config => {
-            let mut shown = cfg.clone();
-            for s in [&mut shown.api_key, &mut shown.jwt_secret] {
-                if !s.is_empty() {
-                    *s = "(set)".into();
-                }
-            }
-            shown.database.url = cfg.database.url_for_display();
-            print!("{}", toml::to_string_pretty(&shown)?);
+            // Secret settings serialize masked (`config::SecretSetting`, `config::SecretUrl`).
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            print!("{}", rekey::describe_keys(&cfg));
             Ok(())
         }
     }
@@ -141,11 +142,12 @@ struct OpenedStore {
 
 async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
     if cfg.database.is_postgres() {
-        let where_ = herald_store::pg::describe_url(&cfg.database.url);
+        let where_ = herald_store::pg::describe_url(cfg.database.url.expose());
         let store = PgStore::connect(&PgOptions {
-            url: cfg.database.url.clone(),
+            url: cfg.database.url.expose().to_string(),
             pool_size: cfg.database.pool_size,
             migrate,
+            keys: secrets::encryption_keys(cfg)?,
         })
         .await
         .with_context(|| format!("cannot use PostgreSQL database {where_}"))?;
@@ -163,7 +165,8 @@ async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let lock = secrets::lock_data_dir(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join("herald.db");
-    let store = SqliteStore::open_with(&db_path, migrate)
+    let keys = secrets::encryption_keys(cfg)?;
+    let store = SqliteStore::open_with(&db_path, migrate, &keys)
         .with_context(|| format!("opening {}", db_path.display()))?;
     Ok(OpenedStore {
         store: Arc::new(store),
@@ -203,7 +206,7 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
     };
     let registry = herald_destinations::registry(&DestinationsConfig {
         target_policy: policy.clone(),
-        proxy: (!cfg.delivery.proxy.is_empty()).then(|| cfg.delivery.proxy.clone()),
+        proxy: (!cfg.delivery.proxy.is_empty()).then(|| cfg.delivery.proxy.expose().to_string()),
         response_body_limit: cfg.delivery.response_body_limit,
         user_agent: cfg.delivery.user_agent.clone(),
         retry_on_status: cfg.delivery.retry_on_status.clone(),

@@ -234,7 +234,12 @@ pub fn catalog(names: &[&str]) -> Vec<TopicSpec> {
 
 pub async fn app_with(topics: Vec<TopicSpec>, max_body_bytes: usize) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("herald.db")).expect("open store");
+    let store = SqliteStore::open(
+        &dir.path().join("herald.db"),
+        &herald_store::seal::Keyring::single("k", &herald_store::seal::Keyring::generate_key())
+            .expect("key"),
+    )
+    .expect("open store");
     let engine = Engine::start(
         Arc::new(store),
         registry(),

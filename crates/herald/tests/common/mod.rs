@@ -39,6 +39,20 @@ impl Herald {
 
     /// Starts herald on an existing data directory.
     pub fn start_in(dir: &Path, env: &[(&str, &str)], dev: bool) -> Herald {
+        Self::spawn(dir, env, dev, Stdio::inherit())
+    }
+
+    /// Starts herald on an existing data directory with its logs (stderr) appended to `log`.
+    pub fn start_logged(dir: &Path, env: &[(&str, &str)], log: &Path) -> Herald {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log file");
+        Self::spawn(dir, env, true, Stdio::from(file))
+    }
+
+    fn spawn(dir: &Path, env: &[(&str, &str)], dev: bool, stderr: Stdio) -> Herald {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.arg("serve");
         if dev {
@@ -53,7 +67,7 @@ impl Herald {
             .env("HERALD_LOG_LEVEL", "warn")
             .env("HERALD_DELIVERY_POLL_INTERVAL_MS", "50")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -286,6 +300,8 @@ impl Receiver {
 /// `postgres://postgres@127.0.0.1:5432/test`); when it is unreachable the test fails.
 pub struct TestDb {
     pub url: String,
+    /// `HERALD_ENCRYPTION_KEY` for every node on this database.
+    pub key: String,
     name: String,
     admin: String,
 }
@@ -309,7 +325,14 @@ impl TestDb {
                     herald_store::pg::describe_url(&admin)
                 )
             });
-        TestDb { url, name, admin }
+        TestDb {
+            url,
+            key: herald_store::seal::Keyring::generate_key()
+                .expose()
+                .to_string(),
+            name,
+            admin,
+        }
     }
 }
 
@@ -327,4 +350,39 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Runs a command to completion, killing it after `limit` (then it counts as failed), and
+/// returns whether it succeeded and its stdout and stderr. A command expected to refuse to
+/// start that starts anyway fails the test instead of hanging it.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("run herald");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for herald") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut text = format!(
+        "{}{}",
+        std::fs::read_to_string(&out_path).unwrap_or_default(),
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    if status.is_none() {
+        text.push_str(&format!("\n(still running after {limit:?}: killed)"));
+    }
+    (status.is_some_and(|s| s.success()), text)
 }
