@@ -483,6 +483,21 @@ async fn basic_and_bearer_against_nginx() {
     assert_eq!(manual["status"], "success", "{manual}");
     assert_eq!(manual["response_data"]["auth"]["type"], "basic");
 
+    // Sealed at rest: no file of the data directory holds the password.
+    for entry in std::fs::read_dir(&h.data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes
+                    .windows(BASIC_PASSWORD.len())
+                    .any(|w| w == BASIC_PASSWORD.as_bytes()),
+                "{} holds the password in clear",
+                path.display()
+            );
+        }
+    }
+
     // Wrong password: nginx refuses; a permanent failure that says so, without the secret.
     let (s, bad) = create(
         &h,
