@@ -253,7 +253,7 @@ pub fn type_spec(s: &TypeSpec) -> Value {
             })
             .collect()
     };
-    json!({
+    let mut v = json!({
         "type": s.kind,
         "label": s.label,
         "description": s.description,
@@ -261,7 +261,13 @@ pub fn type_spec(s: &TypeSpec) -> Value {
         "instructions": s.instructions,
         "config_fields": fields(&s.config_fields),
         "credential_fields": fields(&s.credential_fields),
-    })
+    });
+    // Herald extension: which credential holds the signing secret, for UIs that show it and
+    // offer rotation instead of an input.
+    if let (Some(key), Some(obj)) = (&s.signing_secret_key, v.as_object_mut()) {
+        obj.insert("signing_secret_key".into(), json!(key));
+    }
+    v
 }
 
 #[cfg(test)]

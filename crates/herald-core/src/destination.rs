@@ -189,6 +189,10 @@ pub struct TypeSpec {
     pub config_fields: Vec<FieldSpec>,
     /// Secrets, the signing credentials included.
     pub credential_fields: Vec<FieldSpec>,
+    /// The credential holding the signing secret (`secret`, `signing_secret`); `None` for a
+    /// type whose messages are never signed. With it come `previous_secret` and
+    /// `previous_secret_invalid_at`, managed by rotation.
+    pub signing_secret_key: Option<String>,
 }
 
 impl TypeSpec {

@@ -668,6 +668,7 @@ impl<S: Spec> Typed<S> {
             instructions: about.instructions.to_string(),
             config_fields: config.specs().to_vec(),
             credential_fields: credentials.specs().to_vec(),
+            signing_secret_key: signing.as_ref().map(|s| s.key.to_string()),
         };
         schema
             .config_fields

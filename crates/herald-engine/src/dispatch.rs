@@ -361,6 +361,7 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
     }
     let number = delivery.attempts + 1;
     let started = Instant::now();
+    let mut sent_headers = None;
     let result = match &route.driver {
         None => Err(DeliveryError::permanent(
             "unsupported_type",
@@ -371,6 +372,7 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
         )),
         Some(driver) => {
             let msg = message(inner, &route, &event, &delivery.id, now);
+            sent_headers = Some(request_headers(&msg.headers));
             match tokio::time::timeout(inner.config.attempt_timeout, driver.deliver(&msg)).await {
                 Ok(r) => r,
                 Err(_) => Err(DeliveryError::retry(
@@ -430,6 +432,7 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
             )
         }
     };
+    let response = with_request(response, sent_headers);
     let record = AttemptRecord {
         attempt: Attempt {
             id: ids::new_id(ids::ATTEMPT),
@@ -561,6 +564,40 @@ async fn hold_lease(
             false
         }
     }
+}
+
+/// The protocol headers of an attempt as recorded in its response data (`request.headers`),
+/// for the portal's "request as sent" view. Signature values are masked: they are derived
+/// from the secret and only useful to the receiver. A destination's own custom headers are
+/// added by its driver and not recorded here (they may carry credentials).
+fn request_headers(headers: &[(String, String)]) -> Value {
+    let map: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            let v = if k.to_ascii_lowercase().contains("signature") {
+                let keep: String = v.chars().take(4).collect();
+                format!("{keep}****")
+            } else {
+                v.clone()
+            };
+            (k.clone(), Value::String(v))
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// Adds `request.headers` to an attempt's response data.
+fn with_request(response: Option<Value>, headers: Option<Value>) -> Option<Value> {
+    let Some(headers) = headers else {
+        return response;
+    };
+    let mut m = match response {
+        Some(Value::Object(m)) => m,
+        None => serde_json::Map::new(),
+        Some(other) => return Some(other),
+    };
+    m.insert("request".into(), json!({ "headers": headers }));
+    Some(Value::Object(m))
 }
 
 fn with_error(response: Option<Value>, message: &str) -> Value {

@@ -811,7 +811,13 @@ fn aggregate(
         [SqlValue::Integer(us(q.start)), SqlValue::Integer(us(q.end))],
     );
     for (name, values) in &q.filters {
-        w.any_of(&format!("CAST({} AS TEXT)", column_of(name)), values);
+        // Text columns are compared as they are, so their indexes serve the filter (a CAST
+        // would hide them); the integer columns are compared as text.
+        let col = match name.as_str() {
+            "manual" | "attempt_number" => format!("CAST({} AS TEXT)", column_of(name)),
+            _ => column_of(name),
+        };
+        w.any_of(&col, values);
     }
     let bucket = bucket_sql(q.bucket, time_col);
     let mut select = vec![bucket.clone().unwrap_or_else(|| "NULL".into())];
@@ -1486,7 +1492,15 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.read(move |c| {
             let mut w = Where::default();
-            w.any_of("tenant_id", &q.tenant_ids);
+            // Given event ids (a handful of rows), the event index is the one to use; without
+            // statistics SQLite would rather walk the tenant's whole log in time order. The
+            // unary `+` keeps the tenant condition off its index in that case.
+            let tenant_col = if q.event_ids.is_empty() {
+                "tenant_id"
+            } else {
+                "+tenant_id"
+            };
+            w.any_of(tenant_col, &q.tenant_ids);
             w.any_of("event_id", &q.event_ids);
             w.any_of("destination_id", &q.destination_ids);
             w.any_of("destination_type", &q.destination_types);

@@ -64,6 +64,41 @@ pub struct Config {
     pub retention: RetentionSection,
     /// The topic catalog.
     pub topics: Vec<TopicConfig>,
+    /// The tenant portal's branding and return link.
+    pub portal: PortalSection,
+}
+
+/// `[portal]`: the tenant portal served under `/portal`. Each key is Outpost's `PORTAL_*`
+/// setting of the same meaning (`HERALD_PORTAL_REFERER_URL` ↔ `PORTAL_REFERER_URL`, …).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalSection {
+    /// Your application's URL, linked from the portal's "session expired" page.
+    pub referer_url: String,
+    /// Organisation name shown in the portal's header and titles.
+    pub organization_name: String,
+    /// URL of a logo shown in the portal's header.
+    pub logo: String,
+    /// Accent colour, `#rgb` or `#rrggbb`.
+    pub brand_color: String,
+    /// `light` or `dark` forces the portal's theme; empty follows the link and the browser.
+    pub force_theme: String,
+    /// The destination type the portal's add-destination wizard preselects (Herald's own
+    /// setting; Outpost has none).
+    pub default_type: String,
+}
+
+impl Default for PortalSection {
+    fn default() -> Self {
+        Self {
+            referer_url: String::new(),
+            organization_name: String::new(),
+            logo: String::new(),
+            brand_color: String::new(),
+            force_theme: String::new(),
+            default_type: "webhook".into(),
+        }
+    }
 }
 
 /// `[database]`
@@ -269,6 +304,7 @@ impl Default for Config {
             alerts: AlertsSection::default(),
             retention: RetentionSection::default(),
             topics: Vec::new(),
+            portal: PortalSection::default(),
         }
     }
 }
@@ -481,6 +517,29 @@ impl Config {
         }
         if self.retention.interval_secs == 0 || self.retention.batch == 0 {
             bail!("retention.interval_secs and retention.batch must be greater than 0");
+        }
+        let p = &self.portal;
+        if !p.brand_color.is_empty() && !herald_api::portal::is_hex_color(&p.brand_color) {
+            bail!(
+                "portal.brand_color (HERALD_PORTAL_BRAND_COLOR): {:?} is not a #rgb or #rrggbb colour",
+                p.brand_color
+            );
+        }
+        if !matches!(p.force_theme.as_str(), "" | "light" | "dark") {
+            bail!(
+                "portal.force_theme (HERALD_PORTAL_FORCE_THEME): {:?} is not light or dark",
+                p.force_theme
+            );
+        }
+        for (key, env, v) in [
+            ("referer_url", "REFERER_URL", &p.referer_url),
+            ("logo", "LOGO", &p.logo),
+        ] {
+            if !v.is_empty()
+                && !url::Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                bail!("portal.{key} (HERALD_PORTAL_{env}): {v:?} is not an http(s) URL");
+            }
         }
         self.retry_policy()?;
         self.signing_config()?;

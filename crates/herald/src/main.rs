@@ -214,6 +214,14 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
         no_generated_secret: cfg.signing.no_generated_secret.clone(),
     })
     .map_err(anyhow::Error::msg)?;
+    if !cfg.portal.default_type.is_empty() && registry.get(&cfg.portal.default_type).is_none() {
+        let known: Vec<_> = registry.all().map(|t| t.spec().kind.clone()).collect();
+        anyhow::bail!(
+            "portal.default_type (HERALD_PORTAL_DEFAULT_TYPE): {:?} is not a destination type of this build; expected one of {}",
+            cfg.portal.default_type,
+            known.join(", ")
+        );
+    }
     if let Some(unknown) = cfg
         .signing
         .no_generated_secret
@@ -285,7 +293,8 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
             sample: match &t.sample {
                 Some(toml::Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
                 Some(other) => serde_json::to_value(other).unwrap_or_default(),
-                None => serde_json::json!({}),
+                // No sample: test events cannot use this topic.
+                None => serde_json::Value::Null,
             },
         })
         .collect();
@@ -298,6 +307,15 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
             portal_url: format!("{public_url}/portal"),
             max_body_bytes: cfg.max_body_bytes,
             version: env!("CARGO_PKG_VERSION").into(),
+            portal: herald_api::portal::PortalConfig {
+                referer_url: cfg.portal.referer_url.clone(),
+                organization_name: cfg.portal.organization_name.clone(),
+                logo: cfg.portal.logo.clone(),
+                brand_color: cfg.portal.brand_color.clone(),
+                force_theme: cfg.portal.force_theme.clone(),
+                secure_cookies: !dev,
+                default_type: cfg.portal.default_type.clone(),
+            },
         },
     );
 

@@ -254,6 +254,7 @@ pub async fn app_with(topics: Vec<TopicSpec>, max_body_bytes: usize) -> App {
         jwt_secret: JWT_SECRET.to_vec(),
         topics,
         portal_url: "http://localhost:3333/portal".into(),
+        portal: Default::default(),
         max_body_bytes,
         version: "test".into(),
     };
