@@ -23,6 +23,10 @@ use serde_json::{Map, Value, json};
 /// The signing credentials every signing type has besides its current secret.
 pub const ROTATION_FIELDS: [&str; 2] = ["previous_secret", "previous_secret_invalid_at"];
 
+/// Credentials derived on read, never stored: the `whpk_` public keys of `whsk_` signing keys
+/// (what ed25519 receivers verify with). Sent back, they are ignored.
+pub const PUBLIC_KEY_FIELDS: [&str; 2] = ["public_key", "previous_public_key"];
+
 /// RFC 3339 text of a timestamp.
 pub fn ts(t: Timestamp) -> String {
     t.to_string()
@@ -84,7 +88,10 @@ pub fn is_masked(registry: &Registry, kind: &str, section: Section, key: &str) -
 
 /// The display form of one stored value.
 pub fn shown(registry: &Registry, kind: &str, section: Section, key: &str, value: &str) -> String {
-    if is_masked(registry, kind, section, key) {
+    // An ed25519 signing key is never shown: receivers verify with its public key.
+    let private_key = section == Section::Credentials
+        && value.starts_with(herald_core::signing::ED25519_SECRET_PREFIX);
+    if private_key || is_masked(registry, kind, section, key) {
         return mask(value);
     }
     match (section, registry.get(kind)) {
@@ -117,13 +124,28 @@ pub fn destination(registry: &Registry, d: &Destination) -> Value {
         }
         None => (Value::Null, Value::Null),
     };
+    let mut credentials = show(Section::Credentials, &d.credentials);
+    if let Some(signing) = registry.get(&d.kind).and_then(|t| t.signing()) {
+        for (secret, public) in [signing.key, "previous_secret"]
+            .into_iter()
+            .zip(PUBLIC_KEY_FIELDS)
+        {
+            if let Some(pk) = d
+                .credentials
+                .get(secret)
+                .and_then(|s| herald_core::signing::ed25519_public_key(s))
+            {
+                credentials.insert(public.to_string(), Value::String(pk));
+            }
+        }
+    }
     json!({
         "id": d.id,
         "type": d.kind,
         "topics": topics(&d.topics),
         "filter": d.filter,
         "config": show(Section::Config, &d.config),
-        "credentials": show(Section::Credentials, &d.credentials),
+        "credentials": credentials,
         "delivery_metadata": d.delivery_metadata,
         "metadata": d.metadata,
         "disabled_at": opt_ts(d.disabled_at),

@@ -443,7 +443,7 @@ async fn destination_validation_names_the_field() {
         (
             // Every valid key is listed, the engine-level ones included.
             with(json!({"config": {"url": "https://x.io", "colour": "red"}})),
-            "(valid: url, custom_headers, rate_limit_per_minute, max_in_flight, signing_mode)",
+            "(valid: url, custom_headers, rate_limit_per_minute, max_in_flight, signing_mode, signature_content_template, signature_header_template, signature_encoding)",
         ),
         (
             with(json!({"config": {"url": "https://x.io", "rate_limit_per_minute": 0}})),

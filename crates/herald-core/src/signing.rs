@@ -11,6 +11,14 @@
 //!   base64 (padding optional); a secret without the `whsec_` prefix, or whose remainder is not
 //!   base64, is used as raw UTF-8 bytes. Also sent: `{prefix}topic` and one
 //!   `{prefix}{key}` per metadata entry, `prefix` defaulting to `x-herald-`.
+//!   A `whsk_` key (see below) signs with ed25519 instead: `v1a,<base64 signature>`.
+//! * [`SigningMode::StandardEd25519`] — the same headers; Herald generates `whsk_` ed25519
+//!   keys for such destinations (Standard Webhooks' asymmetric `v1a` scheme), and the receiver
+//!   verifies with the `whpk_` public key, which cannot sign. A `whsk_` key is `whsk_` +
+//!   base64 of the 32-byte ed25519 seed (or of the 64-byte seed + public key form of
+//!   libsodium); its public key is `whpk_` + base64 of the 32-byte public key
+//!   ([`ed25519_public_key`]). In both standard modes each key signs with its own algorithm,
+//!   so rotating from a `whsec_` secret to a `whsk_` key sends `v1,… v1a,…` while both sign.
 //! * [`SigningMode::Outpost`] — Hookdeck Outpost's default: `x-outpost-event-id`,
 //!   `x-outpost-topic`, `x-outpost-timestamp` (unix seconds), `x-outpost-<metadata key>`, and
 //!   `x-outpost-signature` rendered from a header template (default `v0={signatures}`, i.e.
@@ -30,6 +38,7 @@
 //! | `{timestamp}` or `{ts}` | `{{.Timestamp.Unix}}` | unix seconds | yes | yes |
 //! | `{event_id}` | `{{.EventID}}` | the event id | yes | yes |
 //! | `{topic}` | `{{.Topic}}` | the topic | yes | yes |
+//! | `{idempotency_key}` | — | the delivery id (webhooks send it as `Idempotency-Key`) | yes | yes |
 //! | `{signatures}` | `{{.Signatures \| join ","}}` | the signatures, comma-joined | no | yes |
 //!
 //! Any other `{…}` is an error, so literal braces cannot appear. The content template must
@@ -56,8 +65,7 @@
 //! yield one header: the first in map order (uppercase sorts first).
 //!
 //! Not here: sending requests, endpoint authentication (Bearer, Basic, …), verifying
-//! signatures on inbound requests, and the Standard Webhooks `v1a` (ed25519) scheme, which is
-//! not implemented yet.
+//! signatures on inbound requests.
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
 
@@ -75,6 +83,10 @@ use sha2::Sha256;
 
 /// Prefix of Standard Webhooks secrets; the rest is the base64 key.
 pub const STANDARD_SECRET_PREFIX: &str = "whsec_";
+/// Prefix of Standard Webhooks ed25519 secret keys (`v1a`); the rest is the base64 seed.
+pub const ED25519_SECRET_PREFIX: &str = "whsk_";
+/// Prefix of Standard Webhooks ed25519 public keys; the rest is the base64 public key.
+pub const ED25519_PUBLIC_PREFIX: &str = "whpk_";
 /// Default prefix of Herald's extra headers (topic, metadata) in standard mode.
 pub const DEFAULT_HERALD_HEADER_PREFIX: &str = "x-herald-";
 /// Default header prefix in outpost mode, as in Outpost.
@@ -121,10 +133,21 @@ pub enum SigningMode {
     Standard,
     /// Hookdeck Outpost's `x-outpost-*` headers with templated signatures.
     Outpost,
+    /// Standard Webhooks headers with ed25519 keys (`v1a` signatures; `whsk_` keys generated).
+    StandardEd25519,
+}
+
+impl SigningMode {
+    /// Whether keys generated for this mode are ed25519 (`whsk_`).
+    pub fn uses_ed25519(self) -> bool {
+        self == Self::StandardEd25519
+    }
 }
 
 /// How signature bytes are written in outpost mode (standard mode is always base64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureEncoding {
     /// Lowercase hexadecimal (Outpost's default).
@@ -176,7 +199,7 @@ impl SigningConfig {
     /// content `{body}`, header `v0={signatures}`, hex, signature header `{prefix}signature`.
     pub fn new(mode: SigningMode) -> Self {
         let header_prefix = match mode {
-            SigningMode::Standard => DEFAULT_HERALD_HEADER_PREFIX,
+            SigningMode::Standard | SigningMode::StandardEd25519 => DEFAULT_HERALD_HEADER_PREFIX,
             SigningMode::Outpost => DEFAULT_OUTPOST_HEADER_PREFIX,
         };
         Self {
@@ -266,12 +289,53 @@ impl SigningConfig {
         self.header_prefix.to_ascii_lowercase()
     }
 
+    /// This configuration with a destination's template overrides (see
+    /// [`SignatureOverrides`]): outpost mode, the server's outpost settings when it signs in
+    /// outpost mode (else outpost's defaults), the overridden parts replaced.
+    pub fn with_overrides(&self, o: &SignatureOverrides) -> Self {
+        let mut cfg = if self.mode == SigningMode::Outpost {
+            self.clone()
+        } else {
+            Self::outpost_default()
+        };
+        if let Some(t) = &o.content_template {
+            cfg.content_template.clone_from(t);
+        }
+        if let Some(t) = &o.header_template {
+            cfg.header_template.clone_from(t);
+        }
+        if let Some(e) = o.encoding {
+            cfg.encoding = e;
+        }
+        cfg
+    }
+
     /// The outpost-mode signature header name.
     fn outpost_signature_header(&self) -> String {
         match &self.signature_header {
             Some(name) => name.to_ascii_lowercase(),
             None => format!("{}signature", self.prefix()),
         }
+    }
+}
+
+/// A destination's own signature templates (`config.signature_content_template`,
+/// `signature_header_template`, `signature_encoding`): they make it sign in outpost mode with
+/// these parts replaced ([`SigningConfig::with_overrides`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureOverrides {
+    /// What is signed.
+    pub content_template: Option<String>,
+    /// The signature header's value.
+    pub header_template: Option<String>,
+    /// Hex or base64.
+    pub encoding: Option<SignatureEncoding>,
+}
+
+impl SignatureOverrides {
+    /// Whether anything is overridden.
+    pub fn is_empty(&self) -> bool {
+        self.content_template.is_none() && self.header_template.is_none() && self.encoding.is_none()
     }
 }
 
@@ -313,6 +377,8 @@ pub struct Message<'a> {
     pub body: &'a [u8],
     /// Event metadata merged with the destination's delivery metadata, by the caller.
     pub metadata: &'a BTreeMap<String, String>,
+    /// The delivery id, sent as `Idempotency-Key` by webhooks (`{idempotency_key}`).
+    pub idempotency_key: &'a str,
 }
 
 /// The signature and metadata headers for one request, names lowercase, in a fixed order
@@ -333,7 +399,9 @@ pub fn headers(
     let mut out = Vec::with_capacity(4 + msg.metadata.len());
     // Names the scheme owns even when it does not send them (e.g. no secret → no signature).
     let claimed = match cfg.mode {
-        SigningMode::Standard => standard_headers(&mut out, msg, &keys, &ts, &prefix),
+        SigningMode::Standard | SigningMode::StandardEd25519 => {
+            standard_headers(&mut out, msg, &keys, &ts, &prefix)
+        }
         SigningMode::Outpost => outpost_headers(&mut out, cfg, msg, &keys, &ts, &prefix),
     };
 
@@ -364,12 +432,18 @@ fn standard_headers(
     if !keys.is_empty() {
         let sigs: Vec<String> = keys
             .iter()
-            .map(|secret| {
-                let mac = hmac_sha256(
-                    &standard_key(secret),
-                    &[msg.event_id.as_bytes(), b".", ts.as_bytes(), b".", msg.body],
-                );
-                format!("v1,{}", STANDARD.encode(mac))
+            .filter_map(|secret| {
+                let parts = [msg.event_id.as_bytes(), b".", ts.as_bytes(), b".", msg.body];
+                if secret.starts_with(ED25519_SECRET_PREFIX) {
+                    let key = ed25519_key(secret)?;
+                    let signed = parts.concat();
+                    return Some(format!(
+                        "v1a,{}",
+                        STANDARD.encode(key.sign(&signed).as_ref())
+                    ));
+                }
+                let mac = hmac_sha256(&standard_key(secret), &parts);
+                Some(format!("v1,{}", STANDARD.encode(mac)))
             })
             .collect();
         push(out, HEADER_WEBHOOK_SIGNATURE.to_owned(), sigs.join(" "));
@@ -431,16 +505,62 @@ pub fn generate_secret() -> String {
     format!("{STANDARD_SECRET_PREFIX}{}", STANDARD.encode(key))
 }
 
+/// A new ed25519 secret key: `whsk_` + base64 of a 32-byte seed from the OS-seeded CSPRNG.
+pub fn generate_ed25519_secret() -> String {
+    let seed: [u8; 32] = rand::random();
+    format!("{ED25519_SECRET_PREFIX}{}", STANDARD.encode(seed))
+}
+
+/// A new secret for a destination signing in `mode`: `whsk_` for ed25519, else `whsec_`.
+pub fn generate_secret_for(mode: SigningMode) -> String {
+    if mode.uses_ed25519() {
+        generate_ed25519_secret()
+    } else {
+        generate_secret()
+    }
+}
+
+/// The key pair of a `whsk_` secret; `None` when it is not one.
+fn ed25519_key(secret: &str) -> Option<aws_lc_rs::signature::Ed25519KeyPair> {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    let raw = BASE64_LENIENT
+        .decode(secret.strip_prefix(ED25519_SECRET_PREFIX)?)
+        .ok()?;
+    match raw.len() {
+        32 => Ed25519KeyPair::from_seed_unchecked(&raw).ok(),
+        // libsodium's form: seed then public key, which must be the seed's.
+        64 => {
+            let pair = Ed25519KeyPair::from_seed_unchecked(&raw[..32]).ok()?;
+            (pair.public_key().as_ref() == &raw[32..]).then_some(pair)
+        }
+        _ => None,
+    }
+}
+
+/// The `whpk_` public key of a `whsk_` secret key; `None` for any other secret.
+pub fn ed25519_public_key(secret: &str) -> Option<String> {
+    use aws_lc_rs::signature::KeyPair as _;
+    let pair = ed25519_key(secret)?;
+    Some(format!(
+        "{ED25519_PUBLIC_PREFIX}{}",
+        STANDARD.encode(pair.public_key().as_ref())
+    ))
+}
+
 /// Whether a user-supplied secret is acceptable.
 ///
 /// Accepted: 1 to 1024 printable ASCII characters without spaces; and if it starts with
 /// `whsec_`, the rest must be base64 (padding optional) of 24 to 64 bytes, the range the
-/// Standard Webhooks spec recommends, so that standard-mode receivers can load it. Secrets
-/// without the prefix are used as raw bytes and have no minimum length, for compatibility
-/// with existing Outpost secrets.
+/// Standard Webhooks spec recommends, so that standard-mode receivers can load it; if it
+/// starts with `whsk_`, the rest must be base64 of a 32-byte ed25519 seed (or of 64 bytes:
+/// seed and its public key). Secrets without a prefix are used as raw bytes and have no
+/// minimum length, for compatibility with existing Outpost secrets.
 pub fn is_valid_secret(s: &str) -> bool {
     if s.is_empty() || s.len() > 1024 || !s.bytes().all(|b| b.is_ascii_graphic()) {
         return false;
+    }
+    if s.starts_with(ED25519_SECRET_PREFIX) {
+        return ed25519_key(s).is_some();
     }
     match s.strip_prefix(STANDARD_SECRET_PREFIX) {
         Some(rest) => BASE64_LENIENT
@@ -533,14 +653,22 @@ enum Field {
     EventId,
     Topic,
     Signatures,
+    IdempotencyKey,
 }
 
-const CONTENT_FIELDS: &[Field] = &[Field::Body, Field::Timestamp, Field::EventId, Field::Topic];
+const CONTENT_FIELDS: &[Field] = &[
+    Field::Body,
+    Field::Timestamp,
+    Field::EventId,
+    Field::Topic,
+    Field::IdempotencyKey,
+];
 const HEADER_FIELDS: &[Field] = &[
     Field::Signatures,
     Field::Timestamp,
     Field::EventId,
     Field::Topic,
+    Field::IdempotencyKey,
 ];
 
 /// A parsed template element.
@@ -557,6 +685,7 @@ fn herald_field(name: &str) -> Option<Field> {
         "event_id" => Field::EventId,
         "topic" => Field::Topic,
         "signatures" => Field::Signatures,
+        "idempotency_key" => Field::IdempotencyKey,
         _ => return None,
     })
 }
@@ -590,6 +719,7 @@ fn field_name(f: Field) -> &'static str {
         Field::EventId => "{event_id}",
         Field::Topic => "{topic}",
         Field::Signatures => "{signatures}",
+        Field::IdempotencyKey => "{idempotency_key}",
     }
 }
 
@@ -623,7 +753,7 @@ fn parse_template<'t>(template: &'t str, allowed: &[Field]) -> Result<Vec<Piece<
             let field = herald_field(name).ok_or_else(|| {
                 format!(
                     "unknown placeholder `{{{name}}}`; known: {{body}}, {{timestamp}}, \
-                     {{event_id}}, {{topic}}, {{signatures}}"
+                     {{event_id}}, {{topic}}, {{idempotency_key}}, {{signatures}}"
                 )
             })?;
             (field, close + 1)
@@ -652,6 +782,7 @@ fn render_content(pieces: &[Piece<'_>], msg: &Message<'_>, ts: &str) -> Vec<u8> 
             Piece::Field(Field::Timestamp) => ts.as_bytes(),
             Piece::Field(Field::EventId) => msg.event_id.as_bytes(),
             Piece::Field(Field::Topic) => msg.topic.as_bytes(),
+            Piece::Field(Field::IdempotencyKey) => msg.idempotency_key.as_bytes(),
             Piece::Field(Field::Signatures) => b"",
         });
     }
@@ -667,6 +798,7 @@ fn render_header(pieces: &[Piece<'_>], msg: &Message<'_>, ts: &str, sigs: &str) 
             Piece::Field(Field::Timestamp) => ts,
             Piece::Field(Field::EventId) => msg.event_id,
             Piece::Field(Field::Topic) => msg.topic,
+            Piece::Field(Field::IdempotencyKey) => msg.idempotency_key,
             Piece::Field(Field::Body) => "",
         });
     }
@@ -711,6 +843,7 @@ mod tests {
             timestamp: ts,
             body,
             metadata,
+            idempotency_key: "dlv_123",
         }
     }
 
@@ -742,6 +875,7 @@ mod tests {
             timestamp: at(1614265330),
             body: br#"{"test": 2432232314}"#,
             metadata: &meta,
+            idempotency_key: "dlv_1",
         };
         let h = headers(
             &SigningConfig::default(),
@@ -1158,6 +1292,7 @@ mod tests {
             timestamp: ts,
             body: BODY,
             metadata: &meta,
+            idempotency_key: "dlv_1",
         };
         let h = headers(
             &SigningConfig::outpost_default(),
@@ -1338,5 +1473,74 @@ mod tests {
             !dbg.contains("top-secret") && !dbg.contains("older-secret"),
             "{dbg}"
         );
+    }
+
+    // RFC 8032 §7.1, test 1: the seed and its public key.
+    const RFC8032_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    const RFC8032_PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ed25519_keys_sign_v1a() {
+        use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
+        let seed = unhex(RFC8032_SEED);
+        let public = unhex(RFC8032_PUBLIC);
+        let sk = format!("whsk_{}", STANDARD.encode(&seed));
+        assert_eq!(
+            ed25519_public_key(&sk).unwrap(),
+            format!("whpk_{}", STANDARD.encode(&public))
+        );
+        // libsodium's 64-byte form gives the same key; a wrong public half is refused.
+        let long = format!(
+            "whsk_{}",
+            STANDARD.encode([seed.clone(), public.clone()].concat())
+        );
+        assert_eq!(ed25519_public_key(&long), ed25519_public_key(&sk));
+        assert!(is_valid_secret(&long) && is_valid_secret(&sk));
+        let wrong = format!(
+            "whsk_{}",
+            STANDARD.encode([seed.clone(), seed.clone()].concat())
+        );
+        assert!(!is_valid_secret(&wrong));
+        assert!(!is_valid_secret("whsk_c2hvcnQ="));
+        assert_eq!(
+            ed25519_public_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            None
+        );
+
+        let meta = BTreeMap::new();
+        let m = msg(BODY, &meta, at(1_700_000_000));
+        let cfg = SigningConfig::new(SigningMode::StandardEd25519);
+        let secrets = Secrets {
+            current: Some(&sk),
+            previous: Some(("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", at(1_800_000_000))),
+        };
+        let h = headers(&cfg, &m, &secrets, at(1_700_000_000));
+        let sig = get(&h, "webhook-signature").unwrap();
+        let parts: Vec<&str> = sig.split(' ').collect();
+        assert_eq!(parts.len(), 2, "{sig}");
+        assert!(
+            parts[1].starts_with("v1,"),
+            "the whsec_ secret still signs v1: {sig}"
+        );
+        let v1a = parts[0].strip_prefix("v1a,").expect("v1a first");
+        let signed = [b"evt_123.1700000000.".as_slice(), BODY].concat();
+        UnparsedPublicKey::new(&ED25519, &public)
+            .verify(&signed, &STANDARD.decode(v1a).unwrap())
+            .expect("v1a verifies with the public key");
+        assert!(
+            UnparsedPublicKey::new(&ED25519, &public)
+                .verify(b"tampered", &STANDARD.decode(v1a).unwrap())
+                .is_err()
+        );
+        assert!(generate_secret_for(SigningMode::StandardEd25519).starts_with("whsk_"));
+        assert!(is_valid_secret(&generate_ed25519_secret()));
+        assert!(generate_secret_for(SigningMode::Standard).starts_with("whsec_"));
     }
 }

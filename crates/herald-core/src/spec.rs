@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 use crate::destination::{
     DestinationType, Driver, FieldError, FieldSpec, Section, SelectOption, TypeSpec,
 };
-use crate::signing::{self, SigningMode};
+use crate::signing::{self, SignatureEncoding, SignatureOverrides, SigningConfig, SigningMode};
 use crate::{Destination, Secret};
 
 /// The parts of a type's description that are not fields.
@@ -469,9 +469,71 @@ pub struct DeliverySettings {
 pub struct SigningSettings {
     /// Signature scheme
     ///
-    /// Herald extension: `standard` (Standard Webhooks headers) or `outpost` (x-outpost-*
-    /// headers); empty uses the server default.
+    /// Herald extension: `standard` (Standard Webhooks headers), `standard_ed25519` (the same
+    /// headers, signed with a generated ed25519 key: v1a) or `outpost` (x-outpost-* headers);
+    /// empty uses the server default.
     pub signing_mode: Option<SigningMode>,
+    /// Signature content template
+    ///
+    /// Herald extension: what this destination's signature covers, e.g.
+    /// {body}{timestamp}{idempotency_key}; placeholders {body}, {timestamp}, {event_id},
+    /// {topic}, {idempotency_key}. Setting a template signs in outpost mode (x-outpost-*
+    /// headers); empty uses the server's templates.
+    pub signature_content_template: Option<String>,
+    /// Signature header template
+    ///
+    /// Herald extension: the signature header's value, e.g. t={timestamp},v0={signatures};
+    /// placeholders {signatures}, {timestamp}, {event_id}, {topic}, {idempotency_key}.
+    pub signature_header_template: Option<String>,
+    /// Signature encoding
+    ///
+    /// Herald extension: hex or base64, for the templated signature; empty uses the
+    /// server's.
+    pub signature_encoding: Option<SignatureEncoding>,
+}
+
+impl SigningSettings {
+    /// The template overrides, empty strings counting as absent.
+    pub fn overrides(&self) -> SignatureOverrides {
+        let text = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
+        SignatureOverrides {
+            content_template: text(&self.signature_content_template),
+            header_template: text(&self.signature_header_template),
+            encoding: self.signature_encoding,
+        }
+    }
+
+    /// Problems with the overrides: a template that does not parse (with the outpost-mode
+    /// rules), or templates with an explicitly standard mode.
+    fn check(&self) -> Vec<FieldError> {
+        let o = self.overrides();
+        if o.is_empty() {
+            return Vec::new();
+        }
+        if matches!(
+            self.signing_mode,
+            Some(SigningMode::Standard | SigningMode::StandardEd25519)
+        ) {
+            return vec![FieldError::new(
+                "config.signing_mode",
+                "must be outpost or empty when signature templates are set (templates sign in outpost mode)",
+            )];
+        }
+        match SigningConfig::outpost_default()
+            .with_overrides(&o)
+            .validate()
+        {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                let field = match e.field {
+                    "content_template" => "config.signature_content_template",
+                    "header_template" => "config.signature_header_template",
+                    _ => "config.signature_encoding",
+                };
+                vec![FieldError::new(field, e.problem)]
+            }
+        }
+    }
 }
 
 /// The signing credentials every signing type accepts (the current secret's name depends on
@@ -495,6 +557,17 @@ struct SigningCredentials {
     /// RFC 3339 time until which the previous secret also signs (read-only).
     #[schemars(extend("format" = "date-time"))]
     previous_secret_invalid_at: Option<String>,
+    /// Public key
+    ///
+    /// With an ed25519 (whsk_) signing key: its whpk_ public key, which receivers verify
+    /// v1a signatures with (read-only).
+    #[allow(dead_code)]
+    public_key: Option<String>,
+    /// Previous public key
+    ///
+    /// The whpk_ public key of previous_secret, while it still signs (read-only).
+    #[allow(dead_code)]
+    previous_public_key: Option<String>,
 }
 
 /// A destination's signing secrets, parsed.
@@ -532,6 +605,8 @@ pub struct Delivery {
     pub settings: DeliverySettings,
     /// Signature scheme override (`None`: the server's).
     pub signing_mode: Option<SigningMode>,
+    /// The destination's own signature templates (empty: the server's).
+    pub signature: SignatureOverrides,
     /// Signing secrets (empty for a type that never signs).
     pub keys: SigningKeys,
 }
@@ -710,6 +785,35 @@ impl<S: Spec> Typed<S> {
     }
 }
 
+/// An ed25519 (`whsk_`) key signs only in the standard modes, and `standard_ed25519` needs
+/// one as the current key.
+fn key_fits_mode(key: &str, mode: Option<SigningMode>, keys: &SigningKeys) -> Vec<FieldError> {
+    let is_ed25519 = |s: &Secret| s.expose().starts_with(signing::ED25519_SECRET_PREFIX);
+    let mut errs = Vec::new();
+    let field = format!("credentials.{key}");
+    match mode {
+        Some(SigningMode::StandardEd25519)
+            if keys.current.as_ref().is_some_and(|s| !is_ed25519(s)) =>
+        {
+            errs.push(FieldError::new(
+                field,
+                "must be a whsk_ ed25519 key with signing_mode standard_ed25519; send rotate_secret: true to generate one",
+            ));
+        }
+        Some(SigningMode::Outpost)
+            if keys.current.as_ref().is_some_and(is_ed25519)
+                || keys.previous.as_ref().is_some_and(|(s, _)| is_ed25519(s)) =>
+        {
+            errs.push(FieldError::new(
+                field,
+                "is a whsk_ ed25519 key, which signs only in the standard modes; outpost mode needs a shared secret",
+            ));
+        }
+        _ => {}
+    }
+    errs
+}
+
 fn rename_error(mut e: FieldError, key: &str) -> FieldError {
     let from = format!("credentials.{}", SigningField::SIGNING_SECRET);
     if e.field == from {
@@ -740,12 +844,20 @@ impl<S: Spec> DestinationType for Typed<S> {
         if let Err(e) = parse::<DeliverySettings>("config", &self.common.delivery, config) {
             errs.extend(e);
         }
-        if self.signing.is_some() {
-            if let Err(e) = parse::<SigningSettings>("config", &self.common.signing_mode, config) {
-                errs.extend(e);
-            }
-            if let Err(e) = self.signing_keys(credentials) {
-                errs.extend(e);
+        if let Some(field) = &self.signing {
+            let mode = match parse::<SigningSettings>("config", &self.common.signing_mode, config) {
+                Ok(s) => {
+                    errs.extend(s.check());
+                    s.signing_mode
+                }
+                Err(e) => {
+                    errs.extend(e);
+                    None
+                }
+            };
+            match self.signing_keys(credentials) {
+                Ok(keys) => errs.extend(key_fits_mode(field.key, mode, &keys)),
+                Err(e) => errs.extend(e),
             }
         }
         match self.typed(config, credentials) {
@@ -766,17 +878,18 @@ impl<S: Spec> DestinationType for Typed<S> {
         // Stored destinations were validated when written; a value that no longer parses
         // (a setting this version reads differently) falls back to the server default.
         let settings = parse("config", &self.common.delivery, &d.config).unwrap_or_default();
-        let signing_mode = self
+        let signing = self
             .signing
             .as_ref()
             .and_then(|_| {
                 parse::<SigningSettings>("config", &self.common.signing_mode, &d.config).ok()
             })
-            .and_then(|s| s.signing_mode);
+            .unwrap_or_default();
         let keys = self.signing_keys(&d.credentials).unwrap_or_default();
         Delivery {
             settings,
-            signing_mode,
+            signing_mode: signing.signing_mode,
+            signature: signing.overrides(),
             keys,
         }
     }
@@ -1002,7 +1115,7 @@ mod tests {
         let mode = &f.specs()[0];
         assert_eq!(mode.kind, "select", "{mode:?}");
         let values: Vec<_> = mode.options.iter().map(|o| o.value.as_str()).collect();
-        assert_eq!(values, ["standard", "outpost"]);
+        assert_eq!(values, ["standard", "outpost", "standard_ed25519"]);
         let s: SigningSettings = parse("config", &f, &map(&[("signing_mode", "outpost")])).unwrap();
         assert_eq!(s.signing_mode, Some(SigningMode::Outpost));
     }

@@ -45,6 +45,9 @@ pub struct DestinationsConfig {
     pub user_agent: String,
     /// HTTP statuses retried although they would otherwise be permanent failures.
     pub retry_on_status: Vec<u16>,
+    /// PEM of CA certificates every webhook destination trusts besides the platform's
+    /// (`delivery.tls_ca_file`).
+    pub tls_ca: Option<String>,
     /// Types whose destinations get no generated signing secret when created without one
     /// (their messages are then unsigned until a secret is set). Empty: every type generates.
     pub no_generated_secret: Vec<String>,

@@ -5,13 +5,18 @@
 use herald_destinations::{DestinationsConfig, registry};
 
 /// Fields every type (or every signing type) gets from `herald_core::spec`.
-const COMMON: [&str; 6] = [
+const COMMON: [&str; 11] = [
     "rate_limit_per_minute",
     "max_in_flight",
     "signing_mode",
+    "signature_content_template",
+    "signature_header_template",
+    "signature_encoding",
     "signing_secret",
     "previous_secret",
     "previous_secret_invalid_at",
+    "public_key",
+    "previous_public_key",
 ];
 
 #[test]

@@ -208,6 +208,7 @@ impl Alerts {
                     timestamp: now,
                     body: &body,
                     metadata: &metadata,
+                    idempotency_key: &id,
                 };
                 let secrets = signing::Secrets {
                     current: this.cfg.secret.as_ref().map(herald_core::Secret::expose),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_core::destination::{DeliveryError, Disposition, OutboundMessage};
-use herald_core::signing::{self, SigningConfig, SigningMode};
+use herald_core::signing::{self, SignatureOverrides, SigningConfig, SigningMode};
 use herald_core::{Attempt, AttemptStatus, DeliveryStatus, Destination, Event, ids};
 use herald_store::{AttemptRecord, Job};
 use jiff::{SignedDuration, Timestamp};
@@ -266,19 +266,27 @@ pub(crate) async fn run_poller(inner: Arc<Inner>) {
 }
 
 /// The signing settings for one destination: the operator's configuration, unless the
-/// destination asks for the other mode in `config.signing_mode` (then that mode's defaults).
+/// destination asks for the other mode in `config.signing_mode` (then that mode's defaults)
+/// or has signature templates of its own (then outpost mode with them).
 fn signing_for<'a>(
     cfg: &'a SigningConfig,
     wanted: Option<SigningMode>,
+    overrides: &SignatureOverrides,
     fallback: &'a mut Option<SigningConfig>,
 ) -> &'a SigningConfig {
+    // A destination's own templates sign in outpost mode (validation keeps the two apart).
+    if !overrides.is_empty() {
+        return fallback.insert(cfg.with_overrides(overrides));
+    }
     let Some(wanted) = wanted else { return cfg };
-    if wanted == cfg.mode {
+    // The two standard modes send the same headers (the key decides v1 or v1a).
+    let standard = |m: SigningMode| m != SigningMode::Outpost;
+    if wanted == cfg.mode || standard(wanted) && standard(cfg.mode) {
         return cfg;
     }
     fallback.insert(match wanted {
         SigningMode::Outpost => SigningConfig::outpost_default(),
-        SigningMode::Standard => SigningConfig::default(),
+        SigningMode::Standard | SigningMode::StandardEd25519 => SigningConfig::new(wanted),
     })
 }
 
@@ -301,6 +309,7 @@ fn message(
     let cfg = signing_for(
         &inner.config.signing,
         route.delivery.signing_mode,
+        &route.delivery.signature,
         &mut fallback,
     );
     let msg = signing::Message {
@@ -309,6 +318,7 @@ fn message(
         timestamp: now,
         body: &body,
         metadata: &metadata,
+        idempotency_key: delivery_id,
     };
     let headers = signing::headers(cfg, &msg, &secrets, now);
     OutboundMessage {

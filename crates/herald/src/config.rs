@@ -153,6 +153,9 @@ pub struct DeliveryConfig {
     pub user_agent: String,
     /// Egress proxy URL for webhook requests (`http://user:password@proxy:3128`); empty for none.
     pub proxy: SecretUrl,
+    /// PEM file of CA certificates webhook destinations trust besides the system's; empty
+    /// for none.
+    pub tls_ca_file: String,
     /// How often due retries are looked for, in milliseconds.
     pub poll_interval_ms: u64,
     /// How long a node holds a delivery it took, in seconds; a node that dies leaves its
@@ -318,6 +321,7 @@ impl Default for DeliveryConfig {
             retry_on_status: Vec::new(),
             user_agent: format!("herald/{}", env!("CARGO_PKG_VERSION")),
             proxy: SecretUrl::default(),
+            tls_ca_file: String::new(),
             poll_interval_ms: 1000,
             lease_secs: 60,
         }
@@ -606,8 +610,11 @@ impl Config {
         let mode = match s.mode.as_str() {
             "standard" => SigningMode::Standard,
             "outpost" => SigningMode::Outpost,
+            "standard_ed25519" => SigningMode::StandardEd25519,
             other => {
-                bail!("signing.mode (HERALD_SIGNING_MODE): {other:?} is not standard or outpost")
+                bail!(
+                    "signing.mode (HERALD_SIGNING_MODE): {other:?} is not standard, standard_ed25519 or outpost"
+                )
             }
         };
         let mut cfg = SigningConfig::new(mode);

@@ -198,6 +198,12 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
         allow_private: dev || cfg.security.allow_private,
         allow_list: cfg.allowed_networks()?,
     };
+    let tls_ca = match cfg.delivery.tls_ca_file.as_str() {
+        "" => None,
+        path => Some(std::fs::read_to_string(path).with_context(|| {
+            format!("delivery.tls_ca_file (HERALD_DELIVERY_TLS_CA_FILE): cannot read {path:?}")
+        })?),
+    };
     let registry = herald_destinations::registry(&DestinationsConfig {
         target_policy: policy.clone(),
         proxy: (!cfg.delivery.proxy.is_empty())
@@ -205,6 +211,7 @@ async fn serve(cfg: Config, dev: bool, migrate: bool) -> Result<()> {
         response_body_limit: cfg.delivery.response_body_limit,
         user_agent: cfg.delivery.user_agent.clone(),
         retry_on_status: cfg.delivery.retry_on_status.clone(),
+        tls_ca,
         no_generated_secret: cfg.signing.no_generated_secret.clone(),
     })
     .map_err(anyhow::Error::msg)?;

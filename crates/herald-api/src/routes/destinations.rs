@@ -173,6 +173,9 @@ pub async fn create(
     }
     let config = present(f.string_patch_map("config", true));
     let mut credentials = present(f.string_patch_map("credentials", true));
+    for k in wire::PUBLIC_KEY_FIELDS {
+        credentials.remove(k);
+    }
     let delivery_metadata = f.string_map("delivery_metadata");
     let metadata = f.string_map("metadata");
     let created_at = f.timestamp("created_at");
@@ -229,7 +232,8 @@ pub async fn create(
         }
         problems.finish()?;
         if signing.generate && credentials.get(signing.key).is_none_or(|s| s.is_empty()) {
-            credentials.insert(signing.key.into(), signing::generate_secret());
+            let mode = signing_mode_of(&state, &config);
+            credentials.insert(signing.key.into(), signing::generate_secret_for(mode));
         }
         default_invalid_at(&mut credentials, now);
     }
@@ -330,6 +334,9 @@ pub async fn update(
         merge_keeping_masked(registry, &old, Section::Config, &mut d.config, p);
     }
     if let Patch::Set(mut p) = creds_patch {
+        for k in wire::PUBLIC_KEY_FIELDS {
+            p.remove(k);
+        }
         let rotate = match p.remove("rotate_secret") {
             None | Some(None) => false,
             Some(Some(v)) => match v.as_str() {
@@ -363,6 +370,7 @@ pub async fn update(
                     key: signing.key,
                     caller: &caller,
                     now,
+                    mode: signing_mode_of(&state, &d.config),
                 };
                 rules.apply(&old, &mut d, p, rotate, &mut problems);
             }
@@ -400,6 +408,8 @@ struct SecretRules<'a> {
     key: &'a str,
     caller: &'a Caller,
     now: Timestamp,
+    /// The destination's signature scheme after the update (which kind of key to generate).
+    mode: signing::SigningMode,
 }
 
 impl SecretRules<'_> {
@@ -429,7 +439,8 @@ impl SecretRules<'_> {
                 return;
             };
             d.credentials.insert("previous_secret".into(), current);
-            d.credentials.insert(key.into(), signing::generate_secret());
+            d.credentials
+                .insert(key.into(), signing::generate_secret_for(self.mode));
             let invalid_at =
                 invalid_at_given.unwrap_or_else(|| wire::ts(self.now + PREVIOUS_SECRET_GRACE));
             d.credentials
@@ -483,6 +494,16 @@ fn check_native(
             }
         }
     }
+}
+
+/// The signature scheme a destination with `config` signs with: its `signing_mode`, else the
+/// server's.
+fn signing_mode_of(state: &AppState, config: &BTreeMap<String, String>) -> signing::SigningMode {
+    config
+        .get("signing_mode")
+        .filter(|m| !m.is_empty())
+        .and_then(|m| serde_json::from_value(Value::String(m.clone())).ok())
+        .unwrap_or(state.engine.config().signing.mode)
 }
 
 /// Where a type keeps its signing secret, when it signs.

@@ -17,6 +17,32 @@ pub fn client(
     user_agent: &str,
     max_idle_per_host: usize,
 ) -> Result<reqwest::Client, String> {
+    client_with_tls(
+        policy,
+        proxy,
+        user_agent,
+        max_idle_per_host,
+        &Tls::default(),
+    )
+}
+
+/// TLS additions to a client: CAs trusted besides the platform's, a client certificate.
+#[derive(Default, Clone)]
+pub struct Tls {
+    /// Extra trusted CA certificates.
+    pub roots: Vec<reqwest::Certificate>,
+    /// The client identity presented when the server asks (mTLS).
+    pub identity: Option<reqwest::Identity>,
+}
+
+/// [`client`] with TLS additions (see [`super::tls`] to build them from PEM).
+pub fn client_with_tls(
+    policy: &Arc<TargetPolicy>,
+    proxy: Option<&str>,
+    user_agent: &str,
+    max_idle_per_host: usize,
+    tls: &Tls,
+) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(GuardedResolver {
@@ -31,6 +57,12 @@ pub fn client(
         } else {
             user_agent
         });
+    if !tls.roots.is_empty() {
+        b = b.tls_certs_merge(tls.roots.iter().cloned());
+    }
+    if let Some(id) = &tls.identity {
+        b = b.identity(id.clone());
+    }
     b = match proxy {
         Some(p) => b.proxy(
             reqwest::Proxy::all(p).map_err(|_| "the egress proxy URL is not valid".to_string())?,
@@ -53,11 +85,32 @@ fn blocked_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-/// Classifies an HTTP transport failure (no response): a refused target is permanent,
+/// Classifies an HTTP transport failure (no response): a refused target is permanent, and so
+/// is a handshake the server broke off over the client certificate; a server certificate
+/// that is not trusted is retried with a message that says so (`untrusted_certificate`);
 /// everything else — connection refused, reset, timeout, DNS — is retried.
 pub fn transport_error(e: reqwest::Error) -> DeliveryError {
     if let Some(why) = blocked_in(&e) {
         return DeliveryError::permanent("blocked_target", why);
+    }
+    match super::tls::failure_in(&e) {
+        Some(super::tls::TlsFailure::Refused(alert)) => {
+            return DeliveryError::permanent(
+                "client_certificate_refused",
+                format!(
+                    "the receiver refused the TLS client certificate (alert {alert}); check credentials.client_cert and client_key"
+                ),
+            );
+        }
+        Some(super::tls::TlsFailure::Untrusted(why)) => {
+            return DeliveryError::retry(
+                "untrusted_certificate",
+                format!(
+                    "the receiver's TLS certificate is not trusted ({why}); a private CA can be trusted with config.tls_ca or delivery.tls_ca_file"
+                ),
+            );
+        }
+        None => {}
     }
     let code = if e.is_timeout() {
         "timeout"

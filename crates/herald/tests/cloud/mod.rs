@@ -30,11 +30,17 @@ static VENV_LOCK: Mutex<()> = Mutex::new(());
 
 /// The virtualenv with [`PACKAGES`], created under the cargo target directory on first use.
 pub fn venv() -> PathBuf {
+    venv_with("cloud-venv", PACKAGES)
+}
+
+/// A virtualenv named `name` under the cargo target directory with `packages` (pinned)
+/// installed, created on first use.
+pub fn venv_with(name: &str, packages: &[&str]) -> PathBuf {
     let _guard = VENV_LOCK.lock();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloud-venv");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let marker = dir.join(format!(
         "installed-{}",
-        PACKAGES.join("-").replace(['[', ']', '='], "_")
+        packages.join("-").replace(['[', ']', '='], "_")
     ));
     if !marker.exists() {
         let ok = Command::new("python3")
@@ -47,10 +53,10 @@ pub fn venv() -> PathBuf {
         assert!(ok.success(), "python3 -m venv {} failed", dir.display());
         let ok = Command::new(dir.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(PACKAGES)
+            .args(packages)
             .status()
             .expect("pip");
-        assert!(ok.success(), "pip install {PACKAGES:?} failed");
+        assert!(ok.success(), "pip install {packages:?} failed");
         std::fs::write(&marker, "").unwrap();
     }
     dir
