@@ -27,50 +27,19 @@
     allow(dead_code, unused_imports, unused_mut)
 )]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Herald;
+use herald_testkit::herald::succeeded;
+use herald_testkit::services::{MQTT, NATS, RABBITMQ, REDIS};
+use herald_testkit::{Forwarder, Herald, Mode, SECRET, check_headers, free_port, require, unique};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const RABBITMQ: &str = "127.0.0.1:5672";
-const NATS: &str = "127.0.0.1:4222";
-const REDIS: &str = "127.0.0.1:6379";
-const MQTT: &str = "127.0.0.1:1883";
-
-/// Fails (never skips) when a server this test needs is not answering.
-fn require(name: &str, addr: &str) {
-    let a: SocketAddr = addr.parse().unwrap();
-    if std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_err() {
-        panic!(
-            "{name} is not reachable on {addr}; start it (`.ci/run` does) — these tests need the real server"
-        );
-    }
-}
-
-/// A name no other test run uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}{}x{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    )
-}
 
 /// Herald with quick retries and a short attempt timeout.
-fn herald() -> Herald {
+async fn herald() -> Herald {
     Herald::start(&[
         ("HERALD_RETRY_SCHEDULE", "list"),
         (
@@ -80,141 +49,7 @@ fn herald() -> Herald {
         ("HERALD_RETRY_JITTER", "0"),
         ("HERALD_DELIVERY_TIMEOUT_MS", "2000"),
     ])
-}
-
-async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
-    h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok(
-        "POST",
-        &format!("/tenants/{tenant}/destinations"),
-        Some(body),
-    )
     .await
-}
-
-/// Publishes one event with metadata; returns its id.
-async fn publish(h: &Herald, tenant: &str, topic: &str, data: Value) -> String {
-    let id = unique("evt_");
-    h.publish(json!({
-        "tenant_id": tenant, "id": id, "topic": topic, "data": data,
-        "metadata": {"source": "tests"}
-    }))
-    .await;
-    id
-}
-
-/// Attempts of one event, oldest first, once `pred` holds.
-async fn attempts(h: &Herald, event_id: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    h.wait_attempts(
-        &format!("event_id={event_id}&dir=asc&include=response_data"),
-        pred,
-    )
-    .await
-}
-
-fn succeeded(a: &[Value]) -> bool {
-    a.iter().any(|x| x["status"] == "success")
-}
-
-/// Checks the engine's headers as any protocol carries them, and the signature over `body`.
-fn check_headers(headers: &[(String, String)], body: &[u8], event_id: &str, topic: &str) {
-    let get = |k: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("header {k} missing from {headers:?}"))
-    };
-    assert_eq!(get("webhook-id"), event_id);
-    assert_eq!(get("x-herald-topic"), topic);
-    assert_eq!(get("x-herald-source"), "tests");
-    let ts: i64 = get("webhook-timestamp").parse().unwrap();
-    assert!((ts - jiff::Timestamp::now().as_second()).abs() < 300);
-    let mut map = http::HeaderMap::new();
-    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
-        map.insert(name, http::HeaderValue::from_str(&get(name)).unwrap());
-    }
-    let wh = standardwebhooks::Webhook::new(SECRET).unwrap();
-    wh.verify(body, &map)
-        .expect("the signature verifies with the destination's secret");
-    let other = standardwebhooks::Webhook::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
-    assert!(
-        other.verify(body, &map).is_err(),
-        "a wrong secret must not verify"
-    );
-}
-
-/// A TCP forwarder the test controls, standing in for a broker outage.
-struct Forwarder {
-    addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    /// Connections accepted so far, whatever the mode.
-    accepted: Arc<AtomicUsize>,
-}
-
-const ON: u8 = 0;
-const OFF: u8 = 1;
-const BLACK_HOLE: u8 = 2;
-
-impl Forwarder {
-    async fn start(target: &str, mode: u8) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let f = Forwarder {
-            addr: listener.local_addr().unwrap(),
-            mode: Arc::new(AtomicU8::new(mode)),
-            conns: Arc::default(),
-            accepted: Arc::default(),
-        };
-        let (m, conns, target) = (f.mode.clone(), f.conns.clone(), target.to_string());
-        let accepted = f.accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let target = target.clone();
-                let task = match m.load(Ordering::SeqCst) {
-                    OFF => continue, // dropped: the client sees the connection closed
-                    BLACK_HOLE => tokio::spawn(async move {
-                        let _hold = inbound;
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }),
-                    _ => tokio::spawn(async move {
-                        if let Ok(mut out) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                        }
-                    }),
-                };
-                conns.lock().push(task.abort_handle());
-            }
-        });
-        f
-    }
-
-    /// Switches mode; leaving `ON` cuts every open connection.
-    fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::SeqCst);
-        if mode != ON {
-            for c in self.conns.lock().drain(..) {
-                c.abort();
-            }
-        }
-    }
-
-    fn server_url(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-/// A free local port (bound, then released for a server we start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server process this test started; killed on drop.
@@ -252,12 +87,12 @@ impl Drop for Private {
 
 /// Expects exactly one failed, permanent attempt with `code`, and no retry after it.
 async fn expect_permanent(h: &Herald, event_id: &str, code: &str) -> Value {
-    let a = attempts(h, event_id, |a| !a.is_empty()).await;
+    let a = h.attempts(event_id, |a| !a.is_empty()).await;
     assert_eq!(a[0]["status"], "failed", "{a:?}");
     assert_eq!(a[0]["code"], code, "{a:?}");
     // Retries are 1 s apart here: a retryable failure would have a second attempt by now.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let again = attempts(h, event_id, |_| true).await;
+    let again = h.attempts(event_id, |_| true).await;
     assert_eq!(
         again.len(),
         1,
@@ -276,22 +111,22 @@ where
     Fut: std::future::Future<Output = usize>,
 {
     for n in 0..3 {
-        let first = publish(h, tenant, "order.paid", json!({"n": n})).await;
-        attempts(h, &first, succeeded).await;
+        let first = h.publish_event(tenant, "order.paid", json!({"n": n})).await;
+        h.attempts(&first, succeeded).await;
     }
     assert_eq!(
-        fwd.accepted.load(Ordering::SeqCst),
+        fwd.accepted(),
         1,
         "three deliveries reuse the destination's one connection"
     );
-    fwd.set(OFF);
-    let second = publish(h, tenant, "order.paid", json!({"n": 3})).await;
-    let failed = attempts(h, &second, |a| a.len() >= 2).await;
+    fwd.set(Mode::Drop).await;
+    let second = h.publish_event(tenant, "order.paid", json!({"n": 3})).await;
+    let failed = h.attempts(&second, |a| a.len() >= 2).await;
     for a in &failed {
         assert_eq!(a["status"], "failed", "{failed:?}");
     }
-    fwd.set(ON);
-    let all = attempts(h, &second, succeeded).await;
+    fwd.set(Mode::Forward).await;
+    let all = h.attempts(&second, succeeded).await;
     assert!(all.len() >= 3, "{all:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while count().await < 4 {
@@ -312,7 +147,7 @@ where
     Fut: std::future::Future<Output = usize>,
 {
     for i in 0..n {
-        publish(h, tenant, "order.paid", json!({"i": i})).await;
+        h.publish_event(tenant, "order.paid", json!({"i": i})).await;
     }
     h.wait_attempts(
         &format!("tenant_id={tenant}&status=success&limit=1000"),
@@ -342,7 +177,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_list_every_broker_type_with_sensitive_fields() {
-    let h = herald();
+    let h = herald().await;
     let types = h.ok("GET", "/destination-types", None).await;
     let find = |kind: &str| {
         types
@@ -481,8 +316,8 @@ mod rabbitmq {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishes_with_confirms_headers_and_signature() {
         let s = setup().await;
-        let h = herald();
-        let d = create(&h, "rmq", dest(RABBITMQ, &s.exchange, "guest")).await;
+        let h = herald().await;
+        let d = h.create("rmq", dest(RABBITMQ, &s.exchange, "guest")).await;
         assert_eq!(d["credentials"]["password"], "****", "password masked: {d}");
         assert_eq!(
             d["credentials"]["secret"],
@@ -490,8 +325,10 @@ mod rabbitmq {
         );
         assert_eq!(d["target"], s.exchange.as_str());
 
-        let id = publish(&h, "rmq", "user.created", json!({"name": "Ada"})).await;
-        let a = attempts(&h, &id, succeeded).await;
+        let id = h
+            .publish_event("rmq", "user.created", json!({"name": "Ada"}))
+            .await;
+        let a = h.attempts(&id, succeeded).await;
         assert_eq!(a.len(), 1);
         assert_eq!(a[0]["code"], "ack");
         assert_eq!(a[0]["response_data"]["routing_key"], "herald.user.created");
@@ -537,8 +374,10 @@ mod rabbitmq {
             ),
         )
         .await;
-        let id2 = publish(&h, "rmq", "user.created", json!({"n": 2})).await;
-        attempts(&h, &id2, succeeded).await;
+        let id2 = h
+            .publish_event("rmq", "user.created", json!({"n": 2}))
+            .await;
+        h.attempts(&id2, succeeded).await;
         let m = s.get().await.expect("delivered after the PATCH");
         let headers: Vec<(String, String)> = m
             .delivery
@@ -564,9 +403,10 @@ mod rabbitmq {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn broker_outage_is_retried_and_recovers() {
         let s = setup().await;
-        let fwd = Forwarder::start(RABBITMQ, ON).await;
-        let h = herald();
-        create(&h, "rmq-out", dest(&fwd.server_url(), &s.exchange, "guest")).await;
+        let fwd = Forwarder::start(RABBITMQ).await;
+        let h = herald().await;
+        h.create("rmq-out", dest(&fwd.server_url(), &s.exchange, "guest"))
+            .await;
         let got = Arc::new(Mutex::new(0usize));
         outage_and_recovery(&h, "rmq-out", &fwd, || {
             let (s, got) = (&s, got.clone());
@@ -584,8 +424,9 @@ mod rabbitmq {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_is_confirmed_and_delivered_once_each() {
         let s = setup().await;
-        let h = herald();
-        create(&h, "rmq-burst", dest(RABBITMQ, &s.exchange, "guest")).await;
+        let h = herald().await;
+        h.create("rmq-burst", dest(RABBITMQ, &s.exchange, "guest"))
+            .await;
         let got = Arc::new(Mutex::new(0usize));
         burst(&h, "rmq-burst", 50, || {
             let (s, got) = (&s, got.clone());
@@ -616,10 +457,13 @@ mod rabbitmq {
             )
             .await
             .unwrap();
-        let h = herald();
-        create(&h, "rmq-unroutable", dest(RABBITMQ, &lonely, "guest")).await;
-        let id = publish(&h, "rmq-unroutable", "user.created", json!({})).await;
-        let a = attempts(&h, &id, |a| a.len() >= 2).await;
+        let h = herald().await;
+        h.create("rmq-unroutable", dest(RABBITMQ, &lonely, "guest"))
+            .await;
+        let id = h
+            .publish_event("rmq-unroutable", "user.created", json!({}))
+            .await;
+        let a = h.attempts(&id, |a| a.len() >= 2).await;
         for x in &a {
             assert_eq!(x["status"], "failed", "{a:?}");
             assert_eq!(x["code"], "unroutable", "{a:?}");
@@ -634,14 +478,10 @@ mod rabbitmq {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wrong_password_is_permanent_and_missing_exchange_too() {
         let s = setup().await;
-        let h = herald();
-        create(
-            &h,
-            "rmq-bad",
-            dest(RABBITMQ, &s.exchange, "not-the-password"),
-        )
-        .await;
-        let id = publish(&h, "rmq-bad", "user.created", json!({})).await;
+        let h = herald().await;
+        h.create("rmq-bad", dest(RABBITMQ, &s.exchange, "not-the-password"))
+            .await;
+        let id = h.publish_event("rmq-bad", "user.created", json!({})).await;
         let a = expect_permanent(&h, &id, "access_refused").await;
         assert!(
             a["response_data"]["error"]
@@ -651,13 +491,12 @@ mod rabbitmq {
             "{a}"
         );
 
-        create(
-            &h,
+        h.create(
             "rmq-nx",
             dest(RABBITMQ, &unique("no-such-exchange-"), "guest"),
         )
         .await;
-        let id = publish(&h, "rmq-nx", "user.created", json!({})).await;
+        let id = h.publish_event("rmq-nx", "user.created", json!({})).await;
         expect_permanent(&h, &id, "not_found").await;
         s.cleanup().await;
     }
@@ -712,11 +551,13 @@ mod nats {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishes_to_jetstream_with_headers_and_signature() {
         let s = setup().await;
-        let h = herald();
-        let d = create(&h, "nats", dest(NATS, &s.prefix)).await;
+        let h = herald().await;
+        let d = h.create("nats", dest(NATS, &s.prefix)).await;
         assert_ne!(d["credentials"]["secret"], SECRET, "secret masked: {d}");
-        let id = publish(&h, "nats", "user.created", json!({"name": "Ada"})).await;
-        let a = attempts(&h, &id, succeeded).await;
+        let id = h
+            .publish_event("nats", "user.created", json!({"name": "Ada"}))
+            .await;
+        let a = h.attempts(&id, succeeded).await;
         assert_eq!(a[0]["code"], "ack");
         assert_eq!(a[0]["response_data"]["stream"], s.stream.as_str());
         assert_eq!(a[0]["response_data"]["sequence"], 1);
@@ -746,9 +587,10 @@ mod nats {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn server_outage_is_retried_and_recovers() {
         let s = setup().await;
-        let fwd = Forwarder::start(NATS, ON).await;
-        let h = herald();
-        create(&h, "nats-out", dest(&fwd.server_url(), &s.prefix)).await;
+        let fwd = Forwarder::start(NATS).await;
+        let h = herald().await;
+        h.create("nats-out", dest(&fwd.server_url(), &s.prefix))
+            .await;
         outage_and_recovery(&h, "nats-out", &fwd, || s.count()).await;
         // A publish that reached the server during the outage but was acknowledged too late
         // is dropped by JetStream's duplicate window: exactly four messages.
@@ -760,8 +602,8 @@ mod nats {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_is_acknowledged_and_stored_once_each() {
         let s = setup().await;
-        let h = herald();
-        create(&h, "nats-burst", dest(NATS, &s.prefix)).await;
+        let h = herald().await;
+        h.create("nats-burst", dest(NATS, &s.prefix)).await;
         burst(&h, "nats-burst", 50, || s.count()).await;
         s.cleanup().await;
     }
@@ -769,11 +611,12 @@ mod nats {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn missing_stream_is_retried_and_bad_credentials_are_permanent() {
         require("NATS", NATS);
-        let h = herald();
+        let h = herald().await;
         // No stream captures the subject: "no responders", retried (the stream may come).
-        create(&h, "nats-nx", dest(NATS, &unique("herald-nostream-"))).await;
-        let id = publish(&h, "nats-nx", "user.created", json!({})).await;
-        let a = attempts(&h, &id, |a| a.len() >= 2).await;
+        h.create("nats-nx", dest(NATS, &unique("herald-nostream-")))
+            .await;
+        let id = h.publish_event("nats-nx", "user.created", json!({})).await;
+        let a = h.attempts(&id, |a| a.len() >= 2).await;
         assert_eq!(a[0]["code"], "no_stream", "{a:?}");
 
         // The shared server has no authentication: a private one with a user checks the
@@ -783,8 +626,7 @@ mod nats {
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["--user", "herald", "--pass", "right-password"]);
         let _srv = Private::spawn("nats-server", cmd, port, tempfile::tempdir().unwrap());
-        create(
-            &h,
+        h.create(
             "nats-bad",
             json!({
                 "type": "nats", "topics": "*",
@@ -793,7 +635,7 @@ mod nats {
             }),
         )
         .await;
-        let id = publish(&h, "nats-bad", "user.created", json!({})).await;
+        let id = h.publish_event("nats-bad", "user.created", json!({})).await;
         expect_permanent(&h, &id, "authorization_violation").await;
     }
 }
@@ -837,10 +679,13 @@ mod redis_stream {
     async fn appends_entries_with_header_fields_signature_and_maxlen() {
         let mut c = client().await;
         let key = unique("herald-test:");
-        let h = herald();
-        create(&h, "redis", dest(REDIS, &format!("{key}:{{topic}}"))).await;
-        let id = publish(&h, "redis", "user.created", json!({"name": "Ada"})).await;
-        let a = attempts(&h, &id, succeeded).await;
+        let h = herald().await;
+        h.create("redis", dest(REDIS, &format!("{key}:{{topic}}")))
+            .await;
+        let id = h
+            .publish_event("redis", "user.created", json!({"name": "Ada"}))
+            .await;
+        let a = h.attempts(&id, succeeded).await;
         let stream = format!("{key}:user.created");
         assert_eq!(a[0]["response_data"]["stream"], stream.as_str());
 
@@ -863,9 +708,11 @@ mod redis_stream {
         // MAXLEN 3 (exact): five events leave the newest three.
         let mut last = String::new();
         for n in 0..4 {
-            last = publish(&h, "redis", "user.created", json!({"n": n})).await;
+            last = h
+                .publish_event("redis", "user.created", json!({"n": n}))
+                .await;
         }
-        attempts(&h, &last, succeeded).await;
+        h.attempts(&last, succeeded).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let got = entries(&mut c, &stream).await;
@@ -884,11 +731,11 @@ mod redis_stream {
     async fn server_outage_is_retried_and_recovers() {
         let mut c = client().await;
         let key = unique("herald-test:");
-        let fwd = Forwarder::start(REDIS, ON).await;
-        let h = herald();
+        let fwd = Forwarder::start(REDIS).await;
+        let h = herald().await;
         let mut d = dest(&fwd.server_url(), &key);
         d["config"].as_object_mut().unwrap().remove("max_len");
-        create(&h, "redis-out", d).await;
+        h.create("redis-out", d).await;
         let count = || {
             let (mut c, key) = (c.clone(), key.clone());
             async move { entries(&mut c, &key).await.len() }
@@ -901,10 +748,10 @@ mod redis_stream {
     async fn a_burst_is_appended_once_each() {
         let mut c = client().await;
         let key = unique("herald-test:");
-        let h = herald();
+        let h = herald().await;
         let mut d = dest(REDIS, &key);
         d["config"].as_object_mut().unwrap().remove("max_len");
-        create(&h, "redis-burst", d).await;
+        h.create("redis-burst", d).await;
         let count = || {
             let (mut c, key) = (c.clone(), key.clone());
             async move { entries(&mut c, &key).await.len() }
@@ -916,9 +763,8 @@ mod redis_stream {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wrong_password_is_permanent() {
         client().await;
-        let h = herald();
-        create(
-            &h,
+        let h = herald().await;
+        h.create(
             "redis-bad",
             json!({
                 "type": "redis_stream", "topics": "*",
@@ -927,25 +773,27 @@ mod redis_stream {
             }),
         )
         .await;
-        let id = publish(&h, "redis-bad", "user.created", json!({})).await;
+        let id = h
+            .publish_event("redis-bad", "user.created", json!({}))
+            .await;
         expect_permanent(&h, &id, "auth_failed").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_black_hole_server_does_not_delay_a_healthy_destination() {
         let mut c = client().await;
-        let hole = Forwarder::start(REDIS, BLACK_HOLE).await;
-        let h = herald();
+        let hole = Forwarder::start_in(REDIS, Mode::Hang).await;
+        let h = herald().await;
         let dead_key = unique("herald-test:");
         let live_key = unique("herald-test:");
-        create(&h, "slow", dest(&hole.server_url(), &dead_key)).await;
-        create(&h, "fast", dest(REDIS, &live_key)).await;
+        h.create("slow", dest(&hole.server_url(), &dead_key)).await;
+        h.create("fast", dest(REDIS, &live_key)).await;
         for _ in 0..3 {
-            publish(&h, "slow", "t", json!({})).await;
+            h.publish_event("slow", "t", json!({})).await;
         }
         let started = Instant::now();
-        let id = publish(&h, "fast", "t", json!({"ok": true})).await;
-        attempts(&h, &id, succeeded).await;
+        let id = h.publish_event("fast", "t", json!({"ok": true})).await;
+        h.attempts(&id, succeeded).await;
         assert!(
             started.elapsed() < Duration::from_millis(1500),
             "the healthy destination waited {:?} (attempt timeout is 2 s)",
@@ -1026,10 +874,12 @@ mod mqtt {
     async fn publishes_qos1_with_user_properties_and_signature() {
         let prefix = unique("herald-test-");
         let sub = subscribe(&prefix).await;
-        let h = herald();
-        create(&h, "mqtt", dest(MQTT, &prefix)).await;
-        let id = publish(&h, "mqtt", "user.created", json!({"name": "Ada"})).await;
-        let a = attempts(&h, &id, succeeded).await;
+        let h = herald().await;
+        h.create("mqtt", dest(MQTT, &prefix)).await;
+        let id = h
+            .publish_event("mqtt", "user.created", json!({"name": "Ada"}))
+            .await;
+        let a = h.attempts(&id, succeeded).await;
         assert_eq!(a[0]["code"], "puback");
 
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1056,9 +906,9 @@ mod mqtt {
     async fn broker_outage_is_retried_and_recovers() {
         let prefix = unique("herald-test-");
         let sub = subscribe(&prefix).await;
-        let fwd = Forwarder::start(MQTT, ON).await;
-        let h = herald();
-        create(&h, "mqtt-out", dest(&fwd.server_url(), &prefix)).await;
+        let fwd = Forwarder::start(MQTT).await;
+        let h = herald().await;
+        h.create("mqtt-out", dest(&fwd.server_url(), &prefix)).await;
         let got = sub.got.clone();
         outage_and_recovery(&h, "mqtt-out", &fwd, || {
             let got = got.clone();
@@ -1071,8 +921,8 @@ mod mqtt {
     async fn a_burst_is_acknowledged_and_delivered_once_each() {
         let prefix = unique("herald-test-");
         let sub = subscribe(&prefix).await;
-        let h = herald();
-        create(&h, "mqtt-burst", dest(MQTT, &prefix)).await;
+        let h = herald().await;
+        h.create("mqtt-burst", dest(MQTT, &prefix)).await;
         let got = sub.got.clone();
         // Distinct event ids seen by the subscriber (QoS 1 may in theory redeliver).
         let distinct = move || {
@@ -1123,9 +973,8 @@ mod mqtt {
         let mut cmd = Command::new("mosquitto");
         cmd.arg("-c").arg(&conf);
         let _srv = Private::spawn("mosquitto", cmd, port, dir);
-        let h = herald();
-        create(
-            &h,
+        let h = herald().await;
+        h.create(
             "mqtt-bad",
             json!({
                 "type": "mqtt", "topics": "*",
@@ -1134,7 +983,7 @@ mod mqtt {
             }),
         )
         .await;
-        let id = publish(&h, "mqtt-bad", "user.created", json!({})).await;
+        let id = h.publish_event("mqtt-bad", "user.created", json!({})).await;
         // Mosquitto answers a wrong password with CONNACK 0x87 "not authorized" (not 0x86).
         let a = expect_permanent(&h, &id, "not_authorized").await;
         assert!(
@@ -1149,7 +998,7 @@ mod mqtt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_is_rejected_at_create_naming_the_field() {
-    let h = herald();
+    let h = herald().await;
     h.ok("PUT", "/tenants/bad", None).await;
     let mut cases: Vec<(Value, &str)> = Vec::new();
     #[cfg(feature = "rabbitmq")]

@@ -5,20 +5,18 @@
 //! Delivery is at-least-once: duplicates (a node killed between sending and recording) are
 //! counted and printed, never forbidden; losing an accepted event is a failure.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Herald, Receiver, TestDb};
+use herald_testkit::{HeraldProcess, Receiver, TestDb};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 /// Starts node `n` on `db` with a short lease (a killed node's work is taken over after ~3 s).
-fn node(db: &TestDb, n: usize, extra: &[(&str, &str)]) -> Herald {
+fn node(db: &TestDb, n: usize, extra: &[(&str, &str)]) -> HeraldProcess {
     let ua = format!("node-{n}");
     let mut env: Vec<(&str, &str)> = vec![
         ("HERALD_DATABASE_URL", &db.url),
@@ -28,11 +26,17 @@ fn node(db: &TestDb, n: usize, extra: &[(&str, &str)]) -> Herald {
         ("HERALD_DELIVERY_LEASE_SECS", "3"),
     ];
     env.extend_from_slice(extra);
-    Herald::start(&env)
+    crate::process(&env)
 }
 
 /// Publishes a probe on `h` until it routes to `dest` (the node learnt about the destination).
-async fn wait_routed(h: &Herald, tenant: &str, dest: &str, topic: &str, probe: &str) -> Duration {
+async fn wait_routed(
+    h: &HeraldProcess,
+    tenant: &str,
+    dest: &str,
+    topic: &str,
+    probe: &str,
+) -> Duration {
     let started = Instant::now();
     let mut i = 0;
     loop {
@@ -87,7 +91,7 @@ async fn three_nodes_deliver_everything_accepted_when_one_is_killed() {
     // A slow-ish receiver and few attempts in flight per node: work piles up on every node,
     // so the killed one dies holding leases.
     *rx.delay.lock() = Duration::from_millis(10);
-    let nodes: Vec<Herald> = (0..3).map(|n| node(&db, n, &[])).collect();
+    let nodes: Vec<HeraldProcess> = (0..3).map(|n| node(&db, n, &[])).collect();
     let d = nodes[0]
         .webhook(
             "multi",
@@ -117,7 +121,7 @@ async fn three_nodes_deliver_everything_accepted_when_one_is_killed() {
                 let id = format!("mn-{p}-{i}");
                 let res = client
                     .post(&urls[n])
-                    .bearer_auth(common::API_KEY)
+                    .bearer_auth(herald_testkit::API_KEY)
                     .timeout(Duration::from_secs(10))
                     .json(&json!({"tenant_id": "multi", "topic": "t", "id": id, "data": {"p": p, "i": i}}))
                     .send()
@@ -225,7 +229,7 @@ async fn three_nodes_deliver_everything_accepted_when_one_is_killed() {
 }
 
 /// Waits until the probes published by `wait_routed` arrived; returns their ids.
-async fn received_probe_ids(nodes: &[Herald], rx: &Receiver) -> HashSet<String> {
+async fn received_probe_ids(nodes: &[HeraldProcess], rx: &Receiver) -> HashSet<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = nodes[0]
@@ -275,7 +279,7 @@ async fn a_node_started_later_takes_a_share_of_the_backlog() {
             for i in 0..EVENTS / 8 {
                 let r = client
                     .post(&url)
-                    .bearer_auth(common::API_KEY)
+                    .bearer_auth(herald_testkit::API_KEY)
                     .json(&json!({"tenant_id": "later", "topic": "t", "id": format!("l-{p}-{i}"), "data": {}}))
                     .send()
                     .await
@@ -328,7 +332,7 @@ async fn a_scheduled_retry_survives_a_restart_of_every_node() {
         ("HERALD_RETRY_DELAYS_SECS", "4"),
         ("HERALD_RETRY_JITTER", "0"),
     ];
-    let mut nodes: Vec<Herald> = (0..2).map(|n| node(&db, n, &retry)).collect();
+    let mut nodes: Vec<HeraldProcess> = (0..2).map(|n| node(&db, n, &retry)).collect();
     nodes[0].webhook("r", &rx.url("/"), json!({})).await;
     nodes[0]
         .publish(json!({"tenant_id": "r", "topic": "t", "id": "retry-me", "data": {}}))
@@ -344,7 +348,7 @@ async fn a_scheduled_retry_survives_a_restart_of_every_node() {
         h.kill();
     }
     drop(nodes);
-    let nodes: Vec<Herald> = (0..2).map(|n| node(&db, n, &retry)).collect();
+    let nodes: Vec<HeraldProcess> = (0..2).map(|n| node(&db, n, &retry)).collect();
     let got = rx.wait_for(2).await;
     let waited = first.elapsed();
     assert!(
@@ -430,7 +434,7 @@ async fn changes_on_one_node_take_effect_on_the_others() {
 }
 
 /// Publishes on `h` until nothing routes (the node learnt that the destination went away).
-async fn wait_unrouted(h: &Herald, tenant: &str, topic: &str) -> Duration {
+async fn wait_unrouted(h: &HeraldProcess, tenant: &str, topic: &str) -> Duration {
     let started = Instant::now();
     loop {
         let out = h
@@ -458,7 +462,7 @@ async fn a_failure_streak_across_nodes_disables_the_destination_once() {
         ("HERALD_ALERTS_CALLBACK_URL", sink_url.as_str()),
         ("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "10"),
     ];
-    let nodes: Vec<Herald> = (0..2).map(|n| node(&db, n, &env)).collect();
+    let nodes: Vec<HeraldProcess> = (0..2).map(|n| node(&db, n, &env)).collect();
     let d = nodes[0].webhook("f", &rx.url("/"), json!({})).await;
     let id = d["id"].as_str().unwrap().to_string();
     wait_routed(&nodes[1], "f", &id, "x", "f-probe").await;
@@ -471,7 +475,7 @@ async fn a_failure_streak_across_nodes_disables_the_destination_once() {
             for i in 0..10 {
                 let _ = client
                     .post(&url)
-                    .bearer_auth(common::API_KEY)
+                    .bearer_auth(herald_testkit::API_KEY)
                     .json(&json!({"tenant_id": "f", "topic": "x", "id": format!("f-{n}-{i}"), "eligible_for_retry": false, "data": {}}))
                     .send()
                     .await;
@@ -517,7 +521,7 @@ fn herald_cli(db_url: &str, args: &[&str]) -> (bool, String) {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD_DATA_DIR", dir.path())
         .env("HERALD_DATABASE_URL", db_url)
-        .env("HERALD_API_KEY", common::API_KEY)
+        .env("HERALD_API_KEY", herald_testkit::API_KEY)
         .env("HERALD_HOST", "127.0.0.1")
         .env("HERALD_PORT", "0")
         .stdin(Stdio::null())

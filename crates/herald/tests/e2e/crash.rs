@@ -4,13 +4,11 @@
 //! twice because the crash came between the send and its bookkeeping) are counted and
 //! reported, not forbidden: delivery is at-least-once.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Herald, Receiver};
+use herald_testkit::Receiver;
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -26,7 +24,7 @@ struct Outcomes {
 async fn sigkill_mid_stream_loses_no_accepted_event() {
     let rx = Receiver::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let h = Herald::start_in(tmp.path(), &[], true);
+    let h = crate::process_in(tmp.path(), &[], true);
     h.webhook("crash", &rx.url("/"), json!({})).await;
 
     const PUBLISHERS: usize = 8;
@@ -43,7 +41,7 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
                 let id = format!("crash-{p}-{i}");
                 let res = client
                     .post(&url)
-                    .bearer_auth(common::API_KEY)
+                    .bearer_auth(herald_testkit::API_KEY)
                     .timeout(Duration::from_secs(10))
                     .json(&json!({"tenant_id": "crash", "topic": "t", "id": id, "data": {"p": p, "i": i}}))
                     .send()
@@ -83,7 +81,7 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
     }
     drop(h);
 
-    let h = Herald::start_in(tmp.path(), &[], true);
+    let h = crate::process_in(tmp.path(), &[], true);
     let (accepted, refused, unknown) = {
         let o = outcomes.lock();
         (o.accepted.clone(), o.refused.clone(), o.unknown.clone())

@@ -2,104 +2,11 @@
 //! started by each test on free ports behind a TCP forwarder it advertises, so the broker can
 //! go "down" and come back with its topics intact. Records are read back with kafka-python.
 
-mod cloud;
-mod common;
-
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use cloud::{Forwarder, SECRET, Server, reader, verify_standard};
-use common::Herald;
+use herald_testkit::servers::Tansu;
+use herald_testkit::{Herald, SECRET, retry_fast, verify_standard};
 use serde_json::{Value, json};
-
-/// The broker binary: `HERALD_TANSU`, else `tansu` in `~/.cargo/bin` or on `PATH`.
-fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("HERALD_TANSU") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cargo_bin = PathBuf::from(home).join(".cargo/bin/tansu");
-    if cargo_bin.exists() {
-        return cargo_bin;
-    }
-    let on_path = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| PathBuf::from(d).join("tansu"))
-        .find(|p| p.exists());
-    on_path.unwrap_or_else(|| {
-        panic!("the tansu broker is not installed (.ci/run runs `cargo install tansu --locked --features dynostore`)")
-    })
-}
-
-/// A tansu broker and the forwarder clients reach it through.
-struct Broker {
-    _server: Server,
-    fwd: Forwarder,
-}
-
-impl Broker {
-    async fn start(authentication: bool) -> Broker {
-        let port = cloud::free_port();
-        let public = cloud::free_port();
-        let fwd = Forwarder::start_on(public, port).await;
-        let mut cmd = Command::new(tansu_bin());
-        cmd.arg("broker")
-            .arg(format!("--kafka-listener-url=tcp://127.0.0.1:{port}"))
-            .arg(format!(
-                "--kafka-advertised-listener-url=tcp://127.0.0.1:{public}"
-            ))
-            .arg("--storage-engine=memory://tansu/");
-        if authentication {
-            cmd.arg("--authentication");
-        }
-        let server = Server::start(cmd, port, "tansu", Duration::from_secs(60));
-        Broker {
-            _server: server,
-            fwd,
-        }
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.fwd.port)
-    }
-
-    async fn create_topic(&self, topic: &str) {
-        reader(
-            "kafka-create-topic",
-            json!({"bootstrap": self.bootstrap(), "topic": topic}),
-        )
-        .await;
-    }
-
-    async fn records(&self, topic: &str, count: usize) -> Vec<Value> {
-        let v = reader(
-            "kafka-read",
-            json!({"bootstrap": self.bootstrap(), "topic": topic, "count": count}),
-        )
-        .await;
-        v.as_array().cloned().unwrap_or_default()
-    }
-}
-
-fn retry_fast() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("HERALD_RETRY_SCHEDULE", "list"),
-        ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1,1,1"),
-        ("HERALD_RETRY_JITTER", "0"),
-    ]
-}
-
-async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
-    h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok(
-        "POST",
-        &format!("/tenants/{tenant}/destinations"),
-        Some(body),
-    )
-    .await
-}
 
 fn header<'a>(record: &'a Value, name: &str) -> &'a str {
     record["headers"]
@@ -113,20 +20,20 @@ fn header<'a>(record: &'a Value, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_produces_signed_records_with_key_and_headers() {
-    let broker = Broker::start(false).await;
+    let broker = Tansu::start(false).await;
     broker.create_topic("events").await;
-    let h = Herald::start(&[]);
-    let dest = create(
-        &h,
-        "acme",
-        json!({
-            "type": "kafka", "topics": "*",
-            "config": {"brokers": broker.bootstrap(), "topic": "events", "tls": "false",
-                       "partition_key_template": "data.customer_id"},
-            "credentials": {"signing_secret": SECRET},
-        }),
-    )
-    .await;
+    let h = Herald::start(&[]).await;
+    let dest = h
+        .create(
+            "acme",
+            json!({
+                "type": "kafka", "topics": "*",
+                "config": {"brokers": broker.bootstrap(), "topic": "events", "tls": "false",
+                           "partition_key_template": "data.customer_id"},
+                "credentials": {"signing_secret": SECRET},
+            }),
+        )
+        .await;
     assert_ne!(dest["credentials"]["signing_secret"], SECRET, "masked");
     h.publish(json!({
         "tenant_id": "acme", "topic": "user.created", "id": "evt_k_1",
@@ -172,11 +79,10 @@ async fn kafka_produces_signed_records_with_key_and_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_broker_down_is_retried_and_the_connection_reestablished() {
-    let broker = Broker::start(false).await;
+    let broker = Tansu::start(false).await;
     broker.create_topic("events").await;
-    let h = Herald::start(&retry_fast());
-    create(
-        &h,
+    let h = Herald::start(&retry_fast()).await;
+    h.create(
         "t",
         json!({
             "type": "kafka", "topics": "*",
@@ -214,10 +120,9 @@ async fn kafka_broker_down_is_retried_and_the_connection_reestablished() {
 /// authenticated client, so a successful SASL login cannot be set up here; a refused one can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_rejected_sasl_credentials_fail_without_retry() {
-    let broker = Broker::start(true).await;
-    let h = Herald::start(&retry_fast());
-    create(
-        &h,
+    let broker = Tansu::start(true).await;
+    let h = Herald::start(&retry_fast()).await;
+    h.create(
         "t",
         json!({
             "type": "kafka", "topics": "*",
@@ -241,7 +146,7 @@ async fn kafka_rejected_sasl_credentials_fail_without_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_invalid_config_is_rejected_at_create() {
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     h.ok("PUT", "/tenants/t", None).await;
     let ok = json!({"brokers": "b:9092", "topic": "events"});
     let with = |k: &str, v: &str| {

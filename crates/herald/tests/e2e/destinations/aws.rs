@@ -2,13 +2,11 @@
 //! authentication is switched on: destinations are created through the API, events published,
 //! and the messages read back with boto3. Each test starts its own moto on a free port.
 
-mod cloud;
-mod common;
-
 use std::time::Duration;
 
-use cloud::{Forwarder, SECRET, Server, reader, verify_standard};
-use common::Herald;
+use herald_testkit::Herald;
+use herald_testkit::retry_fast;
+use herald_testkit::{Forwarder, SECRET, python::reader, servers::Server, verify_standard};
 use serde_json::{Value, json};
 
 /// moto with an IAM user, a queue, a bucket and a stream; authentication on.
@@ -58,24 +56,6 @@ impl Aws {
     }
 }
 
-fn retry_fast() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("HERALD_RETRY_SCHEDULE", "list"),
-        ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1,1,1"),
-        ("HERALD_RETRY_JITTER", "0"),
-    ]
-}
-
-async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
-    h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok(
-        "POST",
-        &format!("/tenants/{tenant}/destinations"),
-        Some(body),
-    )
-    .await
-}
-
 /// Checks the engine's headers as the protocol carried them, including the signature.
 fn check_headers(attrs: &Value, event_id: &str, topic: &str, body: &[u8]) {
     assert_eq!(attrs["webhook-id"], event_id, "{attrs}");
@@ -107,18 +87,18 @@ async fn assert_attempts_stay(h: &Herald, event_id: &str, n: usize) -> Vec<Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_delivers_signed_messages_with_attributes() {
     let aws = Aws::start().await;
-    let h = Herald::start(&[]);
-    let dest = create(
-        &h,
-        "acme",
-        json!({
-            "type": "aws_sqs", "topics": ["user.created"],
-            "config": {"queue_url": aws.queue_url, "endpoint": aws.server.url()},
-            "credentials": aws.credentials(),
-            "delivery_metadata": {"region": "eu"},
-        }),
-    )
-    .await;
+    let h = Herald::start(&[]).await;
+    let dest = h
+        .create(
+            "acme",
+            json!({
+                "type": "aws_sqs", "topics": ["user.created"],
+                "config": {"queue_url": aws.queue_url, "endpoint": aws.server.url()},
+                "credentials": aws.credentials(),
+                "delivery_metadata": {"region": "eu"},
+            }),
+        )
+        .await;
     // Secrets come back masked; the access key id is not a secret.
     assert_eq!(dest["credentials"]["key"], aws.key.as_str());
     assert_ne!(dest["credentials"]["secret"], aws.secret.as_str());
@@ -156,14 +136,13 @@ async fn sqs_delivers_signed_messages_with_attributes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_bad_credentials_fail_without_retry() {
     let aws = Aws::start().await;
-    let h = Herald::start(&retry_fast());
+    let h = Herald::start(&retry_fast()).await;
     // A wrong secret (SignatureDoesNotMatch) and an unknown key (InvalidClientTokenId).
     for (tenant, key, secret) in [
         ("t1", aws.key.clone(), "wrong-secret".to_string()),
         ("t2", "AKIAUNKNOWN000000000".to_string(), aws.secret.clone()),
     ] {
-        create(
-            &h,
+        h.create(
             tenant,
             json!({
                 "type": "aws_sqs", "topics": "*",
@@ -184,11 +163,9 @@ async fn sqs_bad_credentials_fail_without_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_server_down_is_retried_until_it_recovers() {
     let aws = Aws::start().await;
-    let fwd = Forwarder::start(aws.server.port).await;
-    let h = Herald::start(&retry_fast());
-    create(
-        &h,
-        "t",
+    let fwd = Forwarder::start(&format!("127.0.0.1:{}", aws.server.port)).await;
+    let h = Herald::start(&retry_fast()).await;
+    h.create("t",
         json!({
             "type": "aws_sqs", "topics": "*",
             "config": {"queue_url": aws.queue_url, "endpoint": format!("http://127.0.0.1:{}", fwd.port)},
@@ -222,7 +199,7 @@ async fn sqs_server_down_is_retried_until_it_recovers() {
 /// Every AWS type refuses bad settings at create time with the field named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_invalid_config_is_rejected_at_create() {
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     h.ok("PUT", "/tenants/t", None).await;
     let creds = json!({"key": "AKIA", "secret": "s"});
     let cases = [
@@ -306,25 +283,24 @@ fn kinesis_config(endpoint: &str, extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stores_signed_objects_with_metadata_and_templated_keys() {
     let aws = Aws::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let url = aws.server.url();
-    create(
-        &h,
+    h.create(
         "t1",
         json!({"type": "aws_s3", "topics": ["a"], "config": s3_config(&url, json!({})),
                "credentials": aws.credentials()}),
     )
     .await;
-    let dest = create(
-        &h,
-        "t2",
-        json!({"type": "aws_s3", "topics": ["b"],
+    let dest = h
+        .create(
+            "t2",
+            json!({"type": "aws_s3", "topics": ["b"],
                "config": s3_config(&url, json!({
                    "key_template": "join('/', [data.user, metadata.\"event-id\"])",
                    "storage_class": "standard_ia"})),
                "credentials": aws.credentials()}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(dest["target"], format!("{BUCKET} in us-east-1"));
     h.publish(json!({"tenant_id": "t1", "topic": "a", "id": "evt_s3_1",
                      "metadata": {"source": "crm"}, "data": {"user": "u1"}}))
@@ -360,16 +336,16 @@ async fn s3_stores_signed_objects_with_metadata_and_templated_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_puts_envelope_records_with_partition_keys() {
     let aws = Aws::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let url = aws.server.url();
-    let dest = create(
-        &h,
-        "t",
-        json!({"type": "aws_kinesis", "topics": "*",
+    let dest = h
+        .create(
+            "t",
+            json!({"type": "aws_kinesis", "topics": "*",
                "config": kinesis_config(&url, json!({"partition_key_template": "data.user_id"})),
                "credentials": aws.credentials()}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(dest["target"], format!("{STREAM} in us-east-1"));
     h.publish(
         json!({"tenant_id": "t", "topic": "user.updated", "id": "evt_kin_1",
@@ -406,8 +382,8 @@ async fn kinesis_puts_envelope_records_with_partition_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_and_kinesis_bad_credentials_fail_and_outages_recover() {
     let aws = Aws::start().await;
-    let fwd = Forwarder::start(aws.server.port).await;
-    let h = Herald::start(&retry_fast());
+    let fwd = Forwarder::start(&format!("127.0.0.1:{}", aws.server.port)).await;
+    let h = Herald::start(&retry_fast()).await;
     let url = aws.server.url();
     let via = format!("http://127.0.0.1:{}", fwd.port);
     let bad = json!({"key": aws.key, "secret": "wrong-secret"});
@@ -433,8 +409,7 @@ async fn s3_and_kinesis_bad_credentials_fail_and_outages_recover() {
         ),
     ];
     for (tenant, kind, config, credentials) in &cases {
-        create(
-            &h,
+        h.create(
             tenant,
             json!({"type": kind, "topics": "*", "config": config, "credentials": credentials}),
         )
@@ -474,7 +449,7 @@ async fn s3_and_kinesis_bad_credentials_fail_and_outages_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_and_kinesis_invalid_config_is_rejected_at_create() {
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     h.ok("PUT", "/tenants/t", None).await;
     let creds = json!({"key": "AKIA", "secret": "s"});
     let s3 = |config: Value| json!({"type": "aws_s3", "topics": "*", "config": config, "credentials": creds});
@@ -534,9 +509,8 @@ async fn s3_and_kinesis_invalid_config_is_rejected_at_create() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_default_key_is_time_and_event_id() {
     let aws = Aws::start_with(false).await;
-    let h = Herald::start(&[]);
-    create(
-        &h,
+    let h = Herald::start(&[]).await;
+    h.create(
         "t",
         json!({"type": "aws_s3", "topics": "*",
                "config": {"bucket": BUCKET, "region": "us-east-1", "endpoint": aws.server.url()},
