@@ -60,13 +60,15 @@ pub struct Delivered {
 
 /// How a case's server refuses credentials.
 pub enum Auth {
-    /// Settings the server refuses; the permanent error's message must mention one of
-    /// `mentions` (what to fix). `keep` holds what must live as long (a private server).
+    /// Settings the server refuses; the permanent error has `code` and its message mentions
+    /// one of `mentions` (what to fix). `keep` holds what must live as long (a private server).
     Refused {
         /// Destination config.
         config: Fields,
         /// Destination credentials (the suite adds the signing secret).
         credentials: Fields,
+        /// The error code the type records for this refusal.
+        code: &'static str,
         /// Words of which the error message names at least one (case-insensitive).
         mentions: &'static [&'static str],
         /// Kept alive for the scenario.
@@ -98,6 +100,10 @@ pub trait Case {
     /// A forwarder to the server that this case's destinations can be routed through.
     async fn forwarder(&self) -> Forwarder {
         Forwarder::start(&self.upstream()).await
+    }
+    /// How many connections a driver opens for sequential deliveries (default: one, reused).
+    fn connections(&self) -> usize {
+        1
     }
     /// The address destinations use for `fwd` (default: the forwarder's `host:port`).
     fn through(&self, fwd: &Forwarder) -> String {
@@ -333,6 +339,7 @@ pub async fn bad_credentials_are_permanent<C: Case>(case: &C) {
         Auth::Refused {
             config,
             credentials,
+            code,
             mentions,
             keep,
         } => {
@@ -359,6 +366,13 @@ pub async fn bad_credentials_are_permanent<C: Case>(case: &C) {
                 "{}: refused credentials are permanent: {e:?}",
                 case.kind()
             );
+            eprintln!(
+                "{}: refused credentials: {} {}",
+                case.kind(),
+                e.code,
+                e.message
+            );
+            assert_eq!(e.code, code, "{}: {e:?}", case.kind());
             let text = e.message.to_lowercase();
             assert!(
                 mentions.iter().any(|w| text.contains(&w.to_lowercase())),
@@ -371,16 +385,29 @@ pub async fn bad_credentials_are_permanent<C: Case>(case: &C) {
     }
 }
 
-/// Through a forwarder: a delivery succeeds; with the server unreachable (connections cut,
+/// Through a forwarder: three deliveries succeed over [`Case::connections`] connections (the
+/// driver reuses them); with the server unreachable (connections cut,
 /// port refused) the next is `Retry`; after recovery the next attempt succeeds on the same
 /// driver, and both successful deliveries are at the server.
 pub async fn outage_is_retry_then_recovers<C: Case>(case: &C) {
     let fwd = case.forwarder().await;
     let s = Setup::new(case, &case.through(&fwd));
     let first = s.message(json!({"n": 1}));
-    s.deliver(&first)
-        .await
-        .unwrap_or_else(|e| panic!("{}: first delivery failed: {e:?}", case.kind()));
+    for m in [
+        first.clone(),
+        s.message(json!({"n": 1.1})),
+        s.message(json!({"n": 1.2})),
+    ] {
+        s.deliver(&m)
+            .await
+            .unwrap_or_else(|e| panic!("{}: a delivery failed: {e:?}", case.kind()));
+    }
+    assert_eq!(
+        fwd.accepted(),
+        case.connections(),
+        "{}: sequential deliveries reuse the driver's connections",
+        case.kind()
+    );
     fwd.set(Mode::Refuse).await;
     let during = s.message(json!({"n": 2}));
     expect_retry(
@@ -396,7 +423,7 @@ pub async fn outage_is_retry_then_recovers<C: Case>(case: &C) {
             case.kind()
         )
     });
-    let got = wait_received(case, 2).await;
+    let got = wait_received(case, 4).await;
     let ids: BTreeSet<String> = got.iter().map(event_id).collect();
     assert!(ids.contains(&first.event_id), "{}: {ids:?}", case.kind());
     assert!(ids.contains(&after.event_id), "{}: {ids:?}", case.kind());
@@ -447,7 +474,13 @@ pub async fn hung_server_costs_one_timeout<C: Case>(case: &C) {
     let started = Instant::now();
     let r = s.deliver(&msg).await;
     let took = started.elapsed();
-    expect_retry(case.kind(), "a delivery to a hung server", r);
+    let e = expect_retry(case.kind(), "a delivery to a hung server", r);
+    eprintln!(
+        "{}: hung server: {} {} after {took:?}",
+        case.kind(),
+        e.code,
+        e.message
+    );
     assert!(
         took <= msg.timeout + MARGIN,
         "{}: a hung server cost {took:?}",
@@ -468,10 +501,16 @@ pub async fn never_retries_by_itself<C: Case>(case: &C) {
     fwd.set(Mode::Drop).await;
     let s = Setup::new(case, &case.through(&fwd));
     let msg = s.message(json!({}));
-    expect_retry(
+    let e = expect_retry(
         case.kind(),
         "a delivery to a server that closes connections",
         s.deliver(&msg).await,
+    );
+    eprintln!(
+        "{}: closed connection: {} {}",
+        case.kind(),
+        e.code,
+        e.message
     );
     // Anything still under way in the background would show up here.
     tokio::time::sleep(Duration::from_millis(500)).await;
