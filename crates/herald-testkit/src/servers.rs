@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -66,6 +67,58 @@ impl Drop for Server {
     }
 }
 
+/// moto with an IAM user (and its access key), a queue, a bucket and a stream, with request
+/// authentication on (every request must be signed with that key) unless asked otherwise.
+pub struct Aws {
+    /// The moto process.
+    pub server: Server,
+    /// The IAM user's access key id.
+    pub key: String,
+    /// Its secret access key.
+    pub secret: String,
+    /// The queue's URL.
+    pub queue_url: String,
+}
+
+/// The queue [`Aws::start`] creates.
+pub const AWS_QUEUE: &str = "herald-queue";
+/// The bucket [`Aws::start`] creates.
+pub const AWS_BUCKET: &str = "herald-bucket";
+/// The Kinesis stream [`Aws::start`] creates.
+pub const AWS_STREAM: &str = "herald-stream";
+
+impl Aws {
+    /// moto with authentication on.
+    pub async fn start() -> Aws {
+        Self::start_with(true).await
+    }
+
+    /// `auth: false` leaves moto's request authentication off.
+    pub async fn start_with(auth: bool) -> Aws {
+        let server = Server::moto();
+        let out = reader(
+            "aws-setup",
+            json!({"endpoint": server.url(), "queue": AWS_QUEUE, "bucket": AWS_BUCKET, "stream": AWS_STREAM, "auth": auth}),
+        )
+        .await;
+        Aws {
+            key: out["key"].as_str().expect("key").into(),
+            secret: out["secret"].as_str().expect("secret").into(),
+            queue_url: out["queue_url"].as_str().expect("queue_url").into(),
+            server,
+        }
+    }
+
+    /// Reader arguments with this server's endpoint and credentials, plus `extra`.
+    pub fn args(&self, extra: Value) -> Value {
+        let mut a = json!({"endpoint": self.server.url(), "key": self.key, "secret": self.secret});
+        if let (Value::Object(a), Value::Object(e)) = (&mut a, extra) {
+            a.extend(e);
+        }
+        a
+    }
+}
+
 /// The tansu binary: `HERALD_TANSU`, else `tansu` in `~/.cargo/bin` or on `PATH`.
 pub fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("HERALD_TANSU") {
@@ -92,7 +145,7 @@ pub fn tansu_bin() -> PathBuf {
 pub struct Tansu {
     _server: Server,
     /// What clients connect to.
-    pub fwd: Forwarder,
+    pub fwd: Arc<Forwarder>,
 }
 
 impl Tansu {
@@ -114,7 +167,7 @@ impl Tansu {
         let server = Server::start(cmd, port, "tansu", Duration::from_secs(60));
         Tansu {
             _server: server,
-            fwd,
+            fwd: Arc::new(fwd),
         }
     }
 
@@ -175,14 +228,33 @@ pub struct PubSubEmulator {
     pub server: Server,
 }
 
+fn start_emulator() -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(pubsub_emulator_bin());
+    cmd.arg("--host=127.0.0.1").arg(format!("--port={port}"));
+    Server::start(cmd, port, "Pub/Sub emulator", Duration::from_secs(120))
+}
+
+/// One Pub/Sub emulator shared by the tests of this process that hold it at the same time
+/// (a JVM takes seconds to start); it stops when the last holder drops it. Holders use topics
+/// of their own.
+pub fn shared_pubsub_emulator() -> Arc<Server> {
+    static SHARED: parking_lot::Mutex<Weak<Server>> = parking_lot::Mutex::new(Weak::new());
+    let mut shared = SHARED.lock();
+    if let Some(s) = shared.upgrade() {
+        return s;
+    }
+    let s = Arc::new(start_emulator());
+    *shared = Arc::downgrade(&s);
+    s
+}
+
 impl PubSubEmulator {
     /// Starts the emulator on a free port and creates the topic and subscription.
     pub async fn start() -> PubSubEmulator {
-        let port = free_port();
-        let mut cmd = Command::new(pubsub_emulator_bin());
-        cmd.arg("--host=127.0.0.1").arg(format!("--port={port}"));
-        let server = Server::start(cmd, port, "Pub/Sub emulator", Duration::from_secs(120));
-        let e = PubSubEmulator { server };
+        let e = PubSubEmulator {
+            server: start_emulator(),
+        };
         e.read(
             "pubsub-setup",
             json!({"project": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC, "subscription": PUBSUB_SUBSCRIPTION}),

@@ -13,6 +13,14 @@ use std::time::Duration;
 use herald_testkit::ports::free_port;
 use herald_testkit::servers::Server;
 
+#[cfg(all(feature = "aws_sqs", feature = "aws_s3", feature = "aws_kinesis"))]
+pub mod aws;
+#[cfg(feature = "azure_servicebus")]
+pub mod azure_servicebus;
+#[cfg(feature = "gcp_pubsub")]
+pub mod gcp_pubsub;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]

@@ -6,56 +6,16 @@ use std::time::Duration;
 
 use herald_testkit::Herald;
 use herald_testkit::retry_fast;
-use herald_testkit::{Forwarder, SECRET, python::reader, servers::Server, verify_standard};
+use herald_testkit::servers::{
+    AWS_BUCKET as BUCKET, AWS_QUEUE as QUEUE, AWS_STREAM as STREAM, Aws,
+};
+use herald_testkit::{Forwarder, SECRET, python::reader, verify_standard};
 use serde_json::{Value, json};
 
-/// moto with an IAM user, a queue, a bucket and a stream; authentication on.
-struct Aws {
-    server: Server,
-    key: String,
-    secret: String,
-    queue_url: String,
+/// The destination credentials for moto's IAM user, with the signing secret.
+fn credentials(aws: &Aws) -> Value {
+    json!({"key": aws.key, "secret": aws.secret, "signing_secret": SECRET})
 }
-
-const QUEUE: &str = "herald-queue";
-const BUCKET: &str = "herald-bucket";
-const STREAM: &str = "herald-stream";
-
-impl Aws {
-    async fn start() -> Aws {
-        Self::start_with(true).await
-    }
-
-    /// `auth: false` leaves moto's request authentication off (see the S3 default-key test).
-    async fn start_with(auth: bool) -> Aws {
-        let server = Server::moto();
-        let out = reader(
-            "aws-setup",
-            json!({"endpoint": server.url(), "queue": QUEUE, "bucket": BUCKET, "stream": STREAM, "auth": auth}),
-        )
-        .await;
-        Aws {
-            key: out["key"].as_str().unwrap().into(),
-            secret: out["secret"].as_str().unwrap().into(),
-            queue_url: out["queue_url"].as_str().unwrap().into(),
-            server,
-        }
-    }
-
-    /// Reader arguments with this server's credentials.
-    fn args(&self, extra: Value) -> Value {
-        let mut a = json!({"endpoint": self.server.url(), "key": self.key, "secret": self.secret});
-        if let (Value::Object(a), Value::Object(e)) = (&mut a, extra) {
-            a.extend(e);
-        }
-        a
-    }
-
-    fn credentials(&self) -> Value {
-        json!({"key": self.key, "secret": self.secret, "signing_secret": SECRET})
-    }
-}
-
 /// Checks the engine's headers as the protocol carried them, including the signature.
 fn check_headers(attrs: &Value, event_id: &str, topic: &str, body: &[u8]) {
     assert_eq!(attrs["webhook-id"], event_id, "{attrs}");
@@ -94,7 +54,7 @@ async fn sqs_delivers_signed_messages_with_attributes() {
             json!({
                 "type": "aws_sqs", "topics": ["user.created"],
                 "config": {"queue_url": aws.queue_url, "endpoint": aws.server.url()},
-                "credentials": aws.credentials(),
+                "credentials": credentials(&aws),
                 "delivery_metadata": {"region": "eu"},
             }),
         )
@@ -169,7 +129,7 @@ async fn sqs_server_down_is_retried_until_it_recovers() {
         json!({
             "type": "aws_sqs", "topics": "*",
             "config": {"queue_url": aws.queue_url, "endpoint": format!("http://127.0.0.1:{}", fwd.port)},
-            "credentials": aws.credentials(),
+            "credentials": credentials(&aws),
         }),
     )
     .await;
@@ -288,7 +248,7 @@ async fn s3_stores_signed_objects_with_metadata_and_templated_keys() {
     h.create(
         "t1",
         json!({"type": "aws_s3", "topics": ["a"], "config": s3_config(&url, json!({})),
-               "credentials": aws.credentials()}),
+               "credentials": credentials(&aws)}),
     )
     .await;
     let dest = h
@@ -298,7 +258,7 @@ async fn s3_stores_signed_objects_with_metadata_and_templated_keys() {
                "config": s3_config(&url, json!({
                    "key_template": "join('/', [data.user, metadata.\"event-id\"])",
                    "storage_class": "standard_ia"})),
-               "credentials": aws.credentials()}),
+               "credentials": credentials(&aws)}),
         )
         .await;
     assert_eq!(dest["target"], format!("{BUCKET} in us-east-1"));
@@ -343,7 +303,7 @@ async fn kinesis_puts_envelope_records_with_partition_keys() {
             "t",
             json!({"type": "aws_kinesis", "topics": "*",
                "config": kinesis_config(&url, json!({"partition_key_template": "data.user_id"})),
-               "credentials": aws.credentials()}),
+               "credentials": credentials(&aws)}),
         )
         .await;
     assert_eq!(dest["target"], format!("{STREAM} in us-east-1"));
@@ -399,13 +359,13 @@ async fn s3_and_kinesis_bad_credentials_fail_and_outages_recover() {
             "s3down",
             "aws_s3",
             s3_config(&via, json!({})),
-            aws.credentials(),
+            credentials(&aws),
         ),
         (
             "kindown",
             "aws_kinesis",
             kinesis_config(&via, json!({})),
-            aws.credentials(),
+            credentials(&aws),
         ),
     ];
     for (tenant, kind, config, credentials) in &cases {
@@ -514,7 +474,7 @@ async fn s3_default_key_is_time_and_event_id() {
         "t",
         json!({"type": "aws_s3", "topics": "*",
                "config": {"bucket": BUCKET, "region": "us-east-1", "endpoint": aws.server.url()},
-               "credentials": aws.credentials()}),
+               "credentials": credentials(&aws)}),
     )
     .await;
     h.publish(
