@@ -113,6 +113,26 @@ impl Api {
         .await
     }
 
+    /// Posts destination `body` for `tenant` and expects 422 with a problem about `field`
+    /// (a problem that starts with it, e.g. `config.url`); returns the answer.
+    pub async fn expect_rejected(&self, tenant: &str, body: &Value, field: &str) -> Value {
+        let (status, v) = self
+            .call(
+                "POST",
+                &format!("/tenants/{tenant}/destinations"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 422, "{body} -> {v}");
+        assert!(
+            v["data"].as_array().is_some_and(|a| a
+                .iter()
+                .any(|p| p.as_str().unwrap_or_default().starts_with(field))),
+            "expected a problem with {field}: {v}"
+        );
+        v
+    }
+
     /// Creates a tenant and a webhook destination pointing at `url`; returns the destination.
     pub async fn webhook(&self, tenant: &str, url: &str, extra: Value) -> Value {
         let mut body = json!({"type": "webhook", "topics": "*", "config": {"url": url}});
@@ -129,6 +149,20 @@ impl Api {
         let (s, v) = self.call("POST", "/publish", Some(body)).await;
         assert_eq!(s, 202, "publish: {v}");
         v
+    }
+
+    /// Publishes `body` within `timeout`; the status, or `None` when no answer came (the
+    /// server is gone or too slow) — for tests that kill servers under load.
+    pub async fn try_publish(&self, body: &Value, timeout: Duration) -> Option<u16> {
+        self.client
+            .post(self.url("/publish"))
+            .bearer_auth(API_KEY)
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     /// Publishes one event with metadata `source: tests` and a fresh id; returns the id.

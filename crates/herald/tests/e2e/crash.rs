@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_testkit::Receiver;
+use herald_testkit::{Api, Receiver};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -32,29 +32,24 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
     const KILL_AFTER: usize = 2500;
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let pid = h.child.id();
-    let url = h.url("/publish");
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
-        let (client, url, outcomes) = (h.client.clone(), url.clone(), outcomes.clone());
+        let (api, outcomes) = (Api::clone(&h), outcomes.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_PUBLISHER {
                 let id = format!("crash-{p}-{i}");
-                let res = client
-                    .post(&url)
-                    .bearer_auth(herald_testkit::API_KEY)
-                    .timeout(Duration::from_secs(10))
-                    .json(&json!({"tenant_id": "crash", "topic": "t", "id": id, "data": {"p": p, "i": i}}))
-                    .send()
-                    .await;
+                let body =
+                    json!({"tenant_id": "crash", "topic": "t", "id": id, "data": {"p": p, "i": i}});
+                let res = api.try_publish(&body, Duration::from_secs(10)).await;
                 let mut o = outcomes.lock();
                 match res {
-                    Ok(r) if r.status().as_u16() == 202 => {
+                    Some(202) => {
                         o.accepted.insert(id);
                     }
-                    Ok(_) => {
+                    Some(_) => {
                         o.refused.insert(id);
                     }
-                    Err(_) => {
+                    None => {
                         o.unknown.insert(id);
                         return; // the server is gone
                     }

@@ -162,18 +162,11 @@ async fn a_black_hole_destination_does_not_slow_a_healthy_one() {
     let n = 400;
     let publishers: Vec<_> = (0..4)
         .map(|p| {
-            let client = h.client.clone();
-            let url = h.url("/publish");
+            let api = herald_testkit::Api::clone(&h);
             tokio::spawn(async move {
                 for i in 0..n / 4 {
-                    let r = client
-                        .post(&url)
-                        .bearer_auth(herald_testkit::API_KEY)
-                        .json(&json!({"tenant_id": "t", "topic": "a", "id": format!("bh-{p}-{i}"), "data": {"i": i}}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status().as_u16(), 202);
+                    api.publish(json!({"tenant_id": "t", "topic": "a", "id": format!("bh-{p}-{i}"), "data": {"i": i}}))
+                        .await;
                 }
             })
         })

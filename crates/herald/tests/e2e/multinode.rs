@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use herald_testkit::{HeraldProcess, Receiver, TestDb};
+use herald_testkit::{Api, HeraldProcess, Receiver, TestDb};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -110,31 +110,26 @@ async fn three_nodes_deliver_everything_accepted_when_one_is_killed() {
     const KILL_AFTER: usize = 1500;
     const VICTIM: usize = 2;
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let urls: Vec<String> = nodes.iter().map(|h| h.url("/publish")).collect();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let apis: Vec<Api> = nodes.iter().map(|h| Api::clone(h)).collect();
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
-        let (client, urls, outcomes) = (client.clone(), urls.clone(), outcomes.clone());
+        let (apis, outcomes) = (apis.clone(), outcomes.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_PUBLISHER {
-                let n = (p + i) % urls.len();
+                let n = (p + i) % apis.len();
                 let id = format!("mn-{p}-{i}");
-                let res = client
-                    .post(&urls[n])
-                    .bearer_auth(herald_testkit::API_KEY)
-                    .timeout(Duration::from_secs(10))
-                    .json(&json!({"tenant_id": "multi", "topic": "t", "id": id, "data": {"p": p, "i": i}}))
-                    .send()
-                    .await;
+                let body =
+                    json!({"tenant_id": "multi", "topic": "t", "id": id, "data": {"p": p, "i": i}});
+                let res = apis[n].try_publish(&body, Duration::from_secs(10)).await;
                 let mut o = outcomes.lock();
                 match res {
-                    Ok(r) if r.status().as_u16() == 202 => {
+                    Some(202) => {
                         o.accepted.insert(id, n);
                     }
-                    Ok(_) => {
+                    Some(_) => {
                         o.refused.insert(id);
                     }
-                    Err(_) => {
+                    None => {
                         o.unknown.insert(id);
                     }
                 }
@@ -274,18 +269,12 @@ async fn a_node_started_later_takes_a_share_of_the_backlog() {
     const EVENTS: usize = 400;
     let mut tasks = Vec::new();
     for p in 0..8 {
-        let (client, url, dest) = (a.client.clone(), a.url("/publish"), dest.clone());
+        let (api, dest) = (Api::clone(&a), dest.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..EVENTS / 8 {
-                let r = client
-                    .post(&url)
-                    .bearer_auth(herald_testkit::API_KEY)
-                    .json(&json!({"tenant_id": "later", "topic": "t", "id": format!("l-{p}-{i}"), "data": {}}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status().as_u16(), 202);
-                let v: Value = r.json().await.unwrap();
+                let v = api
+                    .publish(json!({"tenant_id": "later", "topic": "t", "id": format!("l-{p}-{i}"), "data": {}}))
+                    .await;
                 assert_eq!(v["destination_ids"], json!([dest]));
             }
         }));
@@ -470,15 +459,11 @@ async fn a_failure_streak_across_nodes_disables_the_destination_once() {
     // nodes at once (no retries: one failure per event).
     let mut tasks = Vec::new();
     for (n, h) in nodes.iter().enumerate() {
-        let (client, url) = (h.client.clone(), h.url("/publish"));
+        let api = Api::clone(h);
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
-                let _ = client
-                    .post(&url)
-                    .bearer_auth(herald_testkit::API_KEY)
-                    .json(&json!({"tenant_id": "f", "topic": "x", "id": format!("f-{n}-{i}"), "eligible_for_retry": false, "data": {}}))
-                    .send()
-                    .await;
+                let body = json!({"tenant_id": "f", "topic": "x", "id": format!("f-{n}-{i}"), "eligible_for_retry": false, "data": {}});
+                let _ = api.try_publish(&body, Duration::from_secs(10)).await;
             }
         }));
     }

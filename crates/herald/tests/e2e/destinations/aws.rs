@@ -111,18 +111,7 @@ async fn aws_invalid_config_is_rejected_at_create() {
         ),
     ];
     for (body, field) in cases {
-        let (status, v) = h
-            .call("POST", "/tenants/t/destinations", Some(body.clone()))
-            .await;
-        assert_eq!(status, 422, "{body} -> {v}");
-        assert!(
-            v["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p.as_str().unwrap().starts_with(field)),
-            "expected a problem with {field}: {v}"
-        );
+        h.expect_rejected("t", &body, field).await;
     }
     // The schema names required and sensitive fields.
     let types = h.ok("GET", "/destination-types", None).await;
@@ -303,18 +292,7 @@ async fn s3_and_kinesis_invalid_config_is_rejected_at_create() {
         ),
     ];
     for (body, field) in cases {
-        let (status, v) = h
-            .call("POST", "/tenants/t/destinations", Some(body.clone()))
-            .await;
-        assert_eq!(status, 422, "{body} -> {v}");
-        assert!(
-            v["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p.as_str().unwrap().starts_with(field)),
-            "expected a problem with {field}: {v}"
-        );
+        h.expect_rejected("t", &body, field).await;
     }
 }
 
