@@ -10,8 +10,10 @@ pub mod filter;
 pub mod ids;
 pub mod model;
 pub mod retry;
+pub mod secret;
 pub mod signing;
 pub mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use model::*;
+pub use secret::Secret;
