@@ -158,6 +158,7 @@ impl Case for AwsCase {
             credentials: fields(&[("key", &self.aws.key), ("secret", "wrong-secret")]),
             code: "auth_failed",
             mentions: &["credentials", "secret", "key", "signature"],
+            server_says: None,
             keep: Box::new(()),
         }
     }

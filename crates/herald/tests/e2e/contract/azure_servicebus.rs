@@ -75,6 +75,7 @@ impl Case for ServiceBusCase {
             credentials: fields(&[("connection_string", &connection_string(&wrong))]),
             code: "auth_failed",
             mentions: &["connection string", "key", "credentials", "signature"],
+            server_says: None,
             keep: Box::new(()),
         }
     }

@@ -70,6 +70,7 @@ impl Case for KafkaCase {
             credentials: fields(&[("username", "nobody"), ("password", "wrong")]),
             code: "auth_failed",
             mentions: &["credentials", "password", "username", "sasl"],
+            server_says: None,
             keep: Box::new(broker),
         }
     }

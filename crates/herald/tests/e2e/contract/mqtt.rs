@@ -125,6 +125,7 @@ impl Case for MqttCase {
             credentials: fields(&[("username", "herald"), ("password", "wrong")]),
             code: "not_authorized",
             mentions: &["password", "credentials", "authorized"],
+            server_says: Some("NotAuthorized"),
             keep: Box::new(private),
         }
     }

@@ -189,6 +189,7 @@ impl Case for RabbitCase {
             credentials: fields(&[("username", "guest"), ("password", "wrong")]),
             code: "access_refused",
             mentions: &["password", "credentials", "login"],
+            server_says: Some("ACCESS_REFUSED"),
             keep: Box::new(()),
         }
     }

@@ -87,6 +87,7 @@ impl Case for RedisCase {
             credentials: fields(&[("username", "herald-no-such-user"), ("password", "wrong")]),
             code: "auth_failed",
             mentions: &["password", "username", "credentials"],
+            server_says: None,
             keep: Box::new(()),
         }
     }
