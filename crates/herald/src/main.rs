@@ -12,7 +12,7 @@ use herald::{config, secrets};
 use herald_store::pg::PgStore;
 use herald_store::sqlite::SqliteStore;
 
-use config::Config;
+use crate::config::Config;
 
 /// mimalloc instead of the system allocator: Herald allocates many small, short-lived buffers
 /// per request and per attempt, and glibc's malloc and free were about 17 % of all instructions
