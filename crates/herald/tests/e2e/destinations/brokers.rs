@@ -191,22 +191,7 @@ mod rabbitmq {
             .await;
         h.attempts(&id2, succeeded).await;
         let m = s.get().await.expect("delivered after the PATCH");
-        let headers: Vec<(String, String)> = m
-            .delivery
-            .properties
-            .headers()
-            .as_ref()
-            .unwrap()
-            .inner()
-            .iter()
-            .filter_map(|(k, v)| match v {
-                AMQPValue::LongString(s) => Some((
-                    k.as_str().to_string(),
-                    String::from_utf8(s.as_bytes().to_vec()).unwrap(),
-                )),
-                _ => None,
-            })
-            .collect();
+        let headers = crate::contract::rabbitmq::headers(&m);
         // Signed with the stored secret, not with its masked form.
         check_headers(&headers, &m.delivery.data, &id2, "user.created");
         s.cleanup().await;
