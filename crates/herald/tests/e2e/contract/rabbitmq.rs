@@ -120,6 +120,8 @@ pub fn headers(m: &lapin::message::BasicGetMessage) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The case's exchange is auto-deleted with its last binding (the exclusive queue) when the
+/// case's connection closes.
 pub struct RabbitCase {
     setup: Setup,
     got: Mutex<Vec<Delivered>>,
@@ -201,12 +203,6 @@ impl Case for RabbitCase {
         assert_eq!(n["type"], sent.topic);
         assert_eq!(n["content_type"], "application/json");
         assert_eq!(n["delivery_mode"], "2", "persistent");
-    }
-}
-
-impl Drop for RabbitCase {
-    fn drop(&mut self) {
-        // The exchange is auto-deleted with its last binding (the exclusive queue).
     }
 }
 
