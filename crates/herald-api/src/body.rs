@@ -213,12 +213,13 @@ impl<'a> Fields<'a> {
     }
 
     /// A merge-patch of a string map: each key maps to a new value or `None` (delete).
-    /// `coerce_bools` accepts `true`/`false` and stores them as text (checkbox fields,
-    /// `rotate_secret`).
+    /// `native` accepts JSON numbers, booleans, objects and arrays as well and stores them in
+    /// the contract's string form (`60` as `"60"`, an object as its JSON text): destination
+    /// `config` and `credentials`, whose typed fields parse either form.
     pub fn string_patch_map(
         &mut self,
         key: &str,
-        coerce_bools: bool,
+        native: bool,
     ) -> Patch<BTreeMap<String, Option<String>>> {
         match self.obj.get(key) {
             None => Patch::Absent,
@@ -233,8 +234,8 @@ impl<'a> Fields<'a> {
                         Value::Null => {
                             out.insert(k.clone(), None);
                         }
-                        Value::Bool(b) if coerce_bools => {
-                            out.insert(k.clone(), Some(b.to_string()));
+                        other if native => {
+                            out.insert(k.clone(), herald_core::spec::canonical_text(other));
                         }
                         other => self.problems.push(
                             format!("{}.{k}", self.name(key)),

@@ -12,11 +12,14 @@
 //! - `query`: query strings in bracket / deepObject notation, pagination parameters;
 //! - `body`: the JSON body extractor (size limit → 413, bad JSON → 400) and field readers;
 //! - `wire`: response shapes, credential masking;
-//! - `routes/*`: one module per resource.
+//! - `routes/*`: one module per resource;
+//! - [`portal`]: the tenant portal (server-rendered HTML under `/portal`), a client of the
+//!   routes above.
 
 pub mod auth;
 mod body;
 pub mod error;
+pub mod portal;
 mod query;
 mod routes;
 mod wire;
@@ -48,6 +51,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Herald's version, reported by `/healthz`.
     pub version: String,
+    /// Tenant portal settings (branding, session cookies).
+    pub portal: portal::PortalConfig,
 }
 
 impl ApiConfig {
@@ -64,6 +69,7 @@ impl Default for ApiConfig {
             portal_url: "http://localhost:3333/portal".to_string(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            portal: portal::PortalConfig::default(),
         }
     }
 }
@@ -99,6 +105,7 @@ impl fmt::Debug for ApiConfig {
             .field("portal_url", &self.portal_url)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("version", &self.version)
+            .field("portal", &self.portal)
             .finish()
     }
 }
@@ -134,7 +141,7 @@ impl AppState {
 
 pub(crate) type SharedState = Arc<AppState>;
 
-/// The whole API, every route under `/api/v1`.
+/// The whole API, every route under `/api/v1`, and the tenant portal under `/portal`.
 pub fn router(engine: Engine, config: ApiConfig) -> Router {
     let limit = config.max_body_bytes;
     let state: SharedState = Arc::new(AppState { engine, config });
@@ -173,6 +180,10 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
             post(replay::replay),
         )
         .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/test",
+            post(test_event::send),
+        )
+        .route(
             "/tenants/{tenant_id}/destinations/{destination_id}/attempts",
             get(attempts::list_for_destination),
         )
@@ -195,8 +206,12 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state);
-    Router::new().nest("/api/v1", api).fallback(not_found)
+        .with_state(state.clone());
+    let api = Router::new().nest("/api/v1", api);
+    // The portal calls the API in-process, through the same routes, so its authorisation
+    // and validation are the API's own.
+    let portal = portal::router(state, api.clone());
+    api.merge(portal).fallback(not_found)
 }
 
 async fn not_found() -> ApiError {

@@ -5,24 +5,23 @@
 //!
 //! **Credentials.** Fields a destination type marks `sensitive` are masked for every caller,
 //! admin included (Outpost's rule, and SPEC §4): values of 10 characters or more keep their
-//! first 4 characters and the rest becomes `*`; shorter values become `****`. A masked value
-//! sent back unchanged on `PATCH` keeps the stored secret. The exception is the webhook
-//! signing secret (`secret`, `previous_secret`): receivers need it to verify signatures, and
-//! the contract documents it as readable ("read-only for tenants unless rotating"), so it is
-//! returned in full, as Outpost does.
+//! first 4 characters and the rest becomes `*`; shorter values become `****`. `config` values
+//! that embed a secret (a password in URL userinfo, a credential-like custom header) show
+//! with that part masked, as the type's `redact` says. A masked value sent back unchanged on
+//! `PATCH` keeps the stored secret. The exception is the signing secret (the type's signing
+//! credential and `previous_secret`): receivers need it to verify signatures, and the contract
+//! documents it as readable ("read-only for tenants unless rotating"), so it is returned in
+//! full, as Outpost does.
 
+pub use herald_core::destination::Section;
 use herald_core::destination::{FieldSpec, Registry, TypeSpec};
 use herald_core::{Attempt, Destination, Event, TenantSummary, Topics};
 use herald_store::{Dir, StoredEvent};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
-/// The webhook type name; the only type with API-level secret handling.
-pub const WEBHOOK: &str = "webhook";
-
-/// Webhook credential fields that are managed by rotation.
-pub const WEBHOOK_SECRET_FIELDS: [&str; 3] =
-    ["secret", "previous_secret", "previous_secret_invalid_at"];
+/// The signing credentials every signing type has besides its current secret.
+pub const ROTATION_FIELDS: [&str; 2] = ["previous_secret", "previous_secret_invalid_at"];
 
 /// RFC 3339 text of a timestamp.
 pub fn ts(t: Timestamp) -> String {
@@ -66,45 +65,32 @@ pub fn topics(t: &Topics) -> Value {
 
 /// Masks a secret for display.
 pub fn mask(value: &str) -> String {
-    let n = value.chars().count();
-    if n < 10 {
-        "****".to_string()
-    } else {
-        value
-            .chars()
-            .take(4)
-            .chain(std::iter::repeat_n('*', n - 4))
-            .collect()
-    }
+    herald_core::secret::mask(value)
 }
 
 /// Whether a field is masked on read (see the module docs).
 pub fn is_masked(registry: &Registry, kind: &str, section: Section, key: &str) -> bool {
-    if kind == WEBHOOK
-        && section == Section::Credentials
-        && (key == "secret" || key == "previous_secret")
-    {
-        return false;
-    }
     let Some(t) = registry.get(kind) else {
         // A type this binary does not know: mask every credential, to be safe.
         return section == Section::Credentials;
     };
-    let spec = t.spec();
-    let fields: &[FieldSpec] = match section {
-        Section::Config => &spec.config_fields,
-        Section::Credentials => &spec.credential_fields,
-    };
-    fields.iter().any(|f| f.key == key && f.sensitive)
+    if section == Section::Credentials
+        && (t.signing_secret_key() == Some(key) || key == "previous_secret")
+    {
+        return false;
+    }
+    t.spec().field(section, key).is_some_and(|f| f.sensitive)
 }
 
-/// Which string map of a destination a field lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Section {
-    /// `config`.
-    Config,
-    /// `credentials`.
-    Credentials,
+/// The display form of one stored value.
+pub fn shown(registry: &Registry, kind: &str, section: Section, key: &str, value: &str) -> String {
+    if is_masked(registry, kind, section, key) {
+        return mask(value);
+    }
+    match (section, registry.get(kind)) {
+        (Section::Config, Some(t)) => t.redact(key, value).unwrap_or_else(|| value.to_string()),
+        _ => value.to_string(),
+    }
 }
 
 /// A destination, with sensitive fields masked and `target` / `target_url` from its type.
@@ -114,12 +100,10 @@ pub fn destination(registry: &Registry, d: &Destination) -> Value {
      -> Map<String, Value> {
         map.iter()
             .map(|(k, v)| {
-                let v = if is_masked(registry, &d.kind, section, k) {
-                    mask(v)
-                } else {
-                    v.clone()
-                };
-                (k.clone(), Value::String(v))
+                (
+                    k.clone(),
+                    Value::String(shown(registry, &d.kind, section, k, v)),
+                )
             })
             .collect()
     };
@@ -233,12 +217,21 @@ pub fn type_spec(s: &TypeSpec) -> Value {
                     if let Some(p) = &f.pattern {
                         obj.insert("pattern".into(), json!(p));
                     }
+                    if let Some(n) = f.min_length {
+                        obj.insert("minlength".into(), json!(n));
+                    }
+                    if let Some(n) = f.max_length {
+                        obj.insert("maxlength".into(), json!(n));
+                    }
+                    if !f.options.is_empty() {
+                        obj.insert("options".into(), json!(f.options));
+                    }
                 }
                 v
             })
             .collect()
     };
-    json!({
+    let mut v = json!({
         "type": s.kind,
         "label": s.label,
         "description": s.description,
@@ -246,7 +239,13 @@ pub fn type_spec(s: &TypeSpec) -> Value {
         "instructions": s.instructions,
         "config_fields": fields(&s.config_fields),
         "credential_fields": fields(&s.credential_fields),
-    })
+    });
+    // Herald extension: which credential holds the signing secret, for UIs that show it and
+    // offer rotation instead of an input.
+    if let (Some(key), Some(obj)) = (&s.signing_secret_key, v.as_object_mut()) {
+        obj.insert("signing_secret_key".into(), json!(key));
+    }
+    v
 }
 
 #[cfg(test)]

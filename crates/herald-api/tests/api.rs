@@ -441,6 +441,23 @@ async fn destination_validation_names_the_field() {
             "config.colour: is not a field",
         ),
         (
+            // Every valid key is listed, the engine-level ones included.
+            with(json!({"config": {"url": "https://x.io", "colour": "red"}})),
+            "(valid: url, custom_headers, rate_limit_per_minute, max_in_flight, signing_mode)",
+        ),
+        (
+            with(json!({"config": {"url": "https://x.io", "rate_limit_per_minute": 0}})),
+            "config.rate_limit_per_minute: \"0\" must be at least 1",
+        ),
+        (
+            with(json!({"config": {"url": "https://x.io", "max_in_flight": "many"}})),
+            "config.max_in_flight: \"many\" is not a whole number",
+        ),
+        (
+            with(json!({"config": {"url": "https://x.io", "signing_mode": "loud"}})),
+            "config.signing_mode: unknown variant `loud`",
+        ),
+        (
             with(json!({"metadata": {"a": true}})),
             "metadata.a: expected a string",
         ),
@@ -465,6 +482,14 @@ async fn destination_validation_names_the_field() {
     for (body, needle) in cases {
         let (status, v) = app.admin(POST, uri, Some(body.clone())).await;
         assert_error(status, &v, StatusCode::UNPROCESSABLE_ENTITY, needle);
+        assert!(
+            app.admin(GET, uri, None)
+                .await
+                .1
+                .as_array()
+                .is_some_and(Vec::is_empty),
+            "{body} was half-created"
+        );
         assert!(
             v["data"].as_array().is_some_and(|d| !d.is_empty()),
             "{body} → {v}"
@@ -788,7 +813,7 @@ async fn webhook_secrets_and_rotation() {
         status,
         &v,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "only webhook destinations",
+        "queue destinations are not signed",
     );
 }
 
@@ -1234,7 +1259,7 @@ async fn routing_limits_and_catalog() {
         .iter()
         .map(|t| t["type"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["queue", "webhook"]);
+    assert_eq!(kinds, ["queue", "stream", "webhook"]);
     let v = app
         .ok(
             GET,
@@ -1261,4 +1286,125 @@ async fn routing_limits_and_catalog() {
         .call(GET, "/api/v1/destination-types", Some(&token), None)
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Numbers, booleans and objects may be sent as native JSON or as the contract's strings;
+/// either way they are answered as strings.
+#[tokio::test]
+async fn config_accepts_native_json_and_answers_strings() {
+    let app = app().await;
+    app.tenant("t").await;
+    let uri = "/api/v1/tenants/t/destinations";
+    let d = app
+        .ok(
+            POST,
+            uri,
+            Some(json!({
+                "type": "webhook", "topics": "*",
+                "config": {
+                    "url": "https://x.io",
+                    "rate_limit_per_minute": 60,
+                    "max_in_flight": "4",
+                    "custom_headers": {"x-a": "1"}
+                }
+            })),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(d["config"]["rate_limit_per_minute"], "60");
+    assert_eq!(d["config"]["max_in_flight"], "4");
+    assert_eq!(d["config"]["custom_headers"], r#"{"x-a":"1"}"#);
+    let id = d["id"].as_str().unwrap();
+    // What the engine applies, parsed from what was stored.
+    let stored = app
+        .engine
+        .store()
+        .get_destination("t", id)
+        .await
+        .unwrap()
+        .unwrap();
+    let delivery = app.engine.registry().delivery(&stored);
+    assert_eq!(delivery.settings.rate_limit_per_minute, Some(60));
+    assert_eq!(delivery.settings.max_in_flight, Some(4));
+    let d = app
+        .ok(
+            PATCH,
+            &format!("{uri}/{id}"),
+            Some(json!({"config": {"rate_limit_per_minute": null, "max_in_flight": 8}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert!(d["config"].get("rate_limit_per_minute").is_none(), "{d}");
+    assert_eq!(d["config"]["max_in_flight"], "8");
+}
+
+/// Every signing type gets the webhook's secret handling under its own credential name: a
+/// generated secret, rotation with overlap, tenant tokens refused, the old `secret` name read;
+/// its other secrets stay masked and are kept when sent back masked.
+#[tokio::test]
+async fn every_signing_type_generates_and_rotates_its_secret() {
+    let app = app().await;
+    app.tenant("t").await;
+    let token = app.token("t").await;
+    let uri = "/api/v1/tenants/t/destinations";
+    let body = json!({"id": "s", "type": "stream", "topics": "*", "config": {"stream": "events"},
+        "credentials": {"password": "hunter2-long-password"}});
+    let created = app.ok(POST, uri, Some(body), StatusCode::CREATED).await;
+    let creds = &created["credentials"];
+    let first = creds["signing_secret"].as_str().unwrap().to_string();
+    assert!(first.starts_with("whsec_"), "{created}");
+    assert_eq!(creds["password"], "hunt*****************");
+    assert!(creds.get("secret").is_none(), "{created}");
+
+    // The old name is understood on create (admin) and stored under the new one.
+    let body = json!({"id": "s2", "type": "stream", "topics": "*", "config": {"stream": "e"},
+        "credentials": {"password": "p", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
+    let v = app.ok(POST, uri, Some(body), StatusCode::CREATED).await;
+    assert_eq!(
+        v["credentials"]["signing_secret"],
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    );
+
+    // A tenant token may not choose it.
+    let body = json!({"type": "stream", "topics": "*", "config": {"stream": "e"},
+        "credentials": {"password": "p", "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
+    let (status, v) = app.call(POST, uri, Some(&token), Some(body)).await;
+    assert_error(
+        status,
+        &v,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "credentials.signing_secret: is forbidden",
+    );
+
+    // The masked password sent back keeps the stored one; rotation by the tenant.
+    let one = format!("{uri}/s");
+    let v = app
+        .call(
+            PATCH,
+            &one,
+            Some(&token),
+            Some(json!({"credentials": {"password": "hunt*****************", "rotate_secret": true}})),
+        )
+        .await;
+    assert_eq!(v.0, StatusCode::OK, "{}", v.1);
+    let creds = &v.1["credentials"];
+    assert_eq!(creds["previous_secret"], first.as_str());
+    assert_ne!(creds["signing_secret"], first.as_str());
+    assert!(creds["previous_secret_invalid_at"].is_string());
+    let stored = app
+        .engine
+        .store()
+        .get_destination("t", "s")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.credentials["password"], "hunter2-long-password");
+    let keys = app.engine.registry().delivery(&stored).keys;
+    assert!(keys.current.is_some() && keys.previous.is_some());
+
+    // A type that does not sign has nothing to rotate.
+    let body = json!({"id": "q", "type": "queue", "topics": "*", "config": {"name": "n"},
+        "credentials": {"password": "p"}});
+    let v = app.ok(POST, uri, Some(body), StatusCode::CREATED).await;
+    assert!(v["credentials"].get("signing_secret").is_none(), "{v}");
 }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::spec::{Delivery, SigningField};
 use crate::{Destination, Metadata};
 
 /// The message a driver sends: the event data as body plus headers the engine computed.
@@ -108,7 +109,17 @@ pub trait Driver: Send + Sync + 'static {
     async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError>;
 }
 
-/// One input field of a destination type, as served by `GET /destination-types`.
+/// One choice of a `select` field.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SelectOption {
+    /// What the user sees.
+    pub label: String,
+    /// What is stored.
+    pub value: String,
+}
+
+/// One input field of a destination type, as served by `GET /destination-types`. Generated
+/// from the type's typed structs (see [`crate::spec`]).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FieldSpec {
     /// Key inside `config` or `credentials`.
@@ -122,7 +133,7 @@ pub struct FieldSpec {
     pub description: String,
     /// Whether it must be present.
     pub required: bool,
-    /// Whether it is secret (masked on read).
+    /// Whether it is secret: sealed at rest, masked on read (the signing secret excepted).
     pub sensitive: bool,
     /// Default value.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +141,34 @@ pub struct FieldSpec {
     /// Regex the value must match (HTML5 pattern dialect).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// Shortest accepted text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// Longest accepted text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+    /// The choices of a `select` field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<SelectOption>,
+}
+
+/// Which string map of a destination a field lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `config`.
+    Config,
+    /// `credentials`.
+    Credentials,
+}
+
+impl Section {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Config => "config",
+            Section::Credentials => "credentials",
+        }
+    }
 }
 
 /// A destination type's description and field schema.
@@ -146,10 +185,29 @@ pub struct TypeSpec {
     pub icon: String,
     /// Markdown setup instructions.
     pub instructions: String,
-    /// Non-secret settings.
+    /// Non-secret settings, the engine-level ones every type accepts included.
     pub config_fields: Vec<FieldSpec>,
-    /// Secrets.
+    /// Secrets, the signing credentials included.
     pub credential_fields: Vec<FieldSpec>,
+    /// The credential holding the signing secret (`secret`, `signing_secret`); `None` for a
+    /// type whose messages are never signed. With it come `previous_secret` and
+    /// `previous_secret_invalid_at`, managed by rotation.
+    pub signing_secret_key: Option<String>,
+}
+
+impl TypeSpec {
+    /// The fields of one section.
+    pub fn fields(&self, section: Section) -> &[FieldSpec] {
+        match section {
+            Section::Config => &self.config_fields,
+            Section::Credentials => &self.credential_fields,
+        }
+    }
+
+    /// One field.
+    pub fn field(&self, section: Section, key: &str) -> Option<&FieldSpec> {
+        self.fields(section).iter().find(|f| f.key == key)
+    }
 }
 
 /// A validation failure naming the field.
@@ -172,11 +230,15 @@ impl FieldError {
     }
 }
 
-/// A destination type: schema, validation and driver construction.
+/// A destination type as the registry, the engine and the API see it. Types implement
+/// [`crate::spec::Spec`]; [`crate::spec::Typed`] provides this trait for them.
 pub trait DestinationType: Send + Sync + 'static {
-    /// Description and field schema.
+    /// Description and full field schema (engine-level and signing fields included).
     fn spec(&self) -> &TypeSpec;
-    /// Type-specific checks beyond the schema's required fields (URL syntax, value ranges).
+    /// Every key a section accepts.
+    fn known_keys(&self, section: Section) -> Vec<&str>;
+    /// Every check of stored-form values: parsing into the type's structs, the common
+    /// settings, then the type's own checks. Unknown keys are the registry's to report.
     fn validate(
         &self,
         config: &BTreeMap<String, String>,
@@ -184,51 +246,24 @@ pub trait DestinationType: Send + Sync + 'static {
     ) -> Vec<FieldError>;
     /// Builds the runtime sender for a stored destination.
     fn build(&self, destination: &Destination) -> Result<Arc<dyn Driver>, FieldError>;
-    /// Human-readable target (e.g. URL host) and a link to it, for API responses.
+    /// The engine-level settings and signing keys of a stored destination.
+    fn delivery(&self, destination: &Destination) -> Delivery;
+    /// Human-readable target (e.g. URL host) and a link to it, for API responses; never
+    /// contains a secret.
     fn target(&self, destination: &Destination) -> (String, Option<String>);
-    /// The credential holding the secret the engine signs messages with, or `None` when this
-    /// type's messages are never signed. Webhooks use `secret`; a type whose protocol already
-    /// has a credential of that name (AWS's secret access key) names another field.
+    /// Where this type keeps its signing secret; `None` when its messages are never signed.
+    fn signing(&self) -> Option<&SigningField>;
+    /// The credential holding the signing secret (see [`DestinationType::signing`]).
     fn signing_secret_key(&self) -> Option<&str> {
-        Some("secret")
+        self.signing().map(|s| s.key)
     }
-}
-
-/// Settings every destination type accepts in `config`: the engine applies them, not the
-/// driver. Values are decimal integers; empty or absent means the server default.
-pub const COMMON_CONFIG_KEYS: [&str; 2] = ["rate_limit_per_minute", "max_in_flight"];
-
-fn common_fields() -> Vec<FieldSpec> {
-    let f = |key: &str, label: &str, description: &str| FieldSpec {
-        key: key.into(),
-        kind: "text".into(),
-        label: label.into(),
-        description: description.into(),
-        required: false,
-        sensitive: false,
-        default: None,
-        pattern: Some("^[0-9]*$".into()),
-    };
-    vec![
-        f(
-            "rate_limit_per_minute",
-            "Rate limit (per minute)",
-            "Herald extension: at most this many deliveries per minute, evenly spaced. Empty: unlimited.",
-        ),
-        f(
-            "max_in_flight",
-            "Maximum in flight",
-            "Herald extension: at most this many attempts at once to this destination. Empty: the server default.",
-        ),
-    ]
-}
-
-/// Reads a common numeric setting (see [`COMMON_CONFIG_KEYS`]) from a destination's config.
-pub fn common_setting(config: &BTreeMap<String, String>, key: &str) -> Option<u32> {
-    config
-        .get(key)
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|n| *n > 0)
+    /// Whether a client may send `value` — a JSON number, boolean, object or array rather
+    /// than the contract's string — for `key`: only where the field's type is that kind.
+    fn accepts_native(&self, section: Section, key: &str, value: &serde_json::Value) -> bool;
+    /// The display form of a `config` value that embeds a secret; `None`: shown as stored.
+    fn redact(&self, key: &str, value: &str) -> Option<String>;
+    /// The value to store for a `config` value sent back, keeping masked parts as stored.
+    fn unredact(&self, key: &str, sent: &str, stored: &str) -> String;
 }
 
 /// The destination types this binary was built with.
@@ -253,20 +288,22 @@ impl Registry {
         self.types.values()
     }
 
-    /// A type's full schema as served to clients: its own fields plus the engine-level
-    /// settings every type accepts.
+    /// A type's full schema as served to clients.
     pub fn spec(&self, kind: &str) -> Option<TypeSpec> {
-        let mut spec = self.get(kind)?.spec().clone();
-        spec.config_fields.extend(common_fields());
-        Some(spec)
+        Some(self.get(kind)?.spec().clone())
     }
 
     /// Every type's full schema, sorted by name.
     pub fn specs(&self) -> Vec<TypeSpec> {
-        self.types.keys().filter_map(|k| self.spec(k)).collect()
+        self.types.values().map(|t| t.spec().clone()).collect()
     }
 
-    /// Full validation: required fields from the schema, unknown keys, then the type's checks.
+    /// The engine-level settings of a stored destination (defaults for an unknown type).
+    pub fn delivery(&self, d: &Destination) -> Delivery {
+        self.get(&d.kind).map(|t| t.delivery(d)).unwrap_or_default()
+    }
+
+    /// Full validation: unknown keys (listing every valid key), then the type's checks.
     pub fn validate(
         &self,
         kind: &str,
@@ -283,37 +320,18 @@ impl Registry {
                 ),
             )]);
         };
-        let spec = t.spec();
         let mut errs = Vec::new();
-        for (section, fields, values) in [
-            ("config", &spec.config_fields, config),
-            ("credentials", &spec.credential_fields, credentials),
+        for (section, values) in [
+            (Section::Config, config),
+            (Section::Credentials, credentials),
         ] {
-            for f in fields {
-                if f.required && values.get(&f.key).is_none_or(|v| v.trim().is_empty()) {
-                    errs.push(FieldError::new(
-                        format!("{section}.{}", f.key),
-                        "is required",
-                    ));
-                }
-            }
+            let known = t.known_keys(section);
             for key in values.keys() {
-                if section == "config" && COMMON_CONFIG_KEYS.contains(&key.as_str()) {
-                    let v = &values[key];
-                    if !v.trim().is_empty() && v.trim().parse::<u32>().map_or(true, |n| n == 0) {
-                        errs.push(FieldError::new(
-                            format!("config.{key}"),
-                            format!("{v:?} is not a positive whole number"),
-                        ));
-                    }
-                    continue;
-                }
-                if !fields.iter().any(|f| &f.key == key) {
-                    let known: Vec<_> = fields.iter().map(|f| f.key.as_str()).collect();
+                if !known.contains(&key.as_str()) {
                     errs.push(FieldError::new(
-                        format!("{section}.{key}"),
+                        format!("{}.{key}", section.as_str()),
                         format!(
-                            "is not a field of {kind} destinations (known: {})",
+                            "is not a field of {kind} destinations (valid: {})",
                             known.join(", ")
                         ),
                     ));

@@ -12,6 +12,7 @@ pub mod model;
 pub mod retry;
 pub mod secret;
 pub mod signing;
+pub mod spec;
 pub mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};

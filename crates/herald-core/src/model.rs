@@ -77,7 +77,9 @@ pub struct Destination {
     pub topics: Topics,
     /// Payload filter (see [`crate::filter`]); `None` matches everything.
     pub filter: Option<Value>,
-    /// Type-specific, non-secret settings (all values are strings, as in the Outpost API).
+    /// Type-specific settings in the contract's string form, parsed by the type's typed spec
+    /// (`herald_core::spec`). A value may embed a secret (URL userinfo, a credential header):
+    /// never logged; see the manual `Debug` impl.
     pub config: BTreeMap<String, String>,
     /// Type-specific secrets. Never logged; see the manual `Debug` impl.
     pub credentials: BTreeMap<String, String>,
@@ -95,14 +97,15 @@ pub struct Destination {
 
 impl fmt::Debug for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Credentials are deliberately reduced to their key names: secrets never reach logs.
+        // Config and credentials are deliberately reduced to their key names: secrets never
+        // reach logs (a config value may embed one: URL userinfo, an Authorization header).
         f.debug_struct("Destination")
             .field("id", &self.id)
             .field("tenant_id", &self.tenant_id)
             .field("kind", &self.kind)
             .field("topics", &self.topics)
             .field("filter", &self.filter)
-            .field("config", &self.config)
+            .field("config", &self.config.keys().collect::<Vec<_>>())
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
             .field("disabled_at", &self.disabled_at)
             .finish_non_exhaustive()
@@ -293,4 +296,35 @@ pub struct Attempt {
     pub time: Timestamp,
     /// Wall time the attempt took, in milliseconds.
     pub latency_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_config_or_credential_values() {
+        let d = Destination {
+            id: "des_1".into(),
+            tenant_id: "t".into(),
+            kind: "webhook".into(),
+            topics: Topics::All,
+            filter: None,
+            config: [(
+                "url".to_string(),
+                "https://u:url-password@example.com/".to_string(),
+            )]
+            .into(),
+            credentials: [("secret".to_string(), "whsec_credential".to_string())].into(),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+        };
+        let shown = format!("{d:?}");
+        assert!(shown.contains("url") && shown.contains("secret"), "{shown}");
+        assert!(!shown.contains("url-password"), "{shown}");
+        assert!(!shown.contains("whsec_credential"), "{shown}");
+    }
 }

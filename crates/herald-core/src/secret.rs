@@ -91,6 +91,22 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// A secret is a string in the schema, marked `writeOnly`: typed destination specs read that
+/// mark as "sensitive" (see [`crate::spec`]).
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "writeOnly": true })
+    }
+}
+
 impl Drop for Secret {
     fn drop(&mut self) {
         self.0.zeroize();

@@ -111,7 +111,9 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// Which signature scheme a destination uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SigningMode {
     /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).

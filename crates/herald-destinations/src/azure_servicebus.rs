@@ -20,20 +20,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::Secret;
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
 use hmac::{Hmac, Mac};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
 use crate::DestinationsConfig;
-use crate::mapping::{
-    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, first_error, get,
-    http_client, signing_secret_field, transport_error,
-};
+use crate::support::address::HttpUrl;
+use crate::support::http::{Reply, client as http_client, transport_error};
 use crate::target::{Blocked, TargetPolicy};
+
+const KIND: &str = "azure_servicebus";
 
 /// How long a SAS token is valid; it is renewed when less than a tenth of this is left.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -52,63 +53,121 @@ const RESERVED: &[&str] = &[
 ];
 
 /// The `azure_servicebus` destination type.
-pub struct ServiceBusType {
-    spec: TypeSpec,
+pub struct ServiceBus {
     client: reqwest::Client,
     policy: Arc<TargetPolicy>,
     body_limit: usize,
 }
 
+/// `config` of an `azure_servicebus` destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Queue or topic
+    ///
+    /// The name of the Service Bus queue or topic to send messages to.
+    pub name: String,
+    /// Endpoint
+    ///
+    /// Herald extension: an http(s) URL that replaces https://<namespace> from the connection
+    /// string (private endpoints, test servers). Default: the connection string's.
+    // Served without a pattern, as before; parsing still requires http(s).
+    #[schemars(with = "Option<String>")]
+    pub endpoint: Option<HttpUrl>,
+}
+
+/// `credentials` of an `azure_servicebus` destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Connection string
+    ///
+    /// The connection string of a shared access policy with Send rights, e.g.
+    /// Endpoint=sb://namespace.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=….
+    pub connection_string: Secret,
+}
+
 const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2"><path d="M4 7h16v10H4z"/><path d="M4 7l8 6 8-6"/></svg>"#;
 
-impl ServiceBusType {
+impl ServiceBus {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent)?;
+        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 64)?;
         Ok(Self {
-            spec: TypeSpec {
-                kind: "azure_servicebus".into(),
-                label: "Azure Service Bus".into(),
-                description: "Send events to an Azure Service Bus queue or topic.".into(),
-                icon: ICON.into(),
-                instructions: "Create a queue or topic and a shared access policy with Send rights, then \
-                    paste the policy's connection string. The message body is the event data; id, topic, \
-                    timestamp, signature and metadata are custom properties, MessageId is the event id."
-                    .into(),
-                config_fields: vec![
-                    field(
-                        "name",
-                        "Queue or topic",
-                        "The name of the Service Bus queue or topic to send messages to.",
-                        true,
-                        false,
-                    ),
-                    field(
-                        "endpoint",
-                        "Endpoint",
-                        "Herald extension: an http(s) URL that replaces https://<namespace> from the \
-                         connection string (private endpoints, test servers). Default: the connection string's.",
-                        false,
-                        false,
-                    ),
-                ],
-                credential_fields: vec![
-                    field(
-                        "connection_string",
-                        "Connection string",
-                        "The connection string of a shared access policy with Send rights, e.g. \
-                         Endpoint=sb://namespace.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=….",
-                        true,
-                        true,
-                    ),
-                    signing_secret_field(),
-                ],
-            },
             client,
             policy,
             body_limit: cfg.response_body_limit.max(1),
         })
+    }
+}
+
+impl Spec for ServiceBus {
+    type Config = Config;
+    type Credentials = Credentials;
+
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "Azure Service Bus",
+            description: "Send events to an Azure Service Bus queue or topic.",
+            icon: ICON,
+            instructions: "Create a queue or topic and a shared access policy with Send rights, then \
+                paste the policy's connection string. The message body is the event data; id, topic, \
+                timestamp, signature and metadata are custom properties, MessageId is the event id.",
+        }
+    }
+
+    fn check(&self, config: &Config, credentials: &Credentials) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let n = config.name.trim();
+        if n.starts_with('/') || n.ends_with('/') || n.contains(char::is_whitespace) {
+            errs.push(FieldError::new(
+                "config.name",
+                format!("{n:?} is not a queue or topic name"),
+            ));
+        }
+        if let Some(e) = &config.endpoint
+            && let Err(e) = e.check(&self.policy, "config.endpoint")
+        {
+            errs.push(e);
+        }
+        if let Err(e) = parse_connection_string(credentials.connection_string.expose()) {
+            errs.push(FieldError::new("credentials.connection_string", e));
+        }
+        errs
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        let cs = parse_connection_string(credentials.connection_string.expose())
+            .map_err(|e| FieldError::new("credentials.connection_string", e))?;
+        let base = config.endpoint.map_or(cs.base, |e| e.0);
+        let resource = format!(
+            "{}/{}",
+            base.as_str().trim_end_matches('/'),
+            config.name.trim()
+        );
+        let url = url::Url::parse(&format!("{resource}/messages"))
+            .map_err(|e| FieldError::new("config.name", e.to_string()))?;
+        Ok(Arc::new(ServiceBusDriver {
+            settings: Settings {
+                url,
+                resource,
+                key_name: cs.key_name,
+                key: cs.key,
+            },
+            token: std::sync::Mutex::new(None),
+            client: self.client.clone(),
+            policy: self.policy.clone(),
+            body_limit: self.body_limit,
+        }))
+    }
+
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        (config.name.clone(), None)
     }
 }
 
@@ -117,7 +176,7 @@ struct ConnectionString {
     /// `https://{namespace host}`.
     base: url::Url,
     key_name: String,
-    key: String,
+    key: Secret,
 }
 
 fn parse_connection_string(raw: &str) -> Result<ConnectionString, String> {
@@ -148,8 +207,8 @@ fn parse_connection_string(raw: &str) -> Result<ConnectionString, String> {
     let key = parts
         .get("sharedaccesskey")
         .filter(|s| !s.is_empty())
-        .ok_or("has no SharedAccessKey (Entra ID tokens are not supported)")?
-        .clone();
+        .ok_or("has no SharedAccessKey (Entra ID tokens are not supported)")?;
+    let key = Secret::new(key.as_str());
     Ok(ConnectionString {
         base,
         key_name,
@@ -209,88 +268,7 @@ struct Settings {
     url: url::Url,
     resource: String,
     key_name: String,
-    key: String,
-}
-
-impl ServiceBusType {
-    fn settings(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Result<Settings, Vec<FieldError>> {
-        let mut errs = Vec::new();
-        let name = get(config, "name");
-        if let Some(n) = name
-            && (n.starts_with('/') || n.ends_with('/') || n.contains(char::is_whitespace))
-        {
-            errs.push(FieldError::new(
-                "config.name",
-                format!("{n:?} is not a queue or topic name"),
-            ));
-        }
-        let cs = get(credentials, "connection_string").and_then(|raw| {
-            parse_connection_string(raw)
-                .map_err(|e| errs.push(FieldError::new("credentials.connection_string", e)))
-                .ok()
-        });
-        let base = match get(config, "endpoint") {
-            Some(raw) => check_endpoint(raw, "config.endpoint", &self.policy)
-                .map_err(|e| errs.push(e))
-                .ok(),
-            None => cs.as_ref().map(|c| c.base.clone()),
-        };
-        check_signing_secret(credentials, &mut errs);
-        let (Some(name), Some(cs), Some(base)) = (name, cs, base) else {
-            return Err(errs);
-        };
-        if !errs.is_empty() {
-            return Err(errs);
-        }
-        let resource = format!("{}/{name}", base.as_str().trim_end_matches('/'));
-        let url = url::Url::parse(&format!("{resource}/messages"))
-            .map_err(|e| vec![FieldError::new("config.name", e.to_string())])?;
-        Ok(Settings {
-            url,
-            resource,
-            key_name: cs.key_name,
-            key: cs.key,
-        })
-    }
-}
-
-impl DestinationType for ServiceBusType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
-    }
-
-    fn validate(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
-        self.settings(config, credentials).err().unwrap_or_default()
-    }
-
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let s = self
-            .settings(&d.config, &d.credentials)
-            .map_err(first_error)?;
-        Ok(Arc::new(ServiceBusDriver {
-            settings: s,
-            token: std::sync::Mutex::new(None),
-            client: self.client.clone(),
-            policy: self.policy.clone(),
-            body_limit: self.body_limit,
-        }))
-    }
-
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        (d.config.get("name").cloned().unwrap_or_default(), None)
-    }
-
-    fn signing_secret_key(&self) -> Option<&str> {
-        Some(SIGNING_SECRET)
-    }
+    key: Secret,
 }
 
 struct ServiceBusDriver {
@@ -316,7 +294,7 @@ impl ServiceBusDriver {
         let t = sas_token(
             &self.settings.resource,
             &self.settings.key_name,
-            &self.settings.key,
+            self.settings.key.expose(),
             expiry,
         );
         *cached = Some((t.clone(), expiry));
@@ -327,25 +305,25 @@ impl ServiceBusDriver {
 /// Classifies a Service Bus answer: 401 is a bad key; 403 is retried when it reports a full
 /// entity (quota) and permanent otherwise (message too large, no Send right); 404/410 (no such
 /// queue or topic) and other 4xx are permanent; 429 and 5xx (server busy) are retried.
-fn classify(reply: &HttpReply) -> DeliveryError {
+fn classify(reply: &Reply) -> DeliveryError {
     let text = format!("Service Bus answered HTTP {}", reply.status);
     match reply.status {
-        401 => reply.error(
+        401 => reply.failure(
             false,
             "auth_failed",
             format!("{text}: the connection string's key was refused; not retried"),
         ),
         403 if reply.body.to_ascii_lowercase().contains("quota") => {
-            reply.error(true, "403", format!("{text}: the entity is over its quota"))
+            reply.failure(true, "403", format!("{text}: the entity is over its quota"))
         }
-        404 | 410 => reply.error(
+        404 | 410 => reply.failure(
             false,
             "not_found",
             format!("{text}: the queue or topic does not exist; not retried"),
         ),
-        408 | 429 => reply.error(true, &reply.status.to_string(), text),
-        s if s >= 500 => reply.error(true, &s.to_string(), text),
-        s => reply.error(false, &s.to_string(), format!("{text}; not retried")),
+        408 | 429 => reply.failure(true, &reply.status.to_string(), text),
+        s if s >= 500 => reply.failure(true, &s.to_string(), text),
+        s => reply.failure(false, &s.to_string(), format!("{text}; not retried")),
     }
 }
 
@@ -378,7 +356,7 @@ impl Driver for ServiceBusDriver {
             .send()
             .await
             .map_err(transport_error)?;
-        let reply = HttpReply::read(resp, self.body_limit).await;
+        let reply = Reply::read(resp, self.body_limit).await;
         if !(200..300).contains(&reply.status) {
             if reply.status == 401 {
                 *self.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -394,7 +372,90 @@ impl Driver for ServiceBusDriver {
 
 #[cfg(test)]
 mod tests {
+    use herald_core::destination::DestinationType;
+    use herald_core::spec::Typed;
+
     use super::*;
+
+    const CS: &str =
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=abc=";
+
+    fn service_bus() -> Typed<ServiceBus> {
+        Typed::new(
+            ServiceBus::new(&DestinationsConfig::default()).unwrap(),
+            true,
+        )
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn schema_keeps_the_contract_fields() {
+        let t = service_bus();
+        let f: Vec<_> = t
+            .spec()
+            .config_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.pattern.as_deref()))
+            .collect();
+        assert_eq!(&f[..2], [("name", true, None), ("endpoint", false, None)]);
+        let c: Vec<_> = t
+            .spec()
+            .credential_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.sensitive))
+            .collect();
+        assert_eq!(
+            &c[..2],
+            [
+                ("connection_string", true, true),
+                ("signing_secret", false, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let t = service_bus();
+        let errs = t.validate(&map(&[("endpoint", "ftp://x")]), &map(&[]));
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "config.name",
+                "config.endpoint",
+                "credentials.connection_string"
+            ]
+        );
+        let errs = t.validate(
+            &map(&[("name", "a b")]),
+            &map(&[(
+                "connection_string",
+                "Endpoint=sb://x/;SharedAccessKeyName=a",
+            )]),
+        );
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["config.name", "credentials.connection_string"]);
+        assert!(
+            errs[1].problem.contains("SharedAccessKey"),
+            "{}",
+            errs[1].problem
+        );
+        let errs = t.validate(
+            &map(&[("name", "q"), ("endpoint", "http://127.0.0.1:8080")]),
+            &map(&[("connection_string", CS)]),
+        );
+        assert_eq!(errs[0].field, "config.endpoint");
+        assert!(
+            t.validate(&map(&[("name", "q")]), &map(&[("connection_string", CS)]))
+                .is_empty()
+        );
+    }
 
     #[test]
     fn connection_strings() {
@@ -404,7 +465,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.base.as_str(), "https://ns.servicebus.windows.net/");
         assert_eq!(c.key_name, "Root");
-        assert_eq!(c.key, "abc=");
+        assert_eq!(c.key.expose(), "abc=");
         assert!(
             parse_connection_string("Endpoint=https://x/;SharedAccessKeyName=a;SharedAccessKey=b")
                 .is_err()

@@ -4,10 +4,16 @@
 //! The message data is the event data; the engine's headers (event id, timestamp, topic,
 //! signature, metadata) are message attributes. With a service-account key Herald signs a
 //! JWT (RS256) and exchanges it at the key's `token_uri` for an OAuth access token (the
-//! `jwt-bearer` grant), cached until a minute before it expires. With an `endpoint` and no key
-//! (the Pub/Sub emulator) requests carry no credentials.
+//! `jwt-bearer` grant), cached until a minute before it expires.
+//!
+//! The key is accepted as Outpost accepts it: a JSON object with a `type` key, checked only
+//! when no `endpoint` is set. Whether it can sign (a `client_email` and an RSA
+//! `private_key`) shows at delivery: without an `endpoint`, a key that cannot sign fails
+//! every attempt permanently with a message saying so. With an `endpoint` (the Pub/Sub
+//! emulator) the key is not checked at all: one that can sign is used, anything else
+//! (absent, a placeholder) means requests carry no credentials.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,20 +22,20 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::Secret;
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
 use crate::DestinationsConfig;
-use crate::mapping::{
-    HttpReply, SIGNING_SECRET, check_endpoint, check_signing_secret, field, field_with,
-    first_error, get, http_client, signing_secret_field, transport_error,
-};
+use crate::support::address::HttpUrl;
+use crate::support::http::{Reply, client as http_client, transport_error};
 use crate::target::{Blocked, TargetPolicy};
 
+const KIND: &str = "gcp_pubsub";
 /// The API's public endpoint.
 const DEFAULT_BASE: &str = "https://pubsub.googleapis.com";
 /// The OAuth scope publishing needs.
@@ -38,64 +44,88 @@ const SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 /// The `gcp_pubsub` destination type.
-pub struct PubSubType {
-    spec: TypeSpec,
+pub struct PubSub {
     client: reqwest::Client,
     policy: Arc<TargetPolicy>,
     body_limit: usize,
 }
 
+/// `config` of a `gcp_pubsub` destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Project ID
+    ///
+    /// The GCP project ID.
+    pub project_id: String,
+    /// Topic
+    ///
+    /// The Pub/Sub topic name (not the full path).
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$"))]
+    pub topic: String,
+    /// Endpoint
+    ///
+    /// Optional custom endpoint: host:port of the Pub/Sub emulator (plain HTTP, no
+    /// credentials needed), or an http(s):// URL. Default: https://pubsub.googleapis.com.
+    pub endpoint: Option<Endpoint>,
+}
+
+/// `credentials` of a `gcp_pubsub` destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Service account key JSON
+    ///
+    /// The entire JSON key file of a service account allowed to publish to the topic.
+    /// Required unless an emulator endpoint is set.
+    pub service_account_json: Option<Secret>,
+}
+
+/// An `endpoint` setting as a base URL: `host:port` is the emulator over plain HTTP (HTTPS
+/// on port 443), a URL is used as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint(pub url::Url);
+
+impl Endpoint {
+    /// Parses the setting, naming the problem.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let full = if raw.contains("://") {
+            raw.to_string()
+        } else if let Some(host) = raw.strip_suffix(":443") {
+            format!("https://{host}")
+        } else {
+            format!("http://{raw}")
+        };
+        HttpUrl::parse(&full).map(|u| Self(u.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Cow::<str>::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Endpoint {
+    fn schema_name() -> Cow<'static, str> {
+        "PubSubEndpoint".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string" })
+    }
+}
+
 const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2"><circle cx="12" cy="12" r="3"/><circle cx="5" cy="6" r="2"/><circle cx="19" cy="6" r="2"/><circle cx="12" cy="20" r="2"/><path d="M6.5 7.5 10 10.5M17.5 7.5 14 10.5M12 15v3"/></svg>"#;
 
-impl PubSubType {
+impl PubSub {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent)?;
+        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 64)?;
         Ok(Self {
-            spec: TypeSpec {
-                kind: "gcp_pubsub".into(),
-                label: "GCP Pub/Sub".into(),
-                description: "Publish events to a Google Cloud Pub/Sub topic.".into(),
-                icon: ICON.into(),
-                instructions: "Create a topic and a service account with the Pub/Sub Publisher role on it, \
-                    create a JSON key for the account and paste the whole key file. The message data is the \
-                    event data; id, topic, timestamp, signature and metadata are message attributes."
-                    .into(),
-                config_fields: vec![
-                    field("project_id", "Project ID", "The GCP project ID.", true, false),
-                    field_with(
-                        field(
-                            "topic",
-                            "Topic",
-                            "The Pub/Sub topic name (not the full path).",
-                            true,
-                            false,
-                        ),
-                        Some("^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$"),
-                        None,
-                    ),
-                    field(
-                        "endpoint",
-                        "Endpoint",
-                        "Optional custom endpoint: host:port of the Pub/Sub emulator (plain HTTP, no \
-                         credentials needed), or an http(s):// URL. Default: https://pubsub.googleapis.com.",
-                        false,
-                        false,
-                    ),
-                ],
-                credential_fields: vec![
-                    field(
-                        "service_account_json",
-                        "Service account key JSON",
-                        "The entire JSON key file of a service account allowed to publish to the topic. \
-                         Required unless an emulator endpoint is set.",
-                        false,
-                        true,
-                    ),
-                    signing_secret_field(),
-                ],
-            },
             client,
             policy,
             body_limit: cfg.response_body_limit.max(1),
@@ -103,17 +133,16 @@ impl PubSubType {
     }
 }
 
-/// The base URL for an `endpoint` setting: `host:port` is the emulator over plain HTTP
-/// (HTTPS on port 443), a URL is used as given.
-fn endpoint_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, FieldError> {
-    let full = if raw.contains("://") {
-        raw.to_string()
-    } else if raw.ends_with(":443") {
-        format!("https://{}", raw.trim_end_matches(":443"))
-    } else {
-        format!("http://{raw}")
-    };
-    check_endpoint(&full, "config.endpoint", policy)
+/// What Outpost checks of a key: a JSON object with a `type` key.
+fn check_key_shape(raw: &str) -> Result<(), String> {
+    let v: Value = serde_json::from_str(raw).map_err(|e| format!("is not JSON: {e}"))?;
+    match v.as_object() {
+        None => Err("must be a JSON object: the service account's key file".into()),
+        Some(o) if !o.contains_key("type") => {
+            Err("has no \"type\" key; paste the whole JSON key file of the service account".into())
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// A parsed service-account key.
@@ -122,6 +151,16 @@ struct ServiceAccount {
     key_id: Option<String>,
     key: RsaKeyPair,
     token_uri: url::Url,
+}
+
+/// How requests are authorised.
+enum Auth {
+    /// No credentials (the emulator).
+    None,
+    /// OAuth tokens obtained with a service-account key.
+    Key(Box<ServiceAccount>),
+    /// A key that cannot sign: every attempt fails permanently with this reason.
+    Unusable(String),
 }
 
 /// DER bytes of the first PEM block.
@@ -138,25 +177,22 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
     STANDARD.decode(b64).ok()
 }
 
-fn parse_account(raw: &str, policy: &TargetPolicy) -> Result<ServiceAccount, FieldError> {
-    let field = "credentials.service_account_json";
-    let bad = |why: &str| FieldError::new(field, why.to_string());
-    let v: Value = serde_json::from_str(raw)
-        .map_err(|e| FieldError::new(field, format!("is not JSON: {e}")))?;
+/// Reads a key that can sign; the problem otherwise.
+fn parse_account(raw: &str) -> Result<ServiceAccount, String> {
+    let v: Value = serde_json::from_str(raw).map_err(|e| format!("it is not JSON: {e}"))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let email = s("client_email").ok_or_else(|| bad("has no client_email"))?;
-    let pem = s("private_key").ok_or_else(|| bad("has no private_key"))?;
-    let der = pem_der(pem).ok_or_else(|| bad("private_key is not a PEM block"))?;
+    let email = s("client_email").ok_or("it has no client_email")?;
+    let pem = s("private_key").ok_or("it has no private_key")?;
+    let der = pem_der(pem).ok_or("its private_key is not a PEM block")?;
     let key = RsaKeyPair::from_pkcs8(&der)
-        .map_err(|_| bad("private_key is not an RSA key in PKCS#8 form (BEGIN PRIVATE KEY)"))?;
+        .map_err(|_| "its private_key is not an RSA key in PKCS#8 form (BEGIN PRIVATE KEY)")?;
     let token_uri = s("token_uri").unwrap_or(DEFAULT_TOKEN_URI);
-    let token_uri = check_endpoint(token_uri, field, policy)
-        .map_err(|e| FieldError::new(field, format!("token_uri: {}", e.problem)))?;
+    let token_uri = HttpUrl::parse(token_uri).map_err(|e| format!("its token_uri: {e}"))?;
     Ok(ServiceAccount {
         email: email.to_string(),
         key_id: s("private_key_id").map(str::to_string),
         key,
-        token_uri,
+        token_uri: token_uri.0,
     })
 }
 
@@ -169,29 +205,33 @@ fn valid_topic(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c))
 }
 
-struct Settings {
-    publish_url: url::Url,
-    account: Option<ServiceAccount>,
-}
+impl Spec for PubSub {
+    type Config = Config;
+    type Credentials = Credentials;
 
-impl PubSubType {
-    fn settings(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Result<Settings, Vec<FieldError>> {
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "GCP Pub/Sub",
+            description: "Publish events to a Google Cloud Pub/Sub topic.",
+            icon: ICON,
+            instructions: "Create a topic and a service account with the Pub/Sub Publisher role on it, \
+                create a JSON key for the account and paste the whole key file. The message data is the \
+                event data; id, topic, timestamp, signature and metadata are message attributes.",
+        }
+    }
+
+    fn check(&self, config: &Config, credentials: &Credentials) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        let project = get(config, "project_id");
-        if project.is_some_and(|p| p.contains('/') || p.chars().any(char::is_whitespace)) {
+        let p = &config.project_id;
+        if p.contains('/') || p.chars().any(char::is_whitespace) {
             errs.push(FieldError::new(
                 "config.project_id",
                 "must be a project ID without '/' or spaces",
             ));
         }
-        let topic = get(config, "topic");
-        if let Some(t) = topic
-            && !valid_topic(t)
-        {
+        let t = &config.topic;
+        if !valid_topic(t) {
             errs.push(FieldError::new(
                 "config.topic",
                 format!(
@@ -199,66 +239,60 @@ impl PubSubType {
                 ),
             ));
         }
-        let endpoint = get(config, "endpoint");
-        let base = match endpoint {
-            Some(raw) => endpoint_url(raw, &self.policy)
-                .map_err(|e| errs.push(e))
-                .ok(),
-            None => url::Url::parse(DEFAULT_BASE).ok(),
-        };
-        let account = match get(credentials, "service_account_json") {
-            Some(raw) => parse_account(raw, &self.policy)
-                .map_err(|e| errs.push(e))
-                .ok(),
-            None if endpoint.is_none() => {
-                errs.push(FieldError::new(
-                    "credentials.service_account_json",
-                    "is required unless config.endpoint points at an emulator",
-                ));
-                None
+        let key = "credentials.service_account_json";
+        match &config.endpoint {
+            Some(e) => {
+                if let Err(Blocked(why)) = self.policy.check_url(&e.0) {
+                    errs.push(FieldError::new("config.endpoint", why));
+                }
+                // An emulator needs no key: whatever is sent is not looked at.
             }
-            None => None,
-        };
-        check_signing_secret(credentials, &mut errs);
-        let (Some(project), Some(topic), Some(base)) = (project, topic, base) else {
-            return Err(errs);
-        };
-        if !errs.is_empty() {
-            return Err(errs);
+            None => match &credentials.service_account_json {
+                None => errs.push(FieldError::new(
+                    key,
+                    "is required unless config.endpoint points at an emulator",
+                )),
+                Some(raw) => {
+                    if let Err(why) = check_key_shape(raw.expose()) {
+                        errs.push(FieldError::new(key, why));
+                    }
+                }
+            },
         }
-        let path = format!(
-            "{}/v1/projects/{project}/topics/{topic}:publish",
-            base.as_str().trim_end_matches('/')
-        );
-        let publish_url = url::Url::parse(&path)
-            .map_err(|e| vec![FieldError::new("config.topic", e.to_string())])?;
-        Ok(Settings {
-            publish_url,
-            account,
-        })
-    }
-}
-
-impl DestinationType for PubSubType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
+        errs
     }
 
-    fn validate(
+    fn build(
         &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
-        self.settings(config, credentials).err().unwrap_or_default()
-    }
-
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let s = self
-            .settings(&d.config, &d.credentials)
-            .map_err(first_error)?;
+        _id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        let emulator = config.endpoint.is_some();
+        let base = match config.endpoint {
+            Some(e) => e.0,
+            None => url::Url::parse(DEFAULT_BASE)
+                .map_err(|e| FieldError::new("config.endpoint", e.to_string()))?,
+        };
+        let path = format!(
+            "{}/v1/projects/{}/topics/{}:publish",
+            base.as_str().trim_end_matches('/'),
+            config.project_id,
+            config.topic
+        );
+        let publish_url =
+            url::Url::parse(&path).map_err(|e| FieldError::new("config.topic", e.to_string()))?;
+        let auth = match credentials.service_account_json {
+            None => Auth::None,
+            Some(raw) => match parse_account(raw.expose()) {
+                Ok(account) => Auth::Key(Box::new(account)),
+                Err(_) if emulator => Auth::None,
+                Err(why) => Auth::Unusable(why),
+            },
+        };
         Ok(Arc::new(PubSubDriver {
-            publish_url: s.publish_url,
-            account: s.account,
+            publish_url,
+            auth,
             token: Mutex::new(None),
             client: self.client.clone(),
             policy: self.policy.clone(),
@@ -266,23 +300,18 @@ impl DestinationType for PubSubType {
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        let project = d.config.get("project_id").cloned().unwrap_or_default();
-        let topic = d.config.get("topic").cloned().unwrap_or_default();
-        let link = (!d.config.contains_key("endpoint")).then(|| {
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        let (project, topic) = (&config.project_id, &config.topic);
+        let link = config.endpoint.is_none().then(|| {
             format!("https://console.cloud.google.com/cloudpubsub/topic/detail/{topic}?project={project}")
         });
         (format!("projects/{project}/topics/{topic}"), link)
-    }
-
-    fn signing_secret_key(&self) -> Option<&str> {
-        Some(SIGNING_SECRET)
     }
 }
 
 struct PubSubDriver {
     publish_url: url::Url,
-    account: Option<ServiceAccount>,
+    auth: Auth,
     /// The cached access token and when to stop using it.
     token: Mutex<Option<(String, tokio::time::Instant)>>,
     client: reqwest::Client,
@@ -293,7 +322,7 @@ struct PubSubDriver {
 /// Classifies a non-2xx Google API answer by status (the API's canonical codes map onto
 /// HTTP statuses): 401/403 are credentials, 429 and 5xx are transient, other 4xx (topic not
 /// found, invalid argument) are permanent.
-fn classify(reply: &HttpReply, what: &str) -> DeliveryError {
+fn classify(reply: &Reply, what: &str) -> DeliveryError {
     let status_name = serde_json::from_str::<Value>(&reply.body)
         .ok()
         .and_then(|v| {
@@ -305,14 +334,14 @@ fn classify(reply: &HttpReply, what: &str) -> DeliveryError {
         .unwrap_or_default();
     let text = format!("{what} answered HTTP {} {status_name}", reply.status);
     match reply.status {
-        401 | 403 => reply.error(
+        401 | 403 => reply.failure(
             false,
             "auth_failed",
             format!("{text}: the service account cannot publish here; not retried"),
         ),
-        408 | 409 | 429 => reply.error(true, &reply.status.to_string(), text),
-        s if s >= 500 => reply.error(true, &s.to_string(), text),
-        s => reply.error(false, &s.to_string(), format!("{text}; not retried")),
+        408 | 409 | 429 => reply.failure(true, &reply.status.to_string(), text),
+        s if s >= 500 => reply.failure(true, &s.to_string(), text),
+        s => reply.failure(false, &s.to_string(), format!("{text}; not retried")),
     }
 }
 
@@ -350,11 +379,11 @@ impl PubSubDriver {
             .send()
             .await
             .map_err(transport_error)?;
-        let reply = HttpReply::read(resp, self.body_limit).await;
+        let reply = Reply::read(resp, self.body_limit).await;
         if !(200..300).contains(&reply.status) {
             // 400 invalid_grant / 401 invalid_client: the key is wrong or revoked.
             return Err(match reply.status {
-                400 | 401 | 403 => reply.error(
+                400 | 401 | 403 => reply.failure(
                     false,
                     "auth_failed",
                     format!(
@@ -367,7 +396,7 @@ impl PubSubDriver {
         }
         let v: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
         let Some(token) = v.get("access_token").and_then(Value::as_str) else {
-            return Err(reply.error(
+            return Err(reply.failure(
                 true,
                 "auth_error",
                 "the token endpoint answered without an access_token".into(),
@@ -431,12 +460,24 @@ impl Driver for PubSubDriver {
             .timeout(msg.timeout)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
-        if let Some(account) = &self.account {
-            let token = self.access_token(account, msg.timeout).await?;
-            req = req.bearer_auth(token);
+        match &self.auth {
+            Auth::None => {}
+            Auth::Key(account) => {
+                let token = self.access_token(account, msg.timeout).await?;
+                req = req.bearer_auth(token);
+            }
+            Auth::Unusable(why) => {
+                return Err(DeliveryError::permanent(
+                    "auth_failed",
+                    format!(
+                        "the service account key cannot sign: {why}; set credentials.service_account_json \
+                         to the whole JSON key file of a service account (client_email and private_key)"
+                    ),
+                ));
+            }
         }
         let resp = req.send().await.map_err(transport_error)?;
-        let reply = HttpReply::read(resp, self.body_limit).await;
+        let reply = Reply::read(resp, self.body_limit).await;
         if reply.status == 401 {
             // A token revoked before its expiry: fetch a new one on the next attempt.
             *self.token.lock().await = None;
@@ -457,26 +498,95 @@ impl Driver for PubSubDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use herald_core::Destination;
+    use herald_core::destination::{DestinationType, Disposition};
+    use herald_core::spec::Typed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// Outpost's minimal accepted key: it has a `type` but cannot sign.
+    const PLACEHOLDER: &str = r#"{"type":"service_account","project_id":"p"}"#;
+
+    fn dev() -> DestinationsConfig {
+        DestinationsConfig {
+            target_policy: TargetPolicy {
+                allow_http: true,
+                allow_private: true,
+                ..TargetPolicy::default()
+            },
+            ..DestinationsConfig::default()
+        }
+    }
+
+    fn pubsub(cfg: &DestinationsConfig) -> Typed<PubSub> {
+        Typed::new(PubSub::new(cfg).unwrap(), true)
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn destination(config: &[(&str, &str)], credentials: &[(&str, &str)]) -> Destination {
+        Destination {
+            id: "des_1".into(),
+            tenant_id: "t".into(),
+            kind: KIND.into(),
+            topics: herald_core::Topics::All,
+            filter: None,
+            config: map(config),
+            credentials: map(credentials),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn message() -> OutboundMessage {
+        OutboundMessage {
+            event_id: "evt_1".into(),
+            delivery_id: "dlv_1".into(),
+            topic: "user.created".into(),
+            time: jiff::Timestamp::UNIX_EPOCH,
+            body: Arc::from(&br#"{"a":1}"#[..]),
+            headers: vec![("webhook-id".into(), "evt_1".into())],
+            metadata: Default::default(),
+            timeout: Duration::from_secs(5),
+        }
+    }
 
     #[test]
     fn endpoints() {
-        let p = TargetPolicy {
-            allow_http: true,
-            allow_private: true,
-            ..TargetPolicy::default()
-        };
         assert_eq!(
-            endpoint_url("localhost:8085", &p).unwrap().as_str(),
+            Endpoint::parse("localhost:8085").unwrap().0.as_str(),
             "http://localhost:8085/"
         );
         assert_eq!(
-            endpoint_url("pubsub.googleapis.com:443", &p)
+            Endpoint::parse("pubsub.googleapis.com:443")
                 .unwrap()
+                .0
                 .as_str(),
             "https://pubsub.googleapis.com/"
         );
-        assert!(endpoint_url("localhost:8085", &TargetPolicy::default()).is_err());
+        assert!(Endpoint::parse("ftp://x").unwrap_err().contains("http"));
+        // The policy applies: loopback over plain HTTP needs --dev.
+        let strict = pubsub(&DestinationsConfig::default());
+        let errs = strict.validate(
+            &map(&[
+                ("project_id", "p"),
+                ("topic", "events"),
+                ("endpoint", "localhost:8085"),
+            ]),
+            &map(&[]),
+        );
+        assert_eq!(errs[0].field, "config.endpoint");
     }
 
     #[test]
@@ -489,17 +599,157 @@ mod tests {
     }
 
     #[test]
-    fn account_errors_name_the_field() {
-        let p = TargetPolicy::default();
-        let e = parse_account("{}", &p).err().unwrap();
-        assert_eq!(e.field, "credentials.service_account_json");
-        assert!(e.problem.contains("client_email"));
+    fn keys_that_cannot_sign_say_why() {
+        let e = parse_account("{}").err().unwrap();
+        assert!(e.contains("client_email"), "{e}");
         let e = parse_account(
             r#"{"client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#,
-            &p,
         )
         .err()
         .unwrap();
-        assert!(e.problem.contains("RSA"), "{e}");
+        assert!(e.contains("RSA"), "{e}");
+    }
+
+    #[test]
+    fn schema_keeps_the_contract_fields() {
+        let t = pubsub(&DestinationsConfig::default());
+        let f: Vec<_> = t
+            .spec()
+            .config_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.pattern.as_deref()))
+            .collect();
+        assert_eq!(
+            &f[..3],
+            [
+                ("project_id", true, None),
+                ("topic", true, Some("^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")),
+                ("endpoint", false, None),
+            ]
+        );
+        let c: Vec<_> = t
+            .spec()
+            .credential_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.sensitive))
+            .collect();
+        assert_eq!(
+            &c[..2],
+            [
+                ("service_account_json", false, true),
+                ("signing_secret", false, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_are_checked_as_outpost_checks_them() {
+        let t = pubsub(&dev());
+        let cloud = [("project_id", "p"), ("topic", "events")];
+        let emulator = [
+            ("project_id", "p"),
+            ("topic", "events"),
+            ("endpoint", "localhost:8085"),
+        ];
+        // An emulator endpoint: the key is not parsed at all.
+        for key in [PLACEHOLDER, "not json", "[]"] {
+            let errs = t.validate(&map(&emulator), &map(&[("service_account_json", key)]));
+            assert!(errs.is_empty(), "{key}: {errs:?}");
+        }
+        assert!(t.validate(&map(&emulator), &map(&[])).is_empty());
+        // Without one: a JSON object with a `type` key, as Outpost requires; signing is not
+        // checked here.
+        assert!(
+            t.validate(&map(&cloud), &map(&[("service_account_json", PLACEHOLDER)]))
+                .is_empty()
+        );
+        for (key, problem) in [
+            ("not json", "not JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"client_email":"a@b"}"#, "\"type\""),
+        ] {
+            let errs = t.validate(&map(&cloud), &map(&[("service_account_json", key)]));
+            assert_eq!(errs.len(), 1, "{key}: {errs:?}");
+            assert_eq!(errs[0].field, "credentials.service_account_json");
+            assert!(errs[0].problem.contains(problem), "{}", errs[0].problem);
+        }
+        let errs = t.validate(&map(&cloud), &map(&[]));
+        assert_eq!(errs[0].field, "credentials.service_account_json");
+        assert!(errs[0].problem.contains("required"), "{}", errs[0].problem);
+    }
+
+    #[tokio::test]
+    async fn a_key_that_cannot_sign_fails_the_attempt_permanently() {
+        let t = pubsub(&DestinationsConfig::default());
+        let d = destination(
+            &[("project_id", "p"), ("topic", "events")],
+            &[("service_account_json", PLACEHOLDER)],
+        );
+        let driver = t.build(&d).unwrap();
+        let e = driver.deliver(&message()).await.unwrap_err();
+        assert_eq!(e.disposition, Disposition::Permanent);
+        assert_eq!(e.code, "auth_failed");
+        assert!(e.message.contains("cannot sign"), "{}", e.message);
+        assert!(e.message.contains("client_email"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn an_emulator_gets_no_credentials_whatever_the_key() {
+        // A one-request HTTP server standing in for the emulator.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let body = r#"{"messageIds":["1"]}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8(buf).unwrap()
+        });
+        let t = pubsub(&dev());
+        let endpoint = format!("127.0.0.1:{port}");
+        let d = destination(
+            &[
+                ("project_id", "p"),
+                ("topic", "events"),
+                ("endpoint", &endpoint),
+            ],
+            &[("service_account_json", PLACEHOLDER)],
+        );
+        let receipt = t.build(&d).unwrap().deliver(&message()).await.unwrap();
+        assert_eq!(receipt.code, "200");
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("POST /v1/projects/p/topics/events:publish "),
+            "{request}"
+        );
+        assert!(
+            !request.to_ascii_lowercase().contains("\r\nauthorization:"),
+            "{request}"
+        );
+        assert!(request.contains(r#""webhook-id":"evt_1""#), "{request}");
     }
 }

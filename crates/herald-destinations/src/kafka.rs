@@ -6,263 +6,287 @@
 //! chosen from the key with Kafka's default partitioner (murmur2), so records with the same
 //! key land where a Java producer would put them.
 //!
+//! Fields follow the Outpost contract: `brokers`, `topic`, `sasl_mechanism`, `tls`,
+//! `partition_key_template`; credentials `username`, `password`. The signing settings
+//! (`signing_mode`, `signing_secret`, generated when omitted) are the common ones every
+//! signing type gets from [`herald_core::spec::Typed`].
+//!
 //! The client is the pure-Rust `rskafka` (no C build). One client per destination is
 //! created on first use and kept; after a failure it is dropped and the next attempt
 //! connects again, which also picks up a restarted broker.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::Secret;
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::client::{Client, ClientBuilder, SaslConfig};
 use rskafka::record::Record;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::DestinationsConfig;
-use crate::mapping::{
-    SIGNING_SECRET, Template, body_json, check_signing_secret, field, field_with, first_error,
-    flag, get, select, signing_secret_field, template_metadata,
-};
+use crate::support::address::ServerAddress;
+use crate::support::template::KeyTemplate;
 use crate::target::TargetPolicy;
 
+const KIND: &str = "kafka";
+/// Longest topic name Kafka accepts.
+const TOPIC_MAX: usize = 249;
+
 /// The `kafka` destination type.
-pub struct KafkaType {
-    spec: TypeSpec,
+pub struct Kafka {
     policy: Arc<TargetPolicy>,
+}
+
+/// `config` of a kafka destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Brokers
+    ///
+    /// Comma-separated list of Kafka broker addresses (host:port).
+    pub brokers: Brokers,
+    /// Topic
+    ///
+    /// The Kafka topic to publish records to.
+    pub topic: String,
+    /// SASL mechanism
+    ///
+    /// plain, scram-sha-256 or scram-sha-512. Empty: no SASL authentication (the contract
+    /// lists this field as required; Herald, like Outpost, accepts it empty for brokers
+    /// without authentication).
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// TLS
+    ///
+    /// Whether to connect with TLS. Defaults to true.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// Partition key template
+    ///
+    /// Optional JMESPath expression over the message ({data, metadata}, also topic,
+    /// event_id and time) giving the record key, e.g. data.customer_id or
+    /// metadata."event-id". Default (or when it yields nothing): the event id.
+    pub partition_key_template: Option<KeyTemplate>,
+}
+
+/// `credentials` of a kafka destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Username
+    ///
+    /// SASL username.
+    pub username: Option<String>,
+    /// Password
+    ///
+    /// SASL password.
+    pub password: Option<Secret>,
+}
+
+/// A SASL mechanism the client speaks.
+// The variants carry plain comments, not doc comments: documented variants would make the
+// schema a `oneOf` instead of the `enum` the served `select` options are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum SaslMechanism {
+    // SASL PLAIN.
+    #[serde(rename = "plain")]
+    Plain,
+    // SCRAM-SHA-256.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    // SCRAM-SHA-512.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+}
+
+/// The bootstrap brokers: a comma-separated list of `host:port` (the port is required).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Brokers(pub Vec<ServerAddress>);
+
+impl Brokers {
+    /// Parses the comma-separated setting, naming the entry that is not `host:port`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut list = Vec::new();
+        for b in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let addr = ServerAddress::parse(b).map_err(|_| format!("{b:?} is not host:port"))?;
+            if addr.port.is_none() {
+                return Err(format!("{b:?} is not host:port"));
+            }
+            list.push(addr);
+        }
+        if list.is_empty() {
+            return Err("must name at least one broker as host:port".into());
+        }
+        Ok(Self(list))
+    }
+}
+
+impl<'de> Deserialize<'de> for Brokers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Brokers {
+    fn schema_name() -> Cow<'static, str> {
+        "Brokers".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string" })
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2"><circle cx="12" cy="5" r="2"/><circle cx="12" cy="12" r="2"/><circle cx="12" cy="19" r="2"/><circle cx="19" cy="8" r="2"/><circle cx="19" cy="16" r="2"/><path d="M12 7v3M12 14v3M13.8 11l3.4-2M13.8 13l3.4 2"/></svg>"#;
 
-impl KafkaType {
-    /// Builds the type.
+impl Kafka {
+    /// Builds the type; the target policy decides which broker addresses may be reached.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         Ok(Self {
-            spec: TypeSpec {
-                kind: "kafka".into(),
-                label: "Apache Kafka".into(),
-                description: "Produce events as records on a Kafka topic.".into(),
-                icon: ICON.into(),
-                instructions: "Enter the bootstrap brokers and the topic (it must exist). The record value is \
-                    the event data, the key is the partition key (the event id unless a template is set), and \
-                    id, topic, timestamp, signature and metadata are record headers."
-                    .into(),
-                config_fields: vec![
-                    field(
-                        "brokers",
-                        "Brokers",
-                        "Comma-separated list of Kafka broker addresses (host:port).",
-                        true,
-                        false,
-                    ),
-                    field(
-                        "topic",
-                        "Topic",
-                        "The Kafka topic to publish records to.",
-                        true,
-                        false,
-                    ),
-                    select(field(
-                        "sasl_mechanism",
-                        "SASL mechanism",
-                        "plain, scram-sha-256 or scram-sha-512. Empty: no SASL authentication (the contract \
-                         lists this field as required; Herald, like Outpost, accepts it empty for brokers \
-                         without authentication).",
-                        false,
-                        false,
-                    )),
-                    field_with(
-                        select(field(
-                            "tls",
-                            "TLS",
-                            "Whether to connect with TLS (\"true\" or \"false\").",
-                            false,
-                            false,
-                        )),
-                        Some("^(true|false)$"),
-                        Some("true"),
-                    ),
-                    field(
-                        "partition_key_template",
-                        "Partition key template",
-                        "Optional JMESPath expression over {data, metadata} giving the record key, e.g. \
-                         data.customer_id or metadata.\"event-id\". Default (or when it yields nothing): the event id.",
-                        false,
-                        false,
-                    ),
-                ],
-                credential_fields: vec![
-                    field("username", "Username", "SASL username.", false, false),
-                    field("password", "Password", "SASL password.", false, true),
-                    signing_secret_field(),
-                ],
-            },
             policy: Arc::new(cfg.target_policy.clone()),
         })
     }
 }
 
-/// Broker addresses from the comma-separated setting.
-fn brokers(raw: &str) -> Result<Vec<String>, String> {
-    let list: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if list.is_empty() {
-        return Err("must name at least one broker as host:port".into());
-    }
-    for b in &list {
-        let Some((host, port)) = b.rsplit_once(':') else {
-            return Err(format!("{b:?} is not host:port"));
-        };
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("{b:?} is not host:port"));
-        }
-    }
-    Ok(list)
-}
-
 /// A topic name Kafka accepts.
 fn valid_topic(t: &str) -> bool {
     !t.is_empty()
-        && t.len() <= 249
+        && t.len() <= TOPIC_MAX
         && t != "."
         && t != ".."
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-struct Settings {
-    brokers: Vec<String>,
-    topic: String,
-    sasl: Option<SaslConfig>,
-    tls: bool,
-    template: Option<Template>,
-}
+impl Spec for Kafka {
+    type Config = Config;
+    type Credentials = Credentials;
 
-impl KafkaType {
-    fn settings(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Result<Settings, Vec<FieldError>> {
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "Apache Kafka",
+            description: "Produce events as records on a Kafka topic.",
+            icon: ICON,
+            instructions: "Enter the bootstrap brokers and the topic (it must exist). The record value is \
+                the event data, the key is the partition key (the event id unless a template is set), and \
+                id, topic, timestamp, signature and metadata are record headers.",
+        }
+    }
+
+    fn check(&self, config: &Config, credentials: &Credentials) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        let brokers = get(config, "brokers").and_then(|raw| {
-            brokers(raw)
-                .map_err(|e| errs.push(FieldError::new("config.brokers", e)))
-                .ok()
-        });
-        let topic = get(config, "topic");
-        if let Some(t) = topic
-            && !valid_topic(t)
+        if let Some(e) = config
+            .brokers
+            .0
+            .iter()
+            .find_map(|b| b.check(&self.policy, "config.brokers").err())
         {
+            errs.push(e);
+        }
+        if !valid_topic(&config.topic) {
             errs.push(FieldError::new(
                 "config.topic",
                 format!(
-                    "{t:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
+                    "{:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most {TOPIC_MAX})",
+                    config.topic
                 ),
             ));
         }
-        let tls = flag(config, "tls", true).map_err(|e| errs.push(e)).ok();
-        let user = get(credentials, "username");
-        let password = credentials.get("password").filter(|p| !p.is_empty());
-        let creds = || -> Result<Credentials, FieldError> {
-            match (user, password) {
-                (Some(u), Some(p)) => Ok(Credentials::new(u.to_string(), p.clone())),
-                _ => Err(FieldError::new(
+        if config.sasl_mechanism.is_some() {
+            if credentials.username.as_ref().is_none_or(|u| u.is_empty()) {
+                errs.push(FieldError::new(
+                    "credentials.username",
+                    "is required with a SASL mechanism",
+                ));
+            }
+            if credentials.password.as_ref().is_none_or(|p| p.is_empty()) {
+                errs.push(FieldError::new(
+                    "credentials.password",
+                    "is required with a SASL mechanism",
+                ));
+            }
+        }
+        errs
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        let sasl = match (
+            config.sasl_mechanism,
+            credentials.username,
+            credentials.password,
+        ) {
+            (None, _, _) => None,
+            (Some(m), Some(u), Some(p)) => Some((m, u, p)),
+            (Some(_), _, _) => {
+                return Err(FieldError::new(
                     "credentials",
                     "username and password are required with a SASL mechanism",
-                )),
-            }
-        };
-        let sasl = match get(config, "sasl_mechanism") {
-            None => None,
-            Some("plain") => creds()
-                .map(SaslConfig::Plain)
-                .map_err(|e| errs.push(e))
-                .ok(),
-            Some("scram-sha-256") => creds()
-                .map(SaslConfig::ScramSha256)
-                .map_err(|e| errs.push(e))
-                .ok(),
-            Some("scram-sha-512") => creds()
-                .map(SaslConfig::ScramSha512)
-                .map_err(|e| errs.push(e))
-                .ok(),
-            Some(other) => {
-                errs.push(FieldError::new(
-                    "config.sasl_mechanism",
-                    format!("{other:?} is not supported; use plain, scram-sha-256 or scram-sha-512, or leave it empty"),
                 ));
-                None
             }
         };
-        let template = get(config, "partition_key_template").and_then(|t| {
-            Template::compile(t, "config.partition_key_template")
-                .map_err(|e| errs.push(e))
-                .ok()
-        });
-        check_signing_secret(credentials, &mut errs);
-        match (brokers, topic, tls) {
-            (Some(brokers), Some(topic), Some(tls)) if errs.is_empty() => Ok(Settings {
-                brokers,
-                topic: topic.to_string(),
-                sasl,
-                tls,
-                template,
-            }),
-            _ => Err(errs),
-        }
-    }
-}
-
-impl DestinationType for KafkaType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
-    }
-
-    fn validate(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
-        self.settings(config, credentials).err().unwrap_or_default()
-    }
-
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let s = self
-            .settings(&d.config, &d.credentials)
-            .map_err(first_error)?;
         Ok(Arc::new(KafkaDriver {
-            settings: s,
+            settings: Settings {
+                brokers: config.brokers.0,
+                topic: config.topic,
+                sasl,
+                tls: config.tls,
+                template: config.partition_key_template,
+            },
             policy: self.policy.clone(),
             conn: Mutex::new(None),
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        let first = d
-            .config
-            .get("brokers")
-            .and_then(|b| b.split(',').next())
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let topic = d.config.get("topic").cloned().unwrap_or_default();
-        (format!("{first} / {topic}"), None)
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        let first = config
+            .brokers
+            .0
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        (format!("{first} / {}", config.topic), None)
     }
+}
 
-    fn signing_secret_key(&self) -> Option<&str> {
-        Some(SIGNING_SECRET)
+/// What the driver needs of a destination's settings.
+struct Settings {
+    brokers: Vec<ServerAddress>,
+    topic: String,
+    /// Mechanism, username and password, when SASL is on.
+    sasl: Option<(SaslMechanism, String, Secret)>,
+    tls: bool,
+    template: Option<KeyTemplate>,
+}
+
+impl Settings {
+    /// The client's SASL settings (the password is exposed only to the client here).
+    fn sasl_config(&self) -> Option<SaslConfig> {
+        let (m, u, p) = self.sasl.as_ref()?;
+        let creds = rskafka::client::Credentials::new(u.clone(), p.expose().to_string());
+        Some(match m {
+            SaslMechanism::Plain => SaslConfig::Plain(creds),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+        })
     }
 }
 
@@ -382,13 +406,9 @@ impl KafkaDriver {
     /// Resolves the bootstrap brokers and checks every address against the target policy.
     async fn check_brokers(&self) -> Result<(), DeliveryError> {
         for b in &self.settings.brokers {
-            let b2 = b.clone();
-            let addrs = tokio::task::spawn_blocking(move || {
-                b2.to_socket_addrs().map(|a| a.collect::<Vec<_>>())
-            })
-            .await
-            .map_err(|e| DeliveryError::retry("dns_error", e.to_string()))?
-            .map_err(|e| DeliveryError::retry("dns_error", format!("{b}: {e}")))?;
+            let addrs = tokio::net::lookup_host((b.host.as_str(), b.port_or(9092)))
+                .await
+                .map_err(|e| DeliveryError::retry("dns_error", format!("{b}: {e}")))?;
             for a in addrs {
                 if let Err(crate::target::Blocked(why)) = self.policy.check_ip(a.ip()) {
                     return Err(DeliveryError::permanent(
@@ -407,7 +427,8 @@ impl KafkaDriver {
         // One try per attempt: a driver never retries by itself (the engine does, on its
         // schedule; it also bounds the attempt). A zero deadline makes rskafka give up after
         // the first failure.
-        let mut builder = ClientBuilder::new(s.brokers.clone())
+        let brokers = s.brokers.iter().map(ToString::to_string).collect();
+        let mut builder = ClientBuilder::new(brokers)
             .client_id("herald")
             .backoff_config(rskafka::BackoffConfig {
                 init_backoff: Duration::from_millis(100),
@@ -419,8 +440,8 @@ impl KafkaDriver {
             builder = builder
                 .tls_config(tls_config().map_err(|e| DeliveryError::permanent("tls_error", e))?);
         }
-        if let Some(sasl) = &s.sasl {
-            builder = builder.sasl_config(sasl.clone());
+        if let Some(sasl) = s.sasl_config() {
+            builder = builder.sasl_config(sasl);
         }
         let client = builder.build().await.map_err(|e| classify(&e))?;
         let topics = client.list_topics().await.map_err(|e| classify(&e))?;
@@ -485,16 +506,12 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 #[async_trait]
 impl Driver for KafkaDriver {
     async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
-        let key = match &self.settings.template {
-            Some(t) => {
-                let ctx = json!({"data": body_json(msg), "metadata": template_metadata(msg)});
-                t.render(&ctx)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| msg.event_id.clone())
-            }
-            None => msg.event_id.clone(),
-        };
+        let key = self
+            .settings
+            .template
+            .as_ref()
+            .and_then(|t| t.0.render(msg).ok().flatten())
+            .unwrap_or_else(|| msg.event_id.clone());
         let (partition, producer) = self.producer(key.as_bytes(), msg.timeout).await?;
         let mut headers: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         headers.insert("content-type".into(), b"application/json".to_vec());
@@ -534,6 +551,9 @@ impl Driver for KafkaDriver {
 
 #[cfg(test)]
 mod tests {
+    use herald_core::destination::DestinationType;
+    use herald_core::spec::Typed;
+
     use super::*;
 
     /// Values from the Java client's `Utils.murmur2` (as used by its partitioner tests).
@@ -552,13 +572,124 @@ mod tests {
 
     #[test]
     fn broker_lists() {
+        let list = |raw: &str| {
+            Brokers::parse(raw).map(|b| b.0.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
         assert_eq!(
-            brokers(" a:9092, b:9093 ").unwrap(),
+            list(" a:9092, b:9093 ").unwrap(),
             vec!["a:9092".to_string(), "b:9093".to_string()]
         );
-        assert!(brokers("a").is_err());
-        assert!(brokers("a:0").is_err());
-        assert!(brokers(" , ").is_err());
+        assert_eq!(list("[::1]:9092").unwrap(), vec!["[::1]:9092".to_string()]);
+        assert!(list("a").is_err());
+        assert!(list("a:0").is_err());
+        assert!(list(" , ").is_err());
+    }
+
+    fn kafka() -> Typed<Kafka> {
+        Typed::new(Kafka::new(&DestinationsConfig::default()).unwrap(), true)
+    }
+
+    fn c(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let t = kafka();
+        let ok = [("brokers", "b:9092"), ("topic", "events")];
+        assert!(t.validate(&c(&ok), &c(&[])).is_empty());
+        let errs = t.validate(
+            &c(&[
+                ("brokers", "no-port"),
+                ("topic", "events"),
+                ("sasl_mechanism", "gssapi"),
+                ("tls", "maybe"),
+                ("partition_key_template", "join("),
+            ]),
+            &c(&[]),
+        );
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "config.brokers",
+                "config.sasl_mechanism",
+                "config.tls",
+                "config.partition_key_template"
+            ]
+        );
+        assert!(
+            errs[1].problem.contains("scram-sha-256"),
+            "{}",
+            errs[1].problem
+        );
+        let errs = t.validate(
+            &c(&[
+                ("brokers", "127.0.0.1:9092"),
+                ("topic", "bad topic"),
+                ("sasl_mechanism", "scram-sha-512"),
+            ]),
+            &c(&[("username", "u")]),
+        );
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["config.brokers", "config.topic", "credentials.password"]
+        );
+        assert!(
+            t.validate(
+                &c(&[
+                    ("brokers", "b1.example:9093,b2.example:9093"),
+                    ("topic", "orders"),
+                    ("sasl_mechanism", "plain"),
+                    ("tls", "false"),
+                    ("partition_key_template", "data.customer_id"),
+                ]),
+                &c(&[("username", "u"), ("password", "p")])
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn schema_keeps_its_fields() {
+        let t = kafka();
+        let spec = t.spec();
+        let keys: Vec<_> = spec.config_fields.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            &keys[..5],
+            [
+                "brokers",
+                "topic",
+                "sasl_mechanism",
+                "tls",
+                "partition_key_template"
+            ]
+        );
+        assert!(spec.config_fields[0].required && spec.config_fields[1].required);
+        let sasl = &spec.config_fields[2];
+        assert_eq!(sasl.kind, "select");
+        assert!(!sasl.required);
+        let options: Vec<_> = sasl.options.iter().map(|o| o.value.as_str()).collect();
+        assert_eq!(options, ["plain", "scram-sha-256", "scram-sha-512"]);
+        assert_eq!(spec.config_fields[3].kind, "checkbox");
+        assert_eq!(spec.config_fields[3].default.as_deref(), Some("true"));
+        let creds: Vec<_> = spec
+            .credential_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.sensitive))
+            .collect();
+        assert_eq!(
+            &creds[..3],
+            [
+                ("username", false, false),
+                ("password", false, true),
+                ("signing_secret", false, true)
+            ]
+        );
     }
 
     #[test]

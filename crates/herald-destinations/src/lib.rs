@@ -3,13 +3,6 @@
 //! includes. Only the binary calls [`registry`]: the engine and API see types through the
 //! registry alone.
 
-#[cfg(any(
-    feature = "rabbitmq",
-    feature = "nats",
-    feature = "redis_stream",
-    feature = "mqtt"
-))]
-mod broker;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
@@ -18,36 +11,23 @@ pub mod nats;
 pub mod rabbitmq;
 #[cfg(feature = "redis_stream")]
 pub mod redis_stream;
+pub mod support;
 pub mod target;
 pub mod webhook;
 
 #[cfg(any(feature = "aws_sqs", feature = "aws_s3", feature = "aws_kinesis"))]
-mod aws;
-#[cfg(feature = "aws_kinesis")]
-pub mod aws_kinesis;
-#[cfg(feature = "aws_s3")]
-pub mod aws_s3;
-#[cfg(feature = "aws_sqs")]
-pub mod aws_sqs;
+pub mod aws;
 #[cfg(feature = "azure_servicebus")]
 pub mod azure_servicebus;
 #[cfg(feature = "gcp_pubsub")]
 pub mod gcp_pubsub;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(any(
-    feature = "kafka",
-    feature = "aws_sqs",
-    feature = "aws_s3",
-    feature = "aws_kinesis",
-    feature = "gcp_pubsub",
-    feature = "azure_servicebus"
-))]
-mod mapping;
 
 use std::sync::Arc;
 
 use herald_core::destination::Registry;
+use herald_core::spec::{Spec, Typed};
 
 pub use target::TargetPolicy;
 
@@ -64,35 +44,47 @@ pub struct DestinationsConfig {
     pub user_agent: String,
     /// HTTP statuses retried although they would otherwise be permanent failures.
     pub retry_on_status: Vec<u16>,
+    /// Types whose destinations get no generated signing secret when created without one
+    /// (their messages are then unsigned until a secret is set). Empty: every type generates.
+    pub no_generated_secret: Vec<String>,
+}
+
+impl DestinationsConfig {
+    /// Whether destinations of `kind` get a generated signing secret.
+    pub fn generates_secret(&self, kind: &str) -> bool {
+        !self.no_generated_secret.iter().any(|k| k == kind)
+    }
+}
+
+/// A type as the registry holds it, with the operator's secret-generation choice applied.
+fn typed<S: Spec>(cfg: &DestinationsConfig, spec: S) -> Arc<Typed<S>> {
+    let generate = cfg.generates_secret(spec.about().kind);
+    Arc::new(Typed::new(spec, generate))
 }
 
 /// Every destination type compiled into this build.
 pub fn registry(cfg: &DestinationsConfig) -> Result<Registry, String> {
     let mut r = Registry::default();
-    r.register(Arc::new(webhook::WebhookType::new(cfg)?));
+    r.register(typed(cfg, webhook::Webhook::new(cfg)?));
     #[cfg(feature = "rabbitmq")]
-    r.register(Arc::new(rabbitmq::RabbitMqType::new(
-        cfg.target_policy.clone(),
-    )));
+    r.register(typed(cfg, rabbitmq::RabbitMq::new(cfg)));
     #[cfg(feature = "nats")]
-    r.register(Arc::new(nats::NatsType::new(cfg.target_policy.clone())));
+    r.register(typed(cfg, nats::Nats::new(cfg)));
     #[cfg(feature = "redis_stream")]
-    r.register(Arc::new(redis_stream::RedisStreamType::new(
-        cfg.target_policy.clone(),
-    )));
+    r.register(typed(cfg, redis_stream::RedisStream::new(cfg)));
     #[cfg(feature = "mqtt")]
-    r.register(Arc::new(mqtt::MqttType::new(cfg.target_policy.clone())));
-    #[cfg(feature = "aws_kinesis")]
-    r.register(Arc::new(aws_kinesis::KinesisType::new(cfg)?));
-    #[cfg(feature = "aws_s3")]
-    r.register(Arc::new(aws_s3::S3Type::new(cfg)?));
-    #[cfg(feature = "aws_sqs")]
-    r.register(Arc::new(aws_sqs::SqsType::new(cfg)?));
-    #[cfg(feature = "azure_servicebus")]
-    r.register(Arc::new(azure_servicebus::ServiceBusType::new(cfg)?));
-    #[cfg(feature = "gcp_pubsub")]
-    r.register(Arc::new(gcp_pubsub::PubSubType::new(cfg)?));
+    r.register(typed(cfg, mqtt::Mqtt::new(cfg)));
     #[cfg(feature = "kafka")]
-    r.register(Arc::new(kafka::KafkaType::new(cfg)?));
+    r.register(typed(cfg, kafka::Kafka::new(cfg)?));
+    #[cfg(feature = "aws_sqs")]
+    r.register(typed(cfg, aws::sqs::Sqs::new(cfg)?));
+    #[cfg(feature = "aws_s3")]
+    r.register(typed(cfg, aws::s3::S3::new(cfg)?));
+    #[cfg(feature = "aws_kinesis")]
+    r.register(typed(cfg, aws::kinesis::Kinesis::new(cfg)?));
+    #[cfg(feature = "gcp_pubsub")]
+    r.register(typed(cfg, gcp_pubsub::PubSub::new(cfg)?));
+    #[cfg(feature = "azure_servicebus")]
+    r.register(typed(cfg, azure_servicebus::ServiceBus::new(cfg)?));
     Ok(r)
 }

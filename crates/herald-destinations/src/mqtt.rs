@@ -2,8 +2,9 @@
 //! broker's PUBACK, so a successful attempt means the broker accepted the message.
 //!
 //! Fields (the Outpost contract does not define this type): `server_url` (`host:port`),
-//! `topic` (a template, default `{topic}`), `retain`, `client_id`, `signing_mode`;
-//! credentials `username`, `password` and an optional signing `secret`.
+//! `topic` (a template, default `{topic}`), `retain`, `client_id`; credentials `username` and
+//! `password`. The signing settings (`signing_mode`, `signing_secret`, generated when
+//! omitted) are the common ones every signing type gets from [`herald_core::spec::Typed`].
 //!
 //! Message mapping: the payload is the event data (JSON) with `content_type:
 //! application/json` and the UTF-8 payload format indicator; every header the engine computed
@@ -24,89 +25,91 @@
 //! invalid" or "payload format invalid" are permanent. PUBACK "no matching subscribers" is a
 //! success (MQTT 5 counts it as one: the broker accepted the message).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::Secret;
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, Packet, PubAck, PubAckReason, PublishProperties,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::broker::{self, Template, field, with_default, with_pattern};
+use crate::DestinationsConfig;
+use crate::support::address::{ServerAddress, resolve, within};
+use crate::support::errors::{random_suffix, root_message};
+use crate::support::template::Template;
 use crate::target::TargetPolicy;
 
+const KIND: &str = "mqtt";
 const DEFAULT_PORT: u16 = 1883;
-const DEFAULT_TOPIC: &str = "{topic}";
+/// Longest client id prefix (the random suffix comes on top).
+const CLIENT_ID_MAX: usize = 40;
 
 /// The mqtt destination type.
-pub struct MqttType {
-    spec: TypeSpec,
+pub struct Mqtt {
     policy: Arc<TargetPolicy>,
 }
 
-impl MqttType {
-    /// Builds the type; `policy` decides which broker addresses may be reached.
-    pub fn new(policy: TargetPolicy) -> Self {
-        let spec = TypeSpec {
-            kind: "mqtt".into(),
-            label: "MQTT".into(),
-            description: "Publish events to an MQTT 5 broker at QoS 1, with headers as user properties.".into(),
-            icon: ICON.into(),
-            instructions: "Enter the broker address and the topic template (default: the event topic). \
-                Messages are published at QoS 1; subscribers find the event id, timestamp, topic, metadata and \
-                signature in the MQTT 5 user properties."
-                .into(),
-            config_fields: vec![
-                broker::server_field("MQTT broker", "localhost:1883"),
-                with_default(
-                    field(
-                        "topic",
-                        "Topic",
-                        "Topic template; `{topic}` and `{event_id}` are replaced, e.g. `herald/{topic}`. Default `{topic}`.",
-                        false,
-                        false,
-                    ),
-                    DEFAULT_TOPIC,
-                ),
-                broker::bool_field(
-                    "retain",
-                    "Retain",
-                    "Publish with the retain flag. Defaults to \"false\".",
-                    "false",
-                ),
-                with_pattern(
-                    field(
-                        "client_id",
-                        "Client id",
-                        "Client identifier prefix; a random suffix keeps two Herald processes from taking over \
-                         each other's session. Default `herald-<destination id>`.",
-                        false,
-                        false,
-                    ),
-                    "^[0-9A-Za-z_.-]{0,40}$",
-                ),
-                broker::signing_mode_field(),
-            ],
-            credential_fields: vec![
-                field("username", "Username", "MQTT user name.", false, false),
-                field("password", "Password", "MQTT password.", false, true),
-                broker::secret_field(),
-            ],
-        };
+/// `config` of an mqtt destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Server address
+    ///
+    /// MQTT broker server address (host:port), e.g. localhost:1883.
+    pub server_url: ServerAddress,
+    /// Topic
+    ///
+    /// Topic template; `{topic}` and `{event_id}` are replaced (any `{JMESPath}` over the
+    /// message works too), e.g. `herald/{topic}`. Default `{topic}`.
+    #[serde(default = "default_topic")]
+    pub topic: Template,
+    /// Retain
+    ///
+    /// Publish with the retain flag. Defaults to false.
+    #[serde(default)]
+    pub retain: bool,
+    /// Client id
+    ///
+    /// Client identifier prefix; a random suffix keeps two Herald processes from taking over
+    /// each other's session. Default `herald-<destination id>`.
+    #[schemars(regex(pattern = r"^[0-9A-Za-z_.-]{0,40}$"))]
+    pub client_id: Option<String>,
+}
+
+/// `credentials` of an mqtt destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Username
+    ///
+    /// MQTT user name.
+    pub username: Option<String>,
+    /// Password
+    ///
+    /// MQTT password.
+    pub password: Option<Secret>,
+}
+
+fn default_topic() -> Template {
+    // A constant template: parsing cannot fail.
+    Template::placeholders("{topic}").unwrap_or_else(|_| unreachable!())
+}
+
+impl Mqtt {
+    /// Builds the type; the target policy decides which broker addresses may be reached.
+    pub fn new(cfg: &DestinationsConfig) -> Self {
         Self {
-            spec,
-            policy: Arc::new(policy),
+            policy: Arc::new(cfg.target_policy.clone()),
         }
     }
 }
@@ -132,45 +135,52 @@ fn topic_problem(t: &str) -> Option<String> {
     None
 }
 
-impl DestinationType for MqttType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
+/// Whether `c` may appear in a client id prefix.
+fn client_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_.-".contains(c)
+}
+
+impl Spec for Mqtt {
+    type Config = Config;
+    type Credentials = Credentials;
+
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "MQTT",
+            description: "Publish events to an MQTT 5 broker at QoS 1, with headers as user properties.",
+            icon: ICON,
+            instructions: "Enter the broker address and the topic template (default: the event topic). \
+                Messages are published at QoS 1; subscribers find the event id, timestamp, topic, metadata and \
+                signature in the MQTT 5 user properties.",
+        }
     }
 
-    fn validate(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
+    fn check(&self, config: &Config, credentials: &Credentials) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        broker::validate_common(&self.policy, config, credentials, &["retain"], &mut errs);
-        match broker::config_template(config, "topic", DEFAULT_TOPIC) {
-            Err(e) => errs.push(e),
-            Ok(t) => {
-                let lit = t.literal_text();
-                let problem = if t.is_literal() {
-                    topic_problem(&lit)
-                } else {
-                    topic_problem(&format!("x{lit}"))
-                };
-                if let Some(p) = problem {
-                    errs.push(FieldError::new("config.topic", p));
-                }
-            }
+        if let Err(e) = config.server_url.check(&self.policy, "config.server_url") {
+            errs.push(e);
         }
-        if let Some(id) = config.get("client_id")
-            && (id.len() > 40
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+        let t = &config.topic;
+        let lit = t.literal_text();
+        let problem = if t.is_literal() {
+            topic_problem(&lit)
+        } else {
+            topic_problem(&format!("x{lit}"))
+        };
+        if let Some(p) = problem {
+            errs.push(FieldError::new("config.topic", p));
+        }
+        if let Some(id) = &config.client_id
+            && (id.len() > CLIENT_ID_MAX || !id.chars().all(client_id_char))
         {
             errs.push(FieldError::new(
                 "config.client_id",
                 "must be at most 40 characters of A-Z, a-z, 0-9, '_', '.', '-'",
             ));
         }
-        if credentials.get("password").is_some_and(|p| !p.is_empty())
-            && credentials.get("username").is_none_or(|u| u.is_empty())
+        if credentials.password.as_ref().is_some_and(|p| !p.is_empty())
+            && credentials.username.as_ref().is_none_or(|u| u.is_empty())
         {
             errs.push(FieldError::new(
                 "credentials.username",
@@ -180,46 +190,42 @@ impl DestinationType for MqttType {
         errs
     }
 
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let raw = d.config.get("server_url").map_or("", String::as_str);
-        let (host, port) = broker::parse_server(raw, DEFAULT_PORT)
-            .map_err(|e| FieldError::new("config.server_url", e))?;
-        let prefix = d
-            .config
-            .get("client_id")
+    fn build(
+        &self,
+        id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        let prefix = config
+            .client_id
             .filter(|s| !s.is_empty())
-            .cloned()
             .unwrap_or_else(|| {
-                let id: String =
-                    d.id.chars()
-                        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-                        .take(40)
-                        .collect();
+                let id: String = id
+                    .chars()
+                    .filter(|c| client_id_char(*c))
+                    .take(CLIENT_ID_MAX)
+                    .collect();
                 format!("herald-{id}")
             });
-        let cred = |k: &str| d.credentials.get(k).filter(|v| !v.is_empty()).cloned();
         Ok(Arc::new(MqttDriver {
-            host,
-            port,
-            topic: broker::config_template(&d.config, "topic", DEFAULT_TOPIC)?,
-            retain: broker::config_bool(&d.config, "retain", false),
+            port: config.server_url.port_or(DEFAULT_PORT),
+            host: config.server_url.host,
+            topic: config.topic,
+            retain: config.retain,
             client_id_prefix: prefix,
-            username: cred("username"),
-            password: cred("password"),
+            username: credentials.username.filter(|u| !u.is_empty()),
+            password: credentials.password.filter(|p| !p.is_empty()),
             policy: self.policy.clone(),
             live: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        let server = d.config.get("server_url").cloned().unwrap_or_default();
-        let topic = d
-            .config
-            .get("topic")
-            .filter(|s| !s.is_empty())
-            .map_or(DEFAULT_TOPIC, String::as_str);
-        (format!("{server} {topic}"), None)
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        (
+            format!("{} {}", config.server_url, config.topic.source()),
+            None,
+        )
     }
 }
 
@@ -272,7 +278,7 @@ struct MqttDriver {
     retain: bool,
     client_id_prefix: String,
     username: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
     policy: Arc<TargetPolicy>,
     live: tokio::sync::Mutex<Option<Arc<Session>>>,
     generation: AtomicU64,
@@ -307,7 +313,7 @@ fn connection_error(e: &ConnectionError) -> DeliveryError {
             DeliveryError::retry("timeout", "the broker did not answer in time")
         }
         ConnectionError::Io(io) => DeliveryError::retry("connection_error", io.to_string()),
-        other => DeliveryError::retry("connection_error", broker::root_message(other)),
+        other => DeliveryError::retry("connection_error", root_message(other)),
     }
 }
 
@@ -370,15 +376,16 @@ impl MqttDriver {
             return Ok(s.clone());
         }
         *live = None;
-        let addr = broker::resolve(&self.policy, &self.host, self.port).await?;
-        let client_id = format!("{}-{}", self.client_id_prefix, broker::random_suffix());
+        let addr = resolve(&self.policy, &self.host, self.port).await?;
+        let client_id = format!("{}-{}", self.client_id_prefix, random_suffix());
         let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         opts.set_keep_alive(Duration::from_secs(30))
             .set_clean_start(true)
             .set_request_channel_capacity(256)
             .set_connection_timeout(timeout.as_secs().max(1));
         if let Some(u) = &self.username {
-            opts.set_credentials(u.clone(), self.password.clone().unwrap_or_default());
+            let password = self.password.as_ref().map_or("", Secret::expose);
+            opts.set_credentials(u.clone(), password.to_string());
         }
         let (client, events) = AsyncClient::new(opts, 256);
         let waiters = Arc::new(StdMutex::new(Waiters::default()));
@@ -458,12 +465,16 @@ impl MqttDriver {
 #[async_trait]
 impl Driver for MqttDriver {
     async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
-        let topic = self.topic.render(msg);
+        let topic = self
+            .topic
+            .render(msg)
+            .map_err(|e| DeliveryError::permanent("invalid_topic", format!("topic template: {e}")))?
+            .unwrap_or_default();
         if let Some(p) = topic_problem(&topic) {
             return Err(DeliveryError::permanent("invalid_topic", p));
         }
         let session = self.session(msg.timeout).await?;
-        let result = broker::within(
+        let result = within(
             msg.timeout,
             "waiting for the PUBACK",
             self.publish(&session, &topic, msg),
@@ -489,20 +500,30 @@ impl Driver for MqttDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use herald_core::destination::DestinationType;
+    use herald_core::spec::Typed;
+
     use super::*;
+
+    fn mqtt() -> Typed<Mqtt> {
+        Typed::new(Mqtt::new(&DestinationsConfig::default()), true)
+    }
+
+    fn c(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn topics_and_validation() {
         assert!(topic_problem("herald/user.created").is_none());
         assert!(topic_problem("a/+/b").is_some());
         assert!(topic_problem("").is_some());
-        let t = MqttType::new(TargetPolicy::default());
-        let c = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let t = mqtt();
         let errs = t.validate(
             &c(&[
                 ("server_url", "mqtt.example:1883"),
@@ -515,6 +536,51 @@ mod tests {
         assert_eq!(
             fields,
             ["config.topic", "config.client_id", "credentials.username"]
+        );
+        assert!(
+            t.validate(
+                &c(&[
+                    ("server_url", "mqtt.example"),
+                    ("topic", "herald/{topic}"),
+                    ("retain", "true"),
+                    ("client_id", "edge-1")
+                ]),
+                &c(&[("username", "u"), ("password", "p")])
+            )
+            .is_empty()
+        );
+        // Loopback needs --dev; a bad flag names its field.
+        let errs = t.validate(&c(&[("server_url", "[::1]:1883")]), &c(&[]));
+        assert_eq!(errs[0].field, "config.server_url");
+        let errs = t.validate(&c(&[("server_url", "h"), ("retain", "1")]), &c(&[]));
+        assert_eq!(errs[0].field, "config.retain");
+    }
+
+    #[test]
+    fn schema_keeps_its_fields() {
+        let t = mqtt();
+        let spec = t.spec();
+        let keys: Vec<_> = spec.config_fields.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(&keys[..4], ["server_url", "topic", "retain", "client_id"]);
+        assert_eq!(spec.config_fields[1].default.as_deref(), Some("{topic}"));
+        assert_eq!(spec.config_fields[2].kind, "checkbox");
+        assert_eq!(spec.config_fields[2].default.as_deref(), Some("false"));
+        assert_eq!(
+            spec.config_fields[3].pattern.as_deref(),
+            Some("^[0-9A-Za-z_.-]{0,40}$")
+        );
+        let creds: Vec<_> = spec
+            .credential_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.sensitive))
+            .collect();
+        assert_eq!(
+            &creds[..3],
+            [
+                ("username", false, false),
+                ("password", false, true),
+                ("signing_secret", false, true)
+            ]
         );
     }
 

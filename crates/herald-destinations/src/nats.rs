@@ -2,8 +2,9 @@
 //! stream's publish acknowledgement, so a successful attempt means a stream stored it.
 //!
 //! Fields (the Outpost contract does not define this type): `server_url` (`host:port`),
-//! `subject` (a template, default `{topic}`), `tls`, `signing_mode`; credentials `username` +
-//! `password` or `token`, and an optional signing `secret`.
+//! `subject` (a template, default `{topic}`), `tls`; credentials `username` + `password` or
+//! `token`. The signing settings (`signing_mode`, `signing_secret`, generated when omitted)
+//! are the common ones every signing type gets from [`herald_core::spec::Typed`].
 //!
 //! Message mapping: the body is the event data (JSON); the engine's headers (event id,
 //! timestamp, topic, metadata, signature) become NATS message headers, plus
@@ -22,74 +23,82 @@
 //! an authorization violation at connect, a subject that is not a valid NATS subject and a
 //! message above the server's maximum payload are permanent.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
 use async_trait::async_trait;
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::Secret;
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::broker::{self, Template, field, with_default};
+use crate::DestinationsConfig;
+use crate::support::address::{ServerAddress, resolve, within};
+use crate::support::errors::root_message;
+use crate::support::template::Template;
 use crate::target::TargetPolicy;
 
+const KIND: &str = "nats";
 const DEFAULT_PORT: u16 = 4222;
-const DEFAULT_SUBJECT: &str = "{topic}";
 /// Reconnection tries of an established client before it gives up (the client waits up to
 /// 4 s between tries).
 pub const MAX_RECONNECTS: usize = 30;
 
 /// The nats destination type.
-pub struct NatsType {
-    spec: TypeSpec,
+pub struct Nats {
     policy: Arc<TargetPolicy>,
 }
 
-impl NatsType {
-    /// Builds the type; `policy` decides which server addresses may be reached.
-    pub fn new(policy: TargetPolicy) -> Self {
-        let spec = TypeSpec {
-            kind: "nats".into(),
-            label: "NATS JetStream".into(),
-            description: "Publish events to a NATS JetStream subject and wait for the stream's acknowledgement.".into(),
-            icon: ICON.into(),
-            instructions: "Enter the NATS server address and the subject template (default: the event topic). \
-                A JetStream stream must capture the subject; attempts fail and are retried until one does."
-                .into(),
-            config_fields: vec![
-                broker::server_field("NATS", "localhost:4222"),
-                with_default(
-                    field(
-                        "subject",
-                        "Subject",
-                        "Subject template; `{topic}` and `{event_id}` are replaced, e.g. `events.{topic}`. Default `{topic}`.",
-                        false,
-                        false,
-                    ),
-                    DEFAULT_SUBJECT,
-                ),
-                broker::bool_field(
-                    "tls",
-                    "TLS",
-                    "Whether to require a TLS connection. Defaults to \"false\".",
-                    "false",
-                ),
-                broker::signing_mode_field(),
-            ],
-            credential_fields: vec![
-                field("username", "Username", "NATS user (with password).", false, false),
-                field("password", "Password", "NATS password.", false, true),
-                field("token", "Token", "NATS authentication token (instead of user and password).", false, true),
-                broker::secret_field(),
-            ],
-        };
+/// `config` of a nats destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Server address
+    ///
+    /// NATS server address (host:port), e.g. localhost:4222.
+    pub server_url: ServerAddress,
+    /// Subject
+    ///
+    /// Subject template; `{topic}` and `{event_id}` are replaced (any `{JMESPath}` over the
+    /// message works too), e.g. `events.{topic}`. Default `{topic}`.
+    #[serde(default = "default_subject")]
+    pub subject: Template,
+    /// TLS
+    ///
+    /// Whether to require a TLS connection. Defaults to false.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// `credentials` of a nats destination: a user and password, or a token, or neither.
+#[derive(Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Username
+    ///
+    /// NATS user (with password).
+    pub username: Option<String>,
+    /// Password
+    ///
+    /// NATS password.
+    pub password: Option<Secret>,
+    /// Token
+    ///
+    /// NATS authentication token (instead of user and password).
+    pub token: Option<Secret>,
+}
+
+fn default_subject() -> Template {
+    // A constant template: parsing cannot fail.
+    Template::placeholders("{topic}").unwrap_or_else(|_| unreachable!())
+}
+
+impl Nats {
+    /// Builds the type; the target policy decides which server addresses may be reached.
+    pub fn new(cfg: &DestinationsConfig) -> Self {
         Self {
-            spec,
-            policy: Arc::new(policy),
+            policy: Arc::new(cfg.target_policy.clone()),
         }
     }
 }
@@ -115,51 +124,52 @@ fn subject_problem(s: &str) -> Option<String> {
     None
 }
 
-impl DestinationType for NatsType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
+impl Spec for Nats {
+    type Config = Config;
+    type Credentials = Credentials;
+
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "NATS JetStream",
+            description: "Publish events to a NATS JetStream subject and wait for the stream's acknowledgement.",
+            icon: ICON,
+            instructions: "Enter the NATS server address and the subject template (default: the event topic). \
+                A JetStream stream must capture the subject; attempts fail and are retried until one does.",
+        }
     }
 
-    fn validate(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
+    fn check(&self, config: &Config, credentials: &Credentials) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        broker::validate_common(&self.policy, config, credentials, &["tls"], &mut errs);
-        match broker::config_template(config, "subject", DEFAULT_SUBJECT) {
-            Err(e) => errs.push(e),
-            Ok(t) => {
-                // A literal subject must be valid as is; with placeholders, the literal parts
-                // must not break it (whitespace, wildcards).
-                let probe = if t.is_literal() {
-                    t.literal_text()
-                } else {
-                    t.literal_text().replace("..", ".x.")
-                };
-                let problem = if t.is_literal() {
-                    subject_problem(&probe)
-                } else {
-                    probe
-                        .chars()
-                        .any(|c| c.is_whitespace() || c == '*' || c == '>')
-                        .then(|| "must not contain whitespace or wildcards (* >)".to_string())
-                };
-                if let Some(p) = problem {
-                    errs.push(FieldError::new("config.subject", p));
-                }
-            }
+        if let Err(e) = config.server_url.check(&self.policy, "config.server_url") {
+            errs.push(e);
         }
-        let has = |k: &str| credentials.get(k).is_some_and(|v| !v.is_empty());
-        if has("token") && (has("username") || has("password")) {
+        // A literal subject must be valid as is; with placeholders, the literal parts must
+        // not break it (whitespace, wildcards).
+        let t = &config.subject;
+        let problem = if t.is_literal() {
+            subject_problem(&t.literal_text())
+        } else {
+            t.literal_text()
+                .chars()
+                .any(|c| c.is_whitespace() || c == '*' || c == '>')
+                .then(|| "must not contain whitespace or wildcards (* >)".to_string())
+        };
+        if let Some(p) = problem {
+            errs.push(FieldError::new("config.subject", p));
+        }
+        let user = credentials.username.as_ref().is_some_and(|u| !u.is_empty());
+        let password = credentials.password.as_ref().is_some_and(|p| !p.is_empty());
+        let token = credentials.token.as_ref().is_some_and(|t| !t.is_empty());
+        if token && (user || password) {
             errs.push(FieldError::new(
                 "credentials.token",
                 "use either a token or a username and password, not both",
             ));
         }
-        if has("username") != has("password") {
+        if user != password {
             errs.push(FieldError::new(
-                if has("username") {
+                if user {
                     "credentials.password"
                 } else {
                     "credentials.username"
@@ -170,32 +180,30 @@ impl DestinationType for NatsType {
         errs
     }
 
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let raw = d.config.get("server_url").map_or("", String::as_str);
-        let (host, port) = broker::parse_server(raw, DEFAULT_PORT)
-            .map_err(|e| FieldError::new("config.server_url", e))?;
-        let cred = |k: &str| d.credentials.get(k).filter(|v| !v.is_empty()).cloned();
+    fn build(
+        &self,
+        id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
         Ok(Arc::new(NatsDriver {
-            host,
-            port,
-            tls: broker::config_bool(&d.config, "tls", false),
-            subject: broker::config_template(&d.config, "subject", DEFAULT_SUBJECT)?,
-            user: cred("username").zip(cred("password")),
-            token: cred("token"),
+            port: config.server_url.port_or(DEFAULT_PORT),
+            host: config.server_url.host,
+            tls: config.tls,
+            subject: config.subject,
+            user: credentials.username.zip(credentials.password),
+            token: credentials.token,
             policy: self.policy.clone(),
-            name: format!("herald destination {}", d.id),
+            name: format!("herald destination {id}"),
             live: tokio::sync::Mutex::new(None),
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        let server = d.config.get("server_url").cloned().unwrap_or_default();
-        let subject = d
-            .config
-            .get("subject")
-            .filter(|s| !s.is_empty())
-            .map_or(DEFAULT_SUBJECT, String::as_str);
-        (format!("{server} {subject}"), None)
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        (
+            format!("{} {}", config.server_url, config.subject.source()),
+            None,
+        )
     }
 }
 
@@ -204,8 +212,8 @@ struct NatsDriver {
     port: u16,
     tls: bool,
     subject: Template,
-    user: Option<(String, String)>,
-    token: Option<String>,
+    user: Option<(String, Secret)>,
+    token: Option<Secret>,
     policy: Arc<TargetPolicy>,
     name: String,
     live: tokio::sync::Mutex<Option<jetstream::Context>>,
@@ -220,7 +228,7 @@ impl NatsDriver {
         if let Some(js) = live.as_ref() {
             return Ok(js.clone());
         }
-        let addr = broker::resolve(&self.policy, &self.host, self.port).await?;
+        let addr = resolve(&self.policy, &self.host, self.port).await?;
         let mut opts = ConnectOptions::new()
             .name(&self.name)
             .connection_timeout(timeout)
@@ -228,10 +236,10 @@ impl NatsDriver {
             .max_reconnects(MAX_RECONNECTS)
             .require_tls(self.tls);
         if let Some((u, p)) = &self.user {
-            opts = opts.user_and_password(u.clone(), p.clone());
+            opts = opts.user_and_password(u.clone(), p.expose().to_string());
         }
         if let Some(t) = &self.token {
-            opts = opts.token(t.clone());
+            opts = opts.token(t.expose().to_string());
         }
         // With TLS the certificate is checked against the configured name (resolved and
         // checked above); without it, connect to the checked address itself.
@@ -241,7 +249,7 @@ impl NatsDriver {
             format!("nats://{addr}")
         };
         let client = opts.connect(url).await.map_err(|e| {
-            let text = broker::root_message(&e);
+            let text = root_message(&e);
             match e.kind() {
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
                     DeliveryError::permanent("authorization_violation", text)
@@ -269,7 +277,7 @@ impl NatsDriver {
 }
 
 fn publish_error(e: &jetstream::context::PublishError) -> DeliveryError {
-    let text = broker::root_message(e);
+    let text = root_message(e);
     match e.kind() {
         PublishErrorKind::StreamNotFound => DeliveryError::retry(
             "no_stream",
@@ -285,15 +293,20 @@ fn publish_error(e: &jetstream::context::PublishError) -> DeliveryError {
 #[async_trait]
 impl Driver for NatsDriver {
     async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
-        let subject = self.subject.render(msg);
+        let subject = self
+            .subject
+            .render(msg)
+            .map_err(|e| {
+                DeliveryError::permanent("invalid_subject", format!("subject template: {e}"))
+            })?
+            .unwrap_or_default();
         if let Some(p) = subject_problem(&subject) {
             return Err(DeliveryError::permanent("invalid_subject", p));
         }
         let deadline = tokio::time::Instant::now() + msg.timeout;
-        let js =
-            broker::within(msg.timeout, "connecting to NATS", self.context(msg.timeout)).await?;
+        let js = within(msg.timeout, "connecting to NATS", self.context(msg.timeout)).await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let result = broker::within(left, "waiting for the JetStream acknowledgement", async {
+        let result = within(left, "waiting for the JetStream acknowledgement", async {
             let ack = js
                 .publish_with_headers(
                     subject.clone(),
@@ -330,7 +343,23 @@ impl Driver for NatsDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use herald_core::destination::DestinationType;
+    use herald_core::spec::Typed;
+
     use super::*;
+
+    fn nats() -> Typed<Nats> {
+        Typed::new(Nats::new(&DestinationsConfig::default()), true)
+    }
+
+    fn c(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn subjects() {
@@ -343,13 +372,7 @@ mod tests {
 
     #[test]
     fn validation_names_fields() {
-        let t = NatsType::new(TargetPolicy::default());
-        let c = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let t = nats();
         let errs = t.validate(
             &c(&[("server_url", "nats.example:4222"), ("subject", "ev.>")]),
             &c(&[("token", "t"), ("username", "u")]),
@@ -372,6 +395,79 @@ mod tests {
                 &c(&[])
             )
             .is_empty()
+        );
+        // Loopback needs --dev, as for webhooks; a bad address and TLS flag name their field.
+        let errs = t.validate(&c(&[("server_url", "127.0.0.1:4222")]), &c(&[]));
+        assert_eq!(errs[0].field, "config.server_url");
+        let errs = t.validate(&c(&[("server_url", "h:99999"), ("tls", "yes")]), &c(&[]));
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["config.server_url", "config.tls"]);
+    }
+
+    #[test]
+    fn schema_keeps_its_fields() {
+        let t = nats();
+        let spec = t.spec();
+        let config: Vec<_> = spec.config_fields.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(&config[..3], ["server_url", "subject", "tls"]);
+        assert!(spec.config_fields[0].required);
+        assert_eq!(
+            spec.config_fields[0].pattern.as_deref(),
+            Some(crate::support::address::SERVER_PATTERN)
+        );
+        assert_eq!(spec.config_fields[1].default.as_deref(), Some("{topic}"));
+        assert_eq!(spec.config_fields[2].kind, "checkbox");
+        assert_eq!(spec.config_fields[2].default.as_deref(), Some("false"));
+        let creds: Vec<_> = spec
+            .credential_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.sensitive))
+            .collect();
+        assert_eq!(
+            &creds[..4],
+            [
+                ("username", false, false),
+                ("password", false, true),
+                ("token", false, true),
+                ("signing_secret", false, true)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subject_that_renders_invalid_fails_permanently_without_connecting() {
+        let t = nats();
+        let d = herald_core::Destination {
+            id: "des_1".into(),
+            tenant_id: "t".into(),
+            kind: KIND.into(),
+            topics: herald_core::Topics::All,
+            filter: None,
+            // A documentation address: a connection attempt would fail differently.
+            config: c(&[("server_url", "192.0.2.1:9"), ("subject", "ev.{topic}")]),
+            credentials: c(&[]),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let driver = t.build(&d).unwrap();
+        let msg = OutboundMessage {
+            event_id: "e".into(),
+            delivery_id: "dlv_1".into(),
+            topic: "a b".into(),
+            time: jiff::Timestamp::UNIX_EPOCH,
+            body: Arc::from(&b"{}"[..]),
+            headers: vec![],
+            metadata: Default::default(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let e = driver.deliver(&msg).await.unwrap_err();
+        assert_eq!(e.code, "invalid_subject");
+        assert_eq!(
+            e.disposition,
+            herald_core::destination::Disposition::Permanent
         );
     }
 }

@@ -20,130 +20,139 @@
 //! missing exchange (`NOT_FOUND`), an unknown vhost (`NOT_ALLOWED`) and other configuration
 //! errors are permanent — retrying cannot fix them until the destination is edited.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::Secret;
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::broker::{self, Template, field, with_default, with_pattern};
+use crate::DestinationsConfig;
+use crate::support::address::{ServerAddress, resolve, within};
+use crate::support::errors::root_message;
+use crate::support::template::Template;
 use crate::target::TargetPolicy;
 
+const KIND: &str = "rabbitmq";
 const DEFAULT_PORT: u16 = 5672;
 const DEFAULT_TLS_PORT: u16 = 5671;
-const DEFAULT_ROUTING_KEY: &str = "{topic}";
 /// AMQP short strings (exchange, routing key, header names, message id) hold 255 bytes.
 const SHORT_MAX: usize = 255;
 
 /// The rabbitmq destination type.
-pub struct RabbitMqType {
-    spec: TypeSpec,
+pub struct RabbitMq {
     policy: Arc<TargetPolicy>,
 }
 
-impl RabbitMqType {
-    /// Builds the type; `policy` decides which broker addresses may be reached.
-    pub fn new(policy: TargetPolicy) -> Self {
-        let spec = TypeSpec {
-            kind: "rabbitmq".into(),
-            label: "RabbitMQ".into(),
-            description: "Publish events to a RabbitMQ exchange (AMQP 0-9-1) with publisher confirms.".into(),
-            icon: ICON.into(),
-            instructions: "Enter the broker address, the exchange to publish to and the credentials of a user \
-                allowed to write to it. Each event is published with the routing key (default: the event topic); \
-                bind a queue to the exchange to receive it. The exchange must exist."
-                .into(),
-            config_fields: vec![
-                broker::server_field("RabbitMQ", "localhost:5672"),
-                with_pattern(
-                    field(
-                        "exchange",
-                        "Exchange",
-                        "The exchange to publish messages to (`amq.default` is the default exchange). It must exist.",
-                        true,
-                        false,
-                    ),
-                    "^.{1,255}$",
-                ),
-                with_default(
-                    field(
-                        "routing_key",
-                        "Routing key",
-                        "Herald extension: routing key template; `{topic}` and `{event_id}` are replaced. Default `{topic}`.",
-                        false,
-                        false,
-                    ),
-                    DEFAULT_ROUTING_KEY,
-                ),
-                broker::bool_field(
-                    "tls",
-                    "TLS",
-                    "Whether to use a TLS connection (amqps). Defaults to \"false\".",
-                    "false",
-                ),
-                with_default(
-                    field("vhost", "Virtual host", "Herald extension: the virtual host. Default `/`.", false, false),
-                    "/",
-                ),
-                broker::signing_mode_field(),
-            ],
-            credential_fields: vec![
-                field("username", "Username", "RabbitMQ username.", true, false),
-                field("password", "Password", "RabbitMQ password.", true, true),
-                broker::secret_field(),
-            ],
-        };
+/// `config` of a rabbitmq destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Server address
+    ///
+    /// RabbitMQ server address (host:port), e.g. localhost:5672.
+    pub server_url: ServerAddress,
+    /// Exchange
+    ///
+    /// The exchange to publish messages to (`amq.default` is the default exchange). It must
+    /// exist.
+    #[schemars(length(min = 1, max = 255))]
+    pub exchange: String,
+    /// Routing key
+    ///
+    /// Herald extension: routing key template; `{topic}` and `{event_id}` are replaced (any
+    /// `{JMESPath}` over the message works too). Default `{topic}`.
+    #[serde(default = "default_routing_key")]
+    pub routing_key: Template,
+    /// TLS
+    ///
+    /// Whether to use a TLS connection (amqps). Defaults to false.
+    #[serde(default)]
+    pub tls: bool,
+    /// Virtual host
+    ///
+    /// Herald extension: the virtual host. Default `/`.
+    #[serde(default = "default_vhost")]
+    #[schemars(length(max = 255))]
+    pub vhost: String,
+}
+
+/// `credentials` of a rabbitmq destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Username
+    ///
+    /// RabbitMQ username.
+    pub username: String,
+    /// Password
+    ///
+    /// RabbitMQ password.
+    pub password: Secret,
+}
+
+fn default_routing_key() -> Template {
+    // A constant template: parsing cannot fail.
+    Template::placeholders("{topic}").unwrap_or_else(|_| unreachable!())
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+impl RabbitMq {
+    /// Builds the type.
+    pub fn new(cfg: &DestinationsConfig) -> Self {
         Self {
-            spec,
-            policy: Arc::new(policy),
+            policy: Arc::new(cfg.target_policy.clone()),
         }
     }
 }
 
 const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2"><rect x="3" y="3" width="7" height="18" rx="1"/><rect x="10" y="10" width="11" height="11" rx="1"/><circle cx="15.5" cy="15.5" r="1.5"/></svg>"#;
 
-impl DestinationType for RabbitMqType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
+impl Spec for RabbitMq {
+    type Config = Config;
+    type Credentials = Credentials;
+
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "RabbitMQ",
+            description: "Publish events to a RabbitMQ exchange (AMQP 0-9-1) with publisher confirms.",
+            icon: ICON,
+            instructions: "Enter the broker address, the exchange to publish to and the credentials of a user \
+                allowed to write to it. Each event is published with the routing key (default: the event topic); \
+                bind a queue to the exchange to receive it. The exchange must exist.",
+        }
     }
 
-    fn validate(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
+    fn check(&self, config: &Config, _: &Credentials) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        broker::validate_common(&self.policy, config, credentials, &["tls"], &mut errs);
-        if let Some(x) = config.get("exchange")
-            && x.len() > SHORT_MAX
-        {
+        if let Err(e) = config.server_url.check(&self.policy, "config.server_url") {
+            errs.push(e);
+        }
+        if config.exchange.len() > SHORT_MAX {
             errs.push(FieldError::new(
                 "config.exchange",
                 format!("must be at most {SHORT_MAX} bytes"),
             ));
         }
-        match broker::config_template(config, "routing_key", DEFAULT_ROUTING_KEY) {
-            Err(e) => errs.push(e),
-            Ok(t) if t.literal_text().len() > SHORT_MAX => errs.push(FieldError::new(
+        if config.routing_key.literal_text().len() > SHORT_MAX {
+            errs.push(FieldError::new(
                 "config.routing_key",
                 format!("must be at most {SHORT_MAX} bytes"),
-            )),
-            Ok(_) => {}
+            ));
         }
-        if let Some(v) = config.get("vhost")
-            && v.len() > SHORT_MAX
-        {
+        if config.vhost.len() > SHORT_MAX {
             errs.push(FieldError::new(
                 "config.vhost",
                 format!("must be at most {SHORT_MAX} bytes"),
@@ -152,49 +161,45 @@ impl DestinationType for RabbitMqType {
         errs
     }
 
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let tls = broker::config_bool(&d.config, "tls", false);
-        let raw = d.config.get("server_url").map_or("", String::as_str);
-        let (host, port) =
-            broker::parse_server(raw, if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT })
-                .map_err(|e| FieldError::new("config.server_url", e))?;
-        let exchange = d
-            .config
-            .get("exchange")
-            .cloned()
-            .ok_or_else(|| FieldError::new("config.exchange", "is required"))?;
-        let exchange = ShortString::try_new(if exchange == "amq.default" {
+    fn build(
+        &self,
+        id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        let port = config.server_url.port_or(if config.tls {
+            DEFAULT_TLS_PORT
+        } else {
+            DEFAULT_PORT
+        });
+        let exchange = ShortString::try_new(if config.exchange == "amq.default" {
             String::new()
         } else {
-            exchange
+            config.exchange
         })
         .map_err(|e| FieldError::new("config.exchange", e.to_string()))?;
-        let routing_key = broker::config_template(&d.config, "routing_key", DEFAULT_ROUTING_KEY)?;
-        let vhost = d
-            .config
-            .get("vhost")
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .unwrap_or_else(|| "/".into());
-        let cred = |k: &str| d.credentials.get(k).cloned().unwrap_or_default();
         Ok(Arc::new(RabbitMqDriver {
-            host,
+            host: config.server_url.host,
             port,
-            tls,
-            vhost,
-            username: cred("username"),
-            password: cred("password"),
+            tls: config.tls,
+            vhost: if config.vhost.is_empty() {
+                default_vhost()
+            } else {
+                config.vhost
+            },
+            username: credentials.username,
+            password: credentials.password,
             exchange,
-            routing_key,
+            routing_key: config.routing_key,
             policy: self.policy.clone(),
-            name: format!("herald destination {}", d.id),
+            name: format!("herald destination {id}"),
             live: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        (d.config.get("exchange").cloned().unwrap_or_default(), None)
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        (config.exchange.clone(), None)
     }
 }
 
@@ -211,7 +216,7 @@ struct RabbitMqDriver {
     tls: bool,
     vhost: String,
     username: String,
-    password: String,
+    password: Secret,
     exchange: ShortString,
     routing_key: Template,
     policy: Arc<TargetPolicy>,
@@ -222,7 +227,7 @@ struct RabbitMqDriver {
 
 /// Maps a lapin error to retry or permanent (see the module docs).
 fn classify(e: &lapin::Error) -> DeliveryError {
-    let text = broker::root_message(e);
+    let text = root_message(e);
     match e.kind() {
         ErrorKind::ProtocolError(amqp) => {
             let (code, permanent) = match amqp.kind() {
@@ -267,7 +272,7 @@ impl RabbitMqDriver {
             authority: AMQPAuthority {
                 userinfo: AMQPUserInfo {
                     username: self.username.clone(),
-                    password: self.password.clone(),
+                    password: self.password.expose().to_string(),
                 },
                 host,
                 port: self.port,
@@ -292,7 +297,7 @@ impl RabbitMqDriver {
                 close_later(old.conn);
             }
         }
-        let addr = broker::resolve(&self.policy, &self.host, self.port).await?;
+        let addr = resolve(&self.policy, &self.host, self.port).await?;
         // Without TLS, connect to the checked address itself; with TLS the certificate is
         // verified against the configured host name, which was checked just above.
         let host = if self.tls {
@@ -441,19 +446,28 @@ impl Drop for RabbitMqDriver {
 #[async_trait]
 impl Driver for RabbitMqDriver {
     async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
-        let key = self.routing_key.render(msg);
+        let key = self
+            .routing_key
+            .render(msg)
+            .map_err(|e| {
+                DeliveryError::permanent(
+                    "invalid_routing_key",
+                    format!("routing key template: {e}"),
+                )
+            })?
+            .unwrap_or_default();
         let routing_key = ShortString::try_new(key).map_err(|e| {
             DeliveryError::permanent("invalid_routing_key", format!("routing key: {e}"))
         })?;
         let deadline = tokio::time::Instant::now() + msg.timeout;
-        let (channel, generation) = broker::within(
+        let (channel, generation) = within(
             msg.timeout,
             "connecting to RabbitMQ",
             self.channel(msg.timeout),
         )
         .await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let result = broker::within(
+        let result = within(
             left,
             "waiting for the publisher confirm",
             self.publish(&channel, routing_key, msg),
@@ -470,7 +484,17 @@ impl Driver for RabbitMqDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use herald_core::Destination;
+    use herald_core::destination::DestinationType;
+    use herald_core::spec::Typed;
+
     use super::*;
+
+    fn rabbitmq() -> Typed<RabbitMq> {
+        Typed::new(RabbitMq::new(&DestinationsConfig::default()), true)
+    }
 
     fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -481,7 +505,7 @@ mod tests {
 
     #[test]
     fn validation_names_fields() {
-        let t = RabbitMqType::new(TargetPolicy::default());
+        let t = rabbitmq();
         let creds = config(&[("username", "u"), ("password", "p")]);
         let errs = t.validate(
             &config(&[
@@ -495,7 +519,7 @@ mod tests {
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["config.server_url", "config.tls", "config.routing_key"]
+            ["config.server_url", "config.routing_key", "config.tls"]
         );
         // Loopback needs --dev, as for webhooks.
         let errs = t.validate(
@@ -514,7 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_overlong_routing_key_fails_permanently_without_connecting() {
-        let t = RabbitMqType::new(TargetPolicy::default());
+        let t = rabbitmq();
         let d = Destination {
             id: "des_1".into(),
             tenant_id: "t".into(),

@@ -4,8 +4,9 @@
 //! Fields (the Outpost contract does not define this type): `server_url` (`host:port`),
 //! `stream` (the key; a template, e.g. `events:{topic}`), `max_len` (cap; empty means no
 //! cap), `max_len_approximate` (`MAXLEN ~`, default `true`, much cheaper for Redis),
-//! `database`, `signing_mode`; credentials `username` (Redis 6 ACL user, optional),
-//! `password`, and an optional signing `secret`.
+//! `database`; credentials `username` (Redis 6 ACL user, optional) and `password`. The
+//! signing settings (`signing_mode`, `signing_secret`, generated when omitted) are the common
+//! ones every signing type gets from [`herald_core::spec::Typed`].
 //!
 //! Message mapping: one stream entry per event. Its field `data` holds the event data (JSON);
 //! every header the engine computed (event id, timestamp, topic, metadata, signature) is one
@@ -19,140 +20,116 @@
 //! Classification: refused or dropped connections, timeouts and the transient server errors
 //! `LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`, `READONLY`, `CLUSTERDOWN` and `OOM` are retried;
 //! authentication failures (`WRONGPASS`, `NOAUTH`), missing ACL permissions (`NOPERM`), a key
-//! that holds another type (`WRONGTYPE`) and any other server error reply are permanent.
+//! that holds another type (`WRONGTYPE`), any other server error reply and a stream key whose
+//! template fails or renders empty for the message (`invalid_stream`) are permanent.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use herald_core::Destination;
-use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
-};
+use herald_core::Secret;
+use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
+use herald_core::spec::{About, Spec};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::broker::{self, Template, field, with_pattern};
+use crate::DestinationsConfig;
+use crate::support::address::{ServerAddress, resolve, within};
+use crate::support::errors::root_message;
+use crate::support::template::Template;
 use crate::target::TargetPolicy;
 
+const KIND: &str = "redis_stream";
 const DEFAULT_PORT: u16 = 6379;
 
 /// The redis_stream destination type.
-pub struct RedisStreamType {
-    spec: TypeSpec,
+pub struct RedisStream {
     policy: Arc<TargetPolicy>,
 }
 
-impl RedisStreamType {
-    /// Builds the type; `policy` decides which server addresses may be reached.
-    pub fn new(policy: TargetPolicy) -> Self {
-        let spec = TypeSpec {
-            kind: "redis_stream".into(),
-            label: "Redis Stream".into(),
-            description: "Append events to a Redis stream (XADD), optionally capped with MAXLEN.".into(),
-            icon: ICON.into(),
-            instructions: "Enter the Redis address and the stream key. Each event becomes one entry with a `data` \
-                field (the event data as JSON) and one field per header (event id, timestamp, topic, metadata, signature)."
-                .into(),
-            config_fields: vec![
-                broker::server_field("Redis", "localhost:6379"),
-                field(
-                    "stream",
-                    "Stream key",
-                    "Key of the stream; `{topic}` and `{event_id}` are replaced, e.g. `events:{topic}`.",
-                    true,
-                    false,
-                ),
-                with_pattern(
-                    field(
-                        "max_len",
-                        "Maximum length",
-                        "Cap the stream at about this many entries (XADD MAXLEN). Empty: no cap.",
-                        false,
-                        false,
-                    ),
-                    "^[0-9]*$",
-                ),
-                broker::bool_field(
-                    "max_len_approximate",
-                    "Approximate cap",
-                    "Trim with `MAXLEN ~` (whole nodes, much cheaper) instead of an exact `MAXLEN`. Defaults to \"true\".",
-                    "true",
-                ),
-                with_pattern(
-                    field("database", "Database", "Database number (SELECT). Default 0.", false, false),
-                    "^[0-9]*$",
-                ),
-                broker::signing_mode_field(),
-            ],
-            credential_fields: vec![
-                field("username", "Username", "ACL user (Redis 6+); empty for the default user.", false, false),
-                field("password", "Password", "Password (AUTH).", false, true),
-                broker::secret_field(),
-            ],
-        };
+/// `config` of a redis_stream destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Config {
+    /// Server address
+    ///
+    /// Redis server address (host:port), e.g. localhost:6379.
+    pub server_url: ServerAddress,
+    /// Stream key
+    ///
+    /// Key of the stream; `{topic}` and `{event_id}` are replaced (any `{JMESPath}` over the
+    /// message works too), e.g. `events:{topic}`.
+    pub stream: Template,
+    /// Maximum length
+    ///
+    /// Cap the stream at about this many entries (XADD MAXLEN). Empty: no cap.
+    #[schemars(range(min = 1))]
+    pub max_len: Option<u64>,
+    /// Approximate cap
+    ///
+    /// Trim with `MAXLEN ~` (whole nodes, much cheaper) instead of an exact `MAXLEN`. Defaults
+    /// to true.
+    #[serde(default = "yes")]
+    pub max_len_approximate: bool,
+    /// Database
+    ///
+    /// Database number (SELECT). Default 0.
+    #[schemars(range(min = 0))]
+    pub database: Option<u32>,
+}
+
+/// `credentials` of a redis_stream destination.
+#[derive(Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Username
+    ///
+    /// ACL user (Redis 6+); empty for the default user.
+    pub username: Option<String>,
+    /// Password
+    ///
+    /// Password (AUTH).
+    pub password: Option<Secret>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RedisStream {
+    /// Builds the type; the target policy decides which server addresses may be reached.
+    pub fn new(cfg: &DestinationsConfig) -> Self {
         Self {
-            spec,
-            policy: Arc::new(policy),
+            policy: Arc::new(cfg.target_policy.clone()),
         }
     }
 }
 
 const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2"><ellipse cx="12" cy="6" rx="8" ry="3"/><path d="M4 6v6c0 1.7 3.6 3 8 3s8-1.3 8-3V6"/><path d="M4 12v6c0 1.7 3.6 3 8 3s8-1.3 8-3v-6"/></svg>"#;
 
-/// A non-negative whole number, or empty.
-fn parse_count(v: &str) -> Result<Option<u64>, String> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    v.parse::<u64>()
-        .map(Some)
-        .map_err(|_| format!("{v:?} is not a whole number"))
-}
+impl Spec for RedisStream {
+    type Config = Config;
+    type Credentials = Credentials;
 
-impl DestinationType for RedisStreamType {
-    fn spec(&self) -> &TypeSpec {
-        &self.spec
+    fn about(&self) -> About {
+        About {
+            kind: KIND,
+            label: "Redis Stream",
+            description: "Append events to a Redis stream (XADD), optionally capped with MAXLEN.",
+            icon: ICON,
+            instructions: "Enter the Redis address and the stream key. Each event becomes one entry with a `data` \
+                field (the event data as JSON) and one field per header (event id, timestamp, topic, metadata, signature).",
+        }
     }
 
-    fn validate(
-        &self,
-        config: &BTreeMap<String, String>,
-        credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
+    fn check(&self, config: &Config, credentials: &Credentials) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        broker::validate_common(
-            &self.policy,
-            config,
-            credentials,
-            &["max_len_approximate"],
-            &mut errs,
-        );
-        if let Some(raw) = config.get("stream")
-            && let Err(e) = Template::parse(raw)
-        {
-            errs.push(FieldError::new("config.stream", e));
+        if let Err(e) = config.server_url.check(&self.policy, "config.server_url") {
+            errs.push(e);
         }
-        match config.get("max_len").map(|v| parse_count(v)) {
-            Some(Err(e)) => errs.push(FieldError::new("config.max_len", e)),
-            Some(Ok(Some(0))) => errs.push(FieldError::new(
-                "config.max_len",
-                "must be at least 1 (or empty for no cap)",
-            )),
-            _ => {}
-        }
-        match config.get("database").map(|v| parse_count(v)) {
-            Some(Err(e)) => errs.push(FieldError::new("config.database", e)),
-            Some(Ok(Some(n))) if n > i64::MAX as u64 => {
-                errs.push(FieldError::new("config.database", "is too large"))
-            }
-            _ => {}
-        }
-        if credentials.get("username").is_some_and(|u| !u.is_empty())
-            && credentials.get("password").is_none_or(|p| p.is_empty())
+        if credentials.username.as_ref().is_some_and(|u| !u.is_empty())
+            && credentials.password.as_ref().is_none_or(|p| p.is_empty())
         {
             errs.push(FieldError::new(
                 "credentials.password",
@@ -162,46 +139,32 @@ impl DestinationType for RedisStreamType {
         errs
     }
 
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
-        let raw = d.config.get("server_url").map_or("", String::as_str);
-        let (host, port) = broker::parse_server(raw, DEFAULT_PORT)
-            .map_err(|e| FieldError::new("config.server_url", e))?;
-        let stream = Template::parse(d.config.get("stream").map_or("", String::as_str))
-            .map_err(|e| FieldError::new("config.stream", e))?;
-        let count = |k: &str| {
-            d.config
-                .get(k)
-                .map(|v| parse_count(v))
-                .transpose()
-                .map(Option::flatten)
-                .map_err(|e| FieldError::new(format!("config.{k}"), e))
-        };
-        let cred = |k: &str| d.credentials.get(k).filter(|v| !v.is_empty()).cloned();
-        let mut info = RedisConnectionInfo::default()
-            .set_db(count("database")?.unwrap_or(0).min(i64::MAX as u64) as i64);
-        if let Some(u) = cred("username") {
-            info = info.set_username(u);
-        }
-        if let Some(p) = cred("password") {
-            info = info.set_password(p);
-        }
+    fn build(
+        &self,
+        _id: &str,
+        config: Config,
+        credentials: Credentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
         Ok(Arc::new(RedisStreamDriver {
-            host,
-            port,
-            stream,
-            max_len: count("max_len")?.filter(|n| *n > 0),
-            approximate: broker::config_bool(&d.config, "max_len_approximate", true),
-            info,
+            port: config.server_url.port_or(DEFAULT_PORT),
+            host: config.server_url.host,
+            stream: config.stream,
+            max_len: config.max_len.filter(|n| *n > 0),
+            approximate: config.max_len_approximate,
+            database: config.database.unwrap_or(0),
+            username: credentials.username.filter(|u| !u.is_empty()),
+            password: credentials.password.filter(|p| !p.is_empty()),
             policy: self.policy.clone(),
             live: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        let server = d.config.get("server_url").cloned().unwrap_or_default();
-        let stream = d.config.get("stream").cloned().unwrap_or_default();
-        (format!("{server} {stream}"), None)
+    fn target(&self, config: &Config) -> (String, Option<String>) {
+        (
+            format!("{} {}", config.server_url, config.stream.source()),
+            None,
+        )
     }
 }
 
@@ -211,7 +174,9 @@ struct RedisStreamDriver {
     stream: Template,
     max_len: Option<u64>,
     approximate: bool,
-    info: RedisConnectionInfo,
+    database: u32,
+    username: Option<String>,
+    password: Option<Secret>,
     policy: Arc<TargetPolicy>,
     live: tokio::sync::Mutex<Option<(MultiplexedConnection, u64)>>,
     generation: AtomicU64,
@@ -219,7 +184,7 @@ struct RedisStreamDriver {
 
 /// Maps a redis error to retry or permanent (see the module docs).
 fn classify(e: &redis::RedisError) -> DeliveryError {
-    let text = broker::root_message(e);
+    let text = root_message(e);
     if e.is_timeout() {
         return DeliveryError::retry("timeout", text);
     }
@@ -249,11 +214,11 @@ impl RedisStreamDriver {
         if let Some(c) = live.as_ref() {
             return Ok(c.clone());
         }
-        let addr = broker::resolve(&self.policy, &self.host, self.port).await?;
+        let addr = resolve(&self.policy, &self.host, self.port).await?;
         let info = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port())
             .into_connection_info()
             .map_err(|e| classify(&e))?
-            .set_redis_settings(self.info.clone());
+            .set_redis_settings(self.settings());
         let client = redis::Client::open(info).map_err(|e| classify(&e))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -265,6 +230,18 @@ impl RedisStreamDriver {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *live = Some((conn.clone(), generation));
         Ok((conn, generation))
+    }
+
+    /// Database and AUTH settings (the password is exposed only to the client here).
+    fn settings(&self) -> RedisConnectionInfo {
+        let mut info = RedisConnectionInfo::default().set_db(i64::from(self.database));
+        if let Some(u) = &self.username {
+            info = info.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            info = info.set_password(p.expose());
+        }
+        info
     }
 
     async fn invalidate(&self, generation: u64) {
@@ -295,9 +272,17 @@ impl RedisStreamDriver {
 #[async_trait]
 impl Driver for RedisStreamDriver {
     async fn deliver(&self, msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
-        let key = self.stream.render(msg);
+        let key = self
+            .stream
+            .render(msg)
+            .map_err(|e| {
+                DeliveryError::permanent("invalid_stream", format!("stream key template: {e}"))
+            })?
+            .ok_or_else(|| {
+                DeliveryError::permanent("invalid_stream", "the stream key renders empty")
+            })?;
         let deadline = tokio::time::Instant::now() + msg.timeout;
-        let (mut conn, generation) = broker::within(
+        let (mut conn, generation) = within(
             msg.timeout,
             "connecting to Redis",
             self.connection(msg.timeout),
@@ -305,7 +290,7 @@ impl Driver for RedisStreamDriver {
         .await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let cmd = self.command(&key, msg);
-        let result = broker::within(left, "waiting for XADD", async {
+        let result = within(left, "waiting for XADD", async {
             cmd.query_async::<String>(&mut conn)
                 .await
                 .map_err(|e| classify(&e))
@@ -334,17 +319,27 @@ impl Driver for RedisStreamDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use herald_core::destination::DestinationType;
+    use herald_core::spec::Typed;
+
     use super::*;
+
+    fn redis_stream() -> Typed<RedisStream> {
+        Typed::new(RedisStream::new(&DestinationsConfig::default()), true)
+    }
+
+    fn c(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn validation_names_fields() {
-        let t = RedisStreamType::new(TargetPolicy::default());
-        let c = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let t = redis_stream();
         let errs = t.validate(
             &c(&[
                 ("server_url", "redis.example:6379"),
@@ -352,17 +347,33 @@ mod tests {
                 ("max_len", "-1"),
                 ("database", "x"),
             ]),
-            &c(&[("username", "u")]),
+            &c(&[]),
         );
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            [
-                "config.stream",
-                "config.max_len",
-                "config.database",
-                "credentials.password"
-            ]
+            ["config.stream", "config.max_len", "config.database"]
+        );
+        // Cross-field checks run once every field parses.
+        let errs = t.validate(
+            &c(&[("server_url", "redis.example:6379"), ("stream", "s")]),
+            &c(&[("username", "u")]),
+        );
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["credentials.password"]);
+        let errs = t.validate(
+            &c(&[
+                ("server_url", "127.0.0.1"),
+                ("stream", "s"),
+                ("max_len", "0"),
+            ]),
+            &c(&[]),
+        );
+        assert_eq!(errs[0].field, "config.max_len");
+        assert!(
+            errs[0].problem.contains("at least 1"),
+            "{}",
+            errs[0].problem
         );
         assert!(
             t.validate(
@@ -374,6 +385,107 @@ mod tests {
                 &c(&[])
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn schema_keeps_its_fields() {
+        let t = redis_stream();
+        let spec = t.spec();
+        let f = |k: &str| spec.config_fields.iter().find(|f| f.key == k).unwrap();
+        assert!(f("server_url").required && f("stream").required);
+        assert_eq!(f("max_len").pattern.as_deref(), Some("^[0-9]*$"));
+        assert_eq!(f("database").pattern.as_deref(), Some("^[0-9]*$"));
+        assert!(f("database").default.is_none());
+        assert_eq!(f("max_len_approximate").kind, "checkbox");
+        assert_eq!(f("max_len_approximate").default.as_deref(), Some("true"));
+        let creds: Vec<_> = spec
+            .credential_fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.required, f.sensitive))
+            .collect();
+        assert_eq!(
+            &creds[..3],
+            [
+                ("username", false, false),
+                ("password", false, true),
+                ("signing_secret", false, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_command_caps_the_stream_and_carries_every_header() {
+        let t = redis_stream();
+        let cfg = c(&[
+            ("server_url", "redis.example"),
+            ("stream", "ev:{topic}"),
+            ("max_len", "5"),
+            ("max_len_approximate", "false"),
+            ("database", "2"),
+        ]);
+        let (config, credentials) = (
+            herald_core::spec::parse::<Config>(
+                "config",
+                &herald_core::spec::Fields::of::<Config>(),
+                &cfg,
+            )
+            .unwrap(),
+            Credentials {
+                username: Some("u".into()),
+                password: Some(Secret::new("p")),
+            },
+        );
+        assert!(t.validate(&cfg, &c(&[])).is_empty());
+        let d = RedisStreamDriver {
+            port: config.server_url.port_or(DEFAULT_PORT),
+            host: config.server_url.host,
+            stream: config.stream,
+            max_len: config.max_len,
+            approximate: config.max_len_approximate,
+            database: config.database.unwrap_or(0),
+            username: credentials.username,
+            password: credentials.password,
+            policy: Arc::new(TargetPolicy::default()),
+            live: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+        };
+        assert_eq!(d.port, 6379);
+        let info = d.settings();
+        assert_eq!(info.db(), 2);
+        let msg = OutboundMessage {
+            event_id: "evt_1".into(),
+            delivery_id: "dlv_1".into(),
+            topic: "a".into(),
+            time: jiff::Timestamp::UNIX_EPOCH,
+            body: Arc::from(&b"{}"[..]),
+            headers: vec![("webhook-id".into(), "evt_1".into())],
+            metadata: Default::default(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let key = d.stream.render(&msg).unwrap().unwrap();
+        assert_eq!(key, "ev:a");
+        // RESP: each argument is a `$<len>` line followed by the argument.
+        let packed = String::from_utf8(d.command(&key, &msg).get_packed_command()).unwrap();
+        let lines: Vec<_> = packed.split("\r\n").collect();
+        let args: Vec<_> = lines
+            .windows(2)
+            .filter(|w| w[0].starts_with('$'))
+            .map(|w| w[1])
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "XADD",
+                "ev:a",
+                "MAXLEN",
+                "5",
+                "*",
+                "data",
+                "{}",
+                "webhook-id",
+                "evt_1"
+            ]
         );
     }
 }

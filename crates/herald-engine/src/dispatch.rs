@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use herald_core::destination::{DeliveryError, Disposition, OutboundMessage, common_setting};
+use herald_core::destination::{DeliveryError, Disposition, OutboundMessage};
 use herald_core::signing::{self, SigningConfig, SigningMode};
 use herald_core::{Attempt, AttemptStatus, DeliveryStatus, Destination, Event, ids};
 use herald_store::{AttemptRecord, Job};
@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::routes::Route;
 use crate::{EngineConfig, Inner};
 
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -84,10 +85,13 @@ impl Dispatch {
     }
 
     /// The gate for a destination, rebuilt when its limits changed.
-    fn gate(&self, d: &Destination) -> Arc<DestinationGate> {
-        let max = common_setting(&d.config, "max_in_flight")
+    fn gate(&self, route: &Route) -> Arc<DestinationGate> {
+        let d = &route.destination;
+        let limits = &route.delivery.settings;
+        let max = limits
+            .max_in_flight
             .map_or(self.destination_limit, |n| n as usize);
-        let rate = common_setting(&d.config, "rate_limit_per_minute").unwrap_or(0);
+        let rate = limits.rate_limit_per_minute.unwrap_or(0);
         let mut gates = self.gates.lock();
         if let Some(g) = gates.get(&d.id)
             && g.settings == (max, rate)
@@ -147,7 +151,7 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
             tokio::spawn(async move { settle_unroutable(&inner, &job.delivery).await });
             continue;
         };
-        let gate = inner.dispatch.gate(&route.destination);
+        let gate = inner.dispatch.gate(&route);
         let backlog_limit = (gate.settings.0 * 4).max(256);
         if gate.waiting.load(Ordering::SeqCst) >= backlog_limit {
             shed.push(job.delivery.id);
@@ -265,14 +269,10 @@ pub(crate) async fn run_poller(inner: Arc<Inner>) {
 /// destination asks for the other mode in `config.signing_mode` (then that mode's defaults).
 fn signing_for<'a>(
     cfg: &'a SigningConfig,
-    d: &Destination,
+    wanted: Option<SigningMode>,
     fallback: &'a mut Option<SigningConfig>,
 ) -> &'a SigningConfig {
-    let wanted = match d.config.get("signing_mode").map(String::as_str) {
-        Some("outpost") => SigningMode::Outpost,
-        Some("standard") => SigningMode::Standard,
-        _ => return cfg,
-    };
+    let Some(wanted) = wanted else { return cfg };
     if wanted == cfg.mode {
         return cfg;
     }
@@ -284,41 +284,25 @@ fn signing_for<'a>(
 
 fn message(
     inner: &Inner,
-    d: &Destination,
+    route: &Route,
     event: &Event,
     delivery_id: &str,
     now: Timestamp,
 ) -> OutboundMessage {
+    let d = &route.destination;
     let body: Arc<[u8]> = serde_json::to_vec(&event.data)
         .unwrap_or_else(|_| b"{}".to_vec())
         .into();
     // As in Outpost, the event's own metadata wins over the destination's delivery metadata.
     let mut metadata = d.delivery_metadata.clone().unwrap_or_default();
     metadata.extend(event.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let previous = match (
-        d.credentials.get("previous_secret"),
-        d.credentials.get("previous_secret_invalid_at"),
-    ) {
-        (Some(secret), Some(until)) => until
-            .parse::<Timestamp>()
-            .ok()
-            .map(|t| (secret.as_str(), t)),
-        (Some(secret), None) => Some((secret.as_str(), now + SignedDuration::from_hours(24))),
-        _ => None,
-    };
-    // The type names the credential that holds its signing secret (`secret` for webhooks).
-    let secret_key = inner
-        .registry
-        .get(&d.kind)
-        .map_or(Some("secret"), |t| t.signing_secret_key());
-    let secrets = signing::Secrets {
-        current: secret_key
-            .and_then(|k| d.credentials.get(k))
-            .map(String::as_str),
-        previous,
-    };
+    let secrets = route.delivery.keys.secrets();
     let mut fallback = None;
-    let cfg = signing_for(&inner.config.signing, d, &mut fallback);
+    let cfg = signing_for(
+        &inner.config.signing,
+        route.delivery.signing_mode,
+        &mut fallback,
+    );
     let msg = signing::Message {
         event_id: &event.id,
         topic: &event.topic,
@@ -367,6 +351,7 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
     }
     let number = delivery.attempts + 1;
     let started = Instant::now();
+    let mut sent_headers = None;
     let result = match &route.driver {
         None => Err(DeliveryError::permanent(
             "unsupported_type",
@@ -376,7 +361,8 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
             ),
         )),
         Some(driver) => {
-            let msg = message(inner, dest, &event, &delivery.id, now);
+            let msg = message(inner, &route, &event, &delivery.id, now);
+            sent_headers = Some(request_headers(&msg.headers));
             match tokio::time::timeout(inner.config.attempt_timeout, driver.deliver(&msg)).await {
                 Ok(r) => r,
                 Err(_) => Err(DeliveryError::retry(
@@ -436,6 +422,7 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
             )
         }
     };
+    let response = with_request(response, sent_headers);
     let record = AttemptRecord {
         attempt: Attempt {
             id: ids::new_id(ids::ATTEMPT),
@@ -567,6 +554,40 @@ async fn hold_lease(
             false
         }
     }
+}
+
+/// The protocol headers of an attempt as recorded in its response data (`request.headers`),
+/// for the portal's "request as sent" view. Signature values are masked: they are derived
+/// from the secret and only useful to the receiver. A destination's own custom headers are
+/// added by its driver and not recorded here (they may carry credentials).
+fn request_headers(headers: &[(String, String)]) -> Value {
+    let map: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            let v = if k.to_ascii_lowercase().contains("signature") {
+                let keep: String = v.chars().take(4).collect();
+                format!("{keep}****")
+            } else {
+                v.clone()
+            };
+            (k.clone(), Value::String(v))
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// Adds `request.headers` to an attempt's response data.
+fn with_request(response: Option<Value>, headers: Option<Value>) -> Option<Value> {
+    let Some(headers) = headers else {
+        return response;
+    };
+    let mut m = match response {
+        Some(Value::Object(m)) => m,
+        None => serde_json::Map::new(),
+        Some(other) => return Some(other),
+    };
+    m.insert("request".into(), json!({ "headers": headers }));
+    Some(Value::Object(m))
 }
 
 fn with_error(response: Option<Value>, message: &str) -> Value {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use herald_core::destination::{Driver, Registry};
+use herald_core::spec::Delivery;
 use herald_core::{Destination, Event};
 use parking_lot::RwLock;
 
@@ -19,6 +20,8 @@ pub struct Route {
     pub destination: Arc<Destination>,
     /// Its sender.
     pub driver: Option<Arc<dyn Driver>>,
+    /// Its engine-level settings and signing keys, parsed once here.
+    pub delivery: Arc<Delivery>,
 }
 
 /// Destinations by tenant, plus an index by id.
@@ -50,9 +53,11 @@ impl Routes {
                 None
             }
         };
+        let delivery = Arc::new(self.registry.delivery(&d));
         Route {
             destination: Arc::new(d),
             driver,
+            delivery,
         }
     }
 

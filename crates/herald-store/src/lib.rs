@@ -19,6 +19,7 @@ mod codec;
 pub mod cursor;
 pub mod pg;
 pub mod query;
+pub mod seal;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -79,6 +80,31 @@ pub enum StoreError {
         found: i64,
         /// Version this binary needs.
         required: i64,
+    },
+    /// A destination's sealed column does not open with the configured keys.
+    #[error("cannot open {column} of destination {id:?}: {source}")]
+    Sealed {
+        /// Table and column.
+        column: &'static str,
+        /// The destination.
+        id: String,
+        /// Why it does not open.
+        source: seal::SealError,
+    },
+    /// Destinations that none of the configured encryption keys opens were found at start;
+    /// the store refuses to run rather than lose them.
+    #[error(
+        "{unreadable} of {total} destinations cannot be opened with the configured encryption keys (first: destination {first_id:?}, {reason}). Set HERALD_ENCRYPTION_KEY to the key they were sealed with, or add that key to HERALD_ENCRYPTION_OLD_KEYS; nothing was changed"
+    )]
+    Unreadable {
+        /// Rows that do not open.
+        unreadable: u64,
+        /// Destination rows in the database.
+        total: u64,
+        /// One of them.
+        first_id: String,
+        /// Why it does not open.
+        reason: seal::SealError,
     },
     /// The store is shutting down or its writer died.
     #[error("store is closed")]

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
 use crate::query::*;
+use crate::seal::{self, Keyring, ResealReport};
 use crate::{
     AttemptRecord, Backlog, Job, NewDelivery, PublishOutcome, PurgeStats, Result, Store,
     StoreError, StoredEvent, cursor,
@@ -152,23 +153,29 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    keys: Keyring,
+    resealed: ResealReport,
     writer: mpsc::Sender<WriteJob>,
     readers: Mutex<Vec<Connection>>,
     closed: AtomicBool,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`, applies pending migrations and
-    /// starts the writer thread. Refuses a database written by a newer Herald.
-    pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, true)
+    /// Opens (creating if needed) the database at `path`, applies pending migrations, seals
+    /// destination rows that are not sealed under the current key of `keys` (see
+    /// [`SqliteStore::resealed`]) and starts the writer thread. Refuses a database written by a
+    /// newer Herald, and one with destinations no key in `keys` opens
+    /// ([`StoreError::Unreadable`]).
+    pub fn open(path: &Path, keys: &Keyring) -> Result<Self> {
+        Self::open_with(path, true, keys)
     }
 
     /// Like [`SqliteStore::open`]; with `migrate` false, a database that needs migrations is
     /// refused ([`StoreError::MigrationRequired`]) instead of migrated.
-    pub fn open_with(path: &Path, migrate: bool) -> Result<Self> {
+    pub fn open_with(path: &Path, migrate: bool, keys: &Keyring) -> Result<Self> {
         let conn = open_conn(path, false)?;
         self::migrate(&conn, migrate)?;
+        let resealed = reseal_all(&conn, keys)?;
         let (tx, rx) = mpsc::channel::<WriteJob>(16 * MAX_BATCH);
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
@@ -180,6 +187,8 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                keys: keys.clone(),
+                resealed,
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
@@ -190,6 +199,26 @@ impl SqliteStore {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What opening did to destination rows: plaintext rows sealed, and rows under an old key
+    /// sealed again under the current one. One process owns an embedded database, so every
+    /// row is moved to the current key at open; this is how keys rotate on this store.
+    pub fn resealed(&self) -> ResealReport {
+        self.inner.resealed
+    }
+
+    /// How the destination rows are sealed now.
+    pub async fn seal_census(&self) -> Result<seal::SealCensus> {
+        let keys = self.inner.keys.clone();
+        self.read(move |c| {
+            let mut census = seal::SealCensus::default();
+            for (id, config, credentials) in raw_destination_rows(c)? {
+                census.count(&seal::row_state(&keys, &id, &config, &credentials));
+            }
+            Ok(census)
+        })
+        .await
     }
 
     /// Runs `f` inside the next group-commit transaction and returns its result once the
@@ -291,6 +320,105 @@ fn migrate(conn: &Connection, apply: bool) -> Result<()> {
     Ok(())
 }
 
+/// Every destination's id and stored `config` and `credentials` text.
+fn raw_destination_rows(conn: &Connection) -> Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare("SELECT id, config, credentials FROM destinations ORDER BY id")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Seals every destination row that is not sealed under the current key, in one transaction,
+/// before the writer starts. Refuses (changing nothing) when a row does not open with any
+/// configured key. After rewriting plaintext rows, the old text is wiped from the file
+/// (`secure_delete` while rewriting) and from the WAL (truncating checkpoint).
+fn reseal_all(conn: &Connection, keys: &Keyring) -> Result<ResealReport> {
+    let rows = raw_destination_rows(conn)?;
+    let mut report = ResealReport {
+        examined: rows.len() as u64,
+        ..Default::default()
+    };
+    let mut unreadable: Option<(u64, String, seal::SealError)> = None;
+    let mut rewrite = Vec::new();
+    for (id, config, credentials) in rows {
+        match seal::row_state(keys, &id, &config, &credentials) {
+            seal::RowState::Opens(seal::SealState::Current) => {}
+            seal::RowState::Opens(state) => rewrite.push((id, config, credentials, state)),
+            seal::RowState::Unreadable(e) => match &mut unreadable {
+                Some((n, _, _)) => *n += 1,
+                None => unreadable = Some((1, id, e)),
+            },
+        }
+    }
+    if let Some((n, first_id, reason)) = unreadable {
+        return Err(StoreError::Unreadable {
+            unreadable: n,
+            total: report.examined,
+            first_id,
+            reason,
+        });
+    }
+    let mut settings = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT name, value FROM settings")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (name, value): (String, String) = (r.get(0)?, r.get(1)?);
+            if let Some((sealed, state)) = seal::reseal_setting(keys, &name, &value)? {
+                settings.push((name, sealed, state));
+            }
+        }
+    }
+    if rewrite.is_empty() && settings.is_empty() {
+        return Ok(report);
+    }
+    let had_plaintext = rewrite
+        .iter()
+        .map(|r| r.3)
+        .chain(settings.iter().map(|s| s.2))
+        .any(|s| s == seal::SealState::Plaintext);
+    conn.pragma_update(None, "secure_delete", true)?;
+    let out = (|| -> Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut stmt =
+            conn.prepare("UPDATE destinations SET config = ?2, credentials = ?3 WHERE id = ?1")?;
+        for (id, config, credentials, state) in &rewrite {
+            let (c, k) = seal::reseal_row(keys, id, config, credentials)?;
+            stmt.execute(params![id, c, k])?;
+            match state {
+                seal::SealState::Plaintext => report.sealed_plaintext += 1,
+                _ => report.rekeyed += 1,
+            }
+        }
+        drop(stmt);
+        for (name, sealed, _) in &settings {
+            conn.execute(
+                "UPDATE settings SET value = ?2 WHERE name = ?1",
+                params![name, sealed],
+            )?;
+        }
+        conn.execute_batch("COMMIT")?;
+        Ok(())
+    })();
+    if out.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    conn.pragma_update(None, "secure_delete", false)?;
+    out?;
+    if had_plaintext {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    tracing::info!(
+        sealed_plaintext = report.sealed_plaintext,
+        rekeyed = report.rekeyed,
+        destinations = report.examined,
+        key_id = keys.current_id(),
+        "sealed destination secrets under the current encryption key"
+    );
+    Ok(report)
+}
+
 fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     // Cached statements: the writer runs these around every write, and parsing the text each
     // time cost about 3 % of all of Herald's instructions under publish load.
@@ -351,9 +479,12 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
 
 const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
 
-fn destination_from_row(r: &Row) -> Result<Destination> {
+fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
+    let id: String = r.get(0)?;
     Ok(Destination {
-        id: r.get(0)?,
+        config: seal::open_map(keys, seal::CONFIG, &id, &r.get::<_, String>(5)?)?,
+        credentials: seal::open_map(keys, seal::CREDENTIALS, &id, &r.get::<_, String>(6)?)?,
+        id,
         tenant_id: r.get(1)?,
         kind: r.get(2)?,
         topics: topics_from_json(&r.get::<_, String>(3)?)?,
@@ -361,8 +492,6 @@ fn destination_from_row(r: &Row) -> Result<Destination> {
             .get::<_, Option<String>>(4)?
             .map(|s| from_json("destinations.filter", &s))
             .transpose()?,
-        config: from_json("destinations.config", &r.get::<_, String>(5)?)?,
-        credentials: from_json("destinations.credentials", &r.get::<_, String>(6)?)?,
         delivery_metadata: opt_meta("destinations.delivery_metadata", r.get(7)?)?,
         metadata: opt_meta("destinations.metadata", r.get(8)?)?,
         disabled_at: r.get::<_, Option<i64>>(9)?.map(ts),
@@ -499,7 +628,13 @@ fn insert_delivery(conn: &Connection, nd: &NewDelivery) -> Result<()> {
     Ok(())
 }
 
-fn write_destination(conn: &Connection, d: &Destination, insert: bool) -> Result<usize> {
+/// Writes `d` with its `config` and `credentials` already sealed (`sealed`).
+fn write_destination(
+    conn: &Connection,
+    d: &Destination,
+    sealed: &(String, String),
+    insert: bool,
+) -> Result<usize> {
     let sql = if insert {
         format!(
             "INSERT INTO destinations ({DEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -515,8 +650,8 @@ fn write_destination(conn: &Connection, d: &Destination, insert: bool) -> Result
         d.kind,
         topics_to_json(&d.topics),
         d.filter.as_ref().map(to_json),
-        to_json(&d.config),
-        to_json(&d.credentials),
+        sealed.0,
+        sealed.1,
         d.delivery_metadata.as_ref().map(to_json),
         d.metadata.as_ref().map(to_json),
         d.disabled_at.map(us),
@@ -676,7 +811,13 @@ fn aggregate(
         [SqlValue::Integer(us(q.start)), SqlValue::Integer(us(q.end))],
     );
     for (name, values) in &q.filters {
-        w.any_of(&format!("CAST({} AS TEXT)", column_of(name)), values);
+        // Text columns are compared as they are, so their indexes serve the filter (a CAST
+        // would hide them); the integer columns are compared as text.
+        let col = match name.as_str() {
+            "manual" | "attempt_number" => format!("CAST({} AS TEXT)", column_of(name)),
+            _ => column_of(name),
+        };
+        w.any_of(&col, values);
     }
     let bucket = bucket_sql(q.bucket, time_col);
     let mut select = vec![bucket.clone().unwrap_or_else(|| "NULL".into())];
@@ -847,6 +988,7 @@ impl Store for SqliteStore {
 
     async fn insert_destination(&self, d: &Destination) -> Result<()> {
         let d = d.clone();
+        let sealed = seal::seal_destination(&self.inner.keys, &d);
         self.write(move |c| {
             let exists: bool = c
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE id = ?1)")?
@@ -857,7 +999,7 @@ impl Store for SqliteStore {
                     id: d.id.clone(),
                 });
             }
-            write_destination(c, &d, true)?;
+            write_destination(c, &d, &sealed, true)?;
             Ok(())
         })
         .await
@@ -870,8 +1012,9 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<()> {
         let d = d.clone();
+        let sealed = seal::seal_destination(&self.inner.keys, &d);
         self.write(move |c| {
-            write_destination(c, &d, false)?;
+            write_destination(c, &d, &sealed, false)?;
             if cancel {
                 cancel_pending(c, "destination_id", &d.id, now)?;
                 // A disabled destination starts a fresh failure streak when re-enabled.
@@ -885,18 +1028,22 @@ impl Store for SqliteStore {
 
     async fn get_destination(&self, tenant_id: &str, id: &str) -> Result<Option<Destination>> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        let keys = self.inner.keys.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {DEST_COLS} FROM destinations WHERE id = ?1 AND tenant_id = ?2"
             ))?;
             let mut rows = stmt.query([&id, &tenant_id])?;
-            rows.next()?.map(destination_from_row).transpose()
+            rows.next()?
+                .map(|r| destination_from_row(&keys, r))
+                .transpose()
         })
         .await
     }
 
     async fn list_destinations(&self, tenant_id: &str) -> Result<Vec<Destination>> {
         let tenant_id = tenant_id.to_string();
+        let keys = self.inner.keys.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {DEST_COLS} FROM destinations WHERE tenant_id = ?1 ORDER BY created_at, id"
@@ -904,7 +1051,7 @@ impl Store for SqliteStore {
             let mut rows = stmt.query([&tenant_id])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                out.push(destination_from_row(r)?);
+                out.push(destination_from_row(&keys, r)?);
             }
             Ok(out)
         })
@@ -912,12 +1059,13 @@ impl Store for SqliteStore {
     }
 
     async fn list_all_destinations(&self) -> Result<Vec<Destination>> {
+        let keys = self.inner.keys.clone();
         self.read(move |c| {
             let mut stmt = c.prepare(&format!("SELECT {DEST_COLS} FROM destinations"))?;
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                out.push(destination_from_row(r)?);
+                out.push(destination_from_row(&keys, r)?);
             }
             Ok(out)
         })
@@ -1313,15 +1461,17 @@ impl Store for SqliteStore {
     }
 
     async fn setting_or_insert(&self, name: &str, fresh: &str) -> Result<(String, bool)> {
-        let (name, fresh) = (name.to_string(), fresh.to_string());
+        let keys = self.inner.keys.clone();
+        let sealed = keys.seal(fresh, seal::SETTINGS, name);
+        let name = name.to_string();
         self.write(move |c| {
             let inserted = c
                 .prepare_cached("INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")?
-                .execute([&name, &fresh])?;
+                .execute([&name, &sealed])?;
             let value: String = c
                 .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
                 .query_row([&name], |r| r.get(0))?;
-            Ok((value, inserted == 1))
+            Ok((seal::open_setting(&keys, &name, &value)?, inserted == 1))
         })
         .await
     }
@@ -1342,7 +1492,15 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.read(move |c| {
             let mut w = Where::default();
-            w.any_of("tenant_id", &q.tenant_ids);
+            // Given event ids (a handful of rows), the event index is the one to use; without
+            // statistics SQLite would rather walk the tenant's whole log in time order. The
+            // unary `+` keeps the tenant condition off its index in that case.
+            let tenant_col = if q.event_ids.is_empty() {
+                "tenant_id"
+            } else {
+                "+tenant_id"
+            };
+            w.any_of(tenant_col, &q.tenant_ids);
             w.any_of("event_id", &q.event_ids);
             w.any_of("destination_id", &q.destination_ids);
             w.any_of("destination_type", &q.destination_types);

@@ -37,6 +37,37 @@ macro_rules! contract {
     };
 }
 
+/// Sealing behaviours need to close a store and open the same database again with other keys,
+/// and to read the raw columns underneath: they take a [`SealBackend`] instead of a store.
+macro_rules! sealing_contract {
+    ($($name:ident),* $(,)?) => {
+        mod sealing_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::SealBackend::sqlite()).await;
+                }
+            )*
+        }
+        mod sealing_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::SealBackend::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+sealing_contract!(
+    sealed_destinations_round_trip_and_hide_their_secrets,
+    a_wrong_key_is_refused_and_changes_nothing,
+    old_keys_open_and_rekey_moves_every_row,
+    a_sealed_value_copied_to_another_row_does_not_open,
+    plaintext_rows_are_sealed_on_open,
+);
+
 contract!(
     tenants_upsert_get_list_delete,
     destinations_crud_and_conflict,
@@ -1501,4 +1532,322 @@ async fn settings_are_created_once(s: Arc<dyn Store>) {
     }
     assert_eq!(values.len(), 1, "every caller sees the same value");
     assert_eq!(created, 1);
+}
+
+// ----- sealing at rest -----
+
+/// Values that must never appear in a stored column.
+const SECRETS: &[&str] = &[
+    "jwt-plain-4040",
+    "pw-in-userinfo-7731",
+    "Bearer tok-header-5521",
+    "amqp-pass-9920",
+    "whsec_c2VhbGVkLXNpZ25pbmc=",
+];
+
+/// A destination whose config and credentials hold each of [`SECRETS`].
+fn secret_destination(id: &str) -> herald_core::Destination {
+    let mut d = destination(id, "acme", &["*"], at(1));
+    d.config.insert(
+        "url".into(),
+        "https://user:pw-in-userinfo-7731@example.com/hook".into(),
+    );
+    d.config.insert(
+        "custom_headers".into(),
+        r#"{"Authorization":"Bearer tok-header-5521"}"#.into(),
+    );
+    d.credentials
+        .insert("password".into(), "amqp-pass-9920".into());
+    d.credentials
+        .insert("secret".into(), "whsec_c2VhbGVkLXNpZ25pbmc=".into());
+    d
+}
+
+fn ring(current: &herald_core::Secret, old: &[herald_core::Secret]) -> seal::Keyring {
+    seal::Keyring::new("current", current, "old", old).unwrap()
+}
+
+fn assert_sealed_without_secrets(rows: &[(String, String, String)], key_id: &str) {
+    assert!(!rows.is_empty());
+    for (id, config, credentials) in rows {
+        for col in [config, credentials] {
+            assert!(
+                col.starts_with(&format!("hs1:{key_id}:")),
+                "{id}: not sealed with {key_id}: {col}"
+            );
+            for secret in SECRETS {
+                assert!(!col.contains(secret), "{id}: {secret} stored in clear");
+            }
+        }
+    }
+}
+
+async fn sealed_destinations_round_trip_and_hide_their_secrets(b: SealBackend) {
+    let keys = test_keys();
+    let opened = b.open(&keys).await.unwrap();
+    let s = opened.dyn_store();
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    let d = secret_destination("d1");
+    s.insert_destination(&d).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "d1").await.unwrap(),
+        Some(d.clone())
+    );
+    assert_eq!(s.list_destinations("acme").await.unwrap(), vec![d.clone()]);
+    assert_eq!(s.list_all_destinations().await.unwrap(), vec![d.clone()]);
+    assert_sealed_without_secrets(&b.raw().await, keys.current_id());
+
+    let mut changed = d.clone();
+    changed
+        .credentials
+        .insert("password".into(), "amqp-pass-9920-rotated".into());
+    changed.updated_at = at(2);
+    s.update_destination(&changed, false, at(2)).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "d1").await.unwrap(),
+        Some(changed)
+    );
+    assert_sealed_without_secrets(&b.raw().await, keys.current_id());
+    let census = opened.census().await;
+    assert_eq!((census.current, census.total()), (1, 1));
+
+    // Generated settings (admin key, JWT secret) are sealed too.
+    assert_eq!(
+        s.setting_or_insert("api_key", "hrld_setting-secret-8080")
+            .await
+            .unwrap(),
+        ("hrld_setting-secret-8080".to_string(), true)
+    );
+    assert_eq!(
+        s.setting_or_insert("api_key", "other").await.unwrap(),
+        ("hrld_setting-secret-8080".to_string(), false)
+    );
+    for (name, value) in b.raw_settings().await {
+        assert!(value.starts_with("hs1:"), "{name} not sealed");
+        assert!(!value.contains("setting-secret"), "{name} in clear");
+    }
+}
+
+async fn a_wrong_key_is_refused_and_changes_nothing(b: SealBackend) {
+    let keys = test_keys();
+    {
+        let s = b.open(&keys).await.unwrap().dyn_store();
+        s.upsert_tenant("acme", None, at(0)).await.unwrap();
+        s.insert_destination(&secret_destination("d1"))
+            .await
+            .unwrap();
+        s.insert_destination(&secret_destination("d2"))
+            .await
+            .unwrap();
+    }
+    let before = b.raw().await;
+    let wrong = test_keys();
+    match b.open(&wrong).await {
+        Err(StoreError::Unreadable {
+            unreadable, total, ..
+        }) => assert_eq!((unreadable, total), (2, 2)),
+        Err(e) => panic!("expected Unreadable, got {e}"),
+        Ok(_) => panic!("a store whose rows the key cannot open must be refused"),
+    }
+    let msg = match b.open(&wrong).await {
+        Err(e) => e.to_string(),
+        Ok(_) => unreachable!(),
+    };
+    assert!(
+        msg.contains("2 of 2 destinations") && msg.contains("HERALD_ENCRYPTION_KEY"),
+        "{msg}"
+    );
+    assert!(msg.contains(keys.current_id()), "names the key id: {msg}");
+    assert_eq!(b.raw().await, before, "nothing was rewritten or dropped");
+    // The right key still opens everything.
+    let s = b.open(&keys).await.unwrap().dyn_store();
+    assert_eq!(s.list_all_destinations().await.unwrap().len(), 2);
+}
+
+async fn old_keys_open_and_rekey_moves_every_row(b: SealBackend) {
+    let (a, new) = (seal::Keyring::generate_key(), seal::Keyring::generate_key());
+    let old_ring = ring(&a, &[]);
+    let ids = ["d1", "d2", "d3", "d4", "d5"];
+    {
+        let s = b.open(&old_ring).await.unwrap().dyn_store();
+        s.upsert_tenant("acme", None, at(0)).await.unwrap();
+        for id in ids {
+            s.insert_destination(&secret_destination(id)).await.unwrap();
+        }
+    }
+    // Rotation: the new key is current, the old one opens.
+    let rotating = ring(&new, std::slice::from_ref(&a));
+    let opened = b.open(&rotating).await.unwrap();
+    let s = opened.dyn_store();
+    for id in ids {
+        assert_eq!(
+            s.get_destination("acme", id).await.unwrap(),
+            Some(secret_destination(id)),
+            "{id} opens with the old key"
+        );
+    }
+    // A write seals with the new key.
+    let mut d1 = secret_destination("d1");
+    d1.updated_at = at(3);
+    s.update_destination(&d1, false, at(3)).await.unwrap();
+    let report = b.rekey(&rotating).await;
+    assert_eq!(report.examined, 5);
+    let census = opened.census().await;
+    assert_eq!((census.current, census.old, census.total()), (5, 0, 5));
+    assert_sealed_without_secrets(&b.raw().await, rotating.current_id());
+    // The old key is no longer needed.
+    drop(s);
+    drop(opened);
+    let s = b.open(&ring(&new, &[])).await.unwrap().dyn_store();
+    assert_eq!(s.list_all_destinations().await.unwrap().len(), 5);
+    assert_eq!(s.get_destination("acme", "d1").await.unwrap(), Some(d1));
+}
+
+async fn a_sealed_value_copied_to_another_row_does_not_open(b: SealBackend) {
+    let keys = test_keys();
+    let s = b.open(&keys).await.unwrap().dyn_store();
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    s.insert_destination(&secret_destination("d1"))
+        .await
+        .unwrap();
+    s.insert_destination(&destination("d2", "acme", &["*"], at(1)))
+        .await
+        .unwrap();
+    let rows = b.raw().await;
+    let (d1, d2) = (&rows[0], &rows[1]);
+    b.set_raw("d2", &d2.1, &d1.2).await;
+    match s.get_destination("acme", "d2").await {
+        Err(StoreError::Sealed { column, id, .. }) => {
+            assert_eq!((column, id.as_str()), ("destinations.credentials", "d2"))
+        }
+        other => panic!("a copied credentials value must not open, got {other:?}"),
+    }
+    // The config column of d1 does not open as d1's credentials either.
+    b.set_raw("d1", &d1.1, &d1.1).await;
+    assert!(matches!(
+        s.get_destination("acme", "d1").await,
+        Err(StoreError::Sealed { .. })
+    ));
+}
+
+async fn plaintext_rows_are_sealed_on_open(b: SealBackend) {
+    let keys = test_keys();
+    let d = secret_destination("d1");
+    {
+        let s = b.open(&keys).await.unwrap().dyn_store();
+        s.upsert_tenant("acme", None, at(0)).await.unwrap();
+        s.insert_destination(&d).await.unwrap();
+        s.insert_destination(&secret_destination("d2"))
+            .await
+            .unwrap();
+        s.setting_or_insert("jwt_secret", "x").await.unwrap();
+    }
+    // Rows as a Herald from before sealing wrote them.
+    b.set_raw_setting("jwt_secret", "jwt-plain-4040").await;
+    for id in ["d1", "d2"] {
+        let d = secret_destination(id);
+        b.set_raw(
+            id,
+            &serde_json::to_string(&d.config).unwrap(),
+            &serde_json::to_string(&d.credentials).unwrap(),
+        )
+        .await;
+    }
+    assert!(b.raw().await[0].2.contains("amqp-pass-9920"));
+    let opened = b.open(&keys).await.unwrap();
+    let census = opened.census().await;
+    assert_eq!((census.current, census.plaintext), (2, 0));
+    assert_sealed_without_secrets(&b.raw().await, keys.current_id());
+    let s = opened.dyn_store();
+    assert_eq!(s.get_destination("acme", "d1").await.unwrap(), Some(d));
+    assert_eq!(
+        s.setting_or_insert("jwt_secret", "new").await.unwrap(),
+        ("jwt-plain-4040".to_string(), false)
+    );
+    let settings = b.raw_settings().await;
+    assert!(
+        settings[0].1.starts_with("hs1:") && !settings[0].1.contains("jwt-plain"),
+        "plaintext setting sealed"
+    );
+    drop(s);
+    drop(opened);
+    // Idempotent: opening again rewrites nothing.
+    let before = b.raw().await;
+    let again = b.open(&keys).await.unwrap();
+    assert_eq!(b.raw().await, before);
+    if let OpenedStore::Sqlite(s) = &again {
+        assert_eq!(s.resealed().sealed_plaintext, 0);
+    }
+    // The embedded file (and its WAL) keep no copy of the old plaintext.
+    if let Some(path) = b.sqlite_path() {
+        for file in [path.clone(), path.with_extension("db-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            for secret in SECRETS {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret} left in {}",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+/// PostgreSQL only (the embedded store re-seals at open, with no other writer): `rekey` beside
+/// a node that changes the same destinations meanwhile never overwrites a change, and leaves
+/// every row under the new key. (Without the compare-and-set, rows the node changed after the
+/// rekey read them come back with their old content: this test fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rekey_never_overwrites_a_concurrent_update() {
+    let b = SealBackend::postgres().await;
+    let (a, new) = (seal::Keyring::generate_key(), seal::Keyring::generate_key());
+    const N: usize = 200;
+    const ROUNDS: usize = 1;
+    {
+        let s = b.open(&ring(&a, &[])).await.unwrap().dyn_store();
+        s.upsert_tenant("acme", None, at(0)).await.unwrap();
+        for i in 0..N {
+            s.insert_destination(&secret_destination(&format!("d{i:03}")))
+                .await
+                .unwrap();
+        }
+    }
+    let rotating = ring(&new, std::slice::from_ref(&a));
+    let node = b.open(&rotating).await.unwrap().dyn_store();
+    let rekeyer = match b.open(&rotating).await.unwrap() {
+        OpenedStore::Postgres(s) => s,
+        OpenedStore::Sqlite(_) => unreachable!(),
+    };
+    // The rekey reads all rows in one round and rewrites them one by one while the node
+    // updates them, newest first: without compare-and-set it would write back stale text.
+    let rekey = tokio::spawn(async move {
+        let mut rounds = 0;
+        let report = rekeyer.rekey(N, |_| rounds += 1).await.unwrap();
+        (report, rounds, rekeyer)
+    });
+    for round in 0..ROUNDS {
+        for i in (0..N).rev() {
+            let mut d = secret_destination(&format!("d{i:03}"));
+            d.credentials
+                .insert("password".into(), format!("round-{round}"));
+            node.update_destination(&d, false, at(2)).await.unwrap();
+        }
+    }
+    let (report, rounds, rekeyer) = rekey.await.unwrap();
+    assert_eq!(report.examined, N as u64);
+    assert!(rounds >= 1);
+    for i in 0..N {
+        let d = node
+            .get_destination("acme", &format!("d{i:03}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.credentials["password"],
+            format!("round-{}", ROUNDS - 1),
+            "d{i:03}: the last update survives the rekey"
+        );
+    }
+    let census = rekeyer.seal_census().await.unwrap();
+    assert_eq!((census.current, census.total()), (N as u64, N as u64));
 }

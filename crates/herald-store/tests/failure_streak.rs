@@ -102,7 +102,12 @@ fn attempt(d: &Delivery, status: AttemptStatus, now: Timestamp) -> AttemptRecord
 #[tokio::test]
 async fn failures_add_up_successes_reset_and_cancelled_deliveries_do_not_count() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("herald.db"),
+        &herald_store::seal::Keyring::single("k", &herald_store::seal::Keyring::generate_key())
+            .unwrap(),
+    )
+    .unwrap();
     let now = Timestamp::now();
     store.upsert_tenant("t1", None, now).await.unwrap();
     let mut dest = destination(now);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TestDb;
+use common::{TestDb, test_keys};
 use herald_store::pg::{PgOptions, PgStore};
 use herald_store::sqlite::SqliteStore;
 use herald_store::{Store, StoreError};
@@ -13,20 +13,21 @@ use herald_store::{Store, StoreError};
 fn sqlite_refuses_newer_and_unmigrated_databases() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.db");
-    match SqliteStore::open_with(&path, false) {
+    let keys = test_keys();
+    match SqliteStore::open_with(&path, false, &keys) {
         Err(StoreError::MigrationRequired { found, required }) => {
             assert_eq!((found, required), (0, herald_store::sqlite::SCHEMA_VERSION))
         }
         Err(e) => panic!("expected MigrationRequired, got {e}"),
         Ok(_) => panic!("expected MigrationRequired, got a store"),
     }
-    drop(SqliteStore::open(&path).unwrap());
-    drop(SqliteStore::open_with(&path, false).expect("migrated database opens"));
+    drop(SqliteStore::open(&path, &keys).unwrap());
+    drop(SqliteStore::open_with(&path, false, &keys).expect("migrated database opens"));
 
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = match SqliteStore::open(&path) {
+    let err = match SqliteStore::open(&path, &keys) {
         Err(e) => e,
         Ok(_) => panic!("a newer database must be refused"),
     };
@@ -43,7 +44,7 @@ async fn postgres_migrates_once_even_with_concurrent_nodes() {
     let db = TestDb::create().await;
     assert_eq!(PgStore::schema_version(&db.url).await.unwrap(), 0);
     // Refused while unmigrated when migrating is off.
-    let mut opts = PgOptions::new(&db.url);
+    let mut opts = PgOptions::new(&db.url, db.keys.clone());
     opts.migrate = false;
     match PgStore::connect(&opts).await {
         Err(StoreError::MigrationRequired { found: 0, required }) => {
@@ -55,8 +56,8 @@ async fn postgres_migrates_once_even_with_concurrent_nodes() {
     // Three nodes starting at once: one migrates, all come up.
     let starts: Vec<_> = (0..3)
         .map(|_| {
-            let url = db.url.clone();
-            tokio::spawn(async move { PgStore::connect(&PgOptions::new(url)).await })
+            let (url, keys) = (db.url.clone(), db.keys.clone());
+            tokio::spawn(async move { PgStore::connect(&PgOptions::new(url, keys)).await })
         })
         .collect();
     let mut stores = Vec::new();
@@ -98,7 +99,7 @@ async fn postgres_refuses_a_database_from_a_newer_herald() {
         .await
         .unwrap();
     for migrate in [true, false] {
-        let mut opts = PgOptions::new(&db.url);
+        let mut opts = PgOptions::new(&db.url, db.keys.clone());
         opts.migrate = migrate;
         let err = match PgStore::connect(&opts).await {
             Err(e) => e,
@@ -120,7 +121,11 @@ async fn postgres_refuses_a_database_from_a_newer_herald() {
 async fn postgres_unreachable_is_an_error_not_a_hang() {
     // Nothing listens on port 1: connecting fails promptly with a readable error.
     let started = std::time::Instant::now();
-    let err = match PgStore::connect(&PgOptions::new("postgres://postgres@127.0.0.1:1/none")).await
+    let err = match PgStore::connect(&PgOptions::new(
+        "postgres://postgres@127.0.0.1:1/none",
+        test_keys(),
+    ))
+    .await
     {
         Err(e) => e,
         Ok(_) => panic!("connected to nothing"),

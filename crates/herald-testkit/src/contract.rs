@@ -130,6 +130,7 @@ pub fn registry() -> Registry {
         response_body_limit: 4096,
         user_agent: "herald-contract-tests".into(),
         retry_on_status: Vec::new(),
+        no_generated_secret: Vec::new(),
     })
     .expect("the destination registry")
 }

@@ -240,6 +240,7 @@ impl Herald {
         let vars: BTreeMap<String, String> = settings(dir, env).into_iter().collect();
         let mut cfg = herald::config::Config::load(None, &vars).expect("test configuration");
         if dev {
+            cfg.dev = true;
             cfg.security.allow_http = true;
             cfg.security.allow_private = true;
         }
@@ -337,6 +338,27 @@ impl HeraldProcess {
 
     /// Starts the binary on an existing data directory; waits for its banner's address.
     pub fn start_in(bin: &str, dir: &Path, env: &[(&str, &str)], dev: bool) -> HeraldProcess {
+        Self::spawn(bin, dir, env, dev, Stdio::inherit())
+    }
+
+    /// Starts `bin serve --dev` on an existing data directory with its logs (stderr) appended
+    /// to `log`.
+    pub fn start_logged(bin: &str, dir: &Path, env: &[(&str, &str)], log: &Path) -> HeraldProcess {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log file");
+        Self::spawn(bin, dir, env, true, Stdio::from(file))
+    }
+
+    fn spawn(
+        bin: &str,
+        dir: &Path,
+        env: &[(&str, &str)],
+        dev: bool,
+        stderr: Stdio,
+    ) -> HeraldProcess {
         let mut cmd = Command::new(bin);
         cmd.arg("serve");
         if dev {
@@ -346,7 +368,7 @@ impl HeraldProcess {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(settings(dir, env))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let mut child = cmd.spawn().expect("spawn herald");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -399,4 +421,39 @@ impl Drop for HeraldProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs a command to completion, killing it after `limit` (then it counts as failed), and
+/// returns whether it succeeded and its stdout and stderr. A command expected to refuse to
+/// start that starts anyway fails the test instead of hanging it.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .expect("run herald");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for herald") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut text = format!(
+        "{}{}",
+        std::fs::read_to_string(&out_path).unwrap_or_default(),
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    if status.is_none() {
+        text.push_str(&format!("\n(still running after {limit:?}: killed)"));
+    }
+    (status.is_some_and(|s| s.success()), text)
 }

@@ -27,12 +27,12 @@ pub mod herald;
 pub mod signing;
 
 pub use forwarder::{Forwarder, Mode};
-pub use pg::TestDb;
+pub use pg::{TestDb, test_keys};
 pub use ports::{free_port, wait_port};
 pub use receiver::{Received, Receiver};
 pub use services::{require, unique};
 
 #[cfg(feature = "server")]
-pub use herald::{API_KEY, Api, Herald, HeraldProcess, retry_fast};
+pub use herald::{API_KEY, Api, Herald, HeraldProcess, output_within, retry_fast};
 #[cfg(feature = "server")]
 pub use signing::{SECRET, check_headers, verify_standard};

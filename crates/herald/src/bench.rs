@@ -160,8 +160,13 @@ async fn start_cluster(args: &BenchArgs, tag: &str, extra: &[(&str, &str)]) -> R
             )
         })?;
     let mut nodes = Vec::new();
+    // Every node of a shared database seals destination secrets with the same key.
+    let key = herald_store::seal::Keyring::generate_key();
     for n in 0..args.nodes.max(1) {
-        let mut env = vec![("HERALD_DATABASE_URL", db.url())];
+        let mut env = vec![
+            ("HERALD_DATABASE_URL", db.url()),
+            ("HERALD_ENCRYPTION_KEY", key.expose()),
+        ];
         env.extend_from_slice(extra);
         nodes.push(start_herald(&format!("{tag}-{n}"), &env)?);
     }

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use herald_core::Secret;
 use herald_core::retry::{RetryPolicy, Schedule};
 use herald_core::signing::{SignatureEncoding, SigningConfig, SigningMode};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,9 +26,18 @@ pub struct Config {
     /// PostgreSQL).
     pub data_dir: PathBuf,
     /// Admin API key; generated and kept in the data directory when empty.
-    pub api_key: String,
+    pub api_key: SecretSetting,
     /// Secret for tenant JWTs; generated and kept in the data directory when empty.
-    pub jwt_secret: String,
+    pub jwt_secret: SecretSetting,
+    /// Key that seals destination secrets at rest: 32 random bytes in base64
+    /// (`openssl rand -base64 32`). Required with PostgreSQL (the same on every node); with
+    /// the embedded store, generated into `data_dir/encryption_key` when empty.
+    pub encryption_key: SecretSetting,
+    /// Older encryption keys, accepted for opening values sealed with them only (key
+    /// rotation); comma-separated in `HERALD_ENCRYPTION_OLD_KEYS` (a list or a
+    /// comma-separated string in the file).
+    #[serde(deserialize_with = "secret_list")]
+    pub encryption_old_keys: Vec<SecretSetting>,
     /// Base URL under which users reach this server (portal links); default `http://localhost:{port}`.
     pub public_url: String,
     /// `text` or `json` logs.
@@ -54,6 +64,30 @@ pub struct Config {
     pub retention: RetentionSection,
     /// The topic catalog.
     pub topics: Vec<TopicConfig>,
+    /// The tenant portal's branding and return link.
+    pub portal: PortalSection,
+    /// Development mode (`serve --dev`), set by the command line only, never by the file or
+    /// the environment: the portal's session cookie is not marked `Secure` (plain http://).
+    /// `--dev` also sets `security.allow_http` and `security.allow_private`.
+    #[serde(skip)]
+    pub dev: bool,
+}
+
+/// `[portal]`: the tenant portal served under `/portal`. Each key is Outpost's `PORTAL_*`
+/// setting of the same meaning (`HERALD_PORTAL_REFERER_URL` ↔ `PORTAL_REFERER_URL`, …).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalSection {
+    /// Your application's URL, linked from the portal's "session expired" page.
+    pub referer_url: String,
+    /// Organisation name shown in the portal's header and titles.
+    pub organization_name: String,
+    /// URL of a logo shown in the portal's header.
+    pub logo: String,
+    /// Accent colour, `#rgb` or `#rrggbb`.
+    pub brand_color: String,
+    /// `light` or `dark` forces the portal's theme; empty follows the link and the browser.
+    pub force_theme: String,
 }
 
 /// `[database]`
@@ -62,7 +96,7 @@ pub struct Config {
 pub struct DatabaseSection {
     /// PostgreSQL URL (`postgres://user:password@host:5432/dbname`); empty for the embedded
     /// store in `data_dir`.
-    pub url: String,
+    pub url: SecretUrl,
     /// Most pooled connections to PostgreSQL per node (one more listens for notices).
     pub pool_size: usize,
     /// Apply pending schema migrations when `herald serve` starts (`--no-migrate` overrides).
@@ -72,7 +106,7 @@ pub struct DatabaseSection {
 impl Default for DatabaseSection {
     fn default() -> Self {
         Self {
-            url: String::new(),
+            url: SecretUrl::default(),
             pool_size: 10,
             migrate_on_start: true,
         }
@@ -83,17 +117,6 @@ impl DatabaseSection {
     /// Whether PostgreSQL is configured.
     pub fn is_postgres(&self) -> bool {
         !self.url.is_empty()
-    }
-
-    /// The URL with its password replaced, for display.
-    pub fn url_for_display(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("****"));
-                u.to_string()
-            }
-            _ => self.url.clone(),
-        }
     }
 }
 
@@ -117,8 +140,8 @@ pub struct DeliveryConfig {
     pub retry_on_status: Vec<u16>,
     /// `User-Agent` of webhook requests.
     pub user_agent: String,
-    /// Egress proxy URL for webhook requests; empty for none.
-    pub proxy: String,
+    /// Egress proxy URL for webhook requests (`http://user:password@proxy:3128`); empty for none.
+    pub proxy: SecretUrl,
     /// How often due retries are looked for, in milliseconds.
     pub poll_interval_ms: u64,
     /// How long a node holds a delivery it took, in seconds; a node that dies leaves its
@@ -164,6 +187,8 @@ pub struct SigningSection {
     pub encoding: String,
     /// Outpost mode: signature header name; empty for `{prefix}signature`.
     pub signature_header: String,
+    /// Destination types that get no generated signing secret when created without one.
+    pub no_generated_secret: Vec<String>,
 }
 
 /// `[security]`
@@ -183,9 +208,9 @@ pub struct SecurityConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsSection {
     /// URL that receives operator events (signed POSTs); empty logs them only.
-    pub callback_url: String,
+    pub callback_url: SecretUrl,
     /// Standard Webhooks secret (`whsec_…`) signing operator events; empty sends them unsigned.
-    pub secret: String,
+    pub secret: SecretSetting,
     /// Consecutive failed attempts that count as 100 %; 0 turns failure alerts off.
     pub consecutive_failure_threshold: u32,
     /// Disable a destination that reaches the threshold.
@@ -197,8 +222,8 @@ pub struct AlertsSection {
 impl Default for AlertsSection {
     fn default() -> Self {
         Self {
-            callback_url: String::new(),
-            secret: String::new(),
+            callback_url: SecretUrl::default(),
+            secret: SecretSetting::default(),
             consecutive_failure_threshold: 100,
             auto_disable: true,
             exhausted_retries_window_secs: 3600,
@@ -248,8 +273,10 @@ impl Default for Config {
             host: "0.0.0.0".into(),
             port: 3333,
             data_dir: "./herald-data".into(),
-            api_key: String::new(),
-            jwt_secret: String::new(),
+            api_key: SecretSetting::default(),
+            jwt_secret: SecretSetting::default(),
+            encryption_key: SecretSetting::default(),
+            encryption_old_keys: Vec::new(),
             public_url: String::new(),
             log_format: "text".into(),
             log_level: "info".into(),
@@ -263,6 +290,8 @@ impl Default for Config {
             alerts: AlertsSection::default(),
             retention: RetentionSection::default(),
             topics: Vec::new(),
+            portal: PortalSection::default(),
+            dev: false,
         }
     }
 }
@@ -278,7 +307,7 @@ impl Default for DeliveryConfig {
             response_body_limit: 4096,
             retry_on_status: Vec::new(),
             user_agent: format!("herald/{}", env!("CARGO_PKG_VERSION")),
-            proxy: String::new(),
+            proxy: SecretUrl::default(),
             poll_interval_ms: 1000,
             lease_secs: 60,
         }
@@ -309,6 +338,7 @@ impl Default for SigningSection {
             header_template: String::new(),
             encoding: "hex".into(),
             signature_header: String::new(),
+            no_generated_secret: Vec::new(),
         }
     }
 }
@@ -442,7 +472,7 @@ impl Config {
             );
         }
         if self.database.is_postgres() {
-            herald_store::pg::parse_url(&self.database.url)
+            herald_store::pg::parse_url(self.database.url.expose())
                 .map_err(|e| anyhow!("database.url (HERALD_DATABASE_URL): {e}"))?;
         }
         if self.database.pool_size == 0 || self.database.pool_size > 1000 {
@@ -451,22 +481,21 @@ impl Config {
                 self.database.pool_size
             );
         }
-        if !self.delivery.proxy.is_empty() && url::Url::parse(&self.delivery.proxy).is_err() {
-            bail!(
-                "delivery.proxy (HERALD_DELIVERY_PROXY): {:?} is not a URL",
-                self.delivery.proxy
-            );
+        // The values are not echoed: they may hold a password.
+        if !self.delivery.proxy.is_empty() && url::Url::parse(self.delivery.proxy.expose()).is_err()
+        {
+            bail!("delivery.proxy (HERALD_DELIVERY_PROXY): not a URL");
         }
         if !self.alerts.callback_url.is_empty()
-            && url::Url::parse(&self.alerts.callback_url).is_err()
+            && url::Url::parse(self.alerts.callback_url.expose()).is_err()
         {
-            bail!(
-                "alerts.callback_url (HERALD_ALERTS_CALLBACK_URL): {:?} is not a URL",
-                self.alerts.callback_url
-            );
+            bail!("alerts.callback_url (HERALD_ALERTS_CALLBACK_URL): not a URL");
+        }
+        if !self.encryption_key.is_empty() || !self.encryption_old_keys.is_empty() {
+            self.keyring_from_settings()?;
         }
         if !self.alerts.secret.is_empty()
-            && !herald_core::signing::is_valid_secret(&self.alerts.secret)
+            && !herald_core::signing::is_valid_secret(self.alerts.secret.expose())
         {
             bail!(
                 "alerts.secret (HERALD_ALERTS_SECRET): not a valid signing secret (use whsec_<base64>)"
@@ -474,6 +503,29 @@ impl Config {
         }
         if self.retention.interval_secs == 0 || self.retention.batch == 0 {
             bail!("retention.interval_secs and retention.batch must be greater than 0");
+        }
+        let p = &self.portal;
+        if !p.brand_color.is_empty() && !herald_api::portal::is_hex_color(&p.brand_color) {
+            bail!(
+                "portal.brand_color (HERALD_PORTAL_BRAND_COLOR): {:?} is not a #rgb or #rrggbb colour",
+                p.brand_color
+            );
+        }
+        if !matches!(p.force_theme.as_str(), "" | "light" | "dark") {
+            bail!(
+                "portal.force_theme (HERALD_PORTAL_FORCE_THEME): {:?} is not light or dark",
+                p.force_theme
+            );
+        }
+        for (key, env, v) in [
+            ("referer_url", "REFERER_URL", &p.referer_url),
+            ("logo", "LOGO", &p.logo),
+        ] {
+            if !v.is_empty()
+                && !url::Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                bail!("portal.{key} (HERALD_PORTAL_{env}): {v:?} is not an http(s) URL");
+            }
         }
         self.retry_policy()?;
         self.signing_config()?;
@@ -501,8 +553,8 @@ impl Config {
     pub fn alert_config(&self) -> herald_engine::alerts::AlertConfig {
         let a = &self.alerts;
         herald_engine::alerts::AlertConfig {
-            callback_url: (!a.callback_url.is_empty()).then(|| a.callback_url.clone()),
-            secret: (!a.secret.is_empty()).then(|| a.secret.clone()),
+            callback_url: (!a.callback_url.is_empty()).then(|| a.callback_url.expose().to_string()),
+            secret: (!a.secret.is_empty()).then(|| a.secret.expose().to_string()),
             consecutive_failure_threshold: a.consecutive_failure_threshold,
             auto_disable: a.auto_disable,
             exhausted_retries_window: Duration::from_secs(a.exhausted_retries_window_secs),
@@ -586,6 +638,137 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The keyring described by `encryption_key` and `encryption_old_keys`, when a key is
+    /// configured (`None` when `encryption_key` is empty).
+    pub fn keyring_from_settings(&self) -> Result<Option<herald_store::seal::Keyring>> {
+        if self.encryption_key.is_empty() {
+            if !self.encryption_old_keys.is_empty() {
+                bail!(
+                    "encryption_old_keys (HERALD_ENCRYPTION_OLD_KEYS) is set but encryption_key (HERALD_ENCRYPTION_KEY) is not; old keys only open values, a current key must seal them"
+                );
+            }
+            return Ok(None);
+        }
+        let old: Vec<Secret> = self
+            .encryption_old_keys
+            .iter()
+            .map(|k| k.0.clone())
+            .collect();
+        herald_store::seal::Keyring::new(
+            "encryption_key (HERALD_ENCRYPTION_KEY)",
+            &self.encryption_key.0,
+            "encryption_old_keys (HERALD_ENCRYPTION_OLD_KEYS)",
+            &old,
+        )
+        .map(Some)
+        .map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// A list of secrets from a list or a comma-separated string; never echoed in an error.
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretSetting>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Secret),
+        Many(Vec<Secret>),
+    }
+    let items = OneOrMany::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("must be a list of keys or a comma-separated string of keys")
+    })?;
+    Ok(match items {
+        OneOrMany::Many(v) => v.into_iter().map(SecretSetting).collect(),
+        OneOrMany::One(s) => s
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| SecretSetting(Secret::new(k)))
+            .collect(),
+    })
+}
+
+/// A secret setting (key, token, password): deserializes from a string, and prints — in
+/// `Debug` and in `herald config` (its `Serialize`) — as `(set)` or empty, never the value.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretSetting(pub Secret);
+
+impl SecretSetting {
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn shown(&self) -> &'static str {
+        if self.is_empty() { "" } else { "(set)" }
+    }
+}
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+impl Serialize for SecretSetting {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.shown())
+    }
+}
+
+/// A URL setting that may carry a password in its userinfo: prints with the password
+/// replaced by `****` (and as `(set)` when it does not parse as a URL).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub Secret);
+
+impl SecretUrl {
+    /// The URL itself, password included.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The URL with its password replaced.
+    pub fn for_display(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        match url::Url::parse(self.expose()) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("****"));
+                }
+                u.to_string()
+            }
+            Err(_) => "(set)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.for_display())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.for_display())
+    }
+}
+
 fn describe_key(e: &toml::de::Error) -> String {
     format!("configuration error: {e}")
 }
@@ -654,6 +837,80 @@ mod tests {
     }
 
     #[test]
+    fn secret_settings_never_print() {
+        let key = herald_store::seal::Keyring::generate_key();
+        let secrets = [
+            ("HERALD_API_KEY", "admin-key-1234567"),
+            ("HERALD_JWT_SECRET", "jwt-secret-1234567"),
+            ("HERALD_ENCRYPTION_KEY", key.expose()),
+            (
+                "HERALD_ALERTS_SECRET",
+                "whsec_c2VhbC1hbGVydHMtc2VjcmV0LTEwMDMteHl6",
+            ),
+            ("HERALD_DELIVERY_PROXY", "http://u:proxy-pw-99@proxy:3128"),
+            ("HERALD_DATABASE_URL", "postgres://h:db-pw-98@db/herald"),
+        ];
+        let c = Config::load(None, &env(&secrets)).unwrap();
+        let shown = format!("{c:?}\n{}", toml::to_string(&c).unwrap());
+        for needle in [
+            "admin-key-1234567",
+            "jwt-secret-1234567",
+            key.expose(),
+            "c2VhbC1hbGVydHMtc2VjcmV0LTEwMDMteHl6",
+            "proxy-pw-99",
+            "db-pw-98",
+        ] {
+            assert!(!shown.contains(needle), "{needle} shown: {shown}");
+        }
+        assert_eq!(c.alerts.secret.expose(), secrets[3].1);
+        assert!(c.keyring_from_settings().unwrap().is_some());
+
+        // Old keys from the file: a list or one comma-separated string; a bad one is refused
+        // naming the setting, never echoed.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let (k1, k2) = (
+            herald_store::seal::Keyring::generate_key(),
+            herald_store::seal::Keyring::generate_key(),
+        );
+        for text in [
+            format!(
+                "encryption_key = \"{}\"\nencryption_old_keys = [\"{}\"]\n",
+                key.expose(),
+                k1.expose()
+            ),
+            format!(
+                "encryption_key = \"{}\"\nencryption_old_keys = \"{}, {}\"\n",
+                key.expose(),
+                k1.expose(),
+                k2.expose()
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let c = Config::load(Some(&p), &env(&[])).unwrap();
+            assert!(!c.encryption_old_keys.is_empty());
+            let ring = c.keyring_from_settings().unwrap().unwrap();
+            assert!(!ring.old_ids().is_empty());
+        }
+        std::fs::write(&p, "encryption_old_keys = 42\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(e.contains("encryption_old_keys"), "{e}");
+        std::fs::write(
+            &p,
+            format!(
+                "encryption_key = \"{}\"\nencryption_old_keys = \"not-a-key-31337\"\n",
+                key.expose()
+            ),
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(Some(&p), &env(&[])).unwrap_err());
+        assert!(
+            e.contains("encryption_old_keys") && !e.contains("not-a-key-31337"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn database_settings_from_env_and_their_errors() {
         let c = Config::load(None, &env(&[])).unwrap();
         assert!(!c.database.is_postgres());
@@ -674,7 +931,7 @@ mod tests {
         assert!(!c.database.migrate_on_start);
         assert_eq!(c.delivery.lease_secs, 30);
         assert_eq!(
-            c.database.url_for_display(),
+            c.database.url.for_display(),
             "postgres://herald:****@db:5432/herald"
         );
         for (var, value, key) in [

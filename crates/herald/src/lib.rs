@@ -56,11 +56,12 @@ struct OpenedStore {
 
 async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
     if cfg.database.is_postgres() {
-        let where_ = herald_store::pg::describe_url(&cfg.database.url);
+        let where_ = herald_store::pg::describe_url(cfg.database.url.expose());
         let store = PgStore::connect(&PgOptions {
-            url: cfg.database.url.clone(),
+            url: cfg.database.url.expose().to_string(),
             pool_size: cfg.database.pool_size,
             migrate,
+            keys: secrets::encryption_keys(cfg)?,
         })
         .await
         .with_context(|| format!("cannot use PostgreSQL database {where_}"))?;
@@ -78,7 +79,8 @@ async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let lock = secrets::lock_data_dir(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join("herald.db");
-    let store = SqliteStore::open_with(&db_path, migrate)
+    let keys = secrets::encryption_keys(cfg)?;
+    let store = SqliteStore::open_with(&db_path, migrate, &keys)
         .with_context(|| format!("opening {}", db_path.display()))?;
     Ok(OpenedStore {
         store: Arc::new(store),
@@ -92,7 +94,9 @@ async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
 /// accepting requests and gives attempts in flight `shutdown_grace_secs` to finish.
 ///
 /// Everything comes from `cfg`: the store (embedded or PostgreSQL, migrated when
-/// `database.migrate_on_start`), the generated keys, the target policy. The caller binds the
+/// `database.migrate_on_start`, sealing destination secrets with the encryption keys), the
+/// generated keys, the target policy, the portal (`cfg.dev` drops `Secure` from its session
+/// cookie). The caller binds the
 /// listener (port 0 works; the banner prints the bound address) and chooses the shutdown signal
 /// (the binary's is Ctrl-C or SIGTERM). Logging is the caller's to set up.
 pub async fn run(
@@ -117,12 +121,25 @@ pub async fn run(
     };
     let registry = herald_destinations::registry(&DestinationsConfig {
         target_policy: policy.clone(),
-        proxy: (!cfg.delivery.proxy.is_empty()).then(|| cfg.delivery.proxy.clone()),
+        proxy: (!cfg.delivery.proxy.is_empty()).then(|| cfg.delivery.proxy.expose().to_string()),
         response_body_limit: cfg.delivery.response_body_limit,
         user_agent: cfg.delivery.user_agent.clone(),
         retry_on_status: cfg.delivery.retry_on_status.clone(),
+        no_generated_secret: cfg.signing.no_generated_secret.clone(),
     })
     .map_err(anyhow::Error::msg)?;
+    if let Some(unknown) = cfg
+        .signing
+        .no_generated_secret
+        .iter()
+        .find(|k| registry.get(k).is_none())
+    {
+        let known: Vec<_> = registry.all().map(|t| t.spec().kind.clone()).collect();
+        anyhow::bail!(
+            "signing.no_generated_secret (HERALD_SIGNING_NO_GENERATED_SECRET): {unknown:?} is not a destination type of this build; expected some of {}",
+            known.join(", ")
+        );
+    }
     let engine_cfg = EngineConfig {
         retry: cfg.retry_policy()?,
         signing: cfg.signing_config()?,
@@ -174,7 +191,8 @@ pub async fn run(
             sample: match &t.sample {
                 Some(toml::Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
                 Some(other) => serde_json::to_value(other).unwrap_or_default(),
-                None => serde_json::json!({}),
+                // No sample: test events cannot use this topic.
+                None => serde_json::Value::Null,
             },
         })
         .collect();
@@ -187,6 +205,14 @@ pub async fn run(
             portal_url: format!("{public_url}/portal"),
             max_body_bytes: cfg.max_body_bytes,
             version: env!("CARGO_PKG_VERSION").into(),
+            portal: herald_api::portal::PortalConfig {
+                referer_url: cfg.portal.referer_url.clone(),
+                organization_name: cfg.portal.organization_name.clone(),
+                logo: cfg.portal.logo.clone(),
+                brand_color: cfg.portal.brand_color.clone(),
+                force_theme: cfg.portal.force_theme.clone(),
+                secure_cookies: !cfg.dev,
+            },
         },
     );
 

@@ -2,6 +2,7 @@
 //! shutdown signal. The server itself is the library's [`herald::run`].
 
 mod bench;
+mod rekey;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets hidden) and exit.
     Config,
+    /// Seal every destination again under the current encryption key (key rotation).
+    Rekey(rekey::RekeyArgs),
     /// Measure throughput, latency and memory on this machine and print a report.
     Bench(bench::BenchArgs),
 }
@@ -65,6 +68,7 @@ fn main() -> Result<()> {
                 .build()?;
             // The flags are configuration overrides.
             if dev {
+                cfg.dev = true;
                 cfg.security.allow_http = true;
                 cfg.security.allow_private = true;
             }
@@ -78,16 +82,18 @@ fn main() -> Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                let where_ = herald_store::pg::describe_url(&cfg.database.url);
+                let where_ = herald_store::pg::describe_url(cfg.database.url.expose());
                 let version = rt
-                    .block_on(PgStore::migrate(&cfg.database.url))
+                    .block_on(PgStore::migrate(cfg.database.url.expose()))
                     .with_context(|| format!("migrating PostgreSQL database {where_}"))?;
                 println!("PostgreSQL database {where_} is up to date (schema version {version})");
                 return Ok(());
             }
             let _lock = secrets::lock_data_dir(&cfg.data_dir)?;
             let path = cfg.data_dir.join("herald.db");
-            SqliteStore::open(&path).with_context(|| format!("migrating {}", path.display()))?;
+            let keys = secrets::encryption_keys(&cfg)?;
+            SqliteStore::open(&path, &keys)
+                .with_context(|| format!("migrating {}", path.display()))?;
             println!(
                 "database {} is up to date (schema version {})",
                 path.display(),
@@ -101,15 +107,11 @@ fn main() -> Result<()> {
                 .build()?;
             rt.block_on(bench::run(args))
         }
+        Command::Rekey(args) => rekey::run(&cfg, args),
         Command::Config => {
-            let mut shown = cfg.clone();
-            for s in [&mut shown.api_key, &mut shown.jwt_secret] {
-                if !s.is_empty() {
-                    *s = "(set)".into();
-                }
-            }
-            shown.database.url = cfg.database.url_for_display();
-            print!("{}", toml::to_string_pretty(&shown)?);
+            // Secret settings serialize masked (`config::SecretSetting`, `config::SecretUrl`).
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            print!("{}", rekey::describe_keys(&cfg));
             Ok(())
         }
     }

@@ -4,9 +4,10 @@
 //! the filter's syntax, then the type's schema and checks through the registry. A request
 //! either applies completely or not at all.
 //!
-//! Webhook signing secrets (the one type-specific rule here, as in Outpost):
-//! - on create, a missing `secret` is generated; a tenant token may not choose one (422
-//!   `credentials.secret: is forbidden …`);
+//! Signing secrets, the same for every type that signs (the registry names the credential:
+//! `secret` for webhooks as in Outpost, `signing_secret` elsewhere; this module names no type):
+//! - on create, a missing secret is generated (unless the operator turned that off for the
+//!   type); a tenant token may not choose one (422 `credentials.secret: is forbidden …`);
 //! - on update, `credentials.rotate_secret: true` moves the current secret to
 //!   `previous_secret`, generates a new one, and sets `previous_secret_invalid_at` to the given
 //!   value or 24 hours from now; otherwise a tenant token may only send the stored values back
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
+use herald_core::spec::SigningField;
 use herald_core::{Destination, Topics, filter, ids, signing, topic};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
@@ -25,8 +27,8 @@ use super::{Params, load_destination, tenant_scope};
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch, merge_map};
 use crate::error::{ApiError, Problems};
-use crate::query::{Params as Query, parse_time};
-use crate::wire::{self, Section, WEBHOOK, WEBHOOK_SECRET_FIELDS};
+use crate::query::Params as Query;
+use crate::wire::{self, ROTATION_FIELDS, Section};
 use crate::{AppState, SharedState};
 
 /// Longest accepted destination id.
@@ -166,6 +168,9 @@ pub async fn create(
         Some(v) => parse_topics(&state, v, &mut f.problems),
     };
     let filter = parse_filter(f.raw("filter"), &mut f.problems);
+    if let Some(kind) = obj.get("type").and_then(Value::as_str) {
+        check_native(&state, kind, &obj, &mut f.problems);
+    }
     let config = present(f.string_patch_map("config", true));
     let mut credentials = present(f.string_patch_map("credentials", true));
     let delivery_metadata = f.string_map("delivery_metadata");
@@ -209,10 +214,11 @@ pub async fn create(
             "can only be used when updating a destination",
         ));
     }
-    if kind == WEBHOOK {
+    if let Some(signing) = signing_field(&state, &kind) {
+        rename_old_secret(&state, &kind, &mut credentials);
         let mut problems = Problems::default();
         if !caller.is_admin() {
-            for key in WEBHOOK_SECRET_FIELDS {
+            for key in std::iter::once(signing.key).chain(ROTATION_FIELDS) {
                 if credentials.get(key).is_some_and(|v| !v.is_empty()) {
                     problems.push(
                         format!("credentials.{key}"),
@@ -222,11 +228,10 @@ pub async fn create(
             }
         }
         problems.finish()?;
-        if credentials.get("secret").is_none_or(|s| s.is_empty()) {
-            credentials.insert("secret".into(), signing::generate_secret());
+        if signing.generate && credentials.get(signing.key).is_none_or(|s| s.is_empty()) {
+            credentials.insert(signing.key.into(), signing::generate_secret());
         }
         default_invalid_at(&mut credentials, now);
-        check_webhook_credentials(&credentials)?;
     }
     validate_with_registry(&state, &kind, &config, &credentials)?;
 
@@ -293,6 +298,7 @@ pub async fn update(
     if let Some(raw) = f.raw("filter") {
         d.filter = parse_filter(Some(raw), &mut f.problems);
     }
+    check_native(&state, &old.kind, &obj, &mut f.problems);
     let config_patch = f.string_patch_map("config", true);
     let creds_patch = f.string_patch_map("credentials", true);
     if let Patch::Null = config_patch {
@@ -338,25 +344,43 @@ pub async fn update(
                 }
             },
         };
-        if old.kind == WEBHOOK {
-            webhook_credentials(&caller, &old, &mut d, p, rotate, now, &mut problems);
-        } else {
-            if rotate {
-                problems.push(
-                    "credentials.rotate_secret",
-                    format!(
-                        "only webhook destinations have a signing secret to rotate, this is {}",
-                        old.kind
-                    ),
+        match signing_field(&state, &old.kind) {
+            Some(signing) => {
+                rename_old_secret(&state, &old.kind, &mut p);
+                let others: BTreeMap<_, _> = p
+                    .extract_if(.., |k, _| {
+                        k != signing.key && !ROTATION_FIELDS.contains(&k.as_str())
+                    })
+                    .collect();
+                merge_keeping_masked(
+                    registry,
+                    &old,
+                    Section::Credentials,
+                    &mut d.credentials,
+                    others,
                 );
+                let rules = SecretRules {
+                    key: signing.key,
+                    caller: &caller,
+                    now,
+                };
+                rules.apply(&old, &mut d, p, rotate, &mut problems);
             }
-            merge_keeping_masked(registry, &old, Section::Credentials, &mut d.credentials, p);
+            None => {
+                if rotate {
+                    problems.push(
+                        "credentials.rotate_secret",
+                        format!(
+                            "{} destinations are not signed: there is no secret to rotate",
+                            old.kind
+                        ),
+                    );
+                }
+                merge_keeping_masked(registry, &old, Section::Credentials, &mut d.credentials, p);
+            }
         }
     }
     problems.finish()?;
-    if d.kind == WEBHOOK {
-        check_webhook_credentials(&d.credentials)?;
-    }
     validate_with_registry(&state, &d.kind, &d.config, &d.credentials)?;
 
     d.updated_at = now;
@@ -370,66 +394,119 @@ pub async fn update(
     Ok(render(&state, &d))
 }
 
-/// The webhook credential rules of an update (module docs).
-fn webhook_credentials(
-    caller: &Caller,
-    old: &Destination,
-    d: &mut Destination,
-    mut patch: BTreeMap<String, Option<String>>,
-    rotate: bool,
+/// The signing-secret rules of an update (module docs), for the type's signing credential
+/// `key` and the rotation fields.
+struct SecretRules<'a> {
+    key: &'a str,
+    caller: &'a Caller,
     now: Timestamp,
+}
+
+impl SecretRules<'_> {
+    fn apply(
+        &self,
+        old: &Destination,
+        d: &mut Destination,
+        mut patch: BTreeMap<String, Option<String>>,
+        rotate: bool,
+        problems: &mut Problems,
+    ) {
+        let key = self.key;
+        let stored = |k: &str| old.credentials.get(k).cloned();
+        // A value sent back as shown (in full or masked) is "unchanged".
+        let unchanged = |k: &str, v: &Option<String>| match (v, stored(k)) {
+            (Some(v), Some(s)) => *v == s || *v == wire::mask(&s),
+            (None, None) => true,
+            _ => false,
+        };
+        let invalid_at_given = patch.get("previous_secret_invalid_at").cloned().flatten();
+        if rotate {
+            let Some(current) = stored(key).filter(|s| !s.is_empty()) else {
+                problems.push(
+                    "credentials.rotate_secret",
+                    "there is no current secret to rotate",
+                );
+                return;
+            };
+            d.credentials.insert("previous_secret".into(), current);
+            d.credentials.insert(key.into(), signing::generate_secret());
+            let invalid_at =
+                invalid_at_given.unwrap_or_else(|| wire::ts(self.now + PREVIOUS_SECRET_GRACE));
+            d.credentials
+                .insert("previous_secret_invalid_at".into(), invalid_at);
+            return;
+        }
+        if !self.caller.is_admin() {
+            for k in std::iter::once(key).chain(ROTATION_FIELDS) {
+                if let Some(v) = patch.remove(k)
+                    && !unchanged(k, &v)
+                {
+                    problems.push(
+                        format!("credentials.{k}"),
+                        "is forbidden with a tenant token; use rotate_secret: true to rotate",
+                    );
+                }
+            }
+        } else {
+            for k in [key, "previous_secret"] {
+                if patch.get(k).is_some_and(|v| unchanged(k, v)) {
+                    patch.remove(k);
+                }
+            }
+        }
+        merge_map(&mut d.credentials, patch);
+        default_invalid_at(&mut d.credentials, self.now);
+    }
+}
+
+/// Refuses a JSON number, boolean, object or array in `config`/`credentials` where the field
+/// is text: native JSON is accepted only where it is the field's own type (`60` for a number).
+fn check_native(
+    state: &AppState,
+    kind: &str,
+    obj: &serde_json::Map<String, Value>,
     problems: &mut Problems,
 ) {
-    let stored = |k: &str| old.credentials.get(k).cloned();
-    // A value sent back as shown (in full or masked) is "unchanged".
-    let unchanged = |k: &str, v: &Option<String>| match (v, stored(k)) {
-        (Some(v), Some(s)) => *v == s || *v == wire::mask(&s),
-        (None, None) => true,
-        _ => false,
-    };
-    let invalid_at_given = patch.get("previous_secret_invalid_at").cloned().flatten();
-    if rotate {
-        let Some(current) = stored("secret").filter(|s| !s.is_empty()) else {
-            problems.push(
-                "credentials.rotate_secret",
-                "there is no current secret to rotate",
-            );
-            return;
-        };
-        for k in ["secret", "previous_secret"] {
-            patch.remove(k);
-        }
-        patch.remove("previous_secret_invalid_at");
-        d.credentials
-            .extend(patch.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
-        d.credentials.insert("previous_secret".into(), current);
-        d.credentials
-            .insert("secret".into(), signing::generate_secret());
-        let invalid_at = invalid_at_given.unwrap_or_else(|| wire::ts(now + PREVIOUS_SECRET_GRACE));
-        d.credentials
-            .insert("previous_secret_invalid_at".into(), invalid_at);
+    let Some(t) = state.engine.registry().get(kind) else {
         return;
-    }
-    if !caller.is_admin() {
-        for k in WEBHOOK_SECRET_FIELDS {
-            if let Some(v) = patch.remove(k)
-                && !unchanged(k, &v)
-            {
+    };
+    for section in [Section::Config, Section::Credentials] {
+        let Some(Value::Object(values)) = obj.get(section.as_str()) else {
+            continue;
+        };
+        for (key, v) in values {
+            if !(v.is_string() || v.is_null() || t.accepts_native(section, key, v)) {
                 problems.push(
-                    format!("credentials.{k}"),
-                    "is forbidden with a tenant token; use rotate_secret: true to rotate",
+                    format!("{}.{key}", section.as_str()),
+                    format!("expected a string, got {}", crate::body::kind(v)),
                 );
             }
         }
-    } else {
-        for k in ["secret", "previous_secret"] {
-            if patch.get(k).is_some_and(|v| unchanged(k, v)) {
-                patch.remove(k);
-            }
-        }
     }
-    merge_map(&mut d.credentials, patch);
-    default_invalid_at(&mut d.credentials, now);
+}
+
+/// Where a type keeps its signing secret, when it signs.
+fn signing_field(state: &AppState, kind: &str) -> Option<SigningField> {
+    state.engine.registry().get(kind)?.signing().cloned()
+}
+
+/// `secret` was the signing credential's name on message-system types before it became
+/// `signing_secret` everywhere; a client still sending it is understood, where the type has
+/// no credential of its own by that name.
+fn rename_old_secret<V>(state: &AppState, kind: &str, credentials: &mut BTreeMap<String, V>) {
+    let Some(t) = state.engine.registry().get(kind) else {
+        return;
+    };
+    let Some(key) = t.signing_secret_key() else {
+        return;
+    };
+    if key != "secret"
+        && !t.known_keys(Section::Credentials).contains(&"secret")
+        && !credentials.contains_key(key)
+        && let Some(v) = credentials.remove("secret")
+    {
+        credentials.insert(key.to_string(), v);
+    }
 }
 
 /// Merges a patch into `config` or `credentials`, keeping the stored value of a sensitive
@@ -451,6 +528,19 @@ fn merge_keeping_masked(
         }
         _ => true,
     });
+    // A config value shown with a masked part (URL userinfo, a credential header) keeps the
+    // stored secret where the masked part came back unchanged.
+    if section == Section::Config
+        && let Some(t) = registry.get(&old.kind)
+    {
+        for (k, v) in patch.iter_mut() {
+            if let (Some(sent), Some(s)) = (v.as_mut(), stored.get(k))
+                && t.redact(k, s).is_some()
+            {
+                *sent = t.unredact(k, sent, s);
+            }
+        }
+    }
     merge_map(target, patch);
 }
 
@@ -468,30 +558,6 @@ fn default_invalid_at(credentials: &mut BTreeMap<String, String>, now: Timestamp
             wire::ts(now + PREVIOUS_SECRET_GRACE),
         );
     }
-}
-
-/// Secrets must be usable in both signing modes; the expiry must be a date-time.
-fn check_webhook_credentials(credentials: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    let mut problems = Problems::default();
-    for key in ["secret", "previous_secret"] {
-        if let Some(v) = credentials.get(key)
-            && !signing::is_valid_secret(v)
-        {
-            problems.push(
-                format!("credentials.{key}"),
-                "must be 1 to 1024 printable ASCII characters without spaces; a whsec_ secret must be base64 of 24 to 64 bytes",
-            );
-        }
-    }
-    if let Some(v) = credentials.get("previous_secret_invalid_at")
-        && parse_time(v).is_none()
-    {
-        problems.push(
-            "credentials.previous_secret_invalid_at",
-            format!("{v:?} is not an RFC 3339 date-time"),
-        );
-    }
-    problems.finish()
 }
 
 fn validate_with_registry(

@@ -14,6 +14,7 @@ pub mod publish;
 pub mod replay;
 pub mod schemas;
 pub mod tenants;
+pub mod test_event;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;

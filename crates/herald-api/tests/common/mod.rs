@@ -1,9 +1,11 @@
 //! Test harness: the real router over a temporary SQLite store and a running engine, with two
 //! fake destination types (the real ones live in a crate this one must not depend on):
-//! - `webhook`: `config.url` (required, http(s)), `config.custom_headers`; credentials
-//!   `secret`, `previous_secret` (sensitive), `previous_secret_invalid_at`. Delivery succeeds
-//!   unless the URL contains `fail`.
-//! - `queue`: `config.name` (required), `credentials.password` (required, sensitive).
+//! - `webhook`: `config.url` (required, http(s)), `config.custom_headers`; signs, with its
+//!   secret in `credentials.secret`. Delivery succeeds unless the URL contains `fail`.
+//! - `queue`: `config.name` (required), `credentials.password` (required, sensitive); does not
+//!   sign.
+//! - `stream`: `config.stream` (required), `credentials.password` (required, sensitive); signs
+//!   under `credentials.signing_secret`, like every type but the webhook.
 
 #![allow(dead_code)]
 
@@ -17,34 +19,70 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use herald_api::{ApiConfig, TopicSpec, router};
 use herald_core::destination::{
-    DeliveryError, DestinationType, Driver, FieldError, FieldSpec, OutboundMessage, Receipt,
-    Registry, TypeSpec,
+    DeliveryError, Driver, FieldError, OutboundMessage, Receipt, Registry,
 };
-use herald_core::{Destination, SystemClock};
+use herald_core::spec::{About, SigningField, Spec, Typed};
+use herald_core::{Secret, SystemClock};
 use herald_engine::{Engine, EngineConfig};
 use herald_store::sqlite::SqliteStore;
 use http_body_util::BodyExt;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 pub const ADMIN: &str = "admin-key";
 pub const JWT_SECRET: &[u8] = b"jwt-secret-for-tests";
 
-fn field(key: &str, required: bool, sensitive: bool) -> FieldSpec {
-    FieldSpec {
-        key: key.into(),
-        kind: "text".into(),
-        label: key.into(),
-        description: format!("the {key}"),
-        required,
-        sensitive,
-        default: None,
-        pattern: None,
-    }
+/// `config` of the fake webhook.
+#[derive(Deserialize, JsonSchema)]
+struct WebhookConfig {
+    /// url
+    ///
+    /// the url
+    url: String,
+    /// Custom headers
+    ///
+    /// the custom_headers
+    #[serde(default)]
+    custom_headers: BTreeMap<String, String>,
 }
 
-struct FakeWebhook(TypeSpec);
-struct FakeQueue(TypeSpec);
+#[derive(Deserialize, JsonSchema)]
+struct NoCredentials {}
+
+/// `config` of the fake queue.
+#[derive(Deserialize, JsonSchema)]
+struct QueueConfig {
+    /// Name
+    ///
+    /// the name
+    name: String,
+}
+
+/// `credentials` of the fake queue.
+#[derive(Deserialize, JsonSchema)]
+struct QueueCredentials {
+    /// Password
+    ///
+    /// the password
+    #[allow(dead_code)]
+    password: Secret,
+}
+
+/// `config` of the fake stream.
+#[derive(Deserialize, JsonSchema)]
+struct StreamConfig {
+    /// Stream
+    ///
+    /// the stream name
+    stream: String,
+}
+
+struct FakeWebhook;
+struct FakeQueue;
+/// A type that signs under `signing_secret` and has a secret of its own (`password`).
+struct FakeStream;
 
 struct FakeDriver {
     fail: bool,
@@ -65,93 +103,115 @@ impl Driver for FakeDriver {
     }
 }
 
-impl DestinationType for FakeWebhook {
-    fn spec(&self) -> &TypeSpec {
-        &self.0
+fn about(kind: &'static str) -> About {
+    About {
+        kind,
+        label: kind,
+        description: "fake",
+        icon: "<svg/>",
+        instructions: "none",
+    }
+}
+
+impl Spec for FakeWebhook {
+    type Config = WebhookConfig;
+    type Credentials = NoCredentials;
+
+    fn about(&self) -> About {
+        about("webhook")
     }
 
-    fn validate(
-        &self,
-        config: &BTreeMap<String, String>,
-        _credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
-        match config.get("url") {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Vec::new(),
-            _ => vec![FieldError::new("config.url", "must be an http(s) URL")],
+    fn signing(&self) -> Option<SigningField> {
+        Some(SigningField {
+            key: "secret",
+            generate: true,
+        })
+    }
+
+    fn check(&self, config: &WebhookConfig, _: &NoCredentials) -> Vec<FieldError> {
+        if config.url.starts_with("http://") || config.url.starts_with("https://") {
+            Vec::new()
+        } else {
+            vec![FieldError::new("config.url", "must be an http(s) URL")]
         }
     }
 
-    fn build(&self, d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
+    fn build(
+        &self,
+        _id: &str,
+        config: WebhookConfig,
+        _: NoCredentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
         Ok(Arc::new(FakeDriver {
-            fail: d.config.get("url").is_some_and(|u| u.contains("fail")),
+            fail: config.url.contains("fail"),
         }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        let url = d.config.get("url").cloned().unwrap_or_default();
-        let host = url
+    fn target(&self, config: &WebhookConfig) -> (String, Option<String>) {
+        let host = config
+            .url
             .split("://")
             .nth(1)
             .and_then(|r| r.split('/').next())
             .unwrap_or_default()
             .to_string();
-        (host, Some(url))
+        (host, Some(config.url.clone()))
     }
 }
 
-impl DestinationType for FakeQueue {
-    fn spec(&self) -> &TypeSpec {
-        &self.0
+impl Spec for FakeQueue {
+    type Config = QueueConfig;
+    type Credentials = QueueCredentials;
+
+    fn about(&self) -> About {
+        about("queue")
     }
 
-    fn validate(
+    fn signing(&self) -> Option<SigningField> {
+        None
+    }
+
+    fn build(
         &self,
-        _config: &BTreeMap<String, String>,
-        _credentials: &BTreeMap<String, String>,
-    ) -> Vec<FieldError> {
-        Vec::new()
-    }
-
-    fn build(&self, _d: &Destination) -> Result<Arc<dyn Driver>, FieldError> {
+        _id: &str,
+        _: QueueConfig,
+        _: QueueCredentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
         Ok(Arc::new(FakeDriver { fail: false }))
     }
 
-    fn target(&self, d: &Destination) -> (String, Option<String>) {
-        (d.config.get("name").cloned().unwrap_or_default(), None)
+    fn target(&self, config: &QueueConfig) -> (String, Option<String>) {
+        (config.name.clone(), None)
     }
 }
 
-fn spec(kind: &str, config_fields: Vec<FieldSpec>, credential_fields: Vec<FieldSpec>) -> TypeSpec {
-    TypeSpec {
-        kind: kind.into(),
-        label: kind.into(),
-        description: format!("fake {kind}"),
-        icon: "<svg/>".into(),
-        instructions: "none".into(),
-        config_fields,
-        credential_fields,
+impl Spec for FakeStream {
+    type Config = StreamConfig;
+    type Credentials = QueueCredentials;
+
+    fn about(&self) -> About {
+        about("stream")
+    }
+
+    fn build(
+        &self,
+        _id: &str,
+        _: StreamConfig,
+        _: QueueCredentials,
+    ) -> Result<Arc<dyn Driver>, FieldError> {
+        Ok(Arc::new(FakeDriver { fail: false }))
+    }
+
+    fn target(&self, config: &StreamConfig) -> (String, Option<String>) {
+        (config.stream.clone(), None)
     }
 }
 
 pub fn registry() -> Registry {
     let mut r = Registry::default();
-    r.register(Arc::new(FakeWebhook(spec(
-        "webhook",
-        vec![
-            field("url", true, false),
-            field("custom_headers", false, false),
-        ],
-        vec![
-            field("secret", false, true),
-            field("previous_secret", false, true),
-            field("previous_secret_invalid_at", false, false),
-        ],
-    ))));
-    r.register(Arc::new(FakeQueue(spec(
-        "queue",
-        vec![field("name", true, false)],
-        vec![field("password", true, true)],
-    ))));
+    r.register(Arc::new(Typed::new(FakeWebhook, true)));
+    r.register(Arc::new(Typed::new(FakeQueue, true)));
+    r.register(Arc::new(Typed::new(FakeStream, true)));
     r
 }
 
@@ -174,7 +234,12 @@ pub fn catalog(names: &[&str]) -> Vec<TopicSpec> {
 
 pub async fn app_with(topics: Vec<TopicSpec>, max_body_bytes: usize) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("herald.db")).expect("open store");
+    let store = SqliteStore::open(
+        &dir.path().join("herald.db"),
+        &herald_store::seal::Keyring::single("k", &herald_store::seal::Keyring::generate_key())
+            .expect("key"),
+    )
+    .expect("open store");
     let engine = Engine::start(
         Arc::new(store),
         registry(),
@@ -189,6 +254,7 @@ pub async fn app_with(topics: Vec<TopicSpec>, max_body_bytes: usize) -> App {
         jwt_secret: JWT_SECRET.to_vec(),
         topics,
         portal_url: "http://localhost:3333/portal".into(),
+        portal: Default::default(),
         max_body_bytes,
         version: "test".into(),
     };

@@ -20,6 +20,7 @@
 mod admin;
 mod batch;
 mod listen;
+mod reseal;
 mod schema;
 mod sql;
 
@@ -48,6 +49,7 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
 use crate::query::*;
+use crate::seal::{self, Keyring};
 use crate::{
     AttemptRecord, Backlog, Job, NewDelivery, Notice, PublishOutcome, PurgeStats, Result, Store,
     StoreError, StoredEvent,
@@ -55,7 +57,7 @@ use crate::{
 use sql::Where;
 
 /// How to reach the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// `postgres://user:password@host:port/dbname?…`.
     pub url: String,
@@ -63,15 +65,31 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// Apply pending migrations when connecting; otherwise refuse a database that needs them.
     pub migrate: bool,
+    /// Keys that seal destination secrets; every node sharing the database needs the same
+    /// current key (or has it among its old keys).
+    pub keys: Keyring,
+}
+
+/// Shows where the database is, never the URL's password.
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &describe_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("migrate", &self.migrate)
+            .field("keys", &self.keys)
+            .finish()
+    }
 }
 
 impl PgOptions {
     /// Defaults: 10 connections, migrate on connect.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, keys: Keyring) -> Self {
         Self {
             url: url.into(),
             pool_size: 10,
             migrate: true,
+            keys,
         }
     }
 }
@@ -84,6 +102,7 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    keys: Keyring,
     cfg: tokio_postgres::Config,
     publishes: mpsc::Sender<batch::PublishReq>,
     records: mpsc::Sender<batch::RecordReq>,
@@ -183,6 +202,7 @@ impl PgStore {
                 path: describe_url(&opts.url),
                 detail: e.to_string(),
             })?;
+        reseal::check_and_seal_plaintext(&pool, &opts.keys).await?;
         // Publish batches written at once: enough to keep the pipe full, few enough to leave
         // connections for claims and reads.
         let parallel = (pool_size / 4).clamp(1, 4);
@@ -196,6 +216,7 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                keys: opts.keys.clone(),
                 cfg,
                 publishes: ptx,
                 records: rtx,
@@ -258,9 +279,12 @@ async fn notify_in<C: GenericClient>(c: &C, n: &Notice) -> Result<()> {
 
 const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
 
-fn destination_from_row(r: &Row) -> Result<Destination> {
+fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
+    let id: String = r.try_get(0)?;
     Ok(Destination {
-        id: r.try_get(0)?,
+        config: seal::open_map(keys, seal::CONFIG, &id, r.try_get(5)?)?,
+        credentials: seal::open_map(keys, seal::CREDENTIALS, &id, r.try_get(6)?)?,
+        id,
         tenant_id: r.try_get(1)?,
         kind: r.try_get(2)?,
         topics: topics_from_json(r.try_get(3)?)?,
@@ -268,8 +292,6 @@ fn destination_from_row(r: &Row) -> Result<Destination> {
             .try_get::<_, Option<&str>>(4)?
             .map(|s| from_json("destinations.filter", s))
             .transpose()?,
-        config: from_json("destinations.config", r.try_get(5)?)?,
-        credentials: from_json("destinations.credentials", r.try_get(6)?)?,
         delivery_metadata: opt_meta("destinations.delivery_metadata", r.try_get(7)?)?,
         metadata: opt_meta("destinations.metadata", r.try_get(8)?)?,
         disabled_at: r.try_get::<_, Option<i64>>(9)?.map(ts),
@@ -404,15 +426,16 @@ async fn cancel_pending<C: GenericClient>(
     Ok(c.execute(&sql, &[&value, &us(now)]).await?)
 }
 
-fn destination_params(d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 12] {
+fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 12] {
+    let (config, credentials) = seal::seal_destination(keys, d);
     [
         Box::new(d.id.clone()),
         Box::new(d.tenant_id.clone()),
         Box::new(d.kind.clone()),
         Box::new(topics_to_json(&d.topics)),
         Box::new(d.filter.as_ref().map(to_json)),
-        Box::new(to_json(&d.config)),
-        Box::new(to_json(&d.credentials)),
+        Box::new(config),
+        Box::new(credentials),
         Box::new(d.delivery_metadata.as_ref().map(to_json)),
         Box::new(d.metadata.as_ref().map(to_json)),
         Box::new(d.disabled_at.map(us)),
@@ -536,7 +559,7 @@ impl Store for PgStore {
     }
 
     async fn insert_destination(&self, d: &Destination) -> Result<()> {
-        let p = destination_params(d);
+        let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
             let n = tx
                 .execute(
@@ -570,7 +593,7 @@ impl Store for PgStore {
         cancel: bool,
         now: Timestamp,
     ) -> Result<()> {
-        let p = destination_params(d);
+        let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
             tx.execute(
                 "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
@@ -601,7 +624,7 @@ impl Store for PgStore {
             .await?;
         c.query_opt(&stmt, &[&id, &tenant_id])
             .await?
-            .map(|r| destination_from_row(&r))
+            .map(|r| destination_from_row(&self.inner.keys, &r))
             .transpose()
     }
 
@@ -615,7 +638,7 @@ impl Store for PgStore {
         c.query(&stmt, &[&tenant_id])
             .await?
             .iter()
-            .map(destination_from_row)
+            .map(|r| destination_from_row(&self.inner.keys, r))
             .collect()
     }
 
@@ -624,7 +647,7 @@ impl Store for PgStore {
         c.query(&format!("SELECT {DEST_COLS} FROM destinations"), &[])
             .await?
             .iter()
-            .map(destination_from_row)
+            .map(|r| destination_from_row(&self.inner.keys, r))
             .collect()
     }
 
@@ -1062,6 +1085,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         // A concurrent first insert committed after this statement's snapshot is neither
         // inserted nor seen; the next round sees it.
+        let sealed = self.inner.keys.seal(fresh, seal::SETTINGS, name);
         for _ in 0..5 {
             let row = c
                 .query_opt(
@@ -1069,11 +1093,15 @@ impl Store for PgStore {
                         INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING value
                     )
                     SELECT value, true FROM ins UNION ALL SELECT value, false FROM settings WHERE name = $1",
-                    &[&name, &fresh],
+                    &[&name, &sealed],
                 )
                 .await?;
             if let Some(r) = row {
-                return Ok((r.try_get(0)?, r.try_get(1)?));
+                let value: String = r.try_get(0)?;
+                return Ok((
+                    seal::open_setting(&self.inner.keys, name, &value)?,
+                    r.try_get(1)?,
+                ));
             }
         }
         Err(StoreError::Conflict {
@@ -1186,5 +1214,21 @@ impl Store for PgStore {
                SUM(a.manual::int)::bigint, SUM(a.attempt_number)::bigint",
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_debug_hides_the_password_and_the_keys() {
+        let key = Keyring::generate_key();
+        let keys = Keyring::single("k", &key).unwrap();
+        let opts = PgOptions::new("postgres://herald:pw-in-url-77@db:5432/herald", keys);
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("pw-in-url-77"), "{shown}");
+        assert!(!shown.contains(key.expose()), "{shown}");
+        assert!(shown.contains("db:5432"), "{shown}");
     }
 }

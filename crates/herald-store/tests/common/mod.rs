@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use herald_core::{Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Topics};
 use herald_store::pg::{PgOptions, PgStore};
+use herald_store::seal::Keyring;
 use herald_store::{AttemptRecord, NewDelivery, PublishOutcome, Store};
 use jiff::Timestamp;
 use serde_json::json;
 
-pub use herald_testkit::TestDb;
+pub use herald_testkit::{TestDb, test_keys};
 
 /// A migrated store on a test database.
 #[allow(async_fn_in_trait)]
@@ -26,7 +27,7 @@ pub trait StoreOnTestDb {
 
 impl StoreOnTestDb for TestDb {
     async fn store(&self) -> PgStore {
-        PgStore::connect(&PgOptions::new(&self.url))
+        PgStore::connect(&PgOptions::new(&self.url, self.keys.clone()))
             .await
             .expect("connect to the test database")
     }
@@ -44,8 +45,9 @@ impl Fixture {
     /// An embedded store in a temporary directory.
     pub fn sqlite() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db"))
-            .expect("open sqlite");
+        let store =
+            herald_store::sqlite::SqliteStore::open(&dir.path().join("herald.db"), &test_keys())
+                .expect("open sqlite");
         Fixture {
             store: Arc::new(store),
             _db: None,
@@ -201,4 +203,186 @@ pub fn attempt_record(
         status: next.0,
         next_attempt_at: next.1,
     }
+}
+
+/// A database that sealing tests open, close and open again with different keys, and read
+/// and write underneath the store (raw column text).
+pub enum SealBackend {
+    /// An embedded database file in a temporary directory.
+    Sqlite(tempfile::TempDir),
+    /// A fresh PostgreSQL database.
+    Postgres(TestDb),
+}
+
+/// A store opened by a [`SealBackend`].
+pub enum OpenedStore {
+    /// Embedded.
+    Sqlite(herald_store::sqlite::SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+impl OpenedStore {
+    /// As the trait object the rest of Herald sees.
+    pub fn dyn_store(&self) -> Arc<dyn Store> {
+        match self {
+            OpenedStore::Sqlite(s) => Arc::new(s.clone()),
+            OpenedStore::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// How its destination rows are sealed.
+    pub async fn census(&self) -> herald_store::seal::SealCensus {
+        match self {
+            OpenedStore::Sqlite(s) => s.seal_census().await.unwrap(),
+            OpenedStore::Postgres(s) => s.seal_census().await.unwrap(),
+        }
+    }
+}
+
+impl SealBackend {
+    /// An embedded database.
+    pub fn sqlite() -> SealBackend {
+        SealBackend::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A PostgreSQL database.
+    pub async fn postgres() -> SealBackend {
+        SealBackend::Postgres(TestDb::create().await)
+    }
+
+    /// Path of the embedded database file.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            SealBackend::Sqlite(d) => Some(d.path().join("herald.db")),
+            SealBackend::Postgres(_) => None,
+        }
+    }
+
+    /// Opens the store with `keys` (sealing or refusing what it finds, as at start).
+    pub async fn open(&self, keys: &Keyring) -> Result<OpenedStore, herald_store::StoreError> {
+        match self {
+            SealBackend::Sqlite(d) => {
+                herald_store::sqlite::SqliteStore::open(&d.path().join("herald.db"), keys)
+                    .map(OpenedStore::Sqlite)
+            }
+            SealBackend::Postgres(db) => PgStore::connect(&PgOptions::new(&db.url, keys.clone()))
+                .await
+                .map(OpenedStore::Postgres),
+        }
+    }
+
+    /// Moves every row to the current key of `keys`: `herald rekey` on PostgreSQL (beside
+    /// the running store), opening again on the embedded store (which re-seals at open).
+    pub async fn rekey(&self, keys: &Keyring) -> herald_store::seal::ResealReport {
+        match self.open(keys).await.expect("open for rekey") {
+            OpenedStore::Sqlite(s) => s.resealed(),
+            OpenedStore::Postgres(s) => s.rekey(2, |_| {}).await.expect("rekey"),
+        }
+    }
+
+    /// `(id, config, credentials)` of every destination as stored, by id.
+    pub async fn raw(&self) -> Vec<(String, String, String)> {
+        let sql = "SELECT id, config, credentials FROM destinations ORDER BY id";
+        match self {
+            SealBackend::Sqlite(d) => {
+                let c = rusqlite::Connection::open(d.path().join("herald.db")).unwrap();
+                let mut stmt = c.prepare(sql).unwrap();
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect()
+            }
+            SealBackend::Postgres(db) => {
+                let c = raw_pg(&db.url).await;
+                c.query(sql, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()
+            }
+        }
+    }
+
+    /// `(name, value)` of every setting as stored.
+    pub async fn raw_settings(&self) -> Vec<(String, String)> {
+        let sql = "SELECT name, value FROM settings ORDER BY name";
+        match self {
+            SealBackend::Sqlite(d) => {
+                let c = rusqlite::Connection::open(d.path().join("herald.db")).unwrap();
+                let mut stmt = c.prepare(sql).unwrap();
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect()
+            }
+            SealBackend::Postgres(db) => raw_pg(&db.url)
+                .await
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        }
+    }
+
+    /// Overwrites the stored value of setting `name`.
+    pub async fn set_raw_setting(&self, name: &str, value: &str) {
+        let n = match self {
+            SealBackend::Sqlite(d) => rusqlite::Connection::open(d.path().join("herald.db"))
+                .unwrap()
+                .execute(
+                    "UPDATE settings SET value = ?2 WHERE name = ?1",
+                    [name, value],
+                )
+                .unwrap() as u64,
+            SealBackend::Postgres(db) => raw_pg(&db.url)
+                .await
+                .execute(
+                    "UPDATE settings SET value = $2 WHERE name = $1",
+                    &[&name, &value],
+                )
+                .await
+                .unwrap(),
+        };
+        assert_eq!(n, 1);
+    }
+
+    /// Overwrites the stored columns of destination `id`.
+    pub async fn set_raw(&self, id: &str, config: &str, credentials: &str) {
+        match self {
+            SealBackend::Sqlite(d) => {
+                let c = rusqlite::Connection::open(d.path().join("herald.db")).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+                let n = c
+                    .execute(
+                        "UPDATE destinations SET config = ?2, credentials = ?3 WHERE id = ?1",
+                        [id, config, credentials],
+                    )
+                    .unwrap();
+                assert_eq!(n, 1);
+            }
+            SealBackend::Postgres(db) => {
+                let c = raw_pg(&db.url).await;
+                let n = c
+                    .execute(
+                        "UPDATE destinations SET config = $2, credentials = $3 WHERE id = $1",
+                        &[&id, &config, &credentials],
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(n, 1);
+            }
+        }
+    }
+}
+
+async fn raw_pg(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
 }

@@ -12,6 +12,8 @@
 //! - `crash`, `multinode`: processes killed mid-stream, nodes sharing PostgreSQL.
 //! - `failure_policy`, `http_outcomes`: alerts, disabling, rate limits, metrics, HTTP answers.
 //! - `outpost_sdk`: the Outpost Python SDK against Herald.
+//! - `portal_browser`: the tenant portal in headless Chromium (`tests/portal/run.mjs`).
+//! - `sealed_at_rest`: destination secrets sealed in the store, `herald rekey`, `herald config`.
 //! - `destinations`: per-type behaviour over the API (mapping details, validation, schemas).
 //! - `contract`: the Driver contract suite (`herald_testkit::contract`) for every type.
 
@@ -23,6 +25,8 @@ mod failure_policy;
 mod http_outcomes;
 mod multinode;
 mod outpost_sdk;
+mod portal_browser;
+mod sealed_at_rest;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@
 //! counted and printed, never forbidden; losing an accepted event is a failure.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,13 +18,13 @@ use serde_json::{Value, json};
 /// Starts node `n` on `db` with a short lease (a killed node's work is taken over after ~3 s).
 fn node(db: &TestDb, n: usize, extra: &[(&str, &str)]) -> HeraldProcess {
     let ua = format!("node-{n}");
-    let mut env: Vec<(&str, &str)> = vec![
-        ("HERALD_DATABASE_URL", &db.url),
+    let mut env: Vec<(&str, &str)> = db.env().to_vec();
+    env.extend([
         ("HERALD_DATABASE_POOL_SIZE", "4"),
-        ("HERALD_DELIVERY_USER_AGENT", &ua),
+        ("HERALD_DELIVERY_USER_AGENT", ua.as_str()),
         ("HERALD_DELIVERY_TIMEOUT_MS", "1000"),
         ("HERALD_DELIVERY_LEASE_SECS", "3"),
-    ];
+    ]);
     env.extend_from_slice(extra);
     crate::process(&env)
 }
@@ -498,38 +498,46 @@ async fn a_failure_streak_across_nodes_disables_the_destination_once() {
     assert_eq!(count("alert.destination.disabled"), 1, "{alerts:?}");
 }
 
-fn herald_cli(db_url: &str, args: &[&str]) -> (bool, String) {
+fn herald_cli(db: &TestDb, args: &[&str]) -> (bool, String) {
+    herald_cli_with(db, Some(&db.key), args)
+}
+
+fn herald_cli_with(db: &TestDb, key: Option<&str>, args: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .env_clear()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.env_clear();
+    if let Some(key) = key {
+        cmd.env("HERALD_ENCRYPTION_KEY", key);
+    }
+    cmd.args(args)
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD_DATA_DIR", dir.path())
-        .env("HERALD_DATABASE_URL", db_url)
+        .env("HERALD_DATABASE_URL", &db.url)
         .env("HERALD_API_KEY", herald_testkit::API_KEY)
         .env("HERALD_HOST", "127.0.0.1")
-        .env("HERALD_PORT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run herald");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .env("HERALD_PORT", "0");
+    herald_testkit::output_within(&mut cmd, Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_command_and_schema_version_checks() {
     let db = TestDb::create().await;
+    // Without an encryption key PostgreSQL is refused, saying what to set.
+    for args in [&["serve"][..], &["rekey"][..]] {
+        let (ok, out) = herald_cli_with(&db, None, args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains("HERALD_ENCRYPTION_KEY") && out.contains("every node"),
+            "{args:?}: {out}"
+        );
+    }
     // Not migrated and told not to migrate: refuses, saying what to do.
-    let (ok, out) = herald_cli(&db.url, &["serve", "--no-migrate"]);
+    let (ok, out) = herald_cli(&db, &["serve", "--no-migrate"]);
     assert!(!ok, "{out}");
     assert!(out.contains("herald migrate"), "{out}");
     // `herald migrate` brings it up to date; twice is fine.
     for _ in 0..2 {
-        let (ok, out) = herald_cli(&db.url, &["migrate"]);
+        let (ok, out) = herald_cli(&db, &["migrate"]);
         assert!(ok, "{out}");
         assert!(out.contains("schema version"), "{out}");
         assert!(
@@ -550,7 +558,7 @@ async fn migrate_command_and_schema_version_checks() {
         .await
         .unwrap();
     for args in [&["serve"][..], &["migrate"][..]] {
-        let (ok, out) = herald_cli(&db.url, args);
+        let (ok, out) = herald_cli(&db, args);
         assert!(!ok, "{args:?}: {out}");
         assert!(
             out.contains("999") && out.contains("upgrade herald"),

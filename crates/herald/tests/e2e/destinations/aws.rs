@@ -44,10 +44,11 @@ async fn sqs_delivers_signed_messages_with_attributes() {
             }),
         )
         .await;
-    // Secrets come back masked; the access key id is not a secret.
+    // The AWS secret comes back masked; the access key id is not a secret, and the signing
+    // secret is returned in full (receivers need it to verify).
     assert_eq!(dest["credentials"]["key"], aws.key.as_str());
     assert_ne!(dest["credentials"]["secret"], aws.secret.as_str());
-    assert_ne!(dest["credentials"]["signing_secret"], SECRET);
+    assert_eq!(dest["credentials"]["signing_secret"], SECRET);
     assert_eq!(dest["target"], QUEUE);
 
     h.publish(json!({

@@ -192,32 +192,32 @@ async fn schemas_are_served_and_masked_secrets_survive_an_update() {
         (
             "kafka",
             &["brokers", "topic"],
-            &["password", "signing_secret"],
+            &["password", "signing_secret", "previous_secret"],
         ),
         (
             "aws_sqs",
             &["queue_url", "key", "secret"],
-            &["secret", "session", "signing_secret"],
+            &["secret", "session", "signing_secret", "previous_secret"],
         ),
         (
             "aws_s3",
             &["bucket", "region", "key", "secret"],
-            &["secret", "session", "signing_secret"],
+            &["secret", "session", "signing_secret", "previous_secret"],
         ),
         (
             "aws_kinesis",
             &["stream_name", "region", "key", "secret"],
-            &["secret", "session", "signing_secret"],
+            &["secret", "session", "signing_secret", "previous_secret"],
         ),
         (
             "gcp_pubsub",
             &["project_id", "topic"],
-            &["service_account_json", "signing_secret"],
+            &["service_account_json", "signing_secret", "previous_secret"],
         ),
         (
             "azure_servicebus",
             &["name", "connection_string"],
-            &["connection_string", "signing_secret"],
+            &["connection_string", "signing_secret", "previous_secret"],
         ),
     ];
     for (kind, required, sensitive) in expect {

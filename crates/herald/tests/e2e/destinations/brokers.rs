@@ -78,14 +78,22 @@ async fn schemas_list_every_broker_type_with_sensitive_fields() {
             .clone()
     };
     let mut expected: Vec<(&str, &str, &[&str])> = Vec::new();
+    // Every broker type signs with the common `signing_secret` (and keeps the previous one
+    // after a rotation); both are sensitive.
+    const SIGNING: &str = "signing_secret";
+    const PREVIOUS: &str = "previous_secret";
     #[cfg(feature = "rabbitmq")]
-    expected.push(("rabbitmq", "server_url", &["password", "secret"]));
+    expected.push(("rabbitmq", "server_url", &["password", SIGNING, PREVIOUS]));
     #[cfg(feature = "nats")]
-    expected.push(("nats", "server_url", &["password", "token", "secret"]));
+    expected.push((
+        "nats",
+        "server_url",
+        &["password", "token", SIGNING, PREVIOUS],
+    ));
     #[cfg(feature = "redis_stream")]
-    expected.push(("redis_stream", "stream", &["password", "secret"]));
+    expected.push(("redis_stream", "stream", &["password", SIGNING, PREVIOUS]));
     #[cfg(feature = "mqtt")]
-    expected.push(("mqtt", "server_url", &["password", "secret"]));
+    expected.push(("mqtt", "server_url", &["password", SIGNING, PREVIOUS]));
     for (kind, required, sensitive) in expected {
         let t = find(kind);
         let cfg = t["config_fields"].as_array().unwrap();
@@ -121,7 +129,7 @@ mod rabbitmq {
         json!({
             "type": "rabbitmq", "topics": "*",
             "config": {"server_url": server, "exchange": exchange, "routing_key": "herald.{topic}"},
-            "credentials": {"username": "guest", "password": password, "secret": SECRET},
+            "credentials": {"username": "guest", "password": password, "signing_secret": SECRET},
         })
     }
 
@@ -131,10 +139,8 @@ mod rabbitmq {
         let h = herald().await;
         let d = h.create("rmq", dest(RABBITMQ, &s.exchange, "guest")).await;
         assert_eq!(d["credentials"]["password"], "****", "password masked: {d}");
-        assert_eq!(
-            d["credentials"]["secret"],
-            "whse**********************************"
-        );
+        // The signing secret is returned in full: receivers need it to verify.
+        assert_eq!(d["credentials"]["signing_secret"], SECRET);
         assert_eq!(d["target"], s.exchange.as_str());
 
         let id = h
@@ -182,7 +188,7 @@ mod rabbitmq {
             "PATCH",
             &format!("/tenants/rmq/destinations/{did}"),
             Some(
-                json!({"credentials": {"password": "****", "secret": d["credentials"]["secret"]}}),
+                json!({"credentials": {"password": "****", "signing_secret": d["credentials"]["signing_secret"]}}),
             ),
         )
         .await;
@@ -249,7 +255,7 @@ mod nats {
         json!({
             "type": "nats", "topics": "*",
             "config": {"server_url": server, "subject": format!("{prefix}.{{topic}}")},
-            "credentials": {"secret": SECRET},
+            "credentials": {"signing_secret": SECRET},
         })
     }
 
@@ -258,7 +264,8 @@ mod nats {
         let s = setup().await;
         let h = herald().await;
         let d = h.create("nats", dest(NATS, &s.prefix)).await;
-        assert_ne!(d["credentials"]["secret"], SECRET, "secret masked: {d}");
+        // Signing secrets are returned in full: receivers need them to verify.
+        assert_eq!(d["credentials"]["signing_secret"], SECRET, "{d}");
         let id = h
             .publish_event("nats", "user.created", json!({"name": "Ada"}))
             .await;
@@ -313,7 +320,7 @@ mod redis_stream {
         json!({
             "type": "redis_stream", "topics": "*",
             "config": {"server_url": server, "stream": stream, "max_len": "3", "max_len_approximate": "false"},
-            "credentials": {"secret": SECRET},
+            "credentials": {"signing_secret": SECRET},
         })
     }
 
@@ -405,6 +412,8 @@ mod mqtt {
         json!({
             "type": "mqtt", "topics": "*",
             "config": {"server_url": server, "topic": format!("{prefix}/{{topic}}")},
+            // The signing secret's old name on broker types is still read, and stored under
+            // the new one (the signature check below proves it signs).
             "credentials": {"secret": SECRET},
         })
     }
@@ -414,7 +423,9 @@ mod mqtt {
         let prefix = unique("herald-test-");
         let sub = subscribe(&prefix).await;
         let h = herald().await;
-        h.create("mqtt", dest(MQTT, &prefix)).await;
+        let d = h.create("mqtt", dest(MQTT, &prefix)).await;
+        assert_eq!(d["credentials"]["signing_secret"], SECRET, "{d}");
+        assert!(d["credentials"].get("secret").is_none(), "{d}");
         let id = h
             .publish_event("mqtt", "user.created", json!({"name": "Ada"}))
             .await;

@@ -50,7 +50,8 @@ async fn pubsub_publishes_signed_messages_with_attributes() {
             }),
         )
         .await;
-    assert_ne!(dest["credentials"]["signing_secret"], SECRET, "masked");
+    // Signing secrets are returned in full: receivers need them to verify.
+    assert_eq!(dest["credentials"]["signing_secret"], SECRET);
     assert_eq!(
         dest["target"],
         format!("projects/{PUBSUB_PROJECT}/topics/{PUBSUB_TOPIC}")
@@ -291,6 +292,57 @@ async fn a_missing_topic_is_permanent() {
         .wait_attempts("event_id=evt_ps_404", |a| !a.is_empty())
         .await;
     assert_eq!(a.len(), 1, "{a:?}");
+}
+
+/// Issue 8 item 7: keys are accepted as Outpost accepts them. Outpost's minimal key has a
+/// `type` and nothing that can sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_accepts_keys_as_outpost_does_and_fails_unsignable_ones_permanently() {
+    let placeholder = r#"{"type":"service_account","project_id":"p"}"#;
+    let emu = PubSubEmulator::start().await;
+    let h = Herald::start(&retry_fast()).await;
+    // With an emulator endpoint the key is not looked at: created, and messages arrive.
+    h.create(
+        "t1",
+        json!({
+            "type": "gcp_pubsub", "topics": "*",
+            "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC, "endpoint": emu.host()},
+            "credentials": {"service_account_json": placeholder, "signing_secret": SECRET},
+        }),
+    )
+    .await;
+    h.publish(json!({"tenant_id": "t1", "topic": "a", "id": "evt_ps_ph_1", "data": {"n": 1}}))
+        .await;
+    h.wait_attempts("event_id=evt_ps_ph_1", |a| {
+        a.iter().any(|x| x["status"] == "success")
+    })
+    .await;
+    let got = emu.messages(1).await;
+    check_message(&got[0], "evt_ps_ph_1", json!({"n": 1}));
+
+    // Without an endpoint it is created too (as by Outpost), and its attempt fails
+    // permanently with a message saying the key cannot sign.
+    h.create(
+        "t2",
+        json!({
+            "type": "gcp_pubsub", "topics": "*",
+            "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC},
+            "credentials": {"service_account_json": placeholder},
+        }),
+    )
+    .await;
+    h.publish(json!({"tenant_id": "t2", "topic": "a", "id": "evt_ps_ph_2", "data": {}}))
+        .await;
+    let a = h
+        .wait_attempts("event_id=evt_ps_ph_2&include=response_data", |a| {
+            !a.is_empty()
+        })
+        .await;
+    assert_eq!(a[0]["status"], "failed", "{a:?}");
+    assert_eq!(a[0]["code"], "auth_failed", "{a:?}");
+    let why = a[0]["response_data"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("cannot sign"), "{a:?}");
+    assert!(why.contains("client_email"), "{a:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

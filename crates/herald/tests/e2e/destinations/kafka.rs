@@ -32,7 +32,8 @@ async fn kafka_produces_signed_records_with_key_and_headers() {
             }),
         )
         .await;
-    assert_ne!(dest["credentials"]["signing_secret"], SECRET, "masked");
+    // Signing secrets are returned in full: receivers need them to verify.
+    assert_eq!(dest["credentials"]["signing_secret"], SECRET, "{dest}");
     h.publish(json!({
         "tenant_id": "acme", "topic": "user.created", "id": "evt_k_1",
         "metadata": {"source": "crm"}, "data": {"customer_id": "cus_9", "n": 1}

@@ -1,6 +1,7 @@
-//! What the AWS types (`aws_sqs`, `aws_s3`, `aws_kinesis`) share: static credentials, the
-//! Signature Version 4 signer, the common credential fields, and how AWS error codes map onto
-//! retry or permanent failure.
+//! What the AWS types (`aws_sqs`, `aws_s3`, `aws_kinesis`) share: their typed
+//! [`Credentials`] (static AWS credentials; `secret` is the AWS secret access key, the
+//! signing secret is the common `signing_secret`), the [`Region`] field, the Signature
+//! Version 4 signer, and how AWS error codes map onto retry or permanent failure.
 //!
 //! Herald signs its own requests instead of using the AWS SDK: each type sends exactly one
 //! API call (`SendMessage`, `PutObject`, `PutRecord`), and SigV4 over the shared `reqwest`
@@ -8,66 +9,82 @@
 //! minutes of compile time. The signer is checked against AWS's published example and, end
 //! to end, by moto verifying every signature (`crates/herald/tests/destinations_aws.rs`).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
-use herald_core::destination::{DeliveryError, FieldError, FieldSpec};
+use herald_core::Secret;
+use herald_core::destination::DeliveryError;
 use hmac::{Hmac, Mac};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
-use crate::mapping::{HttpReply, field, get};
+use crate::support::http::Reply;
 
-/// Static AWS credentials of one destination.
-#[derive(Clone)]
-pub(crate) struct Credentials {
-    /// Access key id.
+#[cfg(feature = "aws_kinesis")]
+pub mod kinesis;
+#[cfg(feature = "aws_s3")]
+pub mod s3;
+#[cfg(feature = "aws_sqs")]
+pub mod sqs;
+
+/// `credentials` of every AWS destination: static AWS credentials. The signing secret is
+/// the common `signing_secret`; `secret` here is the AWS secret access key.
+#[derive(Clone, Deserialize, JsonSchema)]
+pub struct Credentials {
+    /// Access key ID
+    ///
+    /// AWS access key ID.
     pub key: String,
-    /// Secret access key.
-    pub secret: String,
-    /// Session token of temporary credentials.
-    pub session: Option<String>,
+    /// Secret access key
+    ///
+    /// AWS secret access key.
+    pub secret: Secret,
+    /// Session token
+    ///
+    /// Optional AWS session token (temporary credentials).
+    pub session: Option<Secret>,
 }
 
-impl Credentials {
-    /// Reads `key`, `secret` and `session` (required fields are checked by the schema).
-    pub(crate) fn from_map(c: &BTreeMap<String, String>) -> Result<Self, FieldError> {
-        Ok(Self {
-            key: get(c, "key")
-                .ok_or_else(|| FieldError::new("credentials.key", "is required"))?
-                .to_string(),
-            secret: c
-                .get("secret")
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| FieldError::new("credentials.secret", "is required"))?
-                .clone(),
-            session: get(c, "session").map(str::to_string),
-        })
+/// An AWS region name (`us-east-1`, `eu-central-2`, `us-gov-west-1`, …). Each type's field
+/// states the pattern it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region(pub String);
+
+impl Region {
+    /// The region name.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-/// The contract's AWS credential fields plus Herald's optional signing secret.
-pub(crate) fn credential_fields() -> Vec<FieldSpec> {
-    vec![
-        field("key", "Access key ID", "AWS access key ID.", true, false),
-        field(
-            "secret",
-            "Secret access key",
-            "AWS secret access key.",
-            true,
-            true,
-        ),
-        field(
-            "session",
-            "Session token",
-            "Optional AWS session token (temporary credentials).",
-            false,
-            true,
-        ),
-        crate::mapping::signing_secret_field(),
-    ]
+impl<'de> Deserialize<'de> for Region {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        let r = raw.trim();
+        if valid_region(r) {
+            Ok(Self(r.to_string()))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{raw:?} is not an AWS region name like us-east-1"
+            )))
+        }
+    }
+}
+
+impl JsonSchema for Region {
+    fn schema_name() -> Cow<'static, str> {
+        "Region".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string" })
+    }
 }
 
 /// Checks a region name (`us-east-1`, `eu-central-2`, `us-gov-west-1`, …).
-pub(crate) fn valid_region(r: &str) -> bool {
+pub fn valid_region(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();
     parts.len() >= 3
         && parts.iter().all(|p| {
@@ -80,12 +97,9 @@ pub(crate) fn valid_region(r: &str) -> bool {
             .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+#[cfg(any(feature = "aws_sqs", feature = "aws_kinesis"))]
 /// The pattern served for `region` fields (`aws_s3` serves the contract's own, narrower one).
-#[cfg_attr(
-    not(any(feature = "aws_sqs", feature = "aws_kinesis")),
-    allow(dead_code)
-)]
-pub(crate) const REGION_PATTERN: &str = "^[a-z]{2}(-[a-z]+)+-[0-9]+$";
+pub const REGION_PATTERN: &str = "^[a-z]{2}(-[a-z]+)+-[0-9]+$";
 
 /// Characters left as they are by AWS URI encoding (RFC 3986 unreserved).
 fn unreserved(b: u8) -> bool {
@@ -116,6 +130,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+#[cfg(any(feature = "aws_sqs", feature = "aws_kinesis"))]
 /// One call to an AWS JSON-protocol API (SQS, Kinesis): what differs between services.
 pub(crate) struct JsonCall<'a> {
     /// Signing name of the service (`sqs`, `kinesis`).
@@ -126,6 +141,7 @@ pub(crate) struct JsonCall<'a> {
     pub target: &'a str,
 }
 
+#[cfg(any(feature = "aws_sqs", feature = "aws_kinesis"))]
 /// Signs `body` as a JSON-protocol call and POSTs it to `endpoint` within `timeout`.
 pub(crate) async fn post_json(
     client: &reqwest::Client,
@@ -201,8 +217,8 @@ pub(crate) fn sign(
     if req.content_hash_header {
         headers.push(("x-amz-content-sha256".into(), req.payload_hash.clone()));
     }
-    if let Some(token) = &creds.session {
-        headers.push(("x-amz-security-token".into(), token.clone()));
+    if let Some(token) = creds.session.as_ref().filter(|t| !t.is_empty()) {
+        headers.push(("x-amz-security-token".into(), token.expose().to_string()));
     }
     let mut signed: Vec<(String, String)> = headers.clone();
     signed.push(("host".into(), host));
@@ -247,7 +263,10 @@ pub(crate) fn sign(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         sha256_hex(canonical.as_bytes())
     );
-    let k_date = hmac(format!("AWS4{}", creds.secret).as_bytes(), date.as_bytes());
+    let k_date = hmac(
+        format!("AWS4{}", creds.secret.expose()).as_bytes(),
+        date.as_bytes(),
+    );
     let k_region = hmac(&k_date, region.as_bytes());
     let k_service = hmac(&k_region, service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
@@ -330,7 +349,7 @@ const THROTTLING_ERRORS: &[&str] = &[
 /// - 5xx, 429 and the throttling codes → retry (honouring `Retry-After`);
 /// - credential/signature codes → permanent, code `auth_failed`;
 /// - any other 4xx (missing queue/bucket/stream, validation errors) → permanent.
-pub(crate) fn classify(reply: &HttpReply, error_type_header: Option<&str>) -> DeliveryError {
+pub(crate) fn classify(reply: &Reply, error_type_header: Option<&str>) -> DeliveryError {
     let code = error_code(&reply.body, error_type_header);
     let name = code.as_deref().unwrap_or("");
     let what = match &code {
@@ -338,16 +357,16 @@ pub(crate) fn classify(reply: &HttpReply, error_type_header: Option<&str>) -> De
         None => format!("AWS answered HTTP {}", reply.status),
     };
     if AUTH_ERRORS.contains(&name) {
-        return reply.error(
+        return reply.failure(
             false,
             "auth_failed",
             format!("{what}: the credentials or their permissions are wrong; not retried"),
         );
     }
     if reply.status >= 500 || reply.status == 429 || THROTTLING_ERRORS.contains(&name) {
-        return reply.error(true, &reply.status.to_string(), what);
+        return reply.failure(true, &reply.status.to_string(), what);
     }
-    reply.error(
+    reply.failure(
         false,
         &reply.status.to_string(),
         format!("{what}; not retried"),
@@ -363,7 +382,7 @@ mod tests {
     fn signs_the_published_example() {
         let creds = Credentials {
             key: "AKIDEXAMPLE".into(),
-            secret: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            secret: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             session: None,
         };
         let url = url::Url::parse("https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08")
@@ -421,9 +440,11 @@ mod tests {
 
     #[test]
     fn classification() {
-        let r = |status, body: &str| HttpReply {
+        let r = |status, body: &str| Reply {
             status,
+            headers: Default::default(),
             body: body.into(),
+            truncated: false,
             retry_after: None,
         };
         let auth = classify(&r(403, r#"{"__type":"InvalidClientTokenId"}"#), None);
