@@ -91,7 +91,12 @@ impl ServiceBus {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 64)?;
+        let client = http_client(
+            &policy,
+            cfg.proxy.as_ref().map(Secret::expose),
+            &cfg.user_agent,
+            64,
+        )?;
         Ok(Self {
             client,
             policy,

@@ -368,7 +368,12 @@ fn classify(e: &rskafka::client::error::Error) -> DeliveryError {
                 | ProtocolError::UnsupportedSaslMechanism
         );
         if permanent {
-            return DeliveryError::permanent("auth_failed", text);
+            return DeliveryError::permanent(
+                "auth_failed",
+                format!(
+                    "{text}; check credentials.username, credentials.password and config.sasl_mechanism, and the user's ACL for config.topic"
+                ),
+            );
         }
         if matches!(
             protocol_error,
@@ -388,7 +393,12 @@ fn classify(e: &rskafka::client::error::Error) -> DeliveryError {
     // Connection-level SASL failures arrive wrapped (in retries, in connection errors).
     let lower = text.to_ascii_lowercase();
     if lower.contains("sasl") || lower.contains("authentication") {
-        return DeliveryError::permanent("auth_failed", text);
+        return DeliveryError::permanent(
+            "auth_failed",
+            format!(
+                "{text}; check credentials.username, credentials.password and config.sasl_mechanism"
+            ),
+        );
     }
     // Retries that ran out report "deadline" but carry the cause (refused, reset, …).
     let connection = ["refused", "reset", "broken pipe", "io error", "connect"]

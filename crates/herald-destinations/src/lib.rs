@@ -32,12 +32,13 @@ use herald_core::spec::{Spec, Typed};
 pub use target::TargetPolicy;
 
 /// Settings shared by destination types.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DestinationsConfig {
     /// Which network targets are allowed.
     pub target_policy: TargetPolicy,
-    /// Optional egress proxy for webhook requests (`http://host:port`).
-    pub proxy: Option<String>,
+    /// Optional egress proxy for HTTP requests (`http://user:password@host:port`); a `Secret`
+    /// because its URL may carry a password.
+    pub proxy: Option<herald_core::Secret>,
     /// Response bodies kept in the attempt log are cut to this many bytes.
     pub response_body_limit: usize,
     /// `User-Agent` sent with webhook requests.
@@ -47,6 +48,19 @@ pub struct DestinationsConfig {
     /// Types whose destinations get no generated signing secret when created without one
     /// (their messages are then unsigned until a secret is set). Empty: every type generates.
     pub no_generated_secret: Vec<String>,
+}
+
+impl std::fmt::Debug for DestinationsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationsConfig")
+            .field("target_policy", &self.target_policy)
+            .field("proxy", &self.proxy.as_ref().map(|p| p.redacted()))
+            .field("response_body_limit", &self.response_body_limit)
+            .field("user_agent", &self.user_agent)
+            .field("retry_on_status", &self.retry_on_status)
+            .field("no_generated_secret", &self.no_generated_secret)
+            .finish()
+    }
 }
 
 impl DestinationsConfig {

@@ -293,10 +293,16 @@ fn refused(code: &ConnectReturnCode) -> DeliveryError {
     use ConnectReturnCode as C;
     let text = format!("the broker refused the connection: {code:?}");
     match code {
-        C::BadUserNamePassword | C::BadAuthenticationMethod => {
-            DeliveryError::permanent("bad_credentials", text)
-        }
-        C::NotAuthorized | C::Banned => DeliveryError::permanent("not_authorized", text),
+        C::BadUserNamePassword | C::BadAuthenticationMethod => DeliveryError::permanent(
+            "bad_credentials",
+            format!("{text}; check credentials.username and credentials.password"),
+        ),
+        C::NotAuthorized | C::Banned => DeliveryError::permanent(
+            "not_authorized",
+            format!(
+                "{text}; check credentials.username and credentials.password, and the broker's ACL for this client"
+            ),
+        ),
         C::RefusedProtocolVersion
         | C::UnsupportedProtocolVersion
         | C::BadClientId

@@ -252,7 +252,12 @@ impl NatsDriver {
             let text = root_message(&e);
             match e.kind() {
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-                    DeliveryError::permanent("authorization_violation", text)
+                    DeliveryError::permanent(
+                        "authorization_violation",
+                        format!(
+                            "{text}; check credentials.username and credentials.password, or credentials.token"
+                        ),
+                    )
                 }
                 ConnectErrorKind::TimedOut => DeliveryError::retry("timeout", text),
                 ConnectErrorKind::Tls => DeliveryError::retry("tls_error", text),

@@ -248,7 +248,15 @@ fn classify(e: &lapin::Error) -> DeliveryError {
                 }
                 AMQPErrorKind::Hard(_) => ("amqp_error", false),
             };
-            let text = format!("broker answered {}: {text}", amqp.get_id());
+            let mut text = format!("broker answered {}: {text}", amqp.get_id());
+            match code {
+                "access_refused" => text.push_str(
+                    "; check credentials.username and credentials.password, and that the user may write to the exchange",
+                ),
+                "not_found" => text.push_str("; check that config.exchange exists"),
+                "not_allowed" => text.push_str("; check config.vhost and the user's access to it"),
+                _ => {}
+            }
             if permanent {
                 DeliveryError::permanent(code, text)
             } else {
@@ -256,7 +264,10 @@ fn classify(e: &lapin::Error) -> DeliveryError {
             }
         }
         ErrorKind::IOError(_) => DeliveryError::retry("connection_error", text),
-        ErrorKind::AuthProviderError(_) => DeliveryError::permanent("access_refused", text),
+        ErrorKind::AuthProviderError(_) => DeliveryError::permanent(
+            "access_refused",
+            format!("{text}; check credentials.username and credentials.password"),
+        ),
         _ => DeliveryError::retry("amqp_error", text),
     }
 }

@@ -191,15 +191,23 @@ fn classify(e: &redis::RedisError) -> DeliveryError {
     if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
         return DeliveryError::retry("connection_error", text);
     }
+    let auth = |text: String| {
+        DeliveryError::permanent(
+            "auth_failed",
+            format!(
+                "{text}; check credentials.password (and credentials.username for an ACL user)"
+            ),
+        )
+    };
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        return DeliveryError::permanent("auth_failed", text);
+        return auth(text);
     }
     match e.code() {
         Some(
             c @ ("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN"
             | "OOM"),
         ) => DeliveryError::retry(c.to_ascii_lowercase(), text),
-        Some("WRONGPASS" | "NOAUTH") => DeliveryError::permanent("auth_failed", text),
+        Some("WRONGPASS" | "NOAUTH") => auth(text),
         Some(c) => DeliveryError::permanent(c.to_ascii_lowercase(), text),
         None => DeliveryError::retry("redis_error", text),
     }

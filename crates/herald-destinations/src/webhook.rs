@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use herald_core::Secret;
 use herald_core::destination::{
     DeliveryError, Disposition, Driver, FieldError, OutboundMessage, Receipt, TypeSpec,
 };
@@ -79,7 +80,12 @@ impl Webhook {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 256)?;
+        let client = http_client(
+            &policy,
+            cfg.proxy.as_ref().map(Secret::expose),
+            &cfg.user_agent,
+            256,
+        )?;
         Ok(Self {
             client,
             policy,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald_core::secret::REDACTED;
 use herald_core::signing::{self, SigningConfig};
 use herald_core::{Attempt, Destination, Event, ids};
 use jiff::Timestamp;
@@ -17,18 +18,37 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 /// Alert settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AlertConfig {
     /// Where alerts are POSTed; `None` logs them only.
     pub callback_url: Option<String>,
     /// Standard Webhooks secret (`whsec_…`) used to sign alerts; `None` sends them unsigned.
-    pub secret: Option<String>,
+    pub secret: Option<herald_core::Secret>,
     /// Consecutive failed attempts that count as 100 %; 0 turns failure alerts off.
     pub consecutive_failure_threshold: u32,
     /// Disable a destination when it reaches the threshold.
     pub auto_disable: bool,
     /// At most one exhausted-retries alert per destination within this window.
     pub exhausted_retries_window: Duration,
+}
+
+impl std::fmt::Debug for AlertConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The callback URL may carry credentials and the secret signs: neither is printed.
+        f.debug_struct("AlertConfig")
+            .field(
+                "callback_url",
+                &self.callback_url.as_ref().map(|_| REDACTED),
+            )
+            .field("secret", &self.secret.as_ref().map(|s| s.redacted()))
+            .field(
+                "consecutive_failure_threshold",
+                &self.consecutive_failure_threshold,
+            )
+            .field("auto_disable", &self.auto_disable)
+            .field("exhausted_retries_window", &self.exhausted_retries_window)
+            .finish()
+    }
 }
 
 impl Default for AlertConfig {
@@ -190,7 +210,7 @@ impl Alerts {
                     metadata: &metadata,
                 };
                 let secrets = signing::Secrets {
-                    current: this.cfg.secret.as_deref(),
+                    current: this.cfg.secret.as_ref().map(herald_core::Secret::expose),
                     previous: None,
                 };
                 let mut req = this

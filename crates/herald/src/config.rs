@@ -75,7 +75,7 @@ pub struct Config {
 
 /// `[portal]`: the tenant portal served under `/portal`. Each key is Outpost's `PORTAL_*`
 /// setting of the same meaning (`HERALD_PORTAL_REFERER_URL` ↔ `PORTAL_REFERER_URL`, …).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PortalSection {
     /// Your application's URL, linked from the portal's "session expired" page.
@@ -88,6 +88,22 @@ pub struct PortalSection {
     pub brand_color: String,
     /// `light` or `dark` forces the portal's theme; empty follows the link and the browser.
     pub force_theme: String,
+    /// The destination type the portal's add-destination wizard preselects (Herald's own
+    /// setting; Outpost has none).
+    pub default_type: String,
+}
+
+impl Default for PortalSection {
+    fn default() -> Self {
+        Self {
+            referer_url: String::new(),
+            organization_name: String::new(),
+            logo: String::new(),
+            brand_color: String::new(),
+            force_theme: String::new(),
+            default_type: "webhook".into(),
+        }
+    }
 }
 
 /// `[database]`
@@ -554,7 +570,7 @@ impl Config {
         let a = &self.alerts;
         herald_engine::alerts::AlertConfig {
             callback_url: (!a.callback_url.is_empty()).then(|| a.callback_url.expose().to_string()),
-            secret: (!a.secret.is_empty()).then(|| a.secret.expose().to_string()),
+            secret: (!a.secret.is_empty()).then(|| herald_core::Secret::new(a.secret.expose())),
             consecutive_failure_threshold: a.consecutive_failure_threshold,
             auto_disable: a.auto_disable,
             exhausted_retries_window: Duration::from_secs(a.exhausted_retries_window_secs),

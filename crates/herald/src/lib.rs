@@ -121,13 +121,22 @@ pub async fn run(
     };
     let registry = herald_destinations::registry(&DestinationsConfig {
         target_policy: policy.clone(),
-        proxy: (!cfg.delivery.proxy.is_empty()).then(|| cfg.delivery.proxy.expose().to_string()),
+        proxy: (!cfg.delivery.proxy.is_empty())
+            .then(|| herald_core::Secret::new(cfg.delivery.proxy.expose())),
         response_body_limit: cfg.delivery.response_body_limit,
         user_agent: cfg.delivery.user_agent.clone(),
         retry_on_status: cfg.delivery.retry_on_status.clone(),
         no_generated_secret: cfg.signing.no_generated_secret.clone(),
     })
     .map_err(anyhow::Error::msg)?;
+    if !cfg.portal.default_type.is_empty() && registry.get(&cfg.portal.default_type).is_none() {
+        let known: Vec<_> = registry.all().map(|t| t.spec().kind.clone()).collect();
+        anyhow::bail!(
+            "portal.default_type (HERALD_PORTAL_DEFAULT_TYPE): {:?} is not a destination type of this build; expected one of {}",
+            cfg.portal.default_type,
+            known.join(", ")
+        );
+    }
     if let Some(unknown) = cfg
         .signing
         .no_generated_secret
@@ -212,6 +221,7 @@ pub async fn run(
                 brand_color: cfg.portal.brand_color.clone(),
                 force_theme: cfg.portal.force_theme.clone(),
                 secure_cookies: !cfg.dev,
+                default_type: cfg.portal.default_type.clone(),
             },
         },
     );

@@ -33,7 +33,8 @@ pub async fn pick_type(State(portal): State<PortalState>, session: Session) -> R
          <form method=\"get\" action=\"/portal/destinations/new/next\"><fieldset><legend>Destination type</legend><ul class=\"types\">",
     );
     for (i, (kind, t)) in types.iter().enumerate() {
-        let checked = if (kind == "webhook") || (i == 0 && !types.contains_key("webhook")) {
+        let preferred = &portal.app.config.portal.default_type;
+        let checked = if kind == preferred || (i == 0 && !types.contains_key(preferred)) {
             " checked"
         } else {
             ""

@@ -56,6 +56,9 @@ pub struct PortalConfig {
     pub force_theme: String,
     /// Whether the session cookie is marked `Secure` (off only in `--dev`).
     pub secure_cookies: bool,
+    /// The destination type the add-destination wizard preselects; empty (or a type this
+    /// build lacks) preselects the first one.
+    pub default_type: String,
 }
 
 impl Default for PortalConfig {
@@ -67,6 +70,7 @@ impl Default for PortalConfig {
             brand_color: String::new(),
             force_theme: String::new(),
             secure_cookies: true,
+            default_type: String::new(),
         }
     }
 }

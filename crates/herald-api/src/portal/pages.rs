@@ -425,6 +425,11 @@ pub(crate) fn signing_keys(spec: &Value) -> Vec<&str> {
     }
 }
 
+/// Whether a destination's target is an HTTP URL (its attempts are POST requests).
+fn is_http(target: &str) -> bool {
+    target.starts_with("https://") || target.starts_with("http://")
+}
+
 /// The destination overview, with an optional message (used after actions too).
 pub(crate) async fn destination_page(
     portal: &PortalState,
@@ -1205,7 +1210,7 @@ pub(crate) async fn attempt_page(
         let _ = write!(
             b,
             "<p class=\"mono\">{} {}</p>",
-            if s(&a, "destination_type") == "webhook" {
+            if is_http(target) {
                 "POST"
             } else {
                 "Publish to"
@@ -1226,7 +1231,7 @@ pub(crate) async fn attempt_page(
                 };
                 let _ = writeln!(headers, "{k}: {shown}");
             }
-            if s(&a, "destination_type") == "webhook" {
+            if is_http(target) {
                 headers.push_str("content-type: application/json\n(plus the destination's custom headers, if any)\n");
             }
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use herald_core::Secret;
 use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
 use herald_core::spec::{About, Spec};
 use schemars::JsonSchema;
@@ -163,7 +164,12 @@ impl S3 {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(&policy, cfg.proxy.as_deref(), &cfg.user_agent, 64)?;
+        let client = http_client(
+            &policy,
+            cfg.proxy.as_ref().map(Secret::expose),
+            &cfg.user_agent,
+            64,
+        )?;
         Ok(Self {
             client,
             policy,
