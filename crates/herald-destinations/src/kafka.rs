@@ -431,10 +431,12 @@ impl KafkaDriver {
         Ok(())
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Connection, DeliveryError> {
+    async fn connect(&self, _timeout: Duration) -> Result<Connection, DeliveryError> {
         self.check_brokers().await?;
         let s = &self.settings;
-        // Give up connecting well inside the attempt's deadline so the error says why.
+        // One try per attempt: a driver never retries by itself (the engine does, on its
+        // schedule; it also bounds the attempt). A zero deadline makes rskafka give up after
+        // the first failure.
         let brokers = s.brokers.iter().map(ToString::to_string).collect();
         let mut builder = ClientBuilder::new(brokers)
             .client_id("herald")
@@ -442,7 +444,7 @@ impl KafkaDriver {
                 init_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_secs(1),
                 base: 2.0,
-                deadline: Some(timeout.mul_f32(0.6)),
+                deadline: Some(Duration::ZERO),
             });
         if s.tls {
             builder = builder

@@ -116,35 +116,11 @@ impl HeraldProcess {
     }
 }
 
-/// A database created for one bench phase, dropped with this value.
-struct BenchDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop runs on a runtime thread: use a runtime of our own.
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                && let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name))
-            {
-                eprintln!("could not drop benchmark database {name}: {e}");
-            }
-        })
-        .join();
-    }
-}
-
 /// The Herald nodes of one phase (one, or several sharing a PostgreSQL database).
 struct Cluster {
     nodes: Vec<HeraldProcess>,
     // Dropped after the nodes (fields drop in order).
-    _db: Option<BenchDb>,
+    _db: Option<herald_store::pg::TemporaryDatabase>,
 }
 
 impl Cluster {
@@ -175,8 +151,7 @@ async fn start_cluster(args: &BenchArgs, tag: &str, extra: &[(&str, &str)]) -> R
         });
     };
     let name = format!("herald_bench_{}_{tag}", std::process::id());
-    let _ = herald_store::pg::drop_database(admin, &name).await;
-    let url = herald_store::pg::create_database(admin, &name)
+    let db = herald_store::pg::TemporaryDatabase::create(admin, &name)
         .await
         .with_context(|| {
             format!(
@@ -184,17 +159,12 @@ async fn start_cluster(args: &BenchArgs, tag: &str, extra: &[(&str, &str)]) -> R
                 herald_store::pg::describe_url(admin)
             )
         })?;
-    let db = BenchDb {
-        admin: admin.clone(),
-        name,
-        url,
-    };
     let mut nodes = Vec::new();
     // Every node of a shared database seals destination secrets with the same key.
     let key = herald_store::seal::Keyring::generate_key();
     for n in 0..args.nodes.max(1) {
         let mut env = vec![
-            ("HERALD_DATABASE_URL", db.url.as_str()),
+            ("HERALD_DATABASE_URL", db.url()),
             ("HERALD_ENCRYPTION_KEY", key.expose()),
         ];
         env.extend_from_slice(extra);

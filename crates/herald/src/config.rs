@@ -66,6 +66,11 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
     /// The tenant portal's branding and return link.
     pub portal: PortalSection,
+    /// Development mode (`serve --dev`), set by the command line only, never by the file or
+    /// the environment: the portal's session cookie is not marked `Secure` (plain http://).
+    /// `--dev` also sets `security.allow_http` and `security.allow_private`.
+    #[serde(skip)]
+    pub dev: bool,
 }
 
 /// `[portal]`: the tenant portal served under `/portal`. Each key is Outpost's `PORTAL_*`
@@ -305,6 +310,7 @@ impl Default for Config {
             retention: RetentionSection::default(),
             topics: Vec::new(),
             portal: PortalSection::default(),
+            dev: false,
         }
     }
 }

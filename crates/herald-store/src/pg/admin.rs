@@ -114,6 +114,56 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A database that exists while this value lives: created (after dropping any leftover of the
+/// same name) by [`TemporaryDatabase::create`] and dropped, with anyone still connected, when
+/// the value is dropped — also while unwinding from a panic. `herald bench` runs each phase on
+/// one; the test suites run each test on one.
+pub struct TemporaryDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TemporaryDatabase {
+    /// Creates database `name` on the server `admin_url` points at.
+    pub async fn create(admin_url: &str, name: &str) -> Result<TemporaryDatabase> {
+        drop_database(admin_url, name).await?;
+        let url = create_database(admin_url, name).await?;
+        Ok(TemporaryDatabase {
+            admin_url: admin_url.to_string(),
+            name: name.to_string(),
+            url,
+        })
+    }
+
+    /// The URL of the database (with the admin URL's credentials).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TemporaryDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop may run on a runtime thread or while unwinding: use a runtime of our own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                && let Err(e) = rt.block_on(drop_database(&admin, &name))
+            {
+                eprintln!("could not drop temporary database {name}: {e}");
+            }
+        })
+        .join();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls, Row};
 
-pub use admin::{create_database, describe_url, drop_database, parse_url, url_with_database};
+pub use admin::{
+    TemporaryDatabase, create_database, describe_url, drop_database, parse_url, url_with_database,
+};
 pub use schema::SCHEMA_VERSION;
 
 use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};

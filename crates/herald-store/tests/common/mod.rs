@@ -1,14 +1,13 @@
 //! Shared helpers for the store test suites: fresh stores of each kind, and record builders.
 //!
-//! PostgreSQL tests run against the server at `HERALD_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`), each in a database of its own that is dropped
+//! PostgreSQL tests run each in a database of its own (`herald_testkit::TestDb`: the server at
+//! `HERALD_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`), dropped
 //! afterwards, also when the test fails. An unreachable server fails the test.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_core::{Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Topics};
 use herald_store::pg::{PgOptions, PgStore};
@@ -17,77 +16,20 @@ use herald_store::{AttemptRecord, NewDelivery, PublishOutcome, Store};
 use jiff::Timestamp;
 use serde_json::json;
 
-/// The server tests create their databases on.
-pub fn admin_url() -> String {
-    std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+pub use herald_testkit::{TestDb, test_keys};
+
+/// A migrated store on a test database.
+#[allow(async_fn_in_trait)]
+pub trait StoreOnTestDb {
+    /// Connects (and migrates) a store on this database.
+    async fn store(&self) -> PgStore;
 }
 
-/// A fresh random encryption keyring for a test's store.
-pub fn test_keys() -> Keyring {
-    Keyring::single("test key", &Keyring::generate_key()).expect("a generated key is valid")
-}
-
-/// A database that exists for one test and is dropped with this value.
-pub struct TestDb {
-    /// URL of the database.
-    pub url: String,
-    /// The encryption keys every store on this database uses.
-    pub keys: Keyring,
-    name: String,
-    admin: String,
-}
-
-impl TestDb {
-    /// Creates a uniquely named, empty database. Panics (fails the test) when PostgreSQL is
-    /// not reachable: these tests never skip.
-    pub async fn create() -> TestDb {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let admin = admin_url();
-        let name = format!(
-            "herald_test_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst),
-            Timestamp::now().as_millisecond() % 1_000_000
-        );
-        let url = herald_store::pg::create_database(&admin, &name)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "this test needs PostgreSQL at {} (set HERALD_TEST_POSTGRES_URL): {e}",
-                    herald_store::pg::describe_url(&admin)
-                )
-            });
-        TestDb {
-            url,
-            keys: test_keys(),
-            name,
-            admin,
-        }
-    }
-
-    /// A migrated store on this database.
-    pub async fn store(&self) -> PgStore {
+impl StoreOnTestDb for TestDb {
+    async fn store(&self) -> PgStore {
         PgStore::connect(&PgOptions::new(&self.url, self.keys.clone()))
             .await
             .expect("connect to the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop may run on a runtime thread or while unwinding: use a runtime of our own.
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                && let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name))
-            {
-                eprintln!("could not drop test database {name}: {e}");
-            }
-        })
-        .join();
     }
 }
 

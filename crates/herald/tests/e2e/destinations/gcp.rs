@@ -4,9 +4,6 @@
 //! calls). The service-account path is checked against a local token endpoint that verifies
 //! the JWT's RS256 signature with the `openssl` command.
 
-mod cloud;
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -15,90 +12,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use cloud::{Forwarder, SECRET, Server, reader_env, verify_standard};
-use common::Herald;
+use herald_testkit::Herald;
+use herald_testkit::retry_fast;
+use herald_testkit::servers::{PUBSUB_PROJECT, PUBSUB_TOPIC, PubSubEmulator};
+use herald_testkit::{SECRET, verify_standard};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-
-const PROJECT: &str = "herald-test";
-const TOPIC: &str = "events-topic";
-const SUBSCRIPTION: &str = "events-sub";
-
-/// The emulator's launcher: `HERALD_PUBSUB_EMULATOR`, else where the Debian package puts it.
-fn emulator_bin() -> PathBuf {
-    let p = std::env::var("HERALD_PUBSUB_EMULATOR").map_or_else(
-        |_| {
-            PathBuf::from(
-                "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
-            )
-        },
-        PathBuf::from,
-    );
-    assert!(
-        p.exists(),
-        "the Pub/Sub emulator is missing at {} (.ci/run installs google-cloud-cli-pubsub-emulator; \
-         set HERALD_PUBSUB_EMULATOR to use another path)",
-        p.display()
-    );
-    p
-}
-
-/// An emulator with the topic and a subscription.
-struct Emulator {
-    server: Server,
-}
-
-impl Emulator {
-    async fn start() -> Emulator {
-        let port = cloud::free_port();
-        let mut cmd = Command::new(emulator_bin());
-        cmd.arg("--host=127.0.0.1").arg(format!("--port={port}"));
-        let server = Server::start(cmd, port, "Pub/Sub emulator", Duration::from_secs(120));
-        let e = Emulator { server };
-        e.read(
-            "pubsub-setup",
-            json!({"project": PROJECT, "topic": TOPIC, "subscription": SUBSCRIPTION}),
-        )
-        .await;
-        e
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.server.port)
-    }
-
-    async fn read(&self, command: &str, args: Value) -> Value {
-        reader_env(command, args, &[("PUBSUB_EMULATOR_HOST", self.host())]).await
-    }
-
-    async fn messages(&self, count: usize) -> Vec<Value> {
-        let v = self
-            .read(
-                "pubsub-read",
-                json!({"project": PROJECT, "subscription": SUBSCRIPTION, "count": count}),
-            )
-            .await;
-        v.as_array().cloned().unwrap_or_default()
-    }
-}
-
-fn retry_fast() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("HERALD_RETRY_SCHEDULE", "list"),
-        ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1,1,1"),
-        ("HERALD_RETRY_JITTER", "0"),
-    ]
-}
-
-async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
-    h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok(
-        "POST",
-        &format!("/tenants/{tenant}/destinations"),
-        Some(body),
-    )
-    .await
-}
 
 fn check_message(m: &Value, event_id: &str, data: Value) {
     let body = STANDARD.decode(m["data"].as_str().unwrap()).unwrap();
@@ -119,21 +38,24 @@ fn check_message(m: &Value, event_id: &str, data: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_publishes_signed_messages_with_attributes() {
-    let emu = Emulator::start().await;
-    let h = Herald::start(&[]);
-    let dest = create(
-        &h,
-        "acme",
-        json!({
-            "type": "gcp_pubsub", "topics": "*",
-            "config": {"project_id": PROJECT, "topic": TOPIC, "endpoint": emu.host()},
-            "credentials": {"signing_secret": SECRET},
-        }),
-    )
-    .await;
+    let emu = PubSubEmulator::start().await;
+    let h = Herald::start(&[]).await;
+    let dest = h
+        .create(
+            "acme",
+            json!({
+                "type": "gcp_pubsub", "topics": "*",
+                "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC, "endpoint": emu.host()},
+                "credentials": {"signing_secret": SECRET},
+            }),
+        )
+        .await;
     // Signing secrets are returned in full: receivers need them to verify.
     assert_eq!(dest["credentials"]["signing_secret"], SECRET);
-    assert_eq!(dest["target"], format!("projects/{PROJECT}/topics/{TOPIC}"));
+    assert_eq!(
+        dest["target"],
+        format!("projects/{PUBSUB_PROJECT}/topics/{PUBSUB_TOPIC}")
+    );
     h.publish(json!({
         "tenant_id": "acme", "topic": "order.paid", "id": "evt_ps_1",
         "metadata": {"source": "shop"}, "data": {"order": 42}
@@ -268,10 +190,10 @@ fn service_account(dir: &std::path::Path, name: &str, token_uri: &str) -> (Strin
     ]);
     let json = json!({
         "type": "service_account",
-        "project_id": PROJECT,
+        "project_id": PUBSUB_PROJECT,
         "private_key_id": format!("kid-{name}"),
         "private_key": std::fs::read_to_string(&key).unwrap(),
-        "client_email": format!("{name}@{PROJECT}.iam.gserviceaccount.com"),
+        "client_email": format!("{name}@{PUBSUB_PROJECT}.iam.gserviceaccount.com"),
         "token_uri": token_uri,
     });
     (json.to_string(), public)
@@ -279,7 +201,7 @@ fn service_account(dir: &std::path::Path, name: &str, token_uri: &str) -> (Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_service_account_tokens_are_fetched_cached_and_refused_keys_fail() {
-    let emu = Emulator::start().await;
+    let emu = PubSubEmulator::start().await;
     let dir = tempfile::tempdir().unwrap();
     // The token endpoint trusts only the "good" key; its URL must exist before the key JSON.
     let listener_dir = tempfile::tempdir().unwrap();
@@ -287,20 +209,19 @@ async fn pubsub_service_account_tokens_are_fetched_cached_and_refused_keys_fail(
     let tokens = TokenServer::start(good_public, listener_dir).await;
     let good_key = std::fs::read_to_string(dir.path().join("good.pem")).unwrap();
     let good = json!({
-        "type": "service_account", "project_id": PROJECT, "private_key_id": "kid-good",
-        "private_key": good_key, "client_email": format!("good@{PROJECT}.iam.gserviceaccount.com"),
+        "type": "service_account", "project_id": PUBSUB_PROJECT, "private_key_id": "kid-good",
+        "private_key": good_key, "client_email": format!("good@{PUBSUB_PROJECT}.iam.gserviceaccount.com"),
         "token_uri": tokens.url,
     })
     .to_string();
     let (bad, _) = service_account(dir.path(), "bad", &tokens.url);
 
-    let h = Herald::start(&retry_fast());
-    create(
-        &h,
+    let h = Herald::start(&retry_fast()).await;
+    h.create(
         "t1",
         json!({
             "type": "gcp_pubsub", "topics": "*",
-            "config": {"project_id": PROJECT, "topic": TOPIC, "endpoint": emu.host()},
+            "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC, "endpoint": emu.host()},
             "credentials": {"service_account_json": good, "signing_secret": SECRET},
         }),
     )
@@ -320,18 +241,17 @@ async fn pubsub_service_account_tokens_are_fetched_cached_and_refused_keys_fail(
     assert_eq!(claims.len(), 1, "{claims:?}");
     assert_eq!(
         claims[0]["iss"],
-        format!("good@{PROJECT}.iam.gserviceaccount.com")
+        format!("good@{PUBSUB_PROJECT}.iam.gserviceaccount.com")
     );
     assert_eq!(claims[0]["scope"], "https://www.googleapis.com/auth/pubsub");
     assert_eq!(claims[0]["aud"], tokens.url.as_str());
 
     // A key the token endpoint refuses: permanent, one attempt.
-    create(
-        &h,
+    h.create(
         "t2",
         json!({
             "type": "gcp_pubsub", "topics": "*",
-            "config": {"project_id": PROJECT, "topic": TOPIC, "endpoint": emu.host()},
+            "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC, "endpoint": emu.host()},
             "credentials": {"service_account_json": bad},
         }),
     )
@@ -349,47 +269,15 @@ async fn pubsub_service_account_tokens_are_fetched_cached_and_refused_keys_fail(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pubsub_down_is_retried_until_it_recovers_and_missing_topics_fail() {
-    let emu = Emulator::start().await;
-    let fwd = Forwarder::start(emu.server.port).await;
-    let h = Herald::start(&retry_fast());
-    create(
-        &h,
-        "t",
-        json!({
-            "type": "gcp_pubsub", "topics": ["a"],
-            "config": {"project_id": PROJECT, "topic": TOPIC, "endpoint": format!("127.0.0.1:{}", fwd.port)},
-            "credentials": {"signing_secret": SECRET},
-        }),
-    )
-    .await;
-    fwd.down().await;
-    h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_ps_down", "data": {"x": 1}}))
-        .await;
-    let failed = h
-        .wait_attempts("event_id=evt_ps_down", |a| a.len() >= 2)
-        .await;
-    assert!(
-        failed
-            .iter()
-            .all(|a| a["status"] == "failed" && a["code"] == "connection_error"),
-        "{failed:?}"
-    );
-    fwd.up().await;
-    h.wait_attempts("event_id=evt_ps_down", |a| {
-        a.iter().any(|x| x["status"] == "success")
-    })
-    .await;
-    let got = emu.messages(1).await;
-    check_message(&got[0], "evt_ps_down", json!({"x": 1}));
-
+async fn a_missing_topic_is_permanent() {
+    let emu = PubSubEmulator::start().await;
+    let h = Herald::start(&retry_fast()).await;
     // A topic that does not exist is a permanent failure (404 NOT_FOUND).
-    create(
-        &h,
+    h.create(
         "t2",
         json!({
             "type": "gcp_pubsub", "topics": "*",
-            "config": {"project_id": PROJECT, "topic": "no-such-topic", "endpoint": emu.host()},
+            "config": {"project_id": PUBSUB_PROJECT, "topic": "no-such-topic", "endpoint": emu.host()},
         }),
     )
     .await;
@@ -411,15 +299,14 @@ async fn pubsub_down_is_retried_until_it_recovers_and_missing_topics_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_accepts_keys_as_outpost_does_and_fails_unsignable_ones_permanently() {
     let placeholder = r#"{"type":"service_account","project_id":"p"}"#;
-    let emu = Emulator::start().await;
-    let h = Herald::start(&retry_fast());
+    let emu = PubSubEmulator::start().await;
+    let h = Herald::start(&retry_fast()).await;
     // With an emulator endpoint the key is not looked at: created, and messages arrive.
-    create(
-        &h,
+    h.create(
         "t1",
         json!({
             "type": "gcp_pubsub", "topics": "*",
-            "config": {"project_id": PROJECT, "topic": TOPIC, "endpoint": emu.host()},
+            "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC, "endpoint": emu.host()},
             "credentials": {"service_account_json": placeholder, "signing_secret": SECRET},
         }),
     )
@@ -435,12 +322,11 @@ async fn pubsub_accepts_keys_as_outpost_does_and_fails_unsignable_ones_permanent
 
     // Without an endpoint it is created too (as by Outpost), and its attempt fails
     // permanently with a message saying the key cannot sign.
-    create(
-        &h,
+    h.create(
         "t2",
         json!({
             "type": "gcp_pubsub", "topics": "*",
-            "config": {"project_id": PROJECT, "topic": TOPIC},
+            "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC},
             "credentials": {"service_account_json": placeholder},
         }),
     )
@@ -461,43 +347,32 @@ async fn pubsub_accepts_keys_as_outpost_does_and_fails_unsignable_ones_permanent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_invalid_config_is_rejected_at_create() {
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     h.ok("PUT", "/tenants/t", None).await;
     let cases = [
         (
-            json!({"type": "gcp_pubsub", "topics": "*", "config": {"topic": TOPIC, "endpoint": "localhost:8085"}}),
+            json!({"type": "gcp_pubsub", "topics": "*", "config": {"topic": PUBSUB_TOPIC, "endpoint": "localhost:8085"}}),
             "config.project_id",
         ),
         (
-            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PROJECT, "topic": "ab", "endpoint": "localhost:8085"}}),
+            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PUBSUB_PROJECT, "topic": "ab", "endpoint": "localhost:8085"}}),
             "config.topic",
         ),
         (
-            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PROJECT, "topic": TOPIC}}),
+            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC}}),
             "credentials.service_account_json",
         ),
         (
-            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PROJECT, "topic": TOPIC},
+            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC},
                    "credentials": {"service_account_json": "not json"}}),
             "credentials.service_account_json",
         ),
         (
-            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PROJECT, "topic": TOPIC, "endpoint": "ftp://x"}}),
+            json!({"type": "gcp_pubsub", "topics": "*", "config": {"project_id": PUBSUB_PROJECT, "topic": PUBSUB_TOPIC, "endpoint": "ftp://x"}}),
             "config.endpoint",
         ),
     ];
     for (body, field) in cases {
-        let (status, v) = h
-            .call("POST", "/tenants/t/destinations", Some(body.clone()))
-            .await;
-        assert_eq!(status, 422, "{body} -> {v}");
-        assert!(
-            v["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p.as_str().unwrap().starts_with(field)),
-            "expected a problem with {field}: {v}"
-        );
+        h.expect_rejected("t", &body, field).await;
     }
 }

@@ -1,7 +1,8 @@
-//! Browser end-to-end test of the tenant portal: starts the real `herald` binary, then runs
+//! Browser end-to-end test of the tenant portal: starts the real `herald` binary (it reads the
+//! topic catalog from a configuration file, `HERALD_CONFIG`), then runs
 //! `node tests/portal/run.mjs` (playwright-core driving Debian's Chromium, axe-core), which
 //! does everything through the portal's UI and fails on the first broken check. It runs once
-//! on the embedded store and once on PostgreSQL (a fresh database on
+//! on the embedded store and once on PostgreSQL (a fresh [`TestDb`] on
 //! `HERALD_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
 //!
 //! It fails, never skips, when Node.js, `/usr/bin/chromium` or `tests/portal/node_modules`
@@ -9,10 +10,11 @@
 //! (`PORTAL_SCREENSHOT_DIR=docs/portal` refreshes the committed ones), otherwise under the
 //! target directory.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use herald_testkit::{HeraldProcess, TestDb};
 
 const API_KEY: &str = "portal-test-admin-key";
 const JWT_SECRET: &str = "portal-test-jwt-secret";
@@ -33,15 +35,6 @@ sample = '{"id": "usr_1"}'
 name = "invoice.paid"
 description = "An invoice was paid (no sample payload)."
 "#;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,34 +62,18 @@ fn portal_in_a_real_browser() {
 #[test]
 fn portal_in_a_real_browser_on_postgres() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("herald_portal_{}", std::process::id());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let _ = rt.block_on(herald_store::pg::drop_database(&admin, &name));
-    let url = rt
-        .block_on(herald_store::pg::create_database(&admin, &name))
-        .unwrap_or_else(|e| {
-            panic!(
-                "this test needs PostgreSQL at {} (set HERALD_TEST_POSTGRES_URL): {e}",
-                herald_store::pg::describe_url(&admin)
-            )
-        });
-    let outcome = std::panic::catch_unwind(|| run_portal_suite(Some(&url), None));
-    if let Err(e) = rt.block_on(herald_store::pg::drop_database(&admin, &name)) {
-        eprintln!("could not drop test database {name}: {e}");
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    // Dropped (also when the suite fails) by a runtime of its own.
+    let db = rt.block_on(TestDb::create());
+    run_portal_suite(Some(&db), None);
 }
 
-/// Starts Herald (on PostgreSQL when `database_url` is given) and runs the browser suite;
+/// Starts Herald (on PostgreSQL when `db` is given) and runs the browser suite;
 /// screenshots go to `screenshots` (relative to the repository) or under the target directory.
-fn run_portal_suite(database_url: Option<&str>, screenshots: Option<String>) {
+fn run_portal_suite(db: Option<&TestDb>, screenshots: Option<String>) {
     let root = repo_root();
     let suite = root.join("tests/portal");
     require(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium");
@@ -116,51 +93,20 @@ fn run_portal_suite(database_url: Option<&str>, screenshots: Option<String>) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = tmp.path().join("herald.toml");
     std::fs::write(&config, CATALOG).expect("config");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.env_clear();
-    if let Some(url) = database_url {
-        // PostgreSQL nodes need the encryption key secrets are sealed with (32 bytes, base64).
-        cmd.env("HERALD_DATABASE_URL", url).env(
-            "HERALD_ENCRYPTION_KEY",
-            "cG9ydGFsLWJyb3dzZXItdGVzdC1rZXktMzItYnl0ZXM=",
-        );
+    let config = config.display().to_string();
+    let mut env = vec![
+        ("HERALD_CONFIG", config.as_str()),
+        ("HERALD_API_KEY", API_KEY),
+        ("HERALD_JWT_SECRET", JWT_SECRET),
+        ("HERALD_PORTAL_ORGANIZATION_NAME", "Acme Cloud"),
+        ("HERALD_PORTAL_REFERER_URL", REFERER),
+        ("HERALD_PORTAL_BRAND_COLOR", "#1f5f3f"),
+    ];
+    if let Some(db) = db {
+        env.extend(db.env());
     }
-    let mut child = cmd
-        .args(["serve", "--dev"])
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HERALD_CONFIG", &config)
-        .env("HERALD_HOST", "127.0.0.1")
-        .env("HERALD_PORT", "0")
-        .env("HERALD_DATA_DIR", tmp.path().join("data"))
-        .env("HERALD_API_KEY", API_KEY)
-        .env("HERALD_JWT_SECRET", JWT_SECRET)
-        .env("HERALD_LOG_LEVEL", "warn")
-        .env("HERALD_DELIVERY_POLL_INTERVAL_MS", "50")
-        .env("HERALD_PORTAL_ORGANIZATION_NAME", "Acme Cloud")
-        .env("HERALD_PORTAL_REFERER_URL", REFERER)
-        .env("HERALD_PORTAL_BRAND_COLOR", "#1f5f3f")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn herald");
-    let stdout = child.stdout.take().expect("stdout");
-    let herald = Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if !sent && let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.trim().to_string());
-                sent = true;
-            }
-        }
-    });
-    let addr: std::net::SocketAddr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("herald did not print its listening address within 30 s")
-        .parse()
-        .expect("address");
+    let herald = HeraldProcess::start(crate::BIN, &env);
+    let addr = herald.addr;
 
     // A binary from another checkout (a shared CARGO_TARGET_DIR) would fail confusingly.
     let probe = std::net::TcpStream::connect(addr).and_then(|mut s| {
@@ -175,14 +121,10 @@ fn run_portal_suite(database_url: Option<&str>, screenshots: Option<String>) {
     assert!(
         probe.as_ref().is_ok_and(|h| h.ends_with(b"200")),
         "{} does not serve the portal: {probe:?}",
-        env!("CARGO_BIN_EXE_herald")
+        crate::BIN
     );
 
-    let store = if database_url.is_some() {
-        "postgres"
-    } else {
-        "embedded"
-    };
+    let store = if db.is_some() { "postgres" } else { "embedded" };
     let shots = screenshots.map(|d| root.join(d)).unwrap_or_else(|| {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("portal-screenshots-{store}"))
     });

@@ -3,19 +3,17 @@
 //! directory: nginx (`auth_basic`, a Bearer check) and Apache httpd (`mod_auth_digest`), each
 //! proxying accepted requests to the test's receiver; nginx with `ssl_verify_client on` and a
 //! CA made in the test with rcgen (mTLS); and an OAuth 2.0 token endpoint with a
-//! protected receiver built on Python's Authlib (`endpoint_auth/token_server.py`, in a
+//! protected receiver built on Python's Authlib (`e2e/endpoint_auth/token_server.py`, in a
 //! virtualenv under the target directory). `.ci/run` installs nginx and Apache (Debian
 //! `nginx-light`, `apache2`); a missing server fails the test.
-
-mod cloud;
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloud::{Server, free_port, venv_with};
-use common::{Herald, Receiver};
+use herald_testkit::python::venv_with;
+use herald_testkit::servers::Server;
+use herald_testkit::{Herald, Received, Receiver, free_port};
 use serde_json::{Value, json};
 
 /// A server's log lines, read from its access log.
@@ -395,7 +393,8 @@ async fn basic_and_bearer_against_nginx() {
         ("HERALD_RETRY_SCHEDULE", "list"),
         ("HERALD_RETRY_DELAYS_SECS", "1,1,1"),
         ("HERALD_RETRY_JITTER", "0"),
-    ]);
+    ])
+    .await;
 
     // Basic, right password: accepted by nginx, which passes the request on.
     let (s, dest) = create(
@@ -564,7 +563,7 @@ async fn basic_and_bearer_against_nginx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_fields_are_validated_and_nothing_is_half_created() {
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let url = "http://127.0.0.1:9/hook";
     let cases = [
         (
@@ -634,7 +633,7 @@ async fn auth_fields_are_validated_and_nothing_is_half_created() {
 async fn digest_against_apache_costs_one_request_per_delivery() {
     let rx = Receiver::start().await;
     let apache = Apache::start(&rx.url("/digest"));
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let (s, dest) = create(
         &h,
         "acme",
@@ -796,7 +795,8 @@ async fn oauth2_client_credentials_against_authlib() {
         ("HERALD_RETRY_SCHEDULE", "list"),
         ("HERALD_RETRY_DELAYS_SECS", "1,1,1"),
         ("HERALD_RETRY_JITTER", "0"),
-    ]);
+    ])
+    .await;
     let (s, dest) = create(
         &h,
         "acme",
@@ -945,7 +945,7 @@ async fn mtls_against_nginx_with_ssl_verify_client() {
     let (rogue_cert, rogue_key) = rogue.issue("herald-client", &[], true);
     let nginx = Nginx::start_tls(&rx.url(""), &ca.pem, &server_cert, &server_key);
     let url = format!("https://127.0.0.1:{}/mtls/hook", nginx.port);
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let dest = |tls_ca: Option<&str>, cert: Option<&str>, key: Option<&str>| {
         let mut config = json!({"url": url});
         if let Some(ca) = tls_ca {
@@ -1112,7 +1112,7 @@ async fn mtls_against_nginx_with_ssl_verify_client() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.pem).unwrap();
-    let h2 = Herald::start(&[("HERALD_DELIVERY_TLS_CA_FILE", ca_file.to_str().unwrap())]);
+    let h2 = Herald::start(&[("HERALD_DELIVERY_TLS_CA_FILE", ca_file.to_str().unwrap())]).await;
     let (s, d) = create(
         &h2,
         "acme",
@@ -1129,7 +1129,7 @@ async fn mtls_against_nginx_with_ssl_verify_client() {
 /// Verifies the `v1a` signatures of a received request with PyNaCl (libsodium), following the
 /// Standard Webhooks spec: ed25519 over `{webhook-id}.{webhook-timestamp}.{body}`. Returns one
 /// verdict per `v1a` signature in the header, in order.
-fn pynacl_verify(public_key: &str, r: &common::Received, body: &[u8]) -> Vec<bool> {
+fn pynacl_verify(public_key: &str, r: &Received, body: &[u8]) -> Vec<bool> {
     use base64::Engine as _;
     const SCRIPT: &str = r#"
 import base64, json, sys
@@ -1180,7 +1180,7 @@ print(json.dumps(out))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ed25519_v1a_signatures_verify_with_pynacl_and_rotate() {
     let rx = Receiver::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let (s, d) = create(
         &h,
         "acme",
@@ -1297,7 +1297,7 @@ async fn ed25519_v1a_signatures_verify_with_pynacl_and_rotate() {
 async fn per_destination_signature_templates_sign_body_timestamp_and_idempotency_key() {
     use hmac::{Hmac, Mac};
     let rx = Receiver::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     // The seed's scheme: HMAC-SHA256 over body + timestamp + idempotency key.
     let (s, d) = create(
         &h,
@@ -1400,7 +1400,7 @@ async fn per_destination_signature_templates_sign_body_timestamp_and_idempotency
 async fn digest_stale_nonce_is_answered_within_the_attempt() {
     let rx = Receiver::start().await;
     let apache = Apache::start_with(&rx.url("/digest"), 1);
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let (s, dest) = create(
         &h,
         "acme",

@@ -4,13 +4,11 @@
 //! twice because the crash came between the send and its bookkeeping) are counted and
 //! reported, not forbidden: delivery is at-least-once.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Herald, Receiver};
+use herald_testkit::{Api, Receiver};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -26,7 +24,7 @@ struct Outcomes {
 async fn sigkill_mid_stream_loses_no_accepted_event() {
     let rx = Receiver::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let h = Herald::start_in(tmp.path(), &[], true);
+    let h = crate::process_in(tmp.path(), &[], true);
     h.webhook("crash", &rx.url("/"), json!({})).await;
 
     const PUBLISHERS: usize = 8;
@@ -34,29 +32,24 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
     const KILL_AFTER: usize = 2500;
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let pid = h.child.id();
-    let url = h.url("/publish");
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
-        let (client, url, outcomes) = (h.client.clone(), url.clone(), outcomes.clone());
+        let (api, outcomes) = (Api::clone(&h), outcomes.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_PUBLISHER {
                 let id = format!("crash-{p}-{i}");
-                let res = client
-                    .post(&url)
-                    .bearer_auth(common::API_KEY)
-                    .timeout(Duration::from_secs(10))
-                    .json(&json!({"tenant_id": "crash", "topic": "t", "id": id, "data": {"p": p, "i": i}}))
-                    .send()
-                    .await;
+                let body =
+                    json!({"tenant_id": "crash", "topic": "t", "id": id, "data": {"p": p, "i": i}});
+                let res = api.try_publish(&body, Duration::from_secs(10)).await;
                 let mut o = outcomes.lock();
                 match res {
-                    Ok(r) if r.status().as_u16() == 202 => {
+                    Some(202) => {
                         o.accepted.insert(id);
                     }
-                    Ok(_) => {
+                    Some(_) => {
                         o.refused.insert(id);
                     }
-                    Err(_) => {
+                    None => {
                         o.unknown.insert(id);
                         return; // the server is gone
                     }
@@ -83,7 +76,7 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
     }
     drop(h);
 
-    let h = Herald::start_in(tmp.path(), &[], true);
+    let h = crate::process_in(tmp.path(), &[], true);
     let (accepted, refused, unknown) = {
         let o = outcomes.lock();
         (o.accepted.clone(), o.refused.clone(), o.unknown.clone())

@@ -5,35 +5,38 @@
 //! Delivery is at-least-once: duplicates (a node killed between sending and recording) are
 //! counted and printed, never forbidden; losing an accepted event is a failure.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Herald, Receiver, TestDb};
+use herald_testkit::{Api, HeraldProcess, Receiver, TestDb};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 /// Starts node `n` on `db` with a short lease (a killed node's work is taken over after ~3 s).
-fn node(db: &TestDb, n: usize, extra: &[(&str, &str)]) -> Herald {
+fn node(db: &TestDb, n: usize, extra: &[(&str, &str)]) -> HeraldProcess {
     let ua = format!("node-{n}");
-    let mut env: Vec<(&str, &str)> = vec![
-        ("HERALD_DATABASE_URL", &db.url),
-        ("HERALD_ENCRYPTION_KEY", &db.key),
+    let mut env: Vec<(&str, &str)> = db.env().to_vec();
+    env.extend([
         ("HERALD_DATABASE_POOL_SIZE", "4"),
-        ("HERALD_DELIVERY_USER_AGENT", &ua),
+        ("HERALD_DELIVERY_USER_AGENT", ua.as_str()),
         ("HERALD_DELIVERY_TIMEOUT_MS", "1000"),
         ("HERALD_DELIVERY_LEASE_SECS", "3"),
-    ];
+    ]);
     env.extend_from_slice(extra);
-    Herald::start(&env)
+    crate::process(&env)
 }
 
 /// Publishes a probe on `h` until it routes to `dest` (the node learnt about the destination).
-async fn wait_routed(h: &Herald, tenant: &str, dest: &str, topic: &str, probe: &str) -> Duration {
+async fn wait_routed(
+    h: &HeraldProcess,
+    tenant: &str,
+    dest: &str,
+    topic: &str,
+    probe: &str,
+) -> Duration {
     let started = Instant::now();
     let mut i = 0;
     loop {
@@ -88,7 +91,7 @@ async fn three_nodes_deliver_everything_accepted_when_one_is_killed() {
     // A slow-ish receiver and few attempts in flight per node: work piles up on every node,
     // so the killed one dies holding leases.
     *rx.delay.lock() = Duration::from_millis(10);
-    let nodes: Vec<Herald> = (0..3).map(|n| node(&db, n, &[])).collect();
+    let nodes: Vec<HeraldProcess> = (0..3).map(|n| node(&db, n, &[])).collect();
     let d = nodes[0]
         .webhook(
             "multi",
@@ -107,31 +110,26 @@ async fn three_nodes_deliver_everything_accepted_when_one_is_killed() {
     const KILL_AFTER: usize = 1500;
     const VICTIM: usize = 2;
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let urls: Vec<String> = nodes.iter().map(|h| h.url("/publish")).collect();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let apis: Vec<Api> = nodes.iter().map(|h| Api::clone(h)).collect();
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
-        let (client, urls, outcomes) = (client.clone(), urls.clone(), outcomes.clone());
+        let (apis, outcomes) = (apis.clone(), outcomes.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_PUBLISHER {
-                let n = (p + i) % urls.len();
+                let n = (p + i) % apis.len();
                 let id = format!("mn-{p}-{i}");
-                let res = client
-                    .post(&urls[n])
-                    .bearer_auth(common::API_KEY)
-                    .timeout(Duration::from_secs(10))
-                    .json(&json!({"tenant_id": "multi", "topic": "t", "id": id, "data": {"p": p, "i": i}}))
-                    .send()
-                    .await;
+                let body =
+                    json!({"tenant_id": "multi", "topic": "t", "id": id, "data": {"p": p, "i": i}});
+                let res = apis[n].try_publish(&body, Duration::from_secs(10)).await;
                 let mut o = outcomes.lock();
                 match res {
-                    Ok(r) if r.status().as_u16() == 202 => {
+                    Some(202) => {
                         o.accepted.insert(id, n);
                     }
-                    Ok(_) => {
+                    Some(_) => {
                         o.refused.insert(id);
                     }
-                    Err(_) => {
+                    None => {
                         o.unknown.insert(id);
                     }
                 }
@@ -226,7 +224,7 @@ async fn three_nodes_deliver_everything_accepted_when_one_is_killed() {
 }
 
 /// Waits until the probes published by `wait_routed` arrived; returns their ids.
-async fn received_probe_ids(nodes: &[Herald], rx: &Receiver) -> HashSet<String> {
+async fn received_probe_ids(nodes: &[HeraldProcess], rx: &Receiver) -> HashSet<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = nodes[0]
@@ -271,18 +269,12 @@ async fn a_node_started_later_takes_a_share_of_the_backlog() {
     const EVENTS: usize = 400;
     let mut tasks = Vec::new();
     for p in 0..8 {
-        let (client, url, dest) = (a.client.clone(), a.url("/publish"), dest.clone());
+        let (api, dest) = (Api::clone(&a), dest.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..EVENTS / 8 {
-                let r = client
-                    .post(&url)
-                    .bearer_auth(common::API_KEY)
-                    .json(&json!({"tenant_id": "later", "topic": "t", "id": format!("l-{p}-{i}"), "data": {}}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status().as_u16(), 202);
-                let v: Value = r.json().await.unwrap();
+                let v = api
+                    .publish(json!({"tenant_id": "later", "topic": "t", "id": format!("l-{p}-{i}"), "data": {}}))
+                    .await;
                 assert_eq!(v["destination_ids"], json!([dest]));
             }
         }));
@@ -329,7 +321,7 @@ async fn a_scheduled_retry_survives_a_restart_of_every_node() {
         ("HERALD_RETRY_DELAYS_SECS", "4"),
         ("HERALD_RETRY_JITTER", "0"),
     ];
-    let mut nodes: Vec<Herald> = (0..2).map(|n| node(&db, n, &retry)).collect();
+    let mut nodes: Vec<HeraldProcess> = (0..2).map(|n| node(&db, n, &retry)).collect();
     nodes[0].webhook("r", &rx.url("/"), json!({})).await;
     nodes[0]
         .publish(json!({"tenant_id": "r", "topic": "t", "id": "retry-me", "data": {}}))
@@ -345,7 +337,7 @@ async fn a_scheduled_retry_survives_a_restart_of_every_node() {
         h.kill();
     }
     drop(nodes);
-    let nodes: Vec<Herald> = (0..2).map(|n| node(&db, n, &retry)).collect();
+    let nodes: Vec<HeraldProcess> = (0..2).map(|n| node(&db, n, &retry)).collect();
     let got = rx.wait_for(2).await;
     let waited = first.elapsed();
     assert!(
@@ -431,7 +423,7 @@ async fn changes_on_one_node_take_effect_on_the_others() {
 }
 
 /// Publishes on `h` until nothing routes (the node learnt that the destination went away).
-async fn wait_unrouted(h: &Herald, tenant: &str, topic: &str) -> Duration {
+async fn wait_unrouted(h: &HeraldProcess, tenant: &str, topic: &str) -> Duration {
     let started = Instant::now();
     loop {
         let out = h
@@ -459,7 +451,7 @@ async fn a_failure_streak_across_nodes_disables_the_destination_once() {
         ("HERALD_ALERTS_CALLBACK_URL", sink_url.as_str()),
         ("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "10"),
     ];
-    let nodes: Vec<Herald> = (0..2).map(|n| node(&db, n, &env)).collect();
+    let nodes: Vec<HeraldProcess> = (0..2).map(|n| node(&db, n, &env)).collect();
     let d = nodes[0].webhook("f", &rx.url("/"), json!({})).await;
     let id = d["id"].as_str().unwrap().to_string();
     wait_routed(&nodes[1], "f", &id, "x", "f-probe").await;
@@ -467,15 +459,11 @@ async fn a_failure_streak_across_nodes_disables_the_destination_once() {
     // nodes at once (no retries: one failure per event).
     let mut tasks = Vec::new();
     for (n, h) in nodes.iter().enumerate() {
-        let (client, url) = (h.client.clone(), h.url("/publish"));
+        let api = Api::clone(h);
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
-                let _ = client
-                    .post(&url)
-                    .bearer_auth(common::API_KEY)
-                    .json(&json!({"tenant_id": "f", "topic": "x", "id": format!("f-{n}-{i}"), "eligible_for_retry": false, "data": {}}))
-                    .send()
-                    .await;
+                let body = json!({"tenant_id": "f", "topic": "x", "id": format!("f-{n}-{i}"), "eligible_for_retry": false, "data": {}});
+                let _ = api.try_publish(&body, Duration::from_secs(10)).await;
             }
         }));
     }
@@ -525,10 +513,10 @@ fn herald_cli_with(db: &TestDb, key: Option<&str>, args: &[&str]) -> (bool, Stri
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD_DATA_DIR", dir.path())
         .env("HERALD_DATABASE_URL", &db.url)
-        .env("HERALD_API_KEY", common::API_KEY)
+        .env("HERALD_API_KEY", herald_testkit::API_KEY)
         .env("HERALD_HOST", "127.0.0.1")
         .env("HERALD_PORT", "0");
-    common::output_within(&mut cmd, Duration::from_secs(60))
+    herald_testkit::output_within(&mut cmd, Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,80 +2,17 @@
 //! authentication is switched on: destinations are created through the API, events published,
 //! and the messages read back with boto3. Each test starts its own moto on a free port.
 
-mod cloud;
-mod common;
-
-use std::time::Duration;
-
-use cloud::{Forwarder, SECRET, Server, reader, verify_standard};
-use common::Herald;
+use herald_testkit::Herald;
+use herald_testkit::servers::{
+    AWS_BUCKET as BUCKET, AWS_QUEUE as QUEUE, AWS_STREAM as STREAM, Aws,
+};
+use herald_testkit::{SECRET, python::reader, verify_standard};
 use serde_json::{Value, json};
 
-/// moto with an IAM user, a queue, a bucket and a stream; authentication on.
-struct Aws {
-    server: Server,
-    key: String,
-    secret: String,
-    queue_url: String,
+/// The destination credentials for moto's IAM user, with the signing secret.
+fn credentials(aws: &Aws) -> Value {
+    json!({"key": aws.key, "secret": aws.secret, "signing_secret": SECRET})
 }
-
-const QUEUE: &str = "herald-queue";
-const BUCKET: &str = "herald-bucket";
-const STREAM: &str = "herald-stream";
-
-impl Aws {
-    async fn start() -> Aws {
-        Self::start_with(true).await
-    }
-
-    /// `auth: false` leaves moto's request authentication off (see the S3 default-key test).
-    async fn start_with(auth: bool) -> Aws {
-        let server = Server::moto();
-        let out = reader(
-            "aws-setup",
-            json!({"endpoint": server.url(), "queue": QUEUE, "bucket": BUCKET, "stream": STREAM, "auth": auth}),
-        )
-        .await;
-        Aws {
-            key: out["key"].as_str().unwrap().into(),
-            secret: out["secret"].as_str().unwrap().into(),
-            queue_url: out["queue_url"].as_str().unwrap().into(),
-            server,
-        }
-    }
-
-    /// Reader arguments with this server's credentials.
-    fn args(&self, extra: Value) -> Value {
-        let mut a = json!({"endpoint": self.server.url(), "key": self.key, "secret": self.secret});
-        if let (Value::Object(a), Value::Object(e)) = (&mut a, extra) {
-            a.extend(e);
-        }
-        a
-    }
-
-    fn credentials(&self) -> Value {
-        json!({"key": self.key, "secret": self.secret, "signing_secret": SECRET})
-    }
-}
-
-fn retry_fast() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("HERALD_RETRY_SCHEDULE", "list"),
-        ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1,1,1"),
-        ("HERALD_RETRY_JITTER", "0"),
-    ]
-}
-
-async fn create(h: &Herald, tenant: &str, body: Value) -> Value {
-    h.ok("PUT", &format!("/tenants/{tenant}"), None).await;
-    h.ok(
-        "POST",
-        &format!("/tenants/{tenant}/destinations"),
-        Some(body),
-    )
-    .await
-}
-
 /// Checks the engine's headers as the protocol carried them, including the signature.
 fn check_headers(attrs: &Value, event_id: &str, topic: &str, body: &[u8]) {
     assert_eq!(attrs["webhook-id"], event_id, "{attrs}");
@@ -92,33 +29,21 @@ fn check_headers(attrs: &Value, event_id: &str, topic: &str, body: &[u8]) {
     );
 }
 
-/// Waits, then checks that exactly `n` attempts exist (no retry happened).
-async fn assert_attempts_stay(h: &Herald, event_id: &str, n: usize) -> Vec<Value> {
-    h.wait_attempts(&format!("event_id={event_id}"), |a| a.len() >= n)
-        .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let a = h
-        .wait_attempts(&format!("event_id={event_id}"), |a| !a.is_empty())
-        .await;
-    assert_eq!(a.len(), n, "{a:?}");
-    a
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_delivers_signed_messages_with_attributes() {
     let aws = Aws::start().await;
-    let h = Herald::start(&[]);
-    let dest = create(
-        &h,
-        "acme",
-        json!({
-            "type": "aws_sqs", "topics": ["user.created"],
-            "config": {"queue_url": aws.queue_url, "endpoint": aws.server.url()},
-            "credentials": aws.credentials(),
-            "delivery_metadata": {"region": "eu"},
-        }),
-    )
-    .await;
+    let h = Herald::start(&[]).await;
+    let dest = h
+        .create(
+            "acme",
+            json!({
+                "type": "aws_sqs", "topics": ["user.created"],
+                "config": {"queue_url": aws.queue_url, "endpoint": aws.server.url()},
+                "credentials": credentials(&aws),
+                "delivery_metadata": {"region": "eu"},
+            }),
+        )
+        .await;
     // The AWS secret comes back masked; the access key id is not a secret, and the signing
     // secret is returned in full (receivers need it to verify).
     assert_eq!(dest["credentials"]["key"], aws.key.as_str());
@@ -154,76 +79,10 @@ async fn sqs_delivers_signed_messages_with_attributes() {
     assert_eq!(attempts[0]["destination_type"], "aws_sqs");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_bad_credentials_fail_without_retry() {
-    let aws = Aws::start().await;
-    let h = Herald::start(&retry_fast());
-    // A wrong secret (SignatureDoesNotMatch) and an unknown key (InvalidClientTokenId).
-    for (tenant, key, secret) in [
-        ("t1", aws.key.clone(), "wrong-secret".to_string()),
-        ("t2", "AKIAUNKNOWN000000000".to_string(), aws.secret.clone()),
-    ] {
-        create(
-            &h,
-            tenant,
-            json!({
-                "type": "aws_sqs", "topics": "*",
-                "config": {"queue_url": aws.queue_url, "endpoint": aws.server.url()},
-                "credentials": {"key": key, "secret": secret},
-            }),
-        )
-        .await;
-        let id = format!("evt_bad_{tenant}");
-        h.publish(json!({"tenant_id": tenant, "topic": "a", "id": id, "data": {}}))
-            .await;
-        let a = assert_attempts_stay(&h, &id, 1).await;
-        assert_eq!(a[0]["status"], "failed");
-        assert_eq!(a[0]["code"], "auth_failed", "{a:?}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_server_down_is_retried_until_it_recovers() {
-    let aws = Aws::start().await;
-    let fwd = Forwarder::start(aws.server.port).await;
-    let h = Herald::start(&retry_fast());
-    create(
-        &h,
-        "t",
-        json!({
-            "type": "aws_sqs", "topics": "*",
-            "config": {"queue_url": aws.queue_url, "endpoint": format!("http://127.0.0.1:{}", fwd.port)},
-            "credentials": aws.credentials(),
-        }),
-    )
-    .await;
-    fwd.down().await;
-    h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_down", "data": {"k": 1}}))
-        .await;
-    let failed = h.wait_attempts("event_id=evt_down", |a| a.len() >= 2).await;
-    assert!(failed.iter().all(|a| a["status"] == "failed"), "{failed:?}");
-    assert!(
-        failed.iter().all(|a| a["code"] == "connection_error"),
-        "{failed:?}"
-    );
-    fwd.up().await;
-    h.wait_attempts("event_id=evt_down", |a| {
-        a.iter().any(|x| x["status"] == "success")
-    })
-    .await;
-    let got = reader(
-        "sqs-read",
-        aws.args(json!({"queue_url": aws.queue_url, "count": 1})),
-    )
-    .await;
-    assert_eq!(got.as_array().unwrap().len(), 1);
-    assert_eq!(got[0]["attributes"]["webhook-id"], "evt_down");
-}
-
 /// Every AWS type refuses bad settings at create time with the field named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_invalid_config_is_rejected_at_create() {
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     h.ok("PUT", "/tenants/t", None).await;
     let creds = json!({"key": "AKIA", "secret": "s"});
     let cases = [
@@ -253,18 +112,7 @@ async fn aws_invalid_config_is_rejected_at_create() {
         ),
     ];
     for (body, field) in cases {
-        let (status, v) = h
-            .call("POST", "/tenants/t/destinations", Some(body.clone()))
-            .await;
-        assert_eq!(status, 422, "{body} -> {v}");
-        assert!(
-            v["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p.as_str().unwrap().starts_with(field)),
-            "expected a problem with {field}: {v}"
-        );
+        h.expect_rejected("t", &body, field).await;
     }
     // The schema names required and sensitive fields.
     let types = h.ok("GET", "/destination-types", None).await;
@@ -307,25 +155,24 @@ fn kinesis_config(endpoint: &str, extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stores_signed_objects_with_metadata_and_templated_keys() {
     let aws = Aws::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let url = aws.server.url();
-    create(
-        &h,
+    h.create(
         "t1",
         json!({"type": "aws_s3", "topics": ["a"], "config": s3_config(&url, json!({})),
-               "credentials": aws.credentials()}),
+               "credentials": credentials(&aws)}),
     )
     .await;
-    let dest = create(
-        &h,
-        "t2",
-        json!({"type": "aws_s3", "topics": ["b"],
+    let dest = h
+        .create(
+            "t2",
+            json!({"type": "aws_s3", "topics": ["b"],
                "config": s3_config(&url, json!({
                    "key_template": "join('/', [data.user, metadata.\"event-id\"])",
                    "storage_class": "standard_ia"})),
-               "credentials": aws.credentials()}),
-    )
-    .await;
+               "credentials": credentials(&aws)}),
+        )
+        .await;
     assert_eq!(dest["target"], format!("{BUCKET} in us-east-1"));
     h.publish(json!({"tenant_id": "t1", "topic": "a", "id": "evt_s3_1",
                      "metadata": {"source": "crm"}, "data": {"user": "u1"}}))
@@ -361,16 +208,16 @@ async fn s3_stores_signed_objects_with_metadata_and_templated_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_puts_envelope_records_with_partition_keys() {
     let aws = Aws::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let url = aws.server.url();
-    let dest = create(
-        &h,
-        "t",
-        json!({"type": "aws_kinesis", "topics": "*",
+    let dest = h
+        .create(
+            "t",
+            json!({"type": "aws_kinesis", "topics": "*",
                "config": kinesis_config(&url, json!({"partition_key_template": "data.user_id"})),
-               "credentials": aws.credentials()}),
-    )
-    .await;
+               "credentials": credentials(&aws)}),
+        )
+        .await;
     assert_eq!(dest["target"], format!("{STREAM} in us-east-1"));
     h.publish(
         json!({"tenant_id": "t", "topic": "user.updated", "id": "evt_kin_1",
@@ -405,77 +252,8 @@ async fn kinesis_puts_envelope_records_with_partition_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_and_kinesis_bad_credentials_fail_and_outages_recover() {
-    let aws = Aws::start().await;
-    let fwd = Forwarder::start(aws.server.port).await;
-    let h = Herald::start(&retry_fast());
-    let url = aws.server.url();
-    let via = format!("http://127.0.0.1:{}", fwd.port);
-    let bad = json!({"key": aws.key, "secret": "wrong-secret"});
-    let cases = [
-        ("s3bad", "aws_s3", s3_config(&url, json!({})), bad.clone()),
-        (
-            "kinbad",
-            "aws_kinesis",
-            kinesis_config(&url, json!({})),
-            bad.clone(),
-        ),
-        (
-            "s3down",
-            "aws_s3",
-            s3_config(&via, json!({})),
-            aws.credentials(),
-        ),
-        (
-            "kindown",
-            "aws_kinesis",
-            kinesis_config(&via, json!({})),
-            aws.credentials(),
-        ),
-    ];
-    for (tenant, kind, config, credentials) in &cases {
-        create(
-            &h,
-            tenant,
-            json!({"type": kind, "topics": "*", "config": config, "credentials": credentials}),
-        )
-        .await;
-    }
-    fwd.down().await;
-    for (tenant, ..) in &cases {
-        h.publish(json!({"tenant_id": tenant, "topic": "a", "id": format!("evt_{tenant}"), "data": {"t": tenant}}))
-            .await;
-    }
-    for tenant in ["s3bad", "kinbad"] {
-        let a = assert_attempts_stay(&h, &format!("evt_{tenant}"), 1).await;
-        assert_eq!(a[0]["code"], "auth_failed", "{tenant}: {a:?}");
-    }
-    for tenant in ["s3down", "kindown"] {
-        let a = h
-            .wait_attempts(&format!("event_id=evt_{tenant}"), |a| a.len() >= 2)
-            .await;
-        assert!(
-            a.iter()
-                .all(|x| x["status"] == "failed" && x["code"] == "connection_error"),
-            "{tenant}: {a:?}"
-        );
-    }
-    fwd.up().await;
-    for tenant in ["s3down", "kindown"] {
-        h.wait_attempts(&format!("event_id=evt_{tenant}"), |a| {
-            a.iter().any(|x| x["status"] == "success")
-        })
-        .await;
-    }
-    let objects = reader("s3-read", aws.args(json!({"bucket": BUCKET}))).await;
-    assert_eq!(objects.as_array().unwrap().len(), 1, "{objects}");
-    let records = reader("kinesis-read", aws.args(json!({"stream": STREAM}))).await;
-    assert_eq!(records.as_array().unwrap().len(), 1, "{records}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_and_kinesis_invalid_config_is_rejected_at_create() {
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     h.ok("PUT", "/tenants/t", None).await;
     let creds = json!({"key": "AKIA", "secret": "s"});
     let s3 = |config: Value| json!({"type": "aws_s3", "topics": "*", "config": config, "credentials": creds});
@@ -515,18 +293,7 @@ async fn s3_and_kinesis_invalid_config_is_rejected_at_create() {
         ),
     ];
     for (body, field) in cases {
-        let (status, v) = h
-            .call("POST", "/tenants/t/destinations", Some(body.clone()))
-            .await;
-        assert_eq!(status, 422, "{body} -> {v}");
-        assert!(
-            v["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p.as_str().unwrap().starts_with(field)),
-            "expected a problem with {field}: {v}"
-        );
+        h.expect_rejected("t", &body, field).await;
     }
 }
 
@@ -535,13 +302,12 @@ async fn s3_and_kinesis_invalid_config_is_rejected_at_create() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_default_key_is_time_and_event_id() {
     let aws = Aws::start_with(false).await;
-    let h = Herald::start(&[]);
-    create(
-        &h,
+    let h = Herald::start(&[]).await;
+    h.create(
         "t",
         json!({"type": "aws_s3", "topics": "*",
                "config": {"bucket": BUCKET, "region": "us-east-1", "endpoint": aws.server.url()},
-               "credentials": aws.credentials()}),
+               "credentials": credentials(&aws)}),
     )
     .await;
     h.publish(

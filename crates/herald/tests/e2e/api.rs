@@ -1,15 +1,14 @@
-//! End-to-end: the real binary, driven only over HTTP, delivering to a real receiver.
-
-mod common;
+//! End-to-end: Herald (in-process, or the real binary where a test needs a process), driven
+//! only over HTTP, delivering to a real receiver.
 
 use std::time::Duration;
 
-use common::{Herald, Receiver};
+use herald_testkit::{Herald, Receiver};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-fn verify_standard(secret: &str, r: &common::Received) -> bool {
+fn verify_standard(secret: &str, r: &herald_testkit::Received) -> bool {
     let wh = standardwebhooks::Webhook::new(secret).expect("secret");
     let mut headers = http::HeaderMap::new();
     for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
@@ -23,7 +22,7 @@ fn verify_standard(secret: &str, r: &common::Received) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_delivers_a_signed_webhook_and_records_the_attempt() {
     let rx = Receiver::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let dest = h
         .webhook(
             "acme",
@@ -117,7 +116,8 @@ async fn failures_are_retried_on_the_schedule_and_every_attempt_is_recorded() {
         ("HERALD_RETRY_SCHEDULE", "list"),
         ("HERALD_RETRY_DELAYS_SECS", "1,1,1"),
         ("HERALD_RETRY_JITTER", "0"),
-    ]);
+    ])
+    .await;
     h.webhook("t1", &rx.url("/"), json!({})).await;
     h.publish(json!({"tenant_id": "t1", "topic": "a", "id": "evt_retry", "data": {"x": 1}}))
         .await;
@@ -179,7 +179,8 @@ async fn events_not_eligible_for_retry_get_one_attempt() {
         ("HERALD_RETRY_SCHEDULE", "list"),
         ("HERALD_RETRY_DELAYS_SECS", "1"),
         ("HERALD_RETRY_JITTER", "0"),
-    ]);
+    ])
+    .await;
     h.webhook("t", &rx.url("/"), json!({})).await;
     h.publish(json!({"tenant_id": "t", "topic": "a", "id": "e1", "eligible_for_retry": false, "data": {}})).await;
     h.wait_attempts("event_id=e1", |a| a.len() == 1).await;
@@ -192,7 +193,7 @@ async fn gone_disables_the_destination() {
     let rx = Receiver::start().await;
     rx.default_status
         .store(410, std::sync::atomic::Ordering::SeqCst);
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let d = h.webhook("t", &rx.url("/"), json!({})).await;
     let id = d["id"].as_str().unwrap();
     h.publish(json!({"tenant_id": "t", "topic": "a", "data": {}}))
@@ -225,7 +226,7 @@ async fn gone_disables_the_destination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_rotation_signs_with_both_secrets() {
     let rx = Receiver::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let d = h.webhook("t", &rx.url("/"), json!({})).await;
     let id = d["id"].as_str().unwrap();
     let old = d["credentials"]["secret"].as_str().unwrap().to_string();
@@ -255,7 +256,7 @@ async fn secret_rotation_signs_with_both_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outpost_signature_mode() {
     let rx = Receiver::start().await;
-    let h = Herald::start(&[("HERALD_SIGNING_MODE", "outpost")]);
+    let h = Herald::start(&[("HERALD_SIGNING_MODE", "outpost")]).await;
     let d = h
         .webhook(
             "t",
@@ -280,7 +281,7 @@ async fn outpost_signature_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_filters_route_events() {
     let rx = Receiver::start().await;
-    let h = Herald::start(&[]);
+    let h = Herald::start(&[]).await;
     let big = h
         .webhook(
             "t",
@@ -329,7 +330,8 @@ async fn pending_deliveries_survive_a_restart() {
         ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1"),
         ("HERALD_RETRY_JITTER", "0"),
     ];
-    let mut h = Herald::start_in(tmp.path(), &env, true);
+    // SIGKILL needs a process.
+    let mut h = crate::process_in(tmp.path(), &env, true);
     h.webhook("t", &rx.url("/"), json!({})).await;
     for i in 0..20 {
         h.publish(json!({"tenant_id": "t", "topic": "a", "id": format!("e{i}"), "data": {"i": i}}))
@@ -340,7 +342,7 @@ async fn pending_deliveries_survive_a_restart() {
     rx.default_status
         .store(200, std::sync::atomic::Ordering::SeqCst);
     rx.got.lock().clear();
-    let h = Herald::start_in(tmp.path(), &env, true);
+    let h = crate::process_in(tmp.path(), &env, true);
     let got = rx.wait_for(20).await;
     let mut ids: Vec<_> = got
         .iter()
@@ -357,7 +359,7 @@ async fn pending_deliveries_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly() {
-    let mut h = Herald::start(&[]);
+    let mut h = crate::process(&[]);
     h.ok("PUT", "/tenants/x", None).await;
     assert!(h.terminate(), "herald did not exit 0 after SIGTERM");
 }
@@ -365,7 +367,7 @@ async fn sigterm_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_mode_refuses_private_and_plain_http_targets() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = Herald::start_in(tmp.path(), &[], false);
+    let h = Herald::start_in(tmp.path(), &[], false).await;
     h.ok("PUT", "/tenants/t", None).await;
     for url in [
         "http://example.com/hook",

@@ -2,14 +2,12 @@
 //! is a failed attempt and is never followed, and `Retry-After` stretches the next retry up to
 //! the configured cap.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::IntoResponse;
-use common::Herald;
+use herald_testkit::Herald;
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -71,7 +69,7 @@ const FAST_RETRIES: [(&str, &str); 3] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_fail_the_attempt_and_are_never_followed() {
     let (base, log) = scripted().await;
-    let h = Herald::start(&FAST_RETRIES);
+    let h = Herald::start(&FAST_RETRIES).await;
     h.webhook("t", &format!("{base}/redirect"), json!({})).await;
     h.publish(json!({"tenant_id": "t", "topic": "a", "id": "evt_redirect", "data": {}}))
         .await;
@@ -102,7 +100,7 @@ async fn retry_after_stretches_the_next_attempt_up_to_the_cap() {
     let (base, log) = scripted().await;
     let mut env = FAST_RETRIES.to_vec();
     env.push(("HERALD_RETRY_MAX_RETRY_AFTER_SECS", "4"));
-    let h = Herald::start(&env);
+    let h = Herald::start(&env).await;
     // Asks for 3 s: honoured (the schedule alone would retry after 1 s).
     h.webhook("honoured", &format!("{base}/slow-down?3"), json!({}))
         .await;

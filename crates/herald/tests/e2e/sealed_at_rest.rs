@@ -6,15 +6,16 @@
 //! - on PostgreSQL, `herald rekey` beside a running node under publish load loses no delivery
 //!   and leaves no row under the old key;
 //! - `herald config` prints no secret setting.
-
-mod common;
+//!
+//! These run the real binary ([`crate::process`]): they restart on one data directory, read
+//! its logs and files, and call the CLI.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Herald, Receiver, TestDb};
+use herald_testkit::{HeraldProcess, Receiver, TestDb, output_within, require, unique};
 use serde_json::json;
 
 const WEBHOOK_SECRET: &str = "whsec_c2VhbC10ZXN0LXdlYmhvb2stc2VjcmV0LTAx";
@@ -49,22 +50,6 @@ fn assert_no_secret(what: &str, bytes: &[u8]) {
     for s in SECRETS {
         assert!(!contains(bytes, s), "{s:?} found in {what}");
     }
-}
-
-/// Fails (never skips) when a server this test needs is not answering.
-fn require(name: &str, addr: &str) {
-    let a: std::net::SocketAddr = addr.parse().unwrap();
-    if std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_err() {
-        panic!("{name} is not reachable on {addr}; these tests need the real server");
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}{}x{}", std::process::id(), nanos % 1_000_000_000)
 }
 
 async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
@@ -176,7 +161,7 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
         ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1,1,1,1,1,1"),
         ("HERALD_RETRY_JITTER", "0"),
     ];
-    let mut h = Herald::start_logged(&dir, &env, &log);
+    let mut h = HeraldProcess::start_logged(crate::BIN, &dir, &env, &log);
 
     let port = receiver.addr.port();
     h.ok("PUT", "/tenants/seal", None).await;
@@ -212,7 +197,7 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
     }
 
     let mut round = 0;
-    let mut deliver_all = async |h: &Herald| {
+    let mut deliver_all = async |h: &HeraldProcess| {
         round += 1;
         let id = unique("evt_");
         h.publish(json!({"tenant_id": "seal", "id": id, "topic": "user.created", "data": {"round": round}}))
@@ -325,8 +310,8 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
         assert!(h.terminate(), "herald stops cleanly");
         assert_files_hold_no_secret(&dir);
         match pass {
-            0 => h = Herald::start_logged(&dir, &env, &log),
-            1 => h = Herald::start_logged(&dir, &env_configured, &log),
+            0 => h = HeraldProcess::start_logged(crate::BIN, &dir, &env, &log),
+            1 => h = HeraldProcess::start_logged(crate::BIN, &dir, &env_configured, &log),
             _ => {}
         }
     }
@@ -363,7 +348,7 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
 /// Runs the `herald` CLI with exactly `env` (plus PATH and a scratch data directory).
 fn herald_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    let mut cmd = Command::new(crate::BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HERALD_DATA_DIR", dir.path())
@@ -371,7 +356,7 @@ fn herald_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    common::output_within(&mut cmd, Duration::from_secs(60))
+    output_within(&mut cmd, Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +375,7 @@ async fn rekey_under_load_on_postgres_loses_no_delivery() {
 
     // Destinations created under the old key.
     {
-        let mut h = Herald::start(&[
+        let mut h = crate::process(&[
             ("HERALD_DATABASE_URL", &db.url),
             ("HERALD_ENCRYPTION_KEY", &old_key),
         ]);
@@ -414,7 +399,7 @@ async fn rekey_under_load_on_postgres_loses_no_delivery() {
         ("HERALD_ENCRYPTION_KEY", new_key.as_str()),
         ("HERALD_ENCRYPTION_OLD_KEYS", old_key.as_str()),
     ];
-    let h = Herald::start(&rotating);
+    let h = crate::process(&rotating);
     let publisher = {
         let client = h.client.clone();
         let url = h.url("/publish");
@@ -422,7 +407,7 @@ async fn rekey_under_load_on_postgres_loses_no_delivery() {
             for i in 0..EVENTS {
                 let resp = client
                     .post(&url)
-                    .bearer_auth(common::API_KEY)
+                    .bearer_auth(herald_testkit::API_KEY)
                     .json(&json!({"tenant_id": "rk", "id": format!("rk-{i}"), "topic": "t", "data": {"i": i}}))
                     .send()
                     .await
@@ -498,7 +483,7 @@ async fn rekey_under_load_on_postgres_loses_no_delivery() {
     }
     // The old key can now be dropped: a node with only the new key starts.
     drop(h);
-    let h = Herald::start(&[
+    let h = crate::process(&[
         ("HERALD_DATABASE_URL", &db.url),
         ("HERALD_ENCRYPTION_KEY", &new_key),
     ]);

@@ -1,0 +1,9 @@
+//! Per-type behaviour over the API: what the Driver contract suite (`crate::contract`) does not
+//! cover — field mapping details, templates, validation at create, served schemas, masked
+//! secrets, and engine interplay (a slow destination not holding up others).
+
+mod aws;
+mod azure;
+mod brokers;
+mod gcp;
+mod kafka;

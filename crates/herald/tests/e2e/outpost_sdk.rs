@@ -1,0 +1,38 @@
+//! Wire compatibility: drives Herald (in-process) with the Outpost Python SDK from PyPI.
+//!
+//! The SDK is installed into a virtualenv under the cargo target directory on first run
+//! (`pip install outpost-sdk standardwebhooks`); the test fails — it never skips — when
+//! Python or the registry is unavailable.
+
+use std::path::Path;
+use std::process::Command;
+
+const SDK: &str = "outpost-sdk==1.7.0";
+const VERIFIER: &str = "standardwebhooks==1.1.0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outpost_python_sdk_works_against_herald() {
+    let python =
+        herald_testkit::python::venv_with("outpost-sdk-venv", &[SDK, VERIFIER]).join("bin/python");
+    let h = herald_testkit::Herald::start(&[]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/outpost_sdk_check.py");
+    let base = format!("http://{}/api/v1", h.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(base)
+            .arg(herald_testkit::API_KEY)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SDK check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+}
