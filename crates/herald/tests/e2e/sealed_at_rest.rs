@@ -25,6 +25,12 @@ const RABBIT_SECRET: &str = "whsec_c2VhbC10ZXN0LXJhYmJpdC1zZWNyZXQtMDI=";
 const REDIS_PASSWORD: &str = "redis-seal-3390-pass";
 const AWS_SECRET: &str = "aws-seal-4471-secret-access-key";
 const NATS_TOKEN: &str = "nats-seal-2208-token";
+const MQTT_PASSWORD: &str = "mqtt-seal-5120-pass";
+const KAFKA_PASSWORD: &str = "kafka-seal-7731-sasl-pass";
+const S3_SECRET: &str = "s3-seal-1187-secret-access-key";
+const KINESIS_SECRET: &str = "kinesis-seal-9052-secret-access-key";
+const GCP_KEY: &str = "gcp-seal-3364-private-key-material";
+const AZURE_KEY: &str = "azure-seal-4409-shared-access-key";
 
 /// Every secret value the first test stores, as it would appear in clear.
 const SECRETS: &[&str] = &[
@@ -37,6 +43,12 @@ const SECRETS: &[&str] = &[
     REDIS_PASSWORD,
     AWS_SECRET,
     NATS_TOKEN,
+    MQTT_PASSWORD,
+    KAFKA_PASSWORD,
+    S3_SECRET,
+    KINESIS_SECRET,
+    GCP_KEY,
+    AZURE_KEY,
 ];
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
@@ -192,9 +204,55 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
         json!({"type": "nats", "topics": "*",
             "config": {"server_url": "127.0.0.1:4222"},
             "credentials": {"token": NATS_TOKEN}}),
+        // The other types too: every destination type's secrets are sealed.
+        json!({"type": "mqtt", "topics": "*",
+            "config": {"server_url": "127.0.0.1:1883", "topic": "herald/{topic}"},
+            "credentials": {"username": "herald", "password": MQTT_PASSWORD}}),
+        json!({"type": "kafka", "topics": "*",
+            "config": {"brokers": "127.0.0.1:9092", "topic": "orders", "tls": "false",
+                       "sasl_mechanism": "plain"},
+            "credentials": {"username": "herald", "password": KAFKA_PASSWORD}}),
+        json!({"type": "aws_s3", "topics": "*",
+            "config": {"bucket": "event-archive", "region": "us-east-1"},
+            "credentials": {"key": "AKIASEALTEST00000002", "secret": S3_SECRET}}),
+        json!({"type": "aws_kinesis", "topics": "*",
+            "config": {"stream_name": "events", "region": "eu-west-1"},
+            "credentials": {"key": "AKIASEALTEST00000003", "secret": KINESIS_SECRET}}),
+        json!({"type": "gcp_pubsub", "topics": "*",
+            "config": {"project_id": "p", "topic": "events", "endpoint": "http://127.0.0.1:8085"},
+            "credentials": {"service_account_json":
+                format!("{{\"type\":\"service_account\",\"project_id\":\"p\",\"private_key\":\"{GCP_KEY}\"}}")}}),
+        json!({"type": "azure_servicebus", "topics": "*",
+            "config": {"name": "orders"},
+            "credentials": {"connection_string":
+                format!("Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey={AZURE_KEY}")}}),
     ] {
         h.ok("POST", "/tenants/idle/destinations", Some(d)).await;
     }
+    // Every type this build serves has a destination with secrets in the store.
+    let mut stored: Vec<String> = Vec::new();
+    for tenant in ["seal", "idle"] {
+        let list = h
+            .ok("GET", &format!("/tenants/{tenant}/destinations"), None)
+            .await;
+        stored.extend(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["type"].as_str().unwrap().to_string()),
+        );
+    }
+    stored.sort();
+    stored.dedup();
+    let served: Vec<String> = h
+        .ok("GET", "/destination-types", None)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, served, "a destination of every type");
 
     let mut round = 0;
     let mut deliver_all = async |h: &HeraldProcess| {
@@ -319,7 +377,7 @@ async fn secrets_never_reach_the_database_file_or_logs_and_deliver_after_a_resta
     // Debug-level logs of both runs hold no secret either.
     let logs = std::fs::read(&log).unwrap();
     assert!(
-        contains(&logs, "\"rekeyed\":6"),
+        contains(&logs, "\"rekeyed\":12"),
         "the third start moved every row to the configured key"
     );
     assert!(contains(&logs, "DEBUG"), "the log really is at debug level");
