@@ -31,7 +31,7 @@ use sha2::Sha256;
 
 use crate::DestinationsConfig;
 use crate::support::address::HttpUrl;
-use crate::support::http::{Reply, client as http_client, transport_error};
+use crate::support::http::{Egress, Reply, transport_error};
 use crate::target::{Blocked, TargetPolicy};
 
 const KIND: &str = "azure_servicebus";
@@ -54,9 +54,7 @@ const RESERVED: &[&str] = &[
 
 /// The `azure_servicebus` destination type.
 pub struct ServiceBus {
-    client: reqwest::Client,
-    policy: Arc<TargetPolicy>,
-    body_limit: usize,
+    http: Egress,
 }
 
 /// `config` of an `azure_servicebus` destination.
@@ -90,17 +88,8 @@ const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24
 impl ServiceBus {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
-        let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(
-            &policy,
-            cfg.proxy.as_ref().map(Secret::expose),
-            &cfg.user_agent,
-            64,
-        )?;
         Ok(Self {
-            client,
-            policy,
-            body_limit: cfg.response_body_limit.max(1),
+            http: Egress::new(cfg)?,
         })
     }
 }
@@ -131,7 +120,7 @@ impl Spec for ServiceBus {
             ));
         }
         if let Some(e) = &config.endpoint
-            && let Err(e) = e.check(&self.policy, "config.endpoint")
+            && let Err(e) = e.check(&self.http.policy, "config.endpoint")
         {
             errs.push(e);
         }
@@ -165,9 +154,9 @@ impl Spec for ServiceBus {
                 key: cs.key,
             },
             token: std::sync::Mutex::new(None),
-            client: self.client.clone(),
-            policy: self.policy.clone(),
-            body_limit: self.body_limit,
+            client: self.http.client.clone(),
+            policy: self.http.policy.clone(),
+            body_limit: self.http.body_limit,
         }))
     }
 

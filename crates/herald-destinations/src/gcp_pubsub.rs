@@ -32,7 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::DestinationsConfig;
 use crate::support::address::HttpUrl;
-use crate::support::http::{Reply, client as http_client, transport_error};
+use crate::support::http::{Egress, Reply, transport_error};
 use crate::target::{Blocked, TargetPolicy};
 
 const KIND: &str = "gcp_pubsub";
@@ -45,9 +45,7 @@ const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 /// The `gcp_pubsub` destination type.
 pub struct PubSub {
-    client: reqwest::Client,
-    policy: Arc<TargetPolicy>,
-    body_limit: usize,
+    http: Egress,
 }
 
 /// `config` of a `gcp_pubsub` destination.
@@ -123,17 +121,8 @@ const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24
 impl PubSub {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
-        let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(
-            &policy,
-            cfg.proxy.as_ref().map(Secret::expose),
-            &cfg.user_agent,
-            64,
-        )?;
         Ok(Self {
-            client,
-            policy,
-            body_limit: cfg.response_body_limit.max(1),
+            http: Egress::new(cfg)?,
         })
     }
 }
@@ -247,7 +236,7 @@ impl Spec for PubSub {
         let key = "credentials.service_account_json";
         match &config.endpoint {
             Some(e) => {
-                if let Err(Blocked(why)) = self.policy.check_url(&e.0) {
+                if let Err(Blocked(why)) = self.http.policy.check_url(&e.0) {
                     errs.push(FieldError::new("config.endpoint", why));
                 }
                 // An emulator needs no key: whatever is sent is not looked at.
@@ -299,9 +288,9 @@ impl Spec for PubSub {
             publish_url,
             auth,
             token: Mutex::new(None),
-            client: self.client.clone(),
-            policy: self.policy.clone(),
-            body_limit: self.body_limit,
+            client: self.http.client.clone(),
+            policy: self.http.policy.clone(),
+            body_limit: self.http.body_limit,
         }))
     }
 

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use herald_core::Secret;
 use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
 use herald_core::spec::{About, Spec};
 use schemars::JsonSchema;
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 use crate::DestinationsConfig;
 use crate::aws::{self, Credentials, REGION_PATTERN, Region};
 use crate::support::address::HttpUrl;
-use crate::support::http::{Reply, client as http_client, transport_error};
+use crate::support::http::{Egress, Reply, transport_error};
 use crate::support::template::{KeyTemplate, Template, headers_object};
 use crate::target::{Blocked, TargetPolicy};
 
@@ -34,9 +33,7 @@ const MAX_PARTITION_KEY: usize = 256;
 
 /// The `aws_kinesis` destination type.
 pub struct Kinesis {
-    client: reqwest::Client,
-    policy: Arc<TargetPolicy>,
-    body_limit: usize,
+    http: Egress,
 }
 
 /// `config` of an `aws_kinesis` destination.
@@ -77,17 +74,8 @@ const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24
 impl Kinesis {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
-        let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(
-            &policy,
-            cfg.proxy.as_ref().map(Secret::expose),
-            &cfg.user_agent,
-            64,
-        )?;
         Ok(Self {
-            client,
-            policy,
-            body_limit: cfg.response_body_limit.max(1),
+            http: Egress::new(cfg)?,
         })
     }
 }
@@ -125,7 +113,7 @@ impl Spec for Kinesis {
             ));
         }
         if let Some(e) = &config.endpoint
-            && let Err(e) = e.check(&self.policy, "config.endpoint")
+            && let Err(e) = e.check(&self.http.policy, "config.endpoint")
         {
             errs.push(e);
         }
@@ -153,9 +141,9 @@ impl Spec for Kinesis {
                 envelope: config.metadata_in_payload,
                 creds: credentials,
             },
-            client: self.client.clone(),
-            policy: self.policy.clone(),
-            body_limit: self.body_limit,
+            client: self.http.client.clone(),
+            policy: self.http.policy.clone(),
+            body_limit: self.http.body_limit,
         }))
     }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use herald_core::Secret;
 use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
 use herald_core::spec::{About, Spec};
 use schemars::JsonSchema;
@@ -21,7 +20,7 @@ use serde_json::json;
 use crate::DestinationsConfig;
 use crate::aws::{self, Credentials, Region};
 use crate::support::address::HttpUrl;
-use crate::support::http::{Reply, client as http_client, transport_error};
+use crate::support::http::{Egress, Reply, transport_error};
 use crate::support::template::{KeyTemplate, Template};
 use crate::target::{Blocked, TargetPolicy};
 
@@ -33,9 +32,7 @@ const DEFAULT_KEY_TEMPLATE: &str =
 
 /// The `aws_s3` destination type.
 pub struct S3 {
-    client: reqwest::Client,
-    policy: Arc<TargetPolicy>,
-    body_limit: usize,
+    http: Egress,
 }
 
 /// `config` of an `aws_s3` destination.
@@ -163,17 +160,8 @@ const ICON: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24
 impl S3 {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
-        let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(
-            &policy,
-            cfg.proxy.as_ref().map(Secret::expose),
-            &cfg.user_agent,
-            64,
-        )?;
         Ok(Self {
-            client,
-            policy,
-            body_limit: cfg.response_body_limit.max(1),
+            http: Egress::new(cfg)?,
         })
     }
 }
@@ -215,7 +203,7 @@ impl Spec for S3 {
             ));
         }
         if let Some(e) = &config.endpoint
-            && let Err(e) = e.check(&self.policy, "config.endpoint")
+            && let Err(e) = e.check(&self.http.policy, "config.endpoint")
         {
             errs.push(e);
         }
@@ -248,9 +236,9 @@ impl Spec for S3 {
                 template: config.key_template.0,
                 creds: credentials,
             },
-            client: self.client.clone(),
-            policy: self.policy.clone(),
-            body_limit: self.body_limit,
+            client: self.http.client.clone(),
+            policy: self.http.policy.clone(),
+            body_limit: self.http.body_limit,
         }))
     }
 

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use herald_core::Secret;
 use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessage, Receipt};
 use herald_core::spec::{About, Spec};
 use schemars::JsonSchema;
@@ -19,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::DestinationsConfig;
 use crate::aws::{self, Credentials, REGION_PATTERN, Region};
 use crate::support::address::HttpUrl;
-use crate::support::http::{Reply, client as http_client, transport_error};
+use crate::support::http::{Egress, Reply, transport_error};
 use crate::target::{Blocked, TargetPolicy};
 
 const KIND: &str = "aws_sqs";
@@ -29,9 +28,7 @@ const MAX_ATTRIBUTES: usize = 10;
 
 /// The `aws_sqs` destination type.
 pub struct Sqs {
-    client: reqwest::Client,
-    policy: Arc<TargetPolicy>,
-    body_limit: usize,
+    http: Egress,
 }
 
 /// `config` of an `aws_sqs` destination.
@@ -57,17 +54,8 @@ pub struct Config {
 impl Sqs {
     /// Builds the type with its shared HTTP client.
     pub fn new(cfg: &DestinationsConfig) -> Result<Self, String> {
-        let policy = Arc::new(cfg.target_policy.clone());
-        let client = http_client(
-            &policy,
-            cfg.proxy.as_ref().map(Secret::expose),
-            &cfg.user_agent,
-            64,
-        )?;
         Ok(Self {
-            client,
-            policy,
-            body_limit: cfg.response_body_limit.max(1),
+            http: Egress::new(cfg)?,
         })
     }
 }
@@ -130,13 +118,13 @@ impl Spec for Sqs {
         }
         match &config.endpoint {
             Some(e) => {
-                if let Err(e) = e.check(&self.policy, "config.endpoint") {
+                if let Err(e) = e.check(&self.http.policy, "config.endpoint") {
                     errs.push(e);
                 }
             }
             // Without an override, requests go to the queue URL's own host.
             None => {
-                if let Err(Blocked(why)) = self.policy.check_url(&endpoint_of(config)) {
+                if let Err(Blocked(why)) = self.http.policy.check_url(&endpoint_of(config)) {
                     errs.push(FieldError::new("config.queue_url", why));
                 }
             }
@@ -162,9 +150,9 @@ impl Spec for Sqs {
             endpoint,
             region,
             creds: credentials,
-            client: self.client.clone(),
-            policy: self.policy.clone(),
-            body_limit: self.body_limit,
+            client: self.http.client.clone(),
+            policy: self.http.policy.clone(),
+            body_limit: self.http.body_limit,
         }))
     }
 

@@ -211,3 +211,34 @@ impl Reply {
         self.error(disposition, code, message)
     }
 }
+
+/// What every HTTP-speaking message-system type holds (AWS, Pub/Sub, Service Bus): the shared
+/// pooled client, the target policy its endpoints are checked against, and how much of a
+/// response body the attempt log keeps. Built once per type; drivers clone it.
+#[derive(Clone)]
+pub struct Egress {
+    /// The pooled client (see [`client`]).
+    pub client: reqwest::Client,
+    /// Which addresses may be reached.
+    pub policy: Arc<TargetPolicy>,
+    /// Bytes of a response body kept for the attempt log (at least 1).
+    pub body_limit: usize,
+}
+
+impl Egress {
+    /// The egress every such type builds from the server's settings.
+    pub fn new(cfg: &crate::DestinationsConfig) -> Result<Self, String> {
+        let policy = Arc::new(cfg.target_policy.clone());
+        let client = client(
+            &policy,
+            cfg.proxy.as_ref().map(herald_core::Secret::expose),
+            &cfg.user_agent,
+            64,
+        )?;
+        Ok(Self {
+            client,
+            policy,
+            body_limit: cfg.response_body_limit.max(1),
+        })
+    }
+}
