@@ -535,21 +535,7 @@ fn new_page(
         false,
         "Create destination",
     ));
-    let shell = Shell {
-        config: &portal.app.config.portal,
-        session,
-        alert: None,
-    };
-    let status = if errors.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Html(
-        status,
-        html::page(&shell, "Add destination", Tab::Destinations, &b),
-    )
-    .into_response()
+    form_page(portal, session, "Add destination", &b, errors.is_some())
 }
 
 /// `GET /portal/destinations/new/{kind}`: step 2, the form (`next?type=` comes from step 1).
@@ -698,21 +684,7 @@ async fn settings_page(
         true,
         "Save settings",
     ));
-    let shell = Shell {
-        config: &portal.app.config.portal,
-        session,
-        alert: None,
-    };
-    let status = if errors.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Html(
-        status,
-        html::page(&shell, "Settings", Tab::Destinations, &b),
-    )
-    .into_response()
+    form_page(portal, session, "Settings", &b, errors.is_some())
 }
 
 /// `GET /portal/destinations/{id}/settings`.
@@ -1010,4 +982,25 @@ pub async fn retry(State(portal): State<PortalState>, session: Session, form: Fo
         }
         Err(f) => failure(&portal, &session, &f),
     }
+}
+
+/// A destination form page: 422 when it shows the server's field errors, else 200.
+fn form_page(
+    portal: &PortalState,
+    session: &Session,
+    title: &str,
+    body: &str,
+    has_errors: bool,
+) -> Response {
+    let shell = Shell {
+        config: &portal.app.config.portal,
+        session,
+        alert: None,
+    };
+    let status = if has_errors {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Html(status, html::page(&shell, title, Tab::Destinations, body)).into_response()
 }
