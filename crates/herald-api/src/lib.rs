@@ -201,6 +201,46 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
         .route("/destination-types/{type}", get(schemas::destination_type))
         .route("/topics", get(schemas::topics))
         .route("/topics/catalog", get(schemas::topic_catalog))
+        .route(
+            "/operator-events/destination-types",
+            get(operator_events::destination_types),
+        )
+        .route(
+            "/operator-events/destinations",
+            get(operator_events::list_destinations).post(operator_events::create_destination),
+        )
+        .route(
+            "/operator-events/destinations/{destination_id}",
+            get(operator_events::get_destination)
+                .patch(operator_events::update_destination)
+                .delete(operator_events::delete_destination),
+        )
+        .route(
+            "/operator-events/destinations/{destination_id}/enable",
+            put(operator_events::enable_destination),
+        )
+        .route(
+            "/operator-events/destinations/{destination_id}/disable",
+            put(operator_events::disable_destination),
+        )
+        .route("/operator-events/events", get(operator_events::list_events))
+        .route(
+            "/operator-events/events/{event_id}",
+            get(operator_events::get_event),
+        )
+        .route(
+            "/operator-events/events/{event_id}/attempts",
+            get(operator_events::list_event_attempts),
+        )
+        .route(
+            "/operator-events/attempts",
+            get(operator_events::list_attempts),
+        )
+        .route(
+            "/operator-events/attempts/{attempt_id}",
+            get(operator_events::get_attempt),
+        )
+        .route("/operator-events/retry", post(operator_events::retry))
         .route("/metrics/events", get(metrics::events))
         .route("/metrics/attempts", get(metrics::attempts))
         .fallback(not_found)

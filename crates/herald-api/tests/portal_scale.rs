@@ -127,6 +127,7 @@ async fn portal_pages_stay_fast_with_100k_attempts() {
                                 DeliveryStatus::Failed
                             },
                             next_attempt_at: time,
+                            effects: Default::default(),
                         })
                         .await
                         .expect("attempt");

@@ -253,6 +253,11 @@ pub trait DestinationType: Send + Sync + 'static {
     fn target(&self, destination: &Destination) -> (String, Option<String>);
     /// Where this type keeps its signing secret; `None` when its messages are never signed.
     fn signing(&self) -> Option<&SigningField>;
+    /// Whether tenants may create destinations of this type (operator destinations may use
+    /// every type).
+    fn tenant_usable(&self) -> bool {
+        true
+    }
     /// The credential holding the signing secret (see [`DestinationType::signing`]).
     fn signing_secret_key(&self) -> Option<&str> {
         self.signing().map(|s| s.key)

@@ -9,6 +9,7 @@ pub mod destination;
 pub mod filter;
 pub mod ids;
 pub mod model;
+pub mod operator;
 pub mod retry;
 pub mod secret;
 pub mod signing;

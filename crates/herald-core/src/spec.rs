@@ -87,6 +87,12 @@ pub trait Spec: Send + Sync + 'static {
         })
     }
 
+    /// Whether tenants may create destinations of this type (an operator setting for some
+    /// types); operator destinations may use every type.
+    fn tenant_usable(&self) -> bool {
+        true
+    }
+
     /// Adjusts the generated schema where it depends on runtime settings (a URL pattern
     /// that depends on the target policy, say).
     fn tune(&self, _spec: &mut TypeSpec) {}
@@ -825,6 +831,10 @@ fn rename_error(mut e: FieldError, key: &str) -> FieldError {
 impl<S: Spec> DestinationType for Typed<S> {
     fn spec(&self) -> &TypeSpec {
         &self.schema
+    }
+
+    fn tenant_usable(&self) -> bool {
+        self.spec.tenant_usable()
     }
 
     fn known_keys(&self, section: Section) -> Vec<&str> {

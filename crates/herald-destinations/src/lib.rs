@@ -3,6 +3,8 @@
 //! includes. Only the binary calls [`registry`]: the engine and API see types through the
 //! registry alone.
 
+#[cfg(feature = "email")]
+pub mod email;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
@@ -51,6 +53,8 @@ pub struct DestinationsConfig {
     /// Types whose destinations get no generated signing secret when created without one
     /// (their messages are then unsigned until a secret is set). Empty: every type generates.
     pub no_generated_secret: Vec<String>,
+    /// Whether tenants may create `email` destinations (operator destinations always may).
+    pub email_for_tenants: bool,
 }
 
 impl std::fmt::Debug for DestinationsConfig {
@@ -62,6 +66,7 @@ impl std::fmt::Debug for DestinationsConfig {
             .field("user_agent", &self.user_agent)
             .field("retry_on_status", &self.retry_on_status)
             .field("no_generated_secret", &self.no_generated_secret)
+            .field("email_for_tenants", &self.email_for_tenants)
             .finish()
     }
 }
@@ -103,5 +108,7 @@ pub fn registry(cfg: &DestinationsConfig) -> Result<Registry, String> {
     r.register(typed(cfg, gcp_pubsub::PubSub::new(cfg)?));
     #[cfg(feature = "azure_servicebus")]
     r.register(typed(cfg, azure_servicebus::ServiceBus::new(cfg)?));
+    #[cfg(feature = "email")]
+    r.register(typed(cfg, email::Email::new(cfg)));
     Ok(r)
 }

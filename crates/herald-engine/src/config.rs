@@ -6,7 +6,7 @@ use std::time::Duration;
 use herald_core::retry::RetryPolicy;
 use herald_core::signing::SigningConfig;
 
-use crate::alerts::AlertConfig;
+use crate::operator::AlertConfig;
 
 /// Engine settings.
 #[derive(Debug, Clone)]

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_core::destination::{DeliveryError, Disposition, OutboundMessage};
+use herald_core::operator::OPERATOR_TENANT;
 use herald_core::signing::{self, SignatureOverrides, SigningConfig, SigningMode};
 use herald_core::{Attempt, AttemptStatus, DeliveryStatus, Destination, Event, ids};
-use herald_store::{AttemptRecord, Job};
+use herald_store::{AttemptEffects, AttemptRecord, Job};
 use jiff::{SignedDuration, Timestamp};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -333,106 +334,205 @@ fn message(
     }
 }
 
-/// One attempt of one delivery, start to recorded finish. `permits` (the destination's slot
-/// and the global one) are held while the request is out and given back before the result is
-/// recorded, so bookkeeping latency (a database round trip) never limits how many requests a
-/// destination gets.
+/// One attempt of one delivery, start to recorded finish, as five stages: [`prepare`] (route,
+/// lease, message, signature) → [`send`] (with the deadline) → [`classify`] → [`decide`]
+/// (retry policy and clock) → [`record`] (one store call, which also applies the failure
+/// policy and writes any operator events). `permits` (the destination's slot and the global
+/// one) are held while the request is out and given back before the result is recorded, so
+/// bookkeeping latency (a database round trip) never limits how many requests a destination
+/// gets.
 async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
+    let Some(prepared) = prepare(inner, job).await else {
+        return;
+    };
+    let result = send(inner, &prepared).await;
+    let finished = inner.clock.now();
+    // Slot give-back point: the request is no longer out.
+    drop(permits);
+    let outcome = classify(result);
+    let decision = decide(
+        &inner.config.retry,
+        &prepared,
+        &outcome,
+        prepared.started,
+        &mut rand::rng(),
+    );
+    record(inner, prepared, outcome, decision, finished).await;
+}
+
+/// A job that may be sent now: its route, the message (absent when the type has no driver in
+/// this build) and the attempt's number and start time.
+pub(crate) struct Prepared {
+    pub(crate) delivery: herald_core::Delivery,
+    pub(crate) event: Arc<Event>,
+    pub(crate) route: Route,
+    pub(crate) msg: Option<OutboundMessage>,
+    pub(crate) number: u32,
+    pub(crate) started: Timestamp,
+}
+
+/// Stage 1: finds the route (a deleted or disabled destination settles the job instead), makes
+/// sure the lease outlasts the attempt, and builds and signs the message.
+async fn prepare(inner: &Inner, job: Job) -> Option<Prepared> {
     let Job {
         delivery,
         event,
         lease_until,
     } = job;
-    let Some(route) = inner
+    // Deleted meanwhile: the store cancelled the delivery with it.
+    let route = inner
         .routes
-        .get(&delivery.tenant_id, &delivery.destination_id)
-    else {
-        // Deleted meanwhile; the store cancelled the delivery with it.
-        return;
-    };
-    let dest = &route.destination;
-    if !dest.is_enabled() {
+        .get(&delivery.tenant_id, &delivery.destination_id)?;
+    if !route.destination.is_enabled() {
         settle_unroutable(inner, &delivery).await;
-        return;
+        return None;
     }
     let now = inner.clock.now();
     if !hold_lease(inner, &delivery.id, lease_until, now).await {
-        return;
+        return None;
     }
-    let number = delivery.attempts + 1;
-    let started = Instant::now();
-    let mut sent_headers = None;
-    let result = match &route.driver {
-        None => Err(DeliveryError::permanent(
+    let msg = route
+        .driver
+        .as_ref()
+        .map(|_| message(inner, &route, &event, &delivery.id, now));
+    Some(Prepared {
+        number: delivery.attempts + 1,
+        delivery,
+        event,
+        route,
+        msg,
+        started: now,
+    })
+}
+
+/// Stage 2: one send through the destination's driver, bounded by the attempt deadline.
+async fn send(
+    inner: &Inner,
+    p: &Prepared,
+) -> Result<herald_core::destination::Receipt, DeliveryError> {
+    let (Some(driver), Some(msg)) = (&p.route.driver, &p.msg) else {
+        return Err(DeliveryError::permanent(
             "unsupported_type",
             format!(
                 "destination type {:?} is not available in this build or its settings are invalid",
-                dest.kind
+                p.route.destination.kind
+            ),
+        ));
+    };
+    match tokio::time::timeout(inner.config.attempt_timeout, driver.deliver(msg)).await {
+        Ok(r) => r,
+        Err(_) => Err(DeliveryError::retry(
+            "timeout",
+            format!(
+                "no answer within {} ms",
+                inner.config.attempt_timeout.as_millis()
             ),
         )),
-        Some(driver) => {
-            let msg = message(inner, &route, &event, &delivery.id, now);
-            sent_headers = Some(request_headers(&msg.headers));
-            match tokio::time::timeout(inner.config.attempt_timeout, driver.deliver(&msg)).await {
-                Ok(r) => r,
-                Err(_) => Err(DeliveryError::retry(
-                    "timeout",
-                    format!(
-                        "no answer within {} ms",
-                        inner.config.attempt_timeout.as_millis()
-                    ),
-                )),
+    }
+}
+
+/// What an attempt's result means, before any policy is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outcome {
+    pub(crate) status: AttemptStatus,
+    pub(crate) code: String,
+    pub(crate) response: Option<Value>,
+    /// For a failure: retry (after at least), permanent, or gone.
+    pub(crate) disposition: Option<Disposition>,
+}
+
+/// Stage 3: the driver's answer as an attempt outcome (the error message goes into the
+/// response data).
+pub(crate) fn classify(
+    result: Result<herald_core::destination::Receipt, DeliveryError>,
+) -> Outcome {
+    match result {
+        Ok(receipt) => Outcome {
+            status: AttemptStatus::Success,
+            code: receipt.code,
+            response: receipt.response,
+            disposition: None,
+        },
+        Err(e) => Outcome {
+            status: AttemptStatus::Failed,
+            response: Some(with_error(e.response, &e.message)),
+            code: e.code,
+            disposition: Some(e.disposition),
+        },
+    }
+}
+
+/// What happens to the delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) status: DeliveryStatus,
+    pub(crate) next_attempt_at: Timestamp,
+    /// The schedule has no retry left.
+    pub(crate) exhausted: bool,
+    /// The receiver said the destination is gone.
+    pub(crate) gone: bool,
+}
+
+/// Stage 4: the retry policy applied at `now`: success ends the delivery; a retryable failure
+/// of an event eligible for retries is due again after the schedule's next delay (stretched
+/// by `Retry-After` within the policy's cap) or, when the schedule is used up, fails for good;
+/// anything else fails for good. Manual attempts are never retried.
+pub(crate) fn decide(
+    policy: &herald_core::retry::RetryPolicy,
+    p: &Prepared,
+    outcome: &Outcome,
+    now: Timestamp,
+    rng: &mut impl rand::Rng,
+) -> Decision {
+    let done = |status, exhausted, gone| Decision {
+        status,
+        next_attempt_at: now,
+        exhausted,
+        gone,
+    };
+    match &outcome.disposition {
+        None => done(DeliveryStatus::Success, false, false),
+        Some(Disposition::Retry { after }) if p.event.eligible_for_retry && !p.delivery.manual => {
+            match policy.next_delay(p.number - p.delivery.retry_base, *after, rng) {
+                Some(delay) => Decision {
+                    status: DeliveryStatus::Pending,
+                    next_attempt_at: now
+                        + SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
+                    exhausted: false,
+                    gone: false,
+                },
+                None => done(DeliveryStatus::Failed, true, false),
             }
         }
-    };
-    let elapsed = started.elapsed();
-    drop(permits);
-    let latency_ms = elapsed.as_millis() as u64;
-    let mut gone = false;
-    let mut exhausted = false;
-    let (status, code, response, next_status, next_at) = match result {
-        Ok(receipt) => (
-            AttemptStatus::Success,
-            receipt.code,
-            receipt.response,
-            DeliveryStatus::Success,
-            now,
-        ),
-        Err(e) => {
-            let response = with_error(e.response, &e.message);
-            let (next_status, next_at) = match e.disposition {
-                Disposition::Retry { after } if event.eligible_for_retry && !delivery.manual => {
-                    match inner.config.retry.next_delay(
-                        number - delivery.retry_base,
-                        after,
-                        &mut rand::rng(),
-                    ) {
-                        Some(delay) => (
-                            DeliveryStatus::Pending,
-                            now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
-                        ),
-                        None => {
-                            exhausted = true;
-                            (DeliveryStatus::Failed, now)
-                        }
-                    }
-                }
-                Disposition::Gone => {
-                    gone = true;
-                    (DeliveryStatus::Failed, now)
-                }
-                _ => (DeliveryStatus::Failed, now),
-            };
-            (
-                AttemptStatus::Failed,
-                e.code,
-                Some(response),
-                next_status,
-                next_at,
-            )
-        }
-    };
-    let response = with_request(response, sent_headers);
+        Some(Disposition::Gone) => done(DeliveryStatus::Failed, false, true),
+        Some(_) => done(DeliveryStatus::Failed, false, false),
+    }
+}
+
+/// Stage 5: one store call records the attempt, moves the delivery and applies the failure
+/// policy with its operator events (all in one transaction); then this node follows what the
+/// store did (a disabled destination leaves the routing table, new operator deliveries wake
+/// the poller).
+async fn record(
+    inner: &Inner,
+    p: Prepared,
+    outcome: Outcome,
+    decision: Decision,
+    finished: Timestamp,
+) {
+    let Prepared {
+        delivery,
+        event,
+        route,
+        msg,
+        number,
+        started,
+    } = p;
+    let dest = &route.destination;
+    let latency_ms = u64::try_from(finished.duration_since(started).as_millis()).unwrap_or(0);
+    let sent_headers = msg.as_ref().map(|m| request_headers(&m.headers));
+    let status = outcome.status;
+    let exhausted = decision.exhausted && inner.exhausted_window.admit(&dest.id, started);
     let record = AttemptRecord {
         attempt: Attempt {
             id: ids::new_id(ids::ATTEMPT),
@@ -443,58 +543,78 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
             destination_type: dest.kind.clone(),
             topic: event.topic.clone(),
             status,
-            code,
-            response_data: response,
+            code: outcome.code,
+            response_data: with_request(outcome.response, sent_headers),
             attempt_number: number,
             manual: delivery.manual,
-            time: now,
+            time: started,
             latency_ms,
         },
-        status: next_status,
-        next_attempt_at: next_at,
+        status: decision.status,
+        next_attempt_at: decision.next_attempt_at,
+        effects: AttemptEffects {
+            policy: inner.config.alerts.policy(),
+            gone: decision.gone,
+            exhausted: exhausted.then_some(event.time),
+            attempt_events: dest.tenant_id != OPERATOR_TENANT
+                && inner.routes.attempt_events(status),
+        },
     };
-    let outcome = record.attempt.status.as_str();
+    let outcome_name = status.as_str();
+    let next = decision.status;
     tracing::debug!(
         event_id = %event.id, destination_id = %dest.id, delivery_id = %delivery.id,
-        attempt_id = %record.attempt.id, attempt = number, outcome, code = %record.attempt.code,
-        latency_ms, next = next_status.as_str(), "attempt"
+        attempt_id = %record.attempt.id, attempt = number, outcome = outcome_name,
+        code = %record.attempt.code, latency_ms, next = next.as_str(), "attempt"
     );
-    metrics::counter!("herald_attempts_total", "outcome" => outcome, "destination_type" => dest.kind.clone()).increment(1);
-    metrics::histogram!("herald_attempt_duration_seconds", "outcome" => outcome)
-        .record(elapsed.as_secs_f64());
-    if next_status != DeliveryStatus::Pending {
-        metrics::counter!("herald_deliveries_total", "outcome" => next_status.as_str())
-            .increment(1);
+    metrics::counter!("herald_attempts_total", "outcome" => outcome_name, "destination_type" => dest.kind.clone()).increment(1);
+    metrics::histogram!("herald_attempt_duration_seconds", "outcome" => outcome_name)
+        .record(latency_ms as f64 / 1000.0);
+    if next != DeliveryStatus::Pending {
+        metrics::counter!("herald_deliveries_total", "outcome" => next.as_str()).increment(1);
     }
-    let attempt_copy = record.attempt.clone();
-    let failures = match inner.store.record_attempt(record).await {
-        Ok(n) => n,
+    let attempt_id = record.attempt.id.clone();
+    let code = record.attempt.code.clone();
+    let recorded = match inner.store.record_attempt(record).await {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, delivery_id = %delivery.id, "cannot record attempt; the delivery will be retried when its lease expires");
             return;
         }
     };
-    if next_status == DeliveryStatus::Failed {
+    if next == DeliveryStatus::Failed {
         tracing::info!(
-            event_id = %event.id, destination_id = %dest.id, delivery_id = %delivery.id, attempt_id = %attempt_copy.id,
-            attempt = number, code = %attempt_copy.code, "delivery failed for good"
+            event_id = %event.id, destination_id = %dest.id, delivery_id = %delivery.id, attempt_id = %attempt_id,
+            attempt = number, code = %code, "delivery failed for good"
         );
     }
-    if exhausted {
-        inner.alerts.exhausted(dest, &event, &attempt_copy);
+    if recorded.disabled {
+        let reason = if decision.gone {
+            "the receiver answered 410 Gone"
+        } else {
+            "too many consecutive failures"
+        };
+        tracing::warn!(destination_id = %dest.id, tenant_id = %dest.tenant_id, reason, "destination disabled");
+        metrics::counter!("herald_destinations_disabled_total").increment(1);
+        follow_disable(inner, dest, started).await;
     }
-    if gone {
-        disable(inner, dest, now, "the receiver answered 410 Gone").await;
-        return;
+    if recorded.operator_deliveries > 0 {
+        inner.poke.notify_one();
     }
-    let step = inner.alerts.config().step(failures);
-    if let Some(level) = step.level {
-        inner
-            .alerts
-            .consecutive_failure(dest, failures, level, step.disable);
-    }
-    if step.disable {
-        disable(inner, dest, now, "too many consecutive failures").await;
+}
+
+/// Updates the routing table after the store disabled a destination: the stored copy, or —
+/// if it cannot be read — the cached one marked disabled, so this node routes nothing more
+/// to it either way.
+async fn follow_disable(inner: &Inner, dest: &Destination, now: Timestamp) {
+    match inner.store.get_destination(&dest.tenant_id, &dest.id).await {
+        Ok(stored) => inner.routes.set(&dest.tenant_id, &dest.id, stored),
+        Err(e) => {
+            tracing::warn!(error = %e, destination_id = %dest.id, "cannot reload a disabled destination; marking the cached copy");
+            let mut d = dest.clone();
+            d.disabled_at = Some(now);
+            inner.routes.upsert(d);
+        }
     }
 }
 
@@ -610,33 +730,177 @@ fn with_error(response: Option<Value>, message: &str) -> Value {
     }
 }
 
-/// Disables a destination (410 Gone, or the consecutive-failure threshold) and stops its
-/// pending deliveries.
-async fn disable(inner: &Inner, dest: &Destination, now: Timestamp, reason: &str) {
-    // Start from the stored copy: another node may have changed the destination since this
-    // node cached it, and a stale copy must not undo that change.
-    let mut d = match inner.store.get_destination(&dest.tenant_id, &dest.id).await {
-        Ok(Some(d)) => d,
-        Ok(None) => return, // deleted meanwhile
-        Err(e) => {
-            tracing::warn!(error = %e, destination_id = %dest.id, "cannot reload a destination before disabling it; using the cached copy");
-            dest.clone()
+#[cfg(test)]
+mod tests {
+    //! The `decide` stage: the retry policy at a given time, with an injected RNG.
+
+    use super::*;
+    use herald_core::retry::{RetryPolicy, Schedule};
+    use herald_core::{Delivery, Topics};
+    use rand::SeedableRng;
+
+    fn prepared(attempts: u32, eligible: bool, manual: bool) -> Prepared {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let d = Destination {
+            id: "d".into(),
+            tenant_id: "t".into(),
+            kind: "scripted".into(),
+            topics: Topics::All,
+            filter: None,
+            config: Default::default(),
+            credentials: Default::default(),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        Prepared {
+            delivery: Delivery {
+                id: "dlv".into(),
+                event_id: "e".into(),
+                tenant_id: "t".into(),
+                destination_id: "d".into(),
+                status: DeliveryStatus::Pending,
+                attempts,
+                next_attempt_at: now,
+                manual,
+                retry_base: 0,
+                created_at: now,
+            },
+            event: Arc::new(Event {
+                id: "e".into(),
+                tenant_id: "t".into(),
+                destination_id: None,
+                topic: "x".into(),
+                time: now,
+                metadata: Default::default(),
+                data: json!({}),
+                eligible_for_retry: eligible,
+            }),
+            route: Route {
+                destination: Arc::new(d),
+                driver: None,
+                delivery: Arc::new(Default::default()),
+            },
+            msg: None,
+            number: attempts + 1,
+            started: now,
         }
-    };
-    if !d.is_enabled() {
-        // Already disabled (by another node, or a concurrent attempt here).
-        inner.routes.upsert(d);
-        return;
     }
-    d.disabled_at = Some(now);
-    d.updated_at = now;
-    match inner.store.update_destination(&d, true, now).await {
-        Ok(()) => {
-            tracing::warn!(destination_id = %d.id, tenant_id = %d.tenant_id, reason, "destination disabled");
-            metrics::counter!("herald_destinations_disabled_total").increment(1);
-            inner.alerts.disabled(&d, reason);
-            inner.routes.upsert(d);
+
+    fn failed(d: Disposition) -> Outcome {
+        Outcome {
+            status: AttemptStatus::Failed,
+            code: "503".into(),
+            response: None,
+            disposition: Some(d),
         }
-        Err(e) => tracing::error!(error = %e, destination_id = %d.id, "cannot disable destination"),
+    }
+
+    fn policy(jitter: f64) -> RetryPolicy {
+        RetryPolicy {
+            schedule: Schedule::Exponential {
+                initial: Duration::from_secs(30),
+                factor: 2.0,
+                max_interval: Duration::from_secs(3600),
+                retries: 3,
+            },
+            jitter,
+            max_retry_after: Duration::from_secs(600),
+        }
+    }
+
+    fn delay(p: &RetryPolicy, attempts: u32, d: Disposition, seed: u64) -> Option<i64> {
+        let prep = prepared(attempts, true, false);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let out = decide(p, &prep, &failed(d), prep.started, &mut rng);
+        (out.status == DeliveryStatus::Pending)
+            .then(|| out.next_attempt_at.duration_since(prep.started).as_secs())
+    }
+
+    const RETRY: Disposition = Disposition::Retry { after: None };
+
+    #[test]
+    fn the_schedule_is_followed_and_then_exhausted() {
+        let p = policy(0.0);
+        let delays: Vec<_> = (0..4).map(|n| delay(&p, n, RETRY, 1)).collect();
+        assert_eq!(delays, [Some(30), Some(60), Some(120), None]);
+        let prep = prepared(3, true, false);
+        let out = decide(
+            &p,
+            &prep,
+            &failed(RETRY),
+            prep.started,
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+        );
+        assert_eq!(out.status, DeliveryStatus::Failed);
+        assert!(out.exhausted && !out.gone);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let p = policy(0.1);
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..500 {
+            let d = delay(&p, 1, RETRY, seed).unwrap();
+            assert!((54..=66).contains(&d), "60 s ± 10 %: {d}");
+            seen.insert(d);
+        }
+        assert!(seen.len() > 5, "jitter spreads: {seen:?}");
+    }
+
+    #[test]
+    fn retry_after_stretches_up_to_the_cap_and_never_shortens() {
+        let p = policy(0.0);
+        let after = |s| Disposition::Retry {
+            after: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(delay(&p, 0, after(5), 1), Some(30), "never shorter");
+        assert_eq!(delay(&p, 0, after(300), 1), Some(300));
+        assert_eq!(delay(&p, 0, after(86_400), 1), Some(600), "capped");
+    }
+
+    #[test]
+    fn success_permanent_gone_manual_and_ineligible() {
+        let p = policy(0.0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let prep = prepared(0, true, false);
+        let ok = Outcome {
+            status: AttemptStatus::Success,
+            code: "200".into(),
+            response: None,
+            disposition: None,
+        };
+        assert_eq!(
+            decide(&p, &prep, &ok, prep.started, &mut rng).status,
+            DeliveryStatus::Success
+        );
+        let permanent = decide(
+            &p,
+            &prep,
+            &failed(Disposition::Permanent),
+            prep.started,
+            &mut rng,
+        );
+        assert_eq!(permanent.status, DeliveryStatus::Failed);
+        assert!(!permanent.exhausted && !permanent.gone);
+        let gone = decide(
+            &p,
+            &prep,
+            &failed(Disposition::Gone),
+            prep.started,
+            &mut rng,
+        );
+        assert!(gone.gone && gone.status == DeliveryStatus::Failed);
+        for prep in [prepared(0, true, true), prepared(0, false, false)] {
+            let out = decide(&p, &prep, &failed(RETRY), prep.started, &mut rng);
+            assert_eq!(
+                out.status,
+                DeliveryStatus::Failed,
+                "manual or ineligible: no retry"
+            );
+            assert!(!out.exhausted);
+        }
     }
 }

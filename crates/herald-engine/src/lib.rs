@@ -17,10 +17,10 @@
 //! changes made on other nodes and wake the poller when another node leaves work behind
 //! ([`notices`]).
 
-pub mod alerts;
 pub mod config;
 mod dispatch;
 mod notices;
+pub mod operator;
 mod retention;
 pub mod routes;
 
@@ -94,7 +94,8 @@ struct Inner {
     poke: Notify,
     stopping: CancellationFlag,
     dispatch: dispatch::Dispatch,
-    alerts: Arc<alerts::Alerts>,
+    /// Per-node limit on exhausted-retries alerts.
+    exhausted_window: operator::ExhaustedWindow,
 }
 
 /// A tiny shutdown flag with async waiting, so the engine needs no extra crate for it.
@@ -162,7 +163,9 @@ impl Engine {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let inner = Arc::new(Inner {
             dispatch: dispatch::Dispatch::new(&config),
-            alerts: Arc::new(alerts::Alerts::new(config.alerts.clone())),
+            exhausted_window: operator::ExhaustedWindow::new(
+                config.alerts.exhausted_retries_window,
+            ),
             store,
             registry,
             clock,
@@ -333,6 +336,74 @@ impl Engine {
             self.inner.poke.notify_one();
         }
         Ok(n)
+    }
+
+    /// Writes an operator event (built with [`herald_core::operator`], e.g.
+    /// [`herald_core::operator::expiry`]) with a delivery to every operator destination that
+    /// subscribes to it, in one store transaction, and wakes the poller to deliver them. An
+    /// event whose id is already stored is not written again, so nodes that notice the same
+    /// thing may all call this with the same id. Returns the deliveries created.
+    pub async fn emit_operator_event(&self, event: &Event) -> Result<u32, StoreError> {
+        let n = self
+            .inner
+            .store
+            .emit_operator_event(event, self.inner.clock.now())
+            .await?;
+        if n > 0 {
+            self.inner.poke.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// Makes the store hold exactly `wanted` as the operator destination `id` (a destination
+    /// defined by configuration, such as `alerts.callback_url`): creates it, updates its
+    /// type, topics, config and credentials when they differ (keeping whether it is
+    /// disabled), or deletes it when `wanted` is `None`.
+    pub async fn sync_operator_destination(
+        &self,
+        id: &str,
+        wanted: Option<Destination>,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now();
+        let tenant = herald_core::operator::OPERATOR_TENANT;
+        let stored = store.get_destination(tenant, id).await?;
+        match (stored, wanted) {
+            (None, None) => {}
+            (Some(_), None) => {
+                store.delete_destination(tenant, id, now).await?;
+                self.destination_removed(tenant, id);
+            }
+            (None, Some(mut d)) => {
+                d.id = id.to_string();
+                d.tenant_id = tenant.to_string();
+                d.created_at = now;
+                d.updated_at = now;
+                match store.insert_destination(&d).await {
+                    Ok(()) => self.destination_saved(&d),
+                    // Another node starting at the same time created it first.
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            (Some(old), Some(d)) => {
+                if old.kind != d.kind
+                    || old.topics != d.topics
+                    || old.config != d.config
+                    || old.credentials != d.credentials
+                {
+                    let mut new = old.clone();
+                    new.kind = d.kind;
+                    new.topics = d.topics;
+                    new.config = d.config;
+                    new.credentials = d.credentials;
+                    new.updated_at = now;
+                    store.update_destination(&new, false, now).await?;
+                    self.destination_saved(&new);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Tells the engine a destination was created or changed (routing and driver caches).

@@ -7,11 +7,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use herald_core::destination::{Driver, Registry};
+use herald_core::operator::{OPERATOR_TENANT, topic};
 use herald_core::spec::Delivery;
-use herald_core::{Destination, Event};
+use herald_core::{AttemptStatus, Destination, Event};
 use parking_lot::RwLock;
+
+/// [`Routes::attempt_events`] bits.
+const WANTS_SUCCESS: u8 = 1;
+const WANTS_FAILED: u8 = 2;
 
 /// A destination with its driver (absent when the type is unknown or building failed).
 #[derive(Clone)]
@@ -28,6 +34,9 @@ pub struct Route {
 pub struct Routes {
     registry: Registry,
     by_tenant: RwLock<HashMap<String, Vec<Route>>>,
+    /// Which `attempt.*` operator topics some enabled operator destination subscribes to,
+    /// recomputed on every change, so an attempt asks one atomic load.
+    attempt_events: AtomicU8,
 }
 
 impl Routes {
@@ -36,7 +45,36 @@ impl Routes {
         Self {
             registry,
             by_tenant: RwLock::new(HashMap::new()),
+            attempt_events: AtomicU8::new(0),
         }
+    }
+
+    /// Whether an attempt with `status` must produce an `attempt.*` operator event (some
+    /// enabled operator destination subscribes to its topic). Attempts to operator
+    /// destinations never do.
+    pub fn attempt_events(&self, status: AttemptStatus) -> bool {
+        let bit = match status {
+            AttemptStatus::Success => WANTS_SUCCESS,
+            AttemptStatus::Failed => WANTS_FAILED,
+        };
+        self.attempt_events.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Recomputes the `attempt.*` flags from the operator tenant's routes.
+    fn refresh_flags(&self, map: &HashMap<String, Vec<Route>>) {
+        let mut bits = 0;
+        for r in map.get(OPERATOR_TENANT).into_iter().flatten() {
+            let d = &r.destination;
+            if d.is_enabled() {
+                if d.topics.matches(topic::ATTEMPT_SUCCESS) {
+                    bits |= WANTS_SUCCESS;
+                }
+                if d.topics.matches(topic::ATTEMPT_FAILED) {
+                    bits |= WANTS_FAILED;
+                }
+            }
+        }
+        self.attempt_events.store(bits, Ordering::Relaxed);
     }
 
     fn build(&self, d: Destination) -> Route {
@@ -69,6 +107,7 @@ impl Routes {
                 .or_default()
                 .push(self.build(d));
         }
+        self.refresh_flags(&map);
         *self.by_tenant.write() = map;
     }
 
@@ -84,6 +123,7 @@ impl Routes {
             Some(slot) => *slot = route,
             None => list.push(route),
         }
+        self.refresh_flags(&map);
     }
 
     /// Adds or replaces one destination unless the table already holds a newer copy of it
@@ -107,9 +147,11 @@ impl Routes {
 
     /// Removes one destination.
     pub fn remove(&self, tenant_id: &str, id: &str) {
-        if let Some(list) = self.by_tenant.write().get_mut(tenant_id) {
+        let mut map = self.by_tenant.write();
+        if let Some(list) = map.get_mut(tenant_id) {
             list.retain(|r| r.destination.id != id);
         }
+        self.refresh_flags(&map);
     }
 
     /// Removes every destination of a tenant.

@@ -17,6 +17,7 @@
 
 mod codec;
 pub mod cursor;
+mod operator;
 pub mod pg;
 pub mod query;
 pub mod seal;
@@ -194,6 +195,51 @@ pub struct AttemptRecord {
     pub status: DeliveryStatus,
     /// When the next attempt is due (used while `status` is pending).
     pub next_attempt_at: Timestamp,
+    /// What the store decides and writes in the same transaction as the attempt.
+    pub effects: AttemptEffects,
+}
+
+/// The consequences of an attempt that only the store can decide, because they depend on the
+/// destination's failure streak as counted in the same transaction (on every node at once):
+/// reaching a consecutive-failure level, auto-disable, and the operator events about them.
+/// Everything here is written in the attempt's own transaction, so a crash after the attempt
+/// was recorded loses none of it. Attempts of operator destinations (tenant
+/// [`herald_core::operator::OPERATOR_TENANT`]) count and disable like any other, but never
+/// produce operator events (an operator destination cannot alert about itself in a loop).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptEffects {
+    /// Alert levels and auto-disable.
+    pub policy: herald_core::operator::FailurePolicy,
+    /// The receiver answered that the destination is gone (`410`): disable it.
+    pub gone: bool,
+    /// The delivery ran out of retries: write `alert.attempt.exhausted_retries`. Holds the
+    /// event's time for the payload.
+    pub exhausted: Option<Timestamp>,
+    /// Write `attempt.success` / `attempt.failed` (some operator destination subscribes).
+    pub attempt_events: bool,
+}
+
+impl Default for AttemptEffects {
+    fn default() -> Self {
+        Self {
+            policy: herald_core::operator::FailurePolicy::OFF,
+            gone: false,
+            exhausted: None,
+            attempt_events: false,
+        }
+    }
+}
+
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The destination's consecutive failed attempts after this one (0 on success, and for a
+    /// late attempt that does not count).
+    pub failures: u32,
+    /// The destination was disabled in the same transaction (410 or the failure threshold).
+    pub disabled: bool,
+    /// Operator deliveries created in the same transaction (due now, unleased).
+    pub operator_deliveries: u32,
 }
 
 /// Rows removed by one [`Store::purge`] round.
@@ -255,7 +301,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- destinations -----
 
-    /// Inserts a new destination; [`StoreError::Conflict`] when the id is taken.
+    /// Inserts a new destination; [`StoreError::Conflict`] when the id is taken. This and the
+    /// other destination writes below also write `tenant.subscription.updated` (an operator
+    /// event) in their transaction when the tenant's topics or destination count changed.
     async fn insert_destination(&self, d: &Destination) -> Result<()>;
     /// Replaces a destination. With `cancel_pending`, its pending deliveries are cancelled in
     /// the same transaction (used when it becomes disabled).
@@ -302,11 +350,20 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         lease_until: Timestamp,
     ) -> Result<Vec<Job>>;
-    /// Appends an attempt and moves its delivery to the decided state, releasing the lease.
-    /// Returns the destination's consecutive failed attempts after this one (0 on success).
-    /// Only attempts of a still-pending delivery to an existing, enabled destination count (a
-    /// late result after a cancel, disable or delete returns 0 and changes no streak).
-    async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32>;
+    /// Appends an attempt and moves its delivery to the decided state, releasing the lease,
+    /// and applies its [`AttemptEffects`] in the same transaction: counts the destination's
+    /// consecutive failures, disables it (410, or the policy's threshold: pending deliveries
+    /// cancelled, streak reset) and writes the operator events this causes. Only attempts of a
+    /// still-pending delivery to an existing, enabled destination count (a late result after a
+    /// cancel, disable or delete counts 0, changes no streak and has no effects).
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded>;
+    /// Writes one operator event (an event of [`herald_core::operator::OPERATOR_TENANT`])
+    /// with a delivery, due now, to every enabled operator destination that subscribes to it,
+    /// in one transaction. An event no such destination subscribes to is not written (the
+    /// rule for every operator event). An event whose id is already stored is not written
+    /// again (callers on several nodes may emit the same notice with the same id). Returns
+    /// the deliveries created.
+    async fn emit_operator_event(&self, event: &Event, now: Timestamp) -> Result<u32>;
     /// Extends leases this node still holds to `until`. A lease is identified by the delivery
     /// and the `lease_until` it was given (the lease's token): it is renewed only while the
     /// delivery is pending and nobody claimed it since — even if it already expired. Returns

@@ -30,12 +30,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
+use crate::operator::Plan;
 use crate::query::*;
 use crate::seal::{self, Keyring, ResealReport};
 use crate::{
-    AttemptRecord, Backlog, Job, NewDelivery, PublishOutcome, PurgeStats, Result, Store,
+    AttemptRecord, Backlog, Job, NewDelivery, PublishOutcome, PurgeStats, Recorded, Result, Store,
     StoreError, StoredEvent, cursor,
 };
+use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 
 /// Newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -660,6 +662,149 @@ fn write_destination(
     ])?)
 }
 
+// ----- operator events -----
+
+/// The enabled operator destinations that subscribe to `event`, oldest first.
+fn operator_subscribers(conn: &Connection, event: &Event) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, topics, filter FROM destinations WHERE tenant_id = ?1 AND disabled_at IS NULL ORDER BY created_at, id",
+    )?;
+    let mut rows = stmt.query([OPERATOR_TENANT])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let topics = topics_from_json(&r.get::<_, String>(1)?)?;
+        let filter: Option<serde_json::Value> = r
+            .get::<_, Option<String>>(2)?
+            .map(|s| from_json("destinations.filter", &s))
+            .transpose()?;
+        if op::subscribes(&topics, filter.as_ref(), event) {
+            out.push(r.get(0)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes an operator event and its deliveries (see [`Store::emit_operator_event`]). An
+/// event no enabled operator destination subscribes to is not written at all (as in Outpost,
+/// the deployment subscribes to the union of its operator destinations' topics).
+fn write_operator_event(conn: &Connection, event: &Event, now: Timestamp) -> Result<u32> {
+    if load_event(conn, &event.id)?.is_some() {
+        return Ok(0);
+    }
+    let subscribers = operator_subscribers(conn, event)?;
+    if subscribers.is_empty() {
+        return Ok(0);
+    }
+    insert_event(conn, event, &to_json(&subscribers), now)?;
+    for id in &subscribers {
+        insert_delivery(
+            conn,
+            &NewDelivery {
+                delivery: op::delivery(event, id, now),
+                lease_until: None,
+            },
+        )?;
+    }
+    Ok(subscribers.len() as u32)
+}
+
+fn insert_event(conn: &Connection, event: &Event, matched: &str, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        event.id,
+        event.tenant_id,
+        event.destination_id,
+        event.topic,
+        us(event.time),
+        to_json(&event.metadata),
+        to_json(&event.data),
+        event.eligible_for_retry,
+        matched,
+        us(now)
+    ])?;
+    Ok(())
+}
+
+/// What operator payloads say about a destination, read without opening its sealed columns.
+fn destination_ref(conn: &Connection, id: &str) -> Result<Option<DestinationRef>> {
+    conn.prepare_cached(
+        "SELECT id, tenant_id, type, topics, disabled_at FROM destinations WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
+    })
+    .optional()?
+    .map(|(id, tenant_id, kind, topics, disabled_at)| {
+        Ok(DestinationRef {
+            id,
+            tenant_id,
+            kind,
+            topics: topics_from_json(&topics)?,
+            disabled_at: disabled_at.map(ts),
+        })
+    })
+    .transpose()
+}
+
+/// Disables an enabled destination, cancels its pending deliveries and resets its streak.
+fn disable_destination(conn: &Connection, id: &str, now: Timestamp) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE destinations SET disabled_at = ?2, updated_at = ?2 WHERE id = ?1 AND disabled_at IS NULL",
+        )?
+        .execute(params![id, us(now)])?;
+    if n > 0 {
+        cancel_pending(conn, "destination_id", id, now)?;
+        conn.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
+            .execute([id])?;
+    }
+    Ok(n > 0)
+}
+
+/// A tenant's subscription (the union of its destinations' topics, and their count).
+fn subscription(conn: &Connection, tenant_id: &str) -> Result<Subscription> {
+    let mut stmt = conn.prepare_cached("SELECT topics FROM destinations WHERE tenant_id = ?1")?;
+    let mut rows = stmt.query([tenant_id])?;
+    let mut count = 0u64;
+    let mut topics = std::collections::BTreeSet::new();
+    while let Some(r) = rows.next()? {
+        count += 1;
+        topics.extend(topics_from_json(&r.get::<_, String>(0)?)?.to_vec());
+    }
+    Ok(Subscription {
+        topics: topics.into_iter().collect(),
+        destinations_count: count,
+    })
+}
+
+/// Runs a destination write `f` and writes `tenant.subscription.updated` when it changed the
+/// tenant's subscription, in the same transaction.
+fn with_subscription_event<T>(
+    conn: &Connection,
+    tenant_id: &str,
+    now: Timestamp,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    if tenant_id == OPERATOR_TENANT {
+        return f(conn);
+    }
+    let before = subscription(conn, tenant_id)?;
+    let out = f(conn)?;
+    let after = subscription(conn, tenant_id)?;
+    if let Some(e) = op::subscription_updated(tenant_id, &before, &after, now) {
+        write_operator_event(conn, &e, now)?;
+    }
+    Ok(out)
+}
+
 // ----- dynamic WHERE clauses and seek pagination -----
 
 #[derive(Default)]
@@ -672,6 +817,17 @@ impl Where {
     fn push(&mut self, clause: String, values: impl IntoIterator<Item = SqlValue>) {
         self.clauses.push(clause);
         self.params.extend(values);
+    }
+
+    /// Without a tenant filter, the operator tenant's records are left out: they are listed
+    /// only through the operator-events API, which asks for that tenant by id.
+    fn not_operator(&mut self, column: &str, tenant_ids: &[String]) {
+        if tenant_ids.is_empty() {
+            self.push(
+                format!("{column} <> ?"),
+                [SqlValue::Text(OPERATOR_TENANT.into())],
+            );
+        }
     }
 
     fn any_of(&mut self, column: &str, values: &[String]) {
@@ -818,6 +974,9 @@ fn aggregate(
             _ => column_of(name),
         };
         w.any_of(&col, values);
+    }
+    if !q.filters.contains_key("tenant_id") {
+        w.not_operator(&column_of("tenant_id"), &[]);
     }
     let bucket = bucket_sql(q.bucket, time_col);
     let mut select = vec![bucket.clone().unwrap_or_else(|| "NULL".into())];
@@ -999,7 +1158,9 @@ impl Store for SqliteStore {
                     id: d.id.clone(),
                 });
             }
-            write_destination(c, &d, &sealed, true)?;
+            with_subscription_event(c, &d.tenant_id, d.updated_at, |c| {
+                write_destination(c, &d, &sealed, true)
+            })?;
             Ok(())
         })
         .await
@@ -1014,7 +1175,9 @@ impl Store for SqliteStore {
         let d = d.clone();
         let sealed = seal::seal_destination(&self.inner.keys, &d);
         self.write(move |c| {
-            write_destination(c, &d, &sealed, false)?;
+            with_subscription_event(c, &d.tenant_id, now, |c| {
+                write_destination(c, &d, &sealed, false)
+            })?;
             if cancel {
                 cancel_pending(c, "destination_id", &d.id, now)?;
                 // A disabled destination starts a fresh failure streak when re-enabled.
@@ -1075,9 +1238,12 @@ impl Store for SqliteStore {
     async fn delete_destination(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<bool> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM destinations WHERE id = ?1 AND tenant_id = ?2")?
-                .execute([&id, &tenant_id])?;
+            let n = with_subscription_event(c, &tenant_id, now, |c| {
+                Ok(
+                    c.prepare_cached("DELETE FROM destinations WHERE id = ?1 AND tenant_id = ?2")?
+                        .execute([&id, &tenant_id])?,
+                )
+            })?;
             if n > 0 {
                 cancel_pending(c, "destination_id", &id, now)?;
                 c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
@@ -1107,21 +1273,7 @@ impl Store for SqliteStore {
                 }
                 return Ok(PublishOutcome::IdTaken);
             }
-            c.prepare_cached(&format!(
-                "INSERT INTO events ({EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            ))?
-            .execute(params![
-                event.id,
-                event.tenant_id,
-                event.destination_id,
-                event.topic,
-                us(event.time),
-                to_json(&event.metadata),
-                to_json(&event.data),
-                event.eligible_for_retry,
-                matched,
-                us(now)
-            ])?;
+            insert_event(c, &event, &matched, now)?;
             for d in &deliveries {
                 insert_delivery(c, d)?;
             }
@@ -1141,6 +1293,7 @@ impl Store for SqliteStore {
             let mut w = Where::default();
             w.any_of("id", &q.ids);
             w.any_of("tenant_id", &q.tenant_ids);
+            w.not_operator("tenant_id", &q.tenant_ids);
             w.any_of("topic", &q.topics);
             w.time("time", &q.time);
             if !q.destination_ids.is_empty() {
@@ -1231,7 +1384,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32> {
+    async fn emit_operator_event(&self, event: &Event, now: Timestamp) -> Result<u32> {
+        let event = event.clone();
+        self.write(move |c| write_operator_event(c, &event, now))
+            .await
+    }
+
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded> {
         self.write(move |c| {
             let a = &rec.attempt;
             c.prepare_cached(&format!(
@@ -1268,7 +1427,7 @@ impl Store for SqliteStore {
                     us(a.time)
                 ])?;
             if moved == 0 {
-                return Ok(0);
+                return Ok(Recorded::default());
             }
             // Only an existing, enabled destination has a streak: attempts that slipped through
             // while it was being disabled or deleted do not count.
@@ -1277,7 +1436,7 @@ impl Store for SqliteStore {
                 .query_row([&a.destination_id], |r| r.get(0))
                 .optional()?;
             if enabled != Some(true) {
-                return Ok(0);
+                return Ok(Recorded::default());
             }
             let failures: u32 = if a.status == AttemptStatus::Success {
                 c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?.execute([&a.destination_id])?;
@@ -1290,7 +1449,25 @@ impl Store for SqliteStore {
                 )?
                 .query_row([&a.destination_id], |r| r.get(0))?
             };
-            Ok(failures)
+            let plan = Plan::new(&rec, failures);
+            let now = a.time;
+            let disabled = match plan.disable {
+                Some(_) => disable_destination(c, &a.destination_id, now)?,
+                None => false,
+            };
+            let mut operator_deliveries = 0;
+            if plan.has_events(&rec)
+                && let Some(d) = destination_ref(c, &a.destination_id)?
+            {
+                for e in plan.events(&rec, failures, &d, now) {
+                    operator_deliveries += write_operator_event(c, &e, now)?;
+                }
+            }
+            Ok(Recorded {
+                failures,
+                disabled,
+                operator_deliveries,
+            })
         })
         .await
     }
@@ -1501,6 +1678,7 @@ impl Store for SqliteStore {
                 "+tenant_id"
             };
             w.any_of(tenant_col, &q.tenant_ids);
+            w.not_operator(tenant_col, &q.tenant_ids);
             w.any_of("event_id", &q.event_ids);
             w.any_of("destination_id", &q.destination_ids);
             w.any_of("destination_type", &q.destination_types);

@@ -90,6 +90,12 @@ contract!(
     event_metrics_buckets_dimensions_filters,
     attempt_metrics_measures,
     settings_are_created_once,
+    operator_events_follow_the_failure_policy_in_the_attempt_transaction,
+    gone_disables_in_the_attempt_transaction,
+    attempt_events_are_written_only_for_subscribers,
+    emit_operator_event_routes_to_subscribers_once,
+    destination_changes_write_subscription_updates,
+    lists_without_a_tenant_leave_operator_records_out,
 );
 
 // ----- tenants and destinations -----
@@ -467,12 +473,18 @@ async fn record_attempt_moves_delivery_and_counts_failures(s: Arc<dyn Store>) {
             (DeliveryStatus::Pending, at(next)),
         )
     };
-    assert_eq!(s.record_attempt(failed(1, 2, 30)).await.unwrap(), 1);
+    assert_eq!(
+        s.record_attempt(failed(1, 2, 30)).await.unwrap().failures,
+        1
+    );
     // Released: due at the retry time, not before.
     assert!(s.claim_due(at(29), 10, at(100)).await.unwrap().is_empty());
     let j = s.claim_due(at(30), 10, at(100)).await.unwrap();
     assert_eq!(j[0].delivery.attempts, 1);
-    assert_eq!(s.record_attempt(failed(2, 31, 40)).await.unwrap(), 2);
+    assert_eq!(
+        s.record_attempt(failed(2, 31, 40)).await.unwrap().failures,
+        2
+    );
     let ok = attempt_record(
         "att_3",
         &dl,
@@ -484,7 +496,7 @@ async fn record_attempt_moves_delivery_and_counts_failures(s: Arc<dyn Store>) {
         (DeliveryStatus::Success, at(41)),
     );
     assert_eq!(
-        s.record_attempt(ok.clone()).await.unwrap(),
+        s.record_attempt(ok.clone()).await.unwrap().failures,
         0,
         "success resets the streak"
     );
@@ -511,7 +523,7 @@ async fn record_attempt_moves_delivery_and_counts_failures(s: Arc<dyn Store>) {
         at(51),
         (DeliveryStatus::Failed, at(51)),
     );
-    assert_eq!(s.record_attempt(rec).await.unwrap(), 1);
+    assert_eq!(s.record_attempt(rec).await.unwrap().failures, 1);
     assert_eq!(
         s.pending_count().await.unwrap(),
         0,
@@ -534,7 +546,7 @@ async fn record_attempt_moves_delivery_and_counts_failures(s: Arc<dyn Store>) {
         (DeliveryStatus::Pending, at(90)),
     );
     assert_eq!(
-        s.record_attempt(rec).await.unwrap(),
+        s.record_attempt(rec).await.unwrap().failures,
         0,
         "a late attempt of a cancelled delivery does not count as a failure"
     );
@@ -583,9 +595,9 @@ async fn concurrent_failures_are_counted_exactly(s: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for rec in recs {
         let s = s.clone();
-        tasks.push(tokio::spawn(
-            async move { s.record_attempt(rec).await.unwrap() },
-        ));
+        tasks.push(tokio::spawn(async move {
+            s.record_attempt(rec).await.unwrap().failures
+        }));
     }
     let mut counts = Vec::new();
     for t in tasks {
@@ -612,7 +624,7 @@ async fn disabling_cancels_pending_and_resets_failures(s: Arc<dyn Store>) {
             at(n as i64),
             (DeliveryStatus::Pending, at(10)),
         );
-        assert_eq!(s.record_attempt(rec).await.unwrap(), n);
+        assert_eq!(s.record_attempt(rec).await.unwrap().failures, n);
     }
     let e2 = event("e2", "acme", "t", at(5));
     publish(&*s, &e2, &["d1"], at(5), None).await;
@@ -644,7 +656,7 @@ async fn disabling_cancels_pending_and_resets_failures(s: Arc<dyn Store>) {
         at(6),
         (DeliveryStatus::Pending, at(10)),
     );
-    assert_eq!(s.record_attempt(rec).await.unwrap(), 0);
+    assert_eq!(s.record_attempt(rec).await.unwrap().failures, 0);
     assert_eq!(
         s.cancel_deliveries(vec![dl_late.clone()], at(7))
             .await
@@ -669,7 +681,7 @@ async fn disabling_cancels_pending_and_resets_failures(s: Arc<dyn Store>) {
         at(8),
         (DeliveryStatus::Pending, at(10)),
     );
-    assert_eq!(s.record_attempt(rec).await.unwrap(), 1);
+    assert_eq!(s.record_attempt(rec).await.unwrap().failures, 1);
     // reset_failures too.
     s.reset_failures("d1").await.unwrap();
     let rec = attempt_record(
@@ -682,7 +694,7 @@ async fn disabling_cancels_pending_and_resets_failures(s: Arc<dyn Store>) {
         at(9),
         (DeliveryStatus::Pending, at(10)),
     );
-    assert_eq!(s.record_attempt(rec).await.unwrap(), 1);
+    assert_eq!(s.record_attempt(rec).await.unwrap().failures, 1);
 }
 
 async fn defer_and_release_leases(s: Arc<dyn Store>) {
@@ -1850,4 +1862,357 @@ async fn postgres_rekey_never_overwrites_a_concurrent_update() {
     }
     let census = rekeyer.seal_census().await.unwrap();
     assert_eq!((census.current, census.total()), (N as u64, N as u64));
+}
+
+// ----- operator events -----
+
+use herald_core::operator::{self, FailurePolicy, OPERATOR_TENANT, topic as op_topic};
+
+/// The operator events stored so far, oldest first, as (topic, data).
+async fn operator_events(s: &dyn Store) -> Vec<(String, serde_json::Value)> {
+    let page = s
+        .list_events(&EventQuery {
+            tenant_ids: vec![OPERATOR_TENANT.into()],
+            page: PageRequest {
+                limit: 100,
+                dir: Dir::Asc,
+                cursor: None,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    page.models
+        .into_iter()
+        .map(|e| (e.event.topic, e.event.data))
+        .collect()
+}
+
+/// A tenant destination `d1` of `acme`, one event published to it and claimed, and an
+/// operator destination `ops` on `topics`. Returns the event and its delivery id.
+async fn failing_setup(s: &dyn Store, topics: &[&str]) -> (herald_core::Event, String) {
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    s.insert_destination(&destination("d1", "acme", &["*"], at(0)))
+        .await
+        .unwrap();
+    s.insert_destination(&destination("ops", OPERATOR_TENANT, topics, at(0)))
+        .await
+        .unwrap();
+    let e = event("e1", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(s, &e, &["d1"], at(0), None).await).unwrap();
+    assert_eq!(s.claim_due(at(1), 10, at(60)).await.unwrap().len(), 1);
+    (e, dl)
+}
+
+async fn operator_events_follow_the_failure_policy_in_the_attempt_transaction(s: Arc<dyn Store>) {
+    let (e, dl) = failing_setup(&*s, &["alert.*"]).await;
+    let policy = FailurePolicy {
+        threshold: 2,
+        auto_disable: true,
+    };
+    let mut rec = attempt_record(
+        "att_1",
+        &dl,
+        &e,
+        "d1",
+        1,
+        false,
+        at(2),
+        (DeliveryStatus::Pending, at(30)),
+    );
+    rec.effects.policy = policy;
+    let r = s.record_attempt(rec).await.unwrap();
+    assert_eq!(
+        (r.failures, r.disabled, r.operator_deliveries),
+        (1, false, 1),
+        "50 % of 2 is one failure"
+    );
+    let mut rec = attempt_record(
+        "att_2",
+        &dl,
+        &e,
+        "d1",
+        2,
+        false,
+        at(31),
+        (DeliveryStatus::Failed, at(31)),
+    );
+    rec.effects.policy = policy;
+    rec.effects.exhausted = Some(e.time);
+    let r = s.record_attempt(rec).await.unwrap();
+    assert_eq!(r.failures, 2);
+    assert!(r.disabled, "100 % disables in the same transaction");
+    assert_eq!(
+        r.operator_deliveries, 3,
+        "level, exhausted retries, disabled"
+    );
+    let d = s.get_destination("acme", "d1").await.unwrap().unwrap();
+    assert_eq!(d.disabled_at, Some(at(31)));
+
+    let got = operator_events(&*s).await;
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            op_topic::CONSECUTIVE_FAILURE,
+            op_topic::CONSECUTIVE_FAILURE,
+            op_topic::EXHAUSTED_RETRIES,
+            op_topic::DESTINATION_DISABLED
+        ]
+    );
+    assert_eq!(got[0].1["data"]["progress"], 50);
+    assert_eq!(got[1].1["data"]["progress"], 100);
+    assert_eq!(got[1].1["data"]["will_disable"], true);
+    assert_eq!(got[2].1["data"]["event"]["id"], "e1");
+    assert_eq!(got[3].1["topic"], op_topic::DESTINATION_DISABLED);
+    assert_eq!(got[3].1["tenant_id"], "acme");
+    assert_eq!(got[3].1["data"]["destination"]["id"], "d1");
+    assert_eq!(got[3].1["data"]["reason"], "too many consecutive failures");
+    // The operator deliveries wait in the store, due now, for the engine's poller.
+    let jobs = s.claim_due(at(32), 10, at(90)).await.unwrap();
+    assert_eq!(jobs.len(), 4);
+    assert!(
+        jobs.iter()
+            .all(|j| j.delivery.destination_id == "ops" && j.delivery.tenant_id == OPERATOR_TENANT)
+    );
+    // The operator destination's own failures count, but never alert about themselves.
+    let j = &jobs[0];
+    let mut rec = attempt_record(
+        "att_ops",
+        &j.delivery.id,
+        &j.event,
+        "ops",
+        1,
+        false,
+        at(33),
+        (DeliveryStatus::Pending, at(60)),
+    );
+    rec.effects.policy = FailurePolicy {
+        threshold: 1,
+        auto_disable: false,
+    };
+    rec.effects.attempt_events = true;
+    let r = s.record_attempt(rec).await.unwrap();
+    assert_eq!((r.failures, r.operator_deliveries), (1, 0));
+    assert_eq!(operator_events(&*s).await.len(), 4);
+}
+
+async fn gone_disables_in_the_attempt_transaction(s: Arc<dyn Store>) {
+    let (e, dl) = failing_setup(&*s, &["*"]).await;
+    let mut rec = attempt_record(
+        "att_1",
+        &dl,
+        &e,
+        "d1",
+        1,
+        false,
+        at(2),
+        (DeliveryStatus::Failed, at(2)),
+    );
+    rec.effects.gone = true;
+    let r = s.record_attempt(rec).await.unwrap();
+    assert!(r.disabled);
+    assert_eq!(r.operator_deliveries, 1);
+    assert!(
+        s.get_destination("acme", "d1")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at
+            .is_some()
+    );
+    let got = operator_events(&*s).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, op_topic::DESTINATION_DISABLED);
+    assert_eq!(got[0].1["data"]["reason"], "the receiver answered 410 Gone");
+}
+
+async fn attempt_events_are_written_only_for_subscribers(s: Arc<dyn Store>) {
+    let (e, dl) = failing_setup(&*s, &[op_topic::ATTEMPT_FAILED]).await;
+    let mut rec = attempt_record(
+        "att_1",
+        &dl,
+        &e,
+        "d1",
+        1,
+        false,
+        at(2),
+        (DeliveryStatus::Pending, at(3)),
+    );
+    rec.effects.attempt_events = true;
+    assert_eq!(s.record_attempt(rec).await.unwrap().operator_deliveries, 1);
+    assert_eq!(s.claim_due(at(3), 10, at(60)).await.unwrap().len(), 2);
+    let mut ok = attempt_record(
+        "att_2",
+        &dl,
+        &e,
+        "d1",
+        2,
+        true,
+        at(4),
+        (DeliveryStatus::Success, at(4)),
+    );
+    ok.effects.attempt_events = true;
+    assert_eq!(
+        s.record_attempt(ok).await.unwrap().operator_deliveries,
+        0,
+        "nobody subscribes to attempt.success"
+    );
+    let got = operator_events(&*s).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, op_topic::ATTEMPT_FAILED);
+    assert_eq!(got[0].1["data"]["attempt"]["id"], "att_1");
+    assert_eq!(got[0].1["data"]["event_id"], "e1");
+}
+
+async fn emit_operator_event_routes_to_subscribers_once(s: Arc<dyn Store>) {
+    s.insert_destination(&destination(
+        "ops1",
+        OPERATOR_TENANT,
+        &["destination.*"],
+        at(0),
+    ))
+    .await
+    .unwrap();
+    s.insert_destination(&destination("ops2", OPERATOR_TENANT, &["alert.*"], at(0)))
+        .await
+        .unwrap();
+    let mut off = destination("ops3", OPERATOR_TENANT, &["*"], at(0));
+    off.disabled_at = Some(at(0));
+    s.insert_destination(&off).await.unwrap();
+    let d = operator::DestinationRef::from(&destination("d1", "acme", &["*"], at(0)));
+    let ev = operator::expiry(&d, at(100), false, at(10));
+    assert_eq!(s.emit_operator_event(&ev, at(10)).await.unwrap(), 1);
+    let again = operator::expiry(&d, at(100), false, at(11));
+    assert_eq!(
+        s.emit_operator_event(&again, at(11)).await.unwrap(),
+        0,
+        "the same notice from another node is written once"
+    );
+    let jobs = s.claim_due(at(12), 10, at(60)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].delivery.destination_id, "ops1");
+    let stored = s.get_event(&ev.id).await.unwrap().unwrap();
+    assert_eq!(stored.matched_destination_ids, ["ops1"]);
+    assert_eq!(
+        stored.event.data["data"]["expires_at"],
+        "2023-11-14T22:15:00Z"
+    );
+    let nobody = operator::event(
+        op_topic::ATTEMPT_SUCCESS,
+        None,
+        serde_json::json!({}),
+        at(13),
+    );
+    assert_eq!(s.emit_operator_event(&nobody, at(13)).await.unwrap(), 0);
+    assert!(
+        s.get_event(&nobody.id).await.unwrap().is_none(),
+        "not written"
+    );
+}
+
+async fn destination_changes_write_subscription_updates(s: Arc<dyn Store>) {
+    s.insert_destination(&destination(
+        "ops",
+        OPERATOR_TENANT,
+        &[op_topic::SUBSCRIPTION_UPDATED],
+        at(0),
+    ))
+    .await
+    .unwrap();
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    let mut d1 = destination("d1", "acme", &["a"], at(1));
+    s.insert_destination(&d1).await.unwrap();
+    d1.metadata = Some([("k".to_string(), "v".to_string())].into());
+    d1.updated_at = at(2);
+    s.update_destination(&d1, false, at(2)).await.unwrap();
+    d1.topics = Topics::List(vec!["a".into(), "b".into()]);
+    d1.updated_at = at(3);
+    s.update_destination(&d1, false, at(3)).await.unwrap();
+    assert!(s.delete_destination("acme", "d1", at(4)).await.unwrap());
+    let got = operator_events(&*s).await;
+    let seen: Vec<(serde_json::Value, serde_json::Value)> = got
+        .iter()
+        .map(|(t, d)| {
+            assert_eq!(t, op_topic::SUBSCRIPTION_UPDATED);
+            (
+                d["data"]["topics"].clone(),
+                d["data"]["destinations_count"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (serde_json::json!(["a"]), serde_json::json!(1)),
+            (serde_json::json!(["a", "b"]), serde_json::json!(1)),
+            (serde_json::json!([]), serde_json::json!(0)),
+        ],
+        "a change that keeps topics and count writes nothing"
+    );
+    assert_eq!(
+        got[2].1["data"]["previous_topics"],
+        serde_json::json!(["a", "b"])
+    );
+}
+
+async fn lists_without_a_tenant_leave_operator_records_out(s: Arc<dyn Store>) {
+    let (e, dl) = failing_setup(&*s, &["*"]).await;
+    let mut rec = attempt_record(
+        "att_1",
+        &dl,
+        &e,
+        "d1",
+        1,
+        false,
+        at(2),
+        (DeliveryStatus::Failed, at(2)),
+    );
+    rec.effects.gone = true;
+    s.record_attempt(rec).await.unwrap();
+    let jobs = s.claim_due(at(3), 10, at(60)).await.unwrap();
+    let j = &jobs[0];
+    s.record_attempt(attempt_record(
+        "att_ops",
+        &j.delivery.id,
+        &j.event,
+        "ops",
+        1,
+        true,
+        at(4),
+        (DeliveryStatus::Success, at(4)),
+    ))
+    .await
+    .unwrap();
+    let events = s.list_events(&EventQuery::default()).await.unwrap();
+    assert_eq!(
+        events
+            .models
+            .iter()
+            .map(|e| e.event.id.as_str())
+            .collect::<Vec<_>>(),
+        ["e1"]
+    );
+    let attempts = s.list_attempts(&AttemptQuery::default()).await.unwrap();
+    assert_eq!(
+        attempts
+            .models
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>(),
+        ["att_1"]
+    );
+    let ops = s
+        .list_attempts(&AttemptQuery {
+            tenant_ids: vec![OPERATOR_TENANT.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ops.models.len(), 1);
+    let rows = s
+        .attempt_metrics(&metrics_query(at(0), at(100), Bucket::None, &[]))
+        .await
+        .unwrap();
+    assert_eq!(rows[0].count, 1, "metrics leave operator attempts out");
 }

@@ -96,6 +96,7 @@ fn attempt(d: &Delivery, status: AttemptStatus, now: Timestamp) -> AttemptRecord
             DeliveryStatus::Pending
         },
         next_attempt_at: now + SignedDuration::from_secs(30),
+        effects: Default::default(),
     }
 }
 
@@ -119,11 +120,11 @@ async fn failures_add_up_successes_reset_and_cancelled_deliveries_do_not_count()
     let d4 = publish(&store, 4, now).await;
 
     let fail = |d: &Delivery| attempt(d, AttemptStatus::Failed, now);
-    assert_eq!(store.record_attempt(fail(&d1)).await.unwrap(), 1);
-    assert_eq!(store.record_attempt(fail(&d2)).await.unwrap(), 2);
+    assert_eq!(store.record_attempt(fail(&d1)).await.unwrap().failures, 1);
+    assert_eq!(store.record_attempt(fail(&d2)).await.unwrap().failures, 2);
     let ok = attempt(&d3, AttemptStatus::Success, now);
     assert_eq!(
-        store.record_attempt(ok).await.unwrap(),
+        store.record_attempt(ok).await.unwrap().failures,
         0,
         "a success resets"
     );
@@ -132,7 +133,7 @@ async fn failures_add_up_successes_reset_and_cancelled_deliveries_do_not_count()
     dest.disabled_at = Some(now);
     store.update_destination(&dest, true, now).await.unwrap();
     assert_eq!(
-        store.record_attempt(fail(&d4)).await.unwrap(),
+        store.record_attempt(fail(&d4)).await.unwrap().failures,
         0,
         "an attempt of a cancelled delivery must not extend the streak"
     );

@@ -122,6 +122,7 @@ async fn failures_recorded_on_two_nodes_count_once_each() {
             ))
             .await
             .unwrap()
+            .failures
         }));
     }
     let mut counts = Vec::new();

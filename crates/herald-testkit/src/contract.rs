@@ -132,6 +132,7 @@ pub fn registry() -> Registry {
         retry_on_status: Vec::new(),
         tls_ca: None,
         no_generated_secret: Vec::new(),
+        email_for_tenants: true,
     })
     .expect("the destination registry")
 }

@@ -284,3 +284,96 @@ impl PubSubEmulator {
         v.as_array().cloned().unwrap_or_default()
     }
 }
+
+/// The PyPI package the SMTP server runs on.
+pub const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
+/// A real SMTP server: aiosmtpd from PyPI in its own virtualenv, on a free port, running
+/// `tests/destinations/smtp_server.py`. Every accepted message is parsed by Python's `email`
+/// package and kept as JSON ([`Smtp::messages`]); [`Smtp::reply`] makes it answer DATA with a
+/// given SMTP reply instead (a `4xx` or `5xx`). Killed on drop.
+pub struct Smtp {
+    server: Server,
+    dir: tempfile::TempDir,
+}
+
+impl Smtp {
+    /// Starts a server; with `auth` (user, password) it requires AUTH and refuses other
+    /// credentials with `535`.
+    pub fn start(auth: Option<(&str, &str)>) -> Smtp {
+        let python = crate::python::venv_with("smtp-venv", &[AIOSMTPD]).join("bin/python");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/destinations/smtp_server.py");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut cmd = Command::new(python);
+        cmd.arg(script).arg(port.to_string()).arg(dir.path());
+        if let Some((u, p)) = auth {
+            cmd.args([u, p]);
+        }
+        let server = Server::start(cmd, port, "aiosmtpd", Duration::from_secs(30));
+        Smtp { server, dir }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// Answer DATA with `reply` (e.g. `"451 4.3.0 try again later"`) from now on, or accept
+    /// messages again with `None`.
+    pub fn reply(&self, reply: Option<&str>) {
+        std::fs::write(self.dir.path().join("reply"), reply.unwrap_or(""))
+            .expect("write the reply file");
+    }
+
+    /// Every accepted message, oldest first: `{mail_from, rcpt_tos, headers: [[name, value]],
+    /// text, attachments: [{filename, content_type, data_b64}]}`.
+    pub fn messages(&self) -> Vec<Value> {
+        let mut names: Vec<_> = std::fs::read_dir(self.dir.path())
+            .expect("read the mail folder")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                let raw = std::fs::read(self.dir.path().join(n)).expect("read a mail");
+                serde_json::from_slice(&raw).expect("a mail record")
+            })
+            .collect()
+    }
+
+    /// Waits (20 s at most) until at least `n` messages were accepted; returns them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.messages();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the SMTP server accepted {} of {n} messages",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A mail record's header `name` (case-insensitive), if present.
+pub fn mail_header(mail: &Value, name: &str) -> Option<String> {
+    mail["headers"].as_array()?.iter().find_map(|h| {
+        let k = h[0].as_str()?;
+        k.eq_ignore_ascii_case(name)
+            .then(|| h[1].as_str().unwrap_or_default().to_string())
+    })
+}

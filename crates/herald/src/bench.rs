@@ -55,6 +55,11 @@ pub struct BenchArgs {
     /// Herald processes sharing the PostgreSQL database (with `--database-url`).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// Add an operator destination subscribed to `attempt.success` and `attempt.failed`
+    /// (a webhook to a second local receiver), so every attempt also writes an operator event
+    /// and one more delivery: compare a run with and without it to see what they cost.
+    #[arg(long)]
+    pub operator_attempt_events: bool,
 }
 
 /// The receiver: counts requests and notes when each event id first arrived.
@@ -375,6 +380,24 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let c = client();
     setup(&c, h.first(), "one", &sink_url, 1).await?;
     setup(&c, h.first(), "ten", &sink_url, 10).await?;
+    let ops_sink = if args.operator_attempt_events {
+        let (addr, ops) = start_sink().await?;
+        api(
+            &c,
+            h.first(),
+            reqwest::Method::POST,
+            "/operator-events/destinations",
+            json!({"type": "webhook", "topics": ["attempt.success", "attempt.failed"],
+                   "config": {"url": format!("http://{addr}/ops")}}),
+        )
+        .await?;
+        println!(
+            "      operator destination on attempt.success/attempt.failed: every attempt also writes an operator event and its delivery"
+        );
+        Some(ops)
+    } else {
+        None
+    };
     if h.nodes.len() > 1 {
         // Other nodes learn about the destinations from store notices; give them a moment.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -460,6 +483,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         lat.len(),
         sent.len()
     );
+    if let Some(ops) = &ops_sink {
+        println!(
+            "      operator attempt events delivered: {}",
+            ops.hits.load(Ordering::Relaxed)
+        );
+    }
     let peak_main = h.max_rss_kib("VmHWM");
     drop(h);
 

@@ -166,6 +166,8 @@ pub struct DeliveryConfig {
     /// How long a node holds a delivery it took, in seconds; a node that dies leaves its
     /// deliveries to others after at most this long.
     pub lease_secs: u64,
+    /// Whether tenants may create `email` destinations (operator destinations always may).
+    pub email_for_tenants: bool,
 }
 
 /// `[retry]`
@@ -221,6 +223,9 @@ pub struct SecurityConfig {
     /// Private networks allowed even in production, CIDR notation.
     pub allowed_networks: Vec<String>,
 }
+
+/// Id of the operator destination defined by `alerts.callback_url`.
+pub const ALERTS_DESTINATION_ID: &str = "alerts-callback";
 
 /// `[alerts]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -330,6 +335,7 @@ impl Default for DeliveryConfig {
             tls_ca_file: String::new(),
             poll_interval_ms: 1000,
             lease_secs: 60,
+            email_for_tenants: false,
         }
     }
 }
@@ -570,15 +576,47 @@ impl Config {
     }
 
     /// The alert settings described by `[alerts]`.
-    pub fn alert_config(&self) -> herald_engine::alerts::AlertConfig {
+    pub fn alert_config(&self) -> herald_engine::operator::AlertConfig {
         let a = &self.alerts;
-        herald_engine::alerts::AlertConfig {
-            callback_url: (!a.callback_url.is_empty()).then(|| a.callback_url.expose().to_string()),
-            secret: (!a.secret.is_empty()).then(|| herald_core::Secret::new(a.secret.expose())),
+        herald_engine::operator::AlertConfig {
             consecutive_failure_threshold: a.consecutive_failure_threshold,
             auto_disable: a.auto_disable,
             exhausted_retries_window: Duration::from_secs(a.exhausted_retries_window_secs),
         }
+    }
+
+    /// The operator destination `alerts.callback_url` (and `alerts.secret`) define: a webhook
+    /// destination of the operator tenant subscribed to the three alert topics, synced at
+    /// start under the id [`ALERTS_DESTINATION_ID`]. `None` when no callback URL is set.
+    pub fn alerts_destination(&self) -> Option<herald_core::Destination> {
+        let a = &self.alerts;
+        if a.callback_url.is_empty() {
+            return None;
+        }
+        let mut credentials = std::collections::BTreeMap::new();
+        if !a.secret.is_empty() {
+            credentials.insert("secret".to_string(), a.secret.expose().to_string());
+        }
+        let epoch = jiff::Timestamp::UNIX_EPOCH;
+        Some(herald_core::Destination {
+            id: ALERTS_DESTINATION_ID.to_string(),
+            tenant_id: herald_core::operator::OPERATOR_TENANT.to_string(),
+            kind: "webhook".to_string(),
+            topics: herald_core::Topics::List(
+                herald_core::operator::topic::ALERTS
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
+            ),
+            filter: None,
+            config: [("url".to_string(), a.callback_url.expose().to_string())].into(),
+            credentials,
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: epoch,
+            updated_at: epoch,
+        })
     }
 
     /// The retry policy described by `[retry]`.

@@ -134,6 +134,7 @@ pub async fn run(
         retry_on_status: cfg.delivery.retry_on_status.clone(),
         tls_ca,
         no_generated_secret: cfg.signing.no_generated_secret.clone(),
+        email_for_tenants: cfg.delivery.email_for_tenants,
     })
     .map_err(anyhow::Error::msg)?;
     if !cfg.portal.default_type.is_empty() && registry.get(&cfg.portal.default_type).is_none() {
@@ -191,6 +192,11 @@ pub async fn run(
         !opened.shared,
     )
     .await?;
+    // `alerts.callback_url` is an operator destination like any other, defined by the
+    // configuration: created, changed or removed here to match it.
+    engine
+        .sync_operator_destination(config::ALERTS_DESTINATION_ID, cfg.alerts_destination())
+        .await?;
 
     let addr = listener.local_addr()?;
     let public_url = if cfg.public_url.is_empty() {

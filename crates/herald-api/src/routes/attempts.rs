@@ -22,7 +22,7 @@ use crate::wire;
 
 /// Which related records to embed.
 #[derive(Debug, Default, Clone, Copy)]
-struct Includes {
+pub(crate) struct Includes {
     event: bool,
     event_data: bool,
     response_data: bool,
@@ -30,7 +30,7 @@ struct Includes {
 }
 
 impl Includes {
-    fn parse(params: &Query) -> Self {
+    pub(crate) fn parse(params: &Query) -> Self {
         let mut inc = Includes::default();
         for v in params.list_split("include") {
             match v.as_str() {
@@ -46,7 +46,7 @@ impl Includes {
 }
 
 /// Renders attempts with their includes, loading each related record once.
-async fn render(
+pub(crate) async fn render(
     state: &SharedState,
     attempts: &[Attempt],
     inc: Includes,
@@ -89,7 +89,7 @@ async fn render(
 }
 
 /// The filters shared by both list endpoints.
-fn attempt_query(params: &Query) -> Result<AttemptQuery, ApiError> {
+pub(crate) fn attempt_query(params: &Query) -> Result<AttemptQuery, ApiError> {
     query::order_by(params, "time")?;
     let status = match params.get("status") {
         None => None,
@@ -112,7 +112,7 @@ fn attempt_query(params: &Query) -> Result<AttemptQuery, ApiError> {
     })
 }
 
-async fn list_page(
+pub(crate) async fn list_page(
     state: &SharedState,
     q: AttemptQuery,
     inc: Includes,

@@ -77,6 +77,16 @@ pub async fn get(
     ))
 }
 
+/// Which topics a destination may subscribe to: the tenant topic catalog (when configured),
+/// or the operator topics for operator destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A tenant's destination.
+    Tenant,
+    /// An operator destination (tenant [`herald_core::operator::OPERATOR_TENANT`]).
+    Operator,
+}
+
 /// `DELETE /tenants/{t}/destinations/{d}`: cancels its pending deliveries.
 pub async fn delete(
     State(state): State<SharedState>,
@@ -84,15 +94,24 @@ pub async fn delete(
     Params((tenant_id, id)): Params<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     tenant_scope(&state, &caller, &tenant_id).await?;
+    delete_in(&state, &tenant_id, &id).await
+}
+
+/// Deletes a destination of `tenant_id` (scope already checked).
+pub(crate) async fn delete_in(
+    state: &SharedState,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Json<Value>, ApiError> {
     if !state
         .engine
         .store()
-        .delete_destination(&tenant_id, &id, state.engine.clock().now())
+        .delete_destination(tenant_id, id, state.engine.clock().now())
         .await?
     {
         return Err(ApiError::not_found("destination"));
     }
-    state.engine.destination_removed(&tenant_id, &id);
+    state.engine.destination_removed(tenant_id, id);
     Ok(Json(json!({ "success": true })))
 }
 
@@ -122,7 +141,17 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<Json<Value>, ApiError> {
     tenant_scope(&state, &caller, &tenant_id).await?;
-    let mut d = load_destination(&state, &tenant_id, &id).await?;
+    set_disabled_in(&state, &tenant_id, &id, disabled).await
+}
+
+/// Enables or disables a destination of `tenant_id` (scope already checked).
+pub(crate) async fn set_disabled_in(
+    state: &SharedState,
+    tenant_id: &str,
+    id: &str,
+    disabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    let mut d = load_destination(state, tenant_id, id).await?;
     if d.is_enabled() == disabled {
         let now = state.engine.clock().now();
         d.disabled_at = disabled.then_some(now);
@@ -134,7 +163,7 @@ async fn set_disabled(
             .await?;
         state.engine.destination_saved(&d);
     }
-    Ok(render(&state, &d))
+    Ok(render(state, &d))
 }
 
 /// `POST /tenants/{t}/destinations`: 201 with the stored destination.
@@ -145,6 +174,19 @@ pub async fn create(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     tenant_scope(&state, &caller, &tenant_id).await?;
+    let d = create_in(&state, &caller, tenant_id, Owner::Tenant, body).await?;
+    Ok((StatusCode::CREATED, render(&state, &d)))
+}
+
+/// Validates and stores a new destination of `tenant_id` (scope already checked).
+pub(crate) async fn create_in(
+    state: &SharedState,
+    caller: &Caller,
+    tenant_id: String,
+    owner: Owner,
+    body: JsonBody,
+) -> Result<Destination, ApiError> {
+    let state: &AppState = state;
     let obj = body.object(true)?;
     let now = state.engine.clock().now();
     let mut f = Fields::new(&obj);
@@ -165,11 +207,23 @@ pub async fn create(
             );
             None
         }
-        Some(v) => parse_topics(&state, v, &mut f.problems),
+        Some(v) => parse_topics(state, owner, v, &mut f.problems),
     };
     let filter = parse_filter(f.raw("filter"), &mut f.problems);
     if let Some(kind) = obj.get("type").and_then(Value::as_str) {
-        check_native(&state, kind, &obj, &mut f.problems);
+        check_native(state, kind, &obj, &mut f.problems);
+        if owner == Owner::Tenant
+            && state
+                .engine
+                .registry()
+                .get(kind)
+                .is_some_and(|t| !t.tenant_usable())
+        {
+            f.problems.push(
+                "type",
+                format!("{kind:?} destinations are available to operator destinations only on this server"),
+            );
+        }
     }
     let config = present(f.string_patch_map("config", true));
     let mut credentials = present(f.string_patch_map("credentials", true));
@@ -217,8 +271,8 @@ pub async fn create(
             "can only be used when updating a destination",
         ));
     }
-    if let Some(signing) = signing_field(&state, &kind) {
-        rename_old_secret(&state, &kind, &mut credentials);
+    if let Some(signing) = signing_field(state, &kind) {
+        rename_old_secret(state, &kind, &mut credentials);
         let mut problems = Problems::default();
         if !caller.is_admin() {
             for key in std::iter::once(signing.key).chain(ROTATION_FIELDS) {
@@ -232,12 +286,12 @@ pub async fn create(
         }
         problems.finish()?;
         if signing.generate && credentials.get(signing.key).is_none_or(|s| s.is_empty()) {
-            let mode = signing_mode_of(&state, &config);
+            let mode = signing_mode_of(state, &config);
             credentials.insert(signing.key.into(), signing::generate_secret_for(mode));
         }
         default_invalid_at(&mut credentials, now);
     }
-    validate_with_registry(&state, &kind, &config, &credentials)?;
+    validate_with_registry(state, &kind, &config, &credentials)?;
 
     let d = Destination {
         id,
@@ -258,7 +312,7 @@ pub async fn create(
     };
     state.engine.store().insert_destination(&d).await?;
     state.engine.destination_saved(&d);
-    Ok((StatusCode::CREATED, render(&state, &d)))
+    Ok(d)
 }
 
 /// `PATCH /tenants/{t}/destinations/{d}`: RFC 7396 merge-patch (see the module docs).
@@ -269,8 +323,23 @@ pub async fn update(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     tenant_scope(&state, &caller, &tenant_id).await?;
+    let d = update_in(&state, &caller, &tenant_id, &id, Owner::Tenant, body).await?;
+    Ok(render(&state, &d))
+}
+
+/// Validates and applies a merge-patch to a destination of `tenant_id` (scope already
+/// checked).
+pub(crate) async fn update_in(
+    shared: &SharedState,
+    caller: &Caller,
+    tenant_id: &str,
+    id: &str,
+    owner: Owner,
+    body: JsonBody,
+) -> Result<Destination, ApiError> {
+    let state: &AppState = shared;
     let obj = body.object(true)?;
-    let old = load_destination(&state, &tenant_id, &id).await?;
+    let old = load_destination(shared, tenant_id, id).await?;
     let now = state.engine.clock().now();
     let registry = state.engine.registry();
     let mut f = Fields::new(&obj);
@@ -294,7 +363,7 @@ pub async fn update(
             "must be \"*\" or a non-empty array of topics, not null",
         ),
         Some(v) => {
-            if let Some(t) = parse_topics(&state, v, &mut f.problems) {
+            if let Some(t) = parse_topics(state, owner, v, &mut f.problems) {
                 d.topics = t;
             }
         }
@@ -302,7 +371,7 @@ pub async fn update(
     if let Some(raw) = f.raw("filter") {
         d.filter = parse_filter(Some(raw), &mut f.problems);
     }
-    check_native(&state, &old.kind, &obj, &mut f.problems);
+    check_native(state, &old.kind, &obj, &mut f.problems);
     let config_patch = f.string_patch_map("config", true);
     let creds_patch = f.string_patch_map("credentials", true);
     if let Patch::Null = config_patch {
@@ -351,9 +420,9 @@ pub async fn update(
                 }
             },
         };
-        match signing_field(&state, &old.kind) {
+        match signing_field(state, &old.kind) {
             Some(signing) => {
-                rename_old_secret(&state, &old.kind, &mut p);
+                rename_old_secret(state, &old.kind, &mut p);
                 let others: BTreeMap<_, _> = p
                     .extract_if(.., |k, _| {
                         k != signing.key && !ROTATION_FIELDS.contains(&k.as_str())
@@ -368,9 +437,9 @@ pub async fn update(
                 );
                 let rules = SecretRules {
                     key: signing.key,
-                    caller: &caller,
+                    caller,
                     now,
-                    mode: signing_mode_of(&state, &d.config),
+                    mode: signing_mode_of(state, &d.config),
                 };
                 rules.apply(&old, &mut d, p, rotate, &mut problems);
             }
@@ -389,7 +458,7 @@ pub async fn update(
         }
     }
     problems.finish()?;
-    validate_with_registry(&state, &d.kind, &d.config, &d.credentials)?;
+    validate_with_registry(state, &d.kind, &d.config, &d.credentials)?;
 
     d.updated_at = now;
     let becomes_disabled = old.is_enabled() && !d.is_enabled();
@@ -399,7 +468,7 @@ pub async fn update(
         .update_destination(&d, becomes_disabled, now)
         .await?;
     state.engine.destination_saved(&d);
-    Ok(render(&state, &d))
+    Ok(d)
 }
 
 /// The signing-secret rules of an update (module docs), for the type's signing credential
@@ -596,7 +665,12 @@ fn validate_with_registry(
 
 /// `"*"` or a non-empty array of non-empty strings; with a catalog, each topic must be in it
 /// and each wildcard pattern must match at least one catalog topic.
-fn parse_topics(state: &AppState, v: &Value, problems: &mut Problems) -> Option<Topics> {
+fn parse_topics(
+    state: &AppState,
+    owner: Owner,
+    v: &Value,
+    problems: &mut Problems,
+) -> Option<Topics> {
     let list = match v {
         Value::String(s) if s == "*" => return Some(Topics::All),
         Value::Array(a) if a.is_empty() => {
@@ -630,21 +704,31 @@ fn parse_topics(state: &AppState, v: &Value, problems: &mut Problems) -> Option<
             problems.push(&field, "must not be empty");
             continue;
         }
-        if t != "*" && state.has_catalog() {
-            let known = if t.contains('*') {
-                state
+        let checked = owner == Owner::Operator || state.has_catalog();
+        if t != "*" && checked {
+            let names: Vec<&str> = match owner {
+                Owner::Operator => herald_core::operator::topic::ALL.to_vec(),
+                Owner::Tenant => state
                     .config
                     .topics
                     .iter()
-                    .any(|c| topic::pattern_matches(t, &c.name))
+                    .map(|c| c.name.as_str())
+                    .collect(),
+            };
+            let known = if t.contains('*') {
+                names.iter().any(|c| topic::pattern_matches(t, c))
             } else {
-                state.in_catalog(t)
+                names.contains(&t)
             };
             if !known {
+                let catalog = match owner {
+                    Owner::Operator => "the operator topics",
+                    Owner::Tenant => "the topic catalog",
+                };
                 let what = if t.contains('*') {
-                    "matches no topic in the topic catalog"
+                    format!("matches no topic in {catalog}")
                 } else {
-                    "is not in the topic catalog"
+                    format!("is not in {catalog}")
                 };
                 problems.push(&field, format!("{t:?} {what}"));
                 continue;

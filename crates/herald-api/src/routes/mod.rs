@@ -10,6 +10,7 @@ pub mod destinations;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod operator_events;
 pub mod publish;
 pub mod replay;
 pub mod schemas;

@@ -31,6 +31,12 @@ pub async fn publish(
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| ids::new_id(ids::EVENT));
     let tenant_id = f.required_string("tenant_id");
+    if tenant_id.as_deref() == Some(herald_core::operator::OPERATOR_TENANT) {
+        f.problems.push(
+            "tenant_id",
+            "is reserved for operator events, which only Herald publishes",
+        );
+    }
     let destination_id = f.string("destination_id").filter(|s| !s.is_empty());
     let topic = f.string("topic").unwrap_or_default();
     if state.has_catalog() {

@@ -10,15 +10,15 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::wire;
 
-/// `GET /destination-types`: every type this binary was built with.
+/// `GET /destination-types`: every type this binary was built with that tenants may use.
 pub async fn destination_types(State(state): State<SharedState>, _caller: Caller) -> Json<Value> {
     Json(Value::Array(
         state
             .engine
             .registry()
-            .specs()
-            .iter()
-            .map(wire::type_spec)
+            .all()
+            .filter(|t| t.tenant_usable())
+            .map(|t| wire::type_spec(t.spec()))
             .collect(),
     ))
 }
@@ -29,12 +29,13 @@ pub async fn destination_type(
     _caller: Caller,
     Params(kind): Params<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let spec = state
+    let t = state
         .engine
         .registry()
-        .spec(&kind)
+        .get(&kind)
+        .filter(|t| t.tenant_usable())
         .ok_or_else(|| ApiError::not_found("destination type"))?;
-    Ok(Json(wire::type_spec(&spec)))
+    Ok(Json(wire::type_spec(t.spec())))
 }
 
 /// `GET /topics`: the catalog's topic names (empty when no catalog is configured).

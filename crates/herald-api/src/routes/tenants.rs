@@ -68,6 +68,12 @@ pub async fn upsert(
             format!("must be 1 to {MAX_ID_LEN} printable characters"),
         ));
     }
+    if tenant_id == herald_core::operator::OPERATOR_TENANT {
+        return Err(ApiError::invalid(
+            "tenant_id",
+            "is reserved for operator events (see /api/v1/operator-events)",
+        ));
+    }
     let obj = body.object(false)?;
     let mut fields = Fields::new(&obj);
     let metadata = match fields.string_map("metadata") {

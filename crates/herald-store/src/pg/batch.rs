@@ -24,7 +24,8 @@ use tokio_postgres::types::ToSql;
 
 use super::{is_retryable, listen};
 use crate::codec::{from_json, to_json, ts, us};
-use crate::{AttemptRecord, NewDelivery, Notice, PublishOutcome, Result, StoreError};
+use crate::operator::Plan;
+use crate::{AttemptRecord, NewDelivery, Notice, PublishOutcome, Recorded, Result, StoreError};
 
 /// Most events in one publish batch.
 const MAX_EVENTS: usize = 512;
@@ -49,7 +50,7 @@ pub(crate) struct PublishReq {
 /// One caller's attempt result.
 pub(crate) struct RecordReq {
     pub rec: AttemptRecord,
-    pub reply: oneshot::Sender<Result<u32>>,
+    pub reply: oneshot::Sender<Result<Recorded>>,
 }
 
 /// Collects publishes into batches until every sender is gone.
@@ -379,7 +380,9 @@ async fn record_all(pool: &Pool, batch: Vec<RecordReq>) {
             for req in batch {
                 let one = [&req.rec];
                 let out = retrying(|| record_batch(pool, &one)).await;
-                let _ = req.reply.send(out.map(|v| v.first().copied().unwrap_or(0)));
+                let _ = req
+                    .reply
+                    .send(out.map(|v| v.first().copied().unwrap_or_default()));
             }
         }
         Err(e) => {
@@ -398,9 +401,10 @@ async fn record_all(pool: &Pool, batch: Vec<RecordReq>) {
 }
 
 /// Writes attempts, moves their deliveries, and counts consecutive failures per destination,
-/// in one transaction of two round trips (statements are pipelined). Returns each attempt's
-/// failure count, in order.
-async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> {
+/// in one transaction of two round trips (statements are pipelined). Returns what each
+/// attempt did, in order. A batch in which an attempt has consequences (a level reached, a
+/// disable, operator events) writes them with a few more statements before the commit.
+async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<Recorded>> {
     let client = pool.get().await?;
     let out = record_in_tx(&client, recs).await;
     if out.is_err() {
@@ -413,7 +417,7 @@ async fn record_batch(pool: &Pool, recs: &[&AttemptRecord]) -> Result<Vec<u32>> 
 async fn record_in_tx(
     client: &deadpool_postgres::Client,
     recs: &[&AttemptRecord],
-) -> Result<Vec<u32>> {
+) -> Result<Vec<Recorded>> {
     let mut order: Vec<usize> = (0..recs.len()).collect();
     order.sort_by(|a, b| {
         recs[*a]
@@ -531,16 +535,22 @@ async fn record_in_tx(
 
     // Replay this batch's outcomes on the counters, in the callers' order.
     let mut changed: HashSet<&str> = HashSet::new();
-    let mut counts = Vec::with_capacity(recs.len());
-    for r in recs {
+    let mut counts = vec![Recorded::default(); recs.len()];
+    // Attempts whose count leads somewhere (a level, a disable, operator events).
+    let mut plans: Vec<(usize, Plan)> = Vec::new();
+    let mut disabled_here: HashSet<&str> = HashSet::new();
+    for (i, r) in recs.iter().enumerate() {
         let a = &r.attempt;
         if !moved.contains(&a.delivery_id) {
-            counts.push(0);
             continue;
         }
-        let n = match counters.get_mut(&a.destination_id) {
+        // A destination disabled earlier in this batch counts no more attempts.
+        if disabled_here.contains(a.destination_id.as_str()) {
+            continue;
+        }
+        match counters.get_mut(&a.destination_id) {
             // The destination was deleted or disabled: nothing to count.
-            None => 0,
+            None => {}
             Some(c) => {
                 changed.insert(a.destination_id.as_str());
                 *c = if a.status == AttemptStatus::Success {
@@ -548,24 +558,55 @@ async fn record_in_tx(
                 } else {
                     c.saturating_add(1)
                 };
-                *c as u32
+                counts[i].failures = *c as u32;
+                let plan = Plan::new(r, *c as u32);
+                if plan.disable.is_some() {
+                    disabled_here.insert(a.destination_id.as_str());
+                    *c = 0;
+                }
+                if plan.disable.is_some() || plan.has_events(r) {
+                    plans.push((i, plan));
+                }
             }
-        };
-        counts.push(n);
+        }
     }
     let (ids, values): (Vec<&str>, Vec<i32>) =
         changed.iter().map(|id| (*id, counters[*id])).unzip();
 
-    // Round trip 2: write the counters back and commit.
-    tokio::try_join!(
-        biased;
-        async {
-            if !ids.is_empty() {
-                client.execute(&update, &[&ids, &values]).await?;
+    if plans.is_empty() {
+        // Round trip 2: write the counters back and commit.
+        tokio::try_join!(
+            biased;
+            async {
+                if !ids.is_empty() {
+                    client.execute(&update, &[&ids, &values]).await?;
+                }
+                Ok::<_, StoreError>(())
+            },
+            async { Ok::<_, StoreError>(client.batch_execute("COMMIT").await?) },
+        )?;
+        return Ok(counts);
+    }
+    // The rare path: counters, then each attempt's consequences, in the same transaction.
+    if !ids.is_empty() {
+        client.execute(&update, &[&ids, &values]).await?;
+    }
+    let c: &tokio_postgres::Client = client;
+    for (i, plan) in plans {
+        let r = recs[i];
+        let a = &r.attempt;
+        let now = a.time;
+        if plan.disable.is_some() {
+            counts[i].disabled = super::disable_destination(c, &a.destination_id, now).await?;
+        }
+        if plan.has_events(r)
+            && let Some(d) = super::destination_ref(c, &a.destination_id).await?
+        {
+            for e in plan.events(r, counts[i].failures, &d, now) {
+                counts[i].operator_deliveries += super::write_operator_event(c, &e, now).await?;
             }
-            Ok::<_, StoreError>(())
-        },
-        async { Ok::<_, StoreError>(client.batch_execute("COMMIT").await?) },
-    )?;
+        }
+    }
+    client.batch_execute("COMMIT").await?;
     Ok(counts)
 }

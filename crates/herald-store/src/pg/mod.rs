@@ -51,9 +51,10 @@ use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_jso
 use crate::query::*;
 use crate::seal::{self, Keyring};
 use crate::{
-    AttemptRecord, Backlog, Job, NewDelivery, Notice, PublishOutcome, PurgeStats, Result, Store,
-    StoreError, StoredEvent,
+    AttemptRecord, Backlog, Job, NewDelivery, Notice, PublishOutcome, PurgeStats, Recorded, Result,
+    Store, StoreError, StoredEvent,
 };
+use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 use sql::Where;
 
 /// How to reach the database.
@@ -457,6 +458,182 @@ fn destination_notice(d_tenant: &str, id: &str) -> Notice {
     }
 }
 
+// ----- operator events -----
+
+/// The enabled operator destinations that subscribe to `event`, oldest first.
+async fn operator_subscribers<C: GenericClient>(c: &C, event: &Event) -> Result<Vec<String>> {
+    let rows = c
+        .query(
+            "SELECT id, topics, filter FROM destinations WHERE tenant_id = $1 AND disabled_at IS NULL ORDER BY created_at, id",
+            &[&OPERATOR_TENANT],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let topics = topics_from_json(r.try_get(1)?)?;
+        let filter: Option<serde_json::Value> = r
+            .try_get::<_, Option<&str>>(2)?
+            .map(|s| from_json("destinations.filter", s))
+            .transpose()?;
+        if op::subscribes(&topics, filter.as_ref(), event) {
+            out.push(r.try_get(0)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes an operator event and its deliveries inside the caller's transaction (see
+/// [`Store::emit_operator_event`]); an event no enabled operator destination subscribes to is
+/// not written at all.
+/// Queues a `Work` notice so every node's poller looks for the new deliveries.
+pub(crate) async fn write_operator_event<C: GenericClient>(
+    c: &C,
+    event: &Event,
+    now: Timestamp,
+) -> Result<u32> {
+    let subscribers = operator_subscribers(c, event).await?;
+    if subscribers.is_empty() {
+        return Ok(0);
+    }
+    let n = c
+        .execute(
+            &format!(
+                "INSERT INTO events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (id) DO NOTHING"
+            ),
+            &[
+                &event.id,
+                &event.tenant_id,
+                &event.destination_id,
+                &event.topic,
+                &us(event.time),
+                &to_json(&event.metadata),
+                &to_json(&event.data),
+                &event.eligible_for_retry,
+                &to_json(&subscribers),
+                &us(now),
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(0);
+    }
+    for id in &subscribers {
+        let d = op::delivery(event, id, now);
+        c.execute(
+            "INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'pending', 0, $5, false, false, 0, $5, $5)",
+            &[&d.id, &d.event_id, &d.tenant_id, &d.destination_id, &us(now)],
+        )
+        .await?;
+    }
+    notify_in(c, &Notice::Work).await?;
+    Ok(subscribers.len() as u32)
+}
+
+/// What operator payloads say about a destination, read without opening its sealed columns.
+pub(crate) async fn destination_ref<C: GenericClient>(
+    c: &C,
+    id: &str,
+) -> Result<Option<DestinationRef>> {
+    let Some(r) = c
+        .query_opt(
+            "SELECT id, tenant_id, type, topics, disabled_at FROM destinations WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(DestinationRef {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        topics: topics_from_json(r.try_get(3)?)?,
+        disabled_at: r.try_get::<_, Option<i64>>(4)?.map(ts),
+    }))
+}
+
+/// Disables an enabled destination, cancels its pending deliveries, resets its streak and
+/// tells the other nodes.
+pub(crate) async fn disable_destination<C: GenericClient>(
+    c: &C,
+    id: &str,
+    now: Timestamp,
+) -> Result<bool> {
+    let Some(r) = c
+        .query_opt(
+            "UPDATE destinations SET disabled_at = $2, updated_at = $2 WHERE id = $1 AND disabled_at IS NULL RETURNING tenant_id",
+            &[&id, &us(now)],
+        )
+        .await?
+    else {
+        return Ok(false);
+    };
+    let tenant_id: String = r.try_get(0)?;
+    cancel_pending(c, "destination_id", id, now).await?;
+    c.execute(
+        "UPDATE destination_health SET consecutive_failures = 0 WHERE destination_id = $1",
+        &[&id],
+    )
+    .await?;
+    notify_in(c, &destination_notice(&tenant_id, id)).await?;
+    Ok(true)
+}
+
+/// A tenant's subscription (the union of its destinations' topics, and their count).
+async fn subscription<C: GenericClient>(c: &C, tenant_id: &str) -> Result<Subscription> {
+    let rows = c
+        .query(
+            "SELECT topics FROM destinations WHERE tenant_id = $1",
+            &[&tenant_id],
+        )
+        .await?;
+    let mut topics = std::collections::BTreeSet::new();
+    for r in &rows {
+        topics.extend(topics_from_json(r.try_get(0)?)?.to_vec());
+    }
+    Ok(Subscription {
+        topics: topics.into_iter().collect(),
+        destinations_count: rows.len() as u64,
+    })
+}
+
+/// The tenant's subscription before a destination write (`None` for the operator tenant).
+async fn subscription_before<C: GenericClient>(
+    c: &C,
+    tenant_id: &str,
+) -> Result<Option<Subscription>> {
+    if tenant_id == OPERATOR_TENANT {
+        return Ok(None);
+    }
+    // Serialises destination writes of one tenant, so two concurrent changes each see the
+    // other's result and the events describe successive states.
+    c.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('herald.subscription'), hashtext($1))",
+        &[&tenant_id],
+    )
+    .await?;
+    Ok(Some(subscription(c, tenant_id).await?))
+}
+
+/// Writes `tenant.subscription.updated` when the write changed the tenant's subscription.
+async fn subscription_after<C: GenericClient>(
+    c: &C,
+    tenant_id: &str,
+    before: Option<Subscription>,
+    now: Timestamp,
+) -> Result<()> {
+    let Some(before) = before else {
+        return Ok(());
+    };
+    let after = subscription(c, tenant_id).await?;
+    if let Some(e) = op::subscription_updated(tenant_id, &before, &after, now) {
+        write_operator_event(c, &e, now).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn upsert_tenant(
@@ -561,6 +738,7 @@ impl Store for PgStore {
     async fn insert_destination(&self, d: &Destination) -> Result<()> {
         let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
+            let before = subscription_before(&*tx, &d.tenant_id).await?;
             let n = tx
                 .execute(
                     &format!(
@@ -582,6 +760,7 @@ impl Store for PgStore {
                 &[&d.id],
             )
             .await?;
+            subscription_after(&*tx, &d.tenant_id, before, d.updated_at).await?;
             notify_in(&*tx, &destination_notice(&d.tenant_id, &d.id)).await?;
             Ok(())
         })
@@ -595,6 +774,7 @@ impl Store for PgStore {
     ) -> Result<()> {
         let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
+            let before = subscription_before(&*tx, &d.tenant_id).await?;
             tx.execute(
                 "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
                      delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12 WHERE id = $1",
@@ -610,6 +790,7 @@ impl Store for PgStore {
                 )
                 .await?;
             }
+            subscription_after(&*tx, &d.tenant_id, before, now).await?;
             notify_in(&*tx, &destination_notice(&d.tenant_id, &d.id)).await?;
             Ok(())
         })
@@ -653,6 +834,7 @@ impl Store for PgStore {
 
     async fn delete_destination(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<bool> {
         in_tx!(self, |tx| {
+            let before = subscription_before(&*tx, tenant_id).await?;
             let n = tx
                 .execute(
                     "DELETE FROM destinations WHERE id = $1 AND tenant_id = $2",
@@ -660,6 +842,7 @@ impl Store for PgStore {
                 )
                 .await?;
             if n > 0 {
+                subscription_after(&*tx, tenant_id, before, now).await?;
                 cancel_pending(&*tx, "destination_id", id, now).await?;
                 tx.execute(
                     "DELETE FROM destination_health WHERE destination_id = $1",
@@ -712,6 +895,7 @@ impl Store for PgStore {
         let mut w = Where::default();
         w.any_of("id", &q.ids);
         w.any_of("tenant_id", &q.tenant_ids);
+        w.not_operator("tenant_id", &q.tenant_ids);
         w.any_of("topic", &q.topics);
         w.time("time", &q.time);
         if !q.destination_ids.is_empty() {
@@ -864,7 +1048,11 @@ impl Store for PgStore {
         Ok(jobs)
     }
 
-    async fn record_attempt(&self, rec: AttemptRecord) -> Result<u32> {
+    async fn emit_operator_event(&self, event: &Event, now: Timestamp) -> Result<u32> {
+        in_tx!(self, |tx| write_operator_event(&*tx, event, now).await)
+    }
+
+    async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .records
@@ -1139,6 +1327,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let mut w = Where::default();
         w.any_of("tenant_id", &q.tenant_ids);
+        w.not_operator("tenant_id", &q.tenant_ids);
         w.any_of("event_id", &q.event_ids);
         w.any_of("destination_id", &q.destination_ids);
         w.any_of("destination_type", &q.destination_types);

@@ -32,6 +32,15 @@ impl Where {
         self.clauses.push(clause);
     }
 
+    /// Without a tenant filter, the operator tenant's records are left out (they are listed
+    /// only through the operator-events API, which asks for that tenant by id).
+    pub(crate) fn not_operator(&mut self, column: &str, tenant_ids: &[String]) {
+        if tenant_ids.is_empty() {
+            let p = self.param(herald_core::operator::OPERATOR_TENANT.to_string());
+            self.push(format!("{column} <> {p}"));
+        }
+    }
+
     /// `column = ANY($n)`; nothing when `values` is empty.
     pub(crate) fn any_of(&mut self, column: &str, values: &[String]) {
         if values.is_empty() {
@@ -171,6 +180,9 @@ pub(crate) async fn aggregate<C: GenericClient>(
     let text = |name: &str| format!("(CAST({} AS TEXT) COLLATE \"C\")", column_of(name));
     for (name, values) in &q.filters {
         w.any_of(&text(name), values);
+    }
+    if !q.filters.contains_key("tenant_id") {
+        w.not_operator(&column_of("tenant_id"), &[]);
     }
     let bucket = bucket_sql(q.bucket, time_col);
     let mut select = vec![

@@ -202,6 +202,7 @@ pub fn attempt_record(
         },
         status: next.0,
         next_attempt_at: next.1,
+        effects: Default::default(),
     }
 }
 

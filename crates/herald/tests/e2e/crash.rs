@@ -136,3 +136,121 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
     let v = h.ok("GET", "/events?tenant_id=crash&limit=1", None).await;
     assert!(!v["models"].as_array().unwrap().is_empty());
 }
+
+/// An operator event is written in the transaction of its cause: a failure disables a
+/// destination (and writes `alert.destination.disabled` with a delivery to the operator
+/// destination), the process is SIGKILLed right after — while the operator receiver is still
+/// unreachable, so the alert cannot have gone out — and after a restart on the same data
+/// directory the alert arrives once, exactly as stored, signed with the operator
+/// destination's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_caused_before_a_sigkill_is_delivered_after_the_restart() {
+    use herald_testkit::forwarder::{Forwarder, Mode};
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let dead = Receiver::start().await;
+    dead.default_status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    let sink = Receiver::start().await;
+    let gate = Forwarder::start_in(&sink.addr.to_string(), Mode::Refuse).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "1"),
+        ("HERALD_RETRY_SCHEDULE", "list"),
+        ("HERALD_RETRY_DELAYS_SECS", "1,1,1,1,1"),
+        ("HERALD_RETRY_JITTER", "0"),
+    ];
+    let mut h = crate::process_in(tmp.path(), &env, true);
+    let op = h
+        .ok(
+            "POST",
+            "/operator-events/destinations",
+            Some(
+                json!({"type": "webhook", "topics": ["alert.destination.disabled"],
+                        "config": {"url": format!("{}/alerts", gate.url())},
+                        "credentials": {"secret": SECRET}}),
+            ),
+        )
+        .await;
+    let d = h.webhook("victim", &dead.url("/"), json!({})).await;
+    let id = d["id"].as_str().unwrap().to_string();
+    h.publish(json!({"tenant_id": "victim", "topic": "t", "id": "doomed", "eligible_for_retry": false, "data": {}}))
+        .await;
+    // The moment the disable is visible, its alert is in the store too: kill.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = h
+            .call("GET", &format!("/tenants/victim/destinations/{id}"), None)
+            .await;
+        if !v["disabled_at"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never disabled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.kill();
+    assert_eq!(sink.count(), 0, "the operator receiver was unreachable");
+    drop(h);
+
+    gate.set(Mode::Forward).await;
+    let h = crate::process_in(tmp.path(), &env, true);
+    let got = sink.wait_for(1).await;
+    let alert = got[0].json();
+    assert_eq!(alert["topic"], "alert.destination.disabled");
+    assert_eq!(alert["tenant_id"], "victim");
+    assert_eq!(alert["data"]["destination"]["id"], id.as_str());
+    assert_eq!(alert["data"]["reason"], "too many consecutive failures");
+    let mut headers = http::HeaderMap::new();
+    for n in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(
+            n,
+            http::HeaderValue::from_str(&got[0].header(n).unwrap()).unwrap(),
+        );
+    }
+    standardwebhooks::Webhook::new(SECRET)
+        .unwrap()
+        .verify(&got[0].body, &headers)
+        .expect("the alert is signed");
+    // Exactly what was stored in the transaction of the disable, and recorded as delivered.
+    let stored = h
+        .ok(
+            "GET",
+            &format!("/operator-events/events/{}", alert["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(stored["data"], alert);
+    assert_eq!(stored["matched_destination_ids"], json!([op["id"]]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = h
+            .ok(
+                "GET",
+                &format!(
+                    "/operator-events/events/{}/attempts",
+                    alert["id"].as_str().unwrap()
+                ),
+                None,
+            )
+            .await;
+        if a["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["status"] == "success")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful attempt recorded: {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = h.ok("GET", "/operator-events/events", None).await;
+    assert_eq!(
+        events["models"].as_array().unwrap().len(),
+        1,
+        "one alert, written once: {events}"
+    );
+    assert_eq!(sink.count(), 1, "delivered once");
+}

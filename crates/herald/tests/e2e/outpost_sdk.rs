@@ -36,3 +36,42 @@ async fn outpost_python_sdk_works_against_herald() {
     );
     assert!(stdout.contains("passed, 0 failed"), "{stdout}");
 }
+
+/// Every method of the SDK's `operator_events` module (destination types; destinations list,
+/// create, get, update, delete, enable, disable; events list, get, attempts; attempts list,
+/// get; retry), with a tenant destination whose failures raise alerts and an operator
+/// receiver that refuses the first alert, which is then retried by the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outpost_sdk_operator_events_work_against_herald() {
+    let python =
+        herald_testkit::python::venv_with("outpost-sdk-venv", &[SDK, VERIFIER]).join("bin/python");
+    let h = herald_testkit::Herald::start(&[
+        ("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "2"),
+        ("HERALD_RETRY_SCHEDULE", "list"),
+        ("HERALD_RETRY_DELAYS_SECS", "1"),
+        ("HERALD_RETRY_JITTER", "0"),
+        ("HERALD_DELIVERY_POLL_INTERVAL_MS", "100"),
+    ])
+    .await;
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/operator_events_check.py");
+    let base = format!("http://{}/api/v1", h.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(base)
+            .arg(herald_testkit::API_KEY)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "operator events SDK check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+}

@@ -16,7 +16,8 @@
         feature = "aws_s3",
         feature = "aws_kinesis",
         feature = "gcp_pubsub",
-        feature = "azure_servicebus"
+        feature = "azure_servicebus",
+        feature = "email"
     )),
     allow(dead_code, unused_imports)
 )]
@@ -31,6 +32,8 @@ use herald_testkit::servers::Server;
 pub mod aws;
 #[cfg(feature = "azure_servicebus")]
 pub mod azure_servicebus;
+#[cfg(feature = "email")]
+pub mod email;
 #[cfg(feature = "gcp_pubsub")]
 pub mod gcp_pubsub;
 #[cfg(feature = "kafka")]

@@ -5,5 +5,7 @@
 mod aws;
 mod azure;
 mod brokers;
+#[cfg(feature = "email")]
+mod email;
 mod gcp;
 mod kafka;
