@@ -6,7 +6,12 @@
 //! and accepts exactly one algorithm, so the whole format fits on a page and no `alg`
 //! confusion is possible. Claims: `iss` (`"herald"`; `"outpost"` is accepted too, so tokens
 //! minted by tools that follow the Outpost contract keep working), `sub` (the tenant id),
-//! `iat`, `exp` (24 hours after `iat`).
+//! `iat`, `exp` (24 hours after `iat`), and Herald's `gen`: the tenant's token generation
+//! ([`herald_core::Tenant::token_generation`]) when the token was issued. A token whose `gen`
+//! is not the tenant's current one is refused, so deleting and re-creating a tenant, or
+//! `POST /tenants/{id}/tokens/revoke`, ends every token issued before. A token without `gen`
+//! (minted by an Outpost-contract tool with the shared secret) is accepted only when it was
+//! issued (`iat`) in or after the second of the tenant's current generation.
 //!
 //! Authorisation rules that are the same for every route live here too: a tenant token
 //! may only name its own tenant in a path (403 otherwise), and a token whose tenant has been
@@ -99,11 +104,36 @@ impl FromRequestParts<SharedState> for Caller {
         let now = state.engine.clock().now();
         let claims =
             verify(&state.config.jwt_secret, token, now).map_err(|_| ApiError::unauthorized())?;
-        // A token outlives nothing: once its tenant is deleted it is stale.
+        // A token outlives nothing: once its tenant is deleted (even if created again) or its
+        // tokens are revoked, it is stale.
         match state.engine.store().get_tenant(&claims.sub).await? {
-            Some(_) => Ok(Caller::Tenant(claims.sub)),
-            None => Err(ApiError::unauthorized()),
+            Some(t) if current_generation(&claims, &t.tenant) => Ok(Caller::Tenant(claims.sub)),
+            _ => Err(ApiError::unauthorized()),
         }
+    }
+}
+
+/// Whether a request may read the Prometheus `/metrics` page: it must carry the admin key
+/// (the one place that decides; a `metrics`-scoped key belongs here too). 401 otherwise.
+pub fn authorize_metrics(api_key: &str, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or_else(ApiError::unauthorized)?;
+    if is_admin_key(api_key, token) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// Whether a verified token belongs to `tenant`'s current token generation (module docs).
+pub fn current_generation(claims: &Claims, tenant: &herald_core::Tenant) -> bool {
+    let generation = tenant.token_generation();
+    match claims.generation {
+        Some(g) => g == generation,
+        None => claims.iat >= generation.div_euclid(1_000_000),
     }
 }
 
@@ -132,6 +162,10 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (Unix seconds).
     pub exp: i64,
+    /// The tenant's token generation at issue (Herald's claim; absent in tokens other tools
+    /// minted).
+    #[serde(rename = "gen", default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 /// Why a token was refused. Callers only ever see a 401; the reason is for tests and logs.
@@ -162,14 +196,16 @@ fn sign(secret: &[u8], signing_input: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Mints a tenant token valid for [`TOKEN_TTL_SECS`] from `now`.
-pub fn issue(secret: &[u8], tenant_id: &str, now: Timestamp) -> String {
+/// Mints a tenant token of token generation `generation` valid for [`TOKEN_TTL_SECS`] from
+/// `now`.
+pub fn issue(secret: &[u8], tenant_id: &str, generation: i64, now: Timestamp) -> String {
     let iat = now.as_second();
     let claims = Claims {
         iss: ISSUER.to_string(),
         sub: tenant_id.to_string(),
         iat,
         exp: iat + TOKEN_TTL_SECS,
+        generation: Some(generation),
     };
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
@@ -227,7 +263,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let token = issue(b"secret", "tenant_1", now());
+        let token = issue(b"secret", "tenant_1", 7, now());
         let claims = verify(b"secret", &token, now()).unwrap();
         assert_eq!(
             claims,
@@ -235,14 +271,15 @@ mod tests {
                 iss: "herald".into(),
                 sub: "tenant_1".into(),
                 iat: 1_704_067_200,
-                exp: 1_704_153_600
+                exp: 1_704_153_600,
+                generation: Some(7),
             }
         );
     }
 
     #[test]
     fn refusals() {
-        let token = issue(b"secret", "tenant_1", now());
+        let token = issue(b"secret", "tenant_1", 7, now());
         assert_eq!(verify(b"other", &token, now()), Err(TokenError::Signature));
         assert_eq!(verify(b"", &token, now()), Err(TokenError::Signature));
         let later = now() + jiff::SignedDuration::from_secs(TOKEN_TTL_SECS);
@@ -279,6 +316,7 @@ mod tests {
                 sub: "t".into(),
                 iat: 0,
                 exp: i64::MAX,
+                generation: None,
             };
             let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
             let input = format!("{header}.{payload}");
@@ -286,6 +324,43 @@ mod tests {
         };
         assert!(verify(b"k", &mk("outpost"), now()).is_ok());
         assert_eq!(verify(b"k", &mk("someone"), now()), Err(TokenError::Claims));
+    }
+
+    #[test]
+    fn generations() {
+        let created = now();
+        let mut tenant = herald_core::Tenant {
+            id: "t".into(),
+            metadata: None,
+            created_at: created,
+            updated_at: created,
+            tokens_revoked_at: None,
+        };
+        let g = tenant.token_generation();
+        let claims = |generation, iat| Claims {
+            iss: ISSUER.into(),
+            sub: "t".into(),
+            iat,
+            exp: i64::MAX,
+            generation,
+        };
+        assert!(current_generation(&claims(Some(g), 0), &tenant));
+        assert!(!current_generation(&claims(Some(g - 1), 0), &tenant));
+        // Without `gen`: issued at or after the generation's second.
+        assert!(current_generation(
+            &claims(None, created.as_second()),
+            &tenant
+        ));
+        assert!(!current_generation(
+            &claims(None, created.as_second() - 1),
+            &tenant
+        ));
+        tenant.tokens_revoked_at = Some(created + jiff::SignedDuration::from_secs(5));
+        assert!(!current_generation(&claims(Some(g), 0), &tenant));
+        assert!(!current_generation(
+            &claims(None, created.as_second()),
+            &tenant
+        ));
     }
 
     #[test]

@@ -156,6 +156,10 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
                 .delete(tenants::delete),
         )
         .route("/tenants/{tenant_id}/token", get(tenants::token))
+        .route(
+            "/tenants/{tenant_id}/tokens/revoke",
+            post(tenants::revoke_tokens),
+        )
         .route("/tenants/{tenant_id}/portal", get(tenants::portal))
         .route(
             "/tenants/{tenant_id}/destinations",

@@ -44,8 +44,8 @@ async fn authentication() {
     assert_eq!(v["id"], "t1");
 
     // An expired token, and a token signed with another secret.
-    let old = herald_api::auth::issue(JWT_SECRET, "t1", "2020-01-01T00:00:00Z".parse().unwrap());
-    let forged = herald_api::auth::issue(b"not-the-secret", "t1", jiff::Timestamp::now());
+    let old = herald_api::auth::issue(JWT_SECRET, "t1", 0, "2020-01-01T00:00:00Z".parse().unwrap());
+    let forged = herald_api::auth::issue(b"not-the-secret", "t1", 0, jiff::Timestamp::now());
     for t in [old, forged] {
         let (status, _) = app.call(GET, "/api/v1/tenants/t1", Some(&t), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);

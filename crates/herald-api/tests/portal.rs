@@ -164,13 +164,14 @@ async fn the_link_is_exchanged_for_a_secure_session_cookie() {
     let old = herald_api::auth::issue(
         JWT_SECRET,
         "acme",
+        0,
         jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48),
     );
     let r = get(&app, &format!("/portal?token={old}"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.body.contains("This link has expired"), "{}", r.body);
     // A link whose tenant was deleted.
-    let gone = herald_api::auth::issue(JWT_SECRET, "nobody", jiff::Timestamp::now());
+    let gone = herald_api::auth::issue(JWT_SECRET, "nobody", 0, jiff::Timestamp::now());
     let r = get(&app, &format!("/portal?token={gone}"), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }

@@ -150,6 +150,11 @@ pub struct FieldSpec {
     /// The choices of a `select` field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<SelectOption>,
+    /// Whether the field says where the destination connects (a host, URL or endpoint):
+    /// changing it drops stored credentials the request does not send again (marked in the
+    /// type's schema with `x-herald-target`; not served).
+    #[serde(skip)]
+    pub target: bool,
 }
 
 /// Which string map of a destination a field lives in.
@@ -207,6 +212,14 @@ impl TypeSpec {
     /// One field.
     pub fn field(&self, section: Section, key: &str) -> Option<&FieldSpec> {
         self.fields(section).iter().find(|f| f.key == key)
+    }
+
+    /// The keys of a section that say where the destination connects ([`FieldSpec::target`]).
+    pub fn target_keys(&self, section: Section) -> impl Iterator<Item = &str> {
+        self.fields(section)
+            .iter()
+            .filter(|f| f.target)
+            .map(|f| f.key.as_str())
     }
 }
 

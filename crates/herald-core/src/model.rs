@@ -24,6 +24,18 @@ pub struct Tenant {
     pub created_at: Timestamp,
     /// When the tenant was last upserted.
     pub updated_at: Timestamp,
+    /// When its tokens were last revoked (`POST /tenants/{id}/tokens/revoke`); `None` if never.
+    pub tokens_revoked_at: Option<Timestamp>,
+}
+
+impl Tenant {
+    /// The generation tenant tokens carry: the instant this tenant was created, or its
+    /// tokens last revoked, in microseconds. A token of an older generation — issued before a
+    /// revocation, or to an earlier tenant of the same id that was deleted — is refused.
+    pub fn token_generation(&self) -> i64 {
+        let at = self.tokens_revoked_at.unwrap_or(self.created_at);
+        at.as_microsecond()
+    }
 }
 
 /// A tenant plus the figures derived from its destinations.

@@ -263,6 +263,26 @@ fn collect_options(schema: &Value, out: &mut Vec<SelectOption>) {
     }
 }
 
+/// The schema keyword that marks a field naming where a destination connects (a host, URL or
+/// endpoint): `#[schemars(extend("x-herald-target" = true))]`, or in a field type's own schema.
+pub const TARGET_KEYWORD: &str = "x-herald-target";
+
+/// Whether a field's schema, or a schema inside it (an `Option`'s `anyOf`), is marked
+/// [`TARGET_KEYWORD`].
+fn is_target(schema: &Value) -> bool {
+    match schema {
+        Value::Object(o) => {
+            o.get(TARGET_KEYWORD) == Some(&Value::Bool(true))
+                || ["anyOf", "oneOf", "allOf"].iter().any(|k| {
+                    o.get(*k)
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().any(is_target))
+                })
+        }
+        _ => false,
+    }
+}
+
 fn field_of(key: &str, schema: &Value, required: bool) -> (FieldSpec, Prop) {
     let doc = schema
         .get("description")
@@ -320,6 +340,7 @@ fn field_of(key: &str, schema: &Value, required: bool) -> (FieldSpec, Prop) {
         min_length: length("minLength"),
         max_length: length("maxLength"),
         options,
+        target: is_target(schema),
     };
     let prop = Prop {
         key: key.to_string(),

@@ -124,8 +124,15 @@ impl Spec for ServiceBus {
         {
             errs.push(e);
         }
-        if let Err(e) = parse_connection_string(credentials.connection_string.expose()) {
-            errs.push(FieldError::new("credentials.connection_string", e));
+        match parse_connection_string(credentials.connection_string.expose()) {
+            Err(e) => errs.push(FieldError::new("credentials.connection_string", e)),
+            // Without an endpoint override the connection string's namespace is the target.
+            Ok(cs) if config.endpoint.is_none() => {
+                if let Err(Blocked(why)) = self.http.policy.check_url(&cs.base) {
+                    errs.push(FieldError::new("credentials.connection_string", why));
+                }
+            }
+            Ok(_) => {}
         }
         errs
     }

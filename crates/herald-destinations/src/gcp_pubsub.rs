@@ -112,7 +112,7 @@ impl JsonSchema for Endpoint {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string" })
+        json_schema!({ "type": "string", "x-herald-target": true })
     }
 }
 

@@ -26,6 +26,8 @@ use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessag
 use herald_core::spec::{About, Spec};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, SaslConfig};
+
+use crate::support::gateway::Gateway;
 use rskafka::record::Record;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
@@ -142,7 +144,7 @@ impl JsonSchema for Brokers {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string" })
+        json_schema!({ "type": "string", "x-herald-target": true })
     }
 }
 
@@ -253,6 +255,7 @@ impl Spec for Kafka {
             },
             policy: self.policy.clone(),
             conn: Mutex::new(None),
+            gateway: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -301,6 +304,9 @@ struct KafkaDriver {
     settings: Settings,
     policy: Arc<TargetPolicy>,
     conn: Mutex<Option<Connection>>,
+    /// Every broker connection goes through it — the bootstrap brokers and the leaders
+    /// Metadata names — so each address passes the target policy (`support::gateway`).
+    gateway: tokio::sync::OnceCell<Gateway>,
 }
 
 /// Kafka's murmur2 (as in the Java client's default partitioner).
@@ -453,8 +459,9 @@ impl KafkaDriver {
         if let Some(sasl) = s.sasl_config() {
             builder = builder.sasl_config(sasl);
         }
-        let client = builder.build().await.map_err(|e| classify(&e))?;
-        let topics = client.list_topics().await.map_err(|e| classify(&e))?;
+        builder = builder.socks5_proxy(self.gateway().await?.proxy());
+        let client = builder.build().await.map_err(|e| self.classify(&e))?;
+        let topics = client.list_topics().await.map_err(|e| self.classify(&e))?;
         let Some(topic) = topics.into_iter().find(|t| t.name == s.topic) else {
             return Err(DeliveryError::retry(
                 "topic_not_found",
@@ -466,6 +473,31 @@ impl KafkaDriver {
             partitions: topic.partitions.into_iter().collect(),
             producers: HashMap::new(),
         })
+    }
+
+    /// This driver's checking gateway, started on first use.
+    async fn gateway(&self) -> Result<&Gateway, DeliveryError> {
+        self.gateway
+            .get_or_try_init(|| Gateway::start(self.policy.clone()))
+            .await
+            .map_err(|e| {
+                DeliveryError::retry(
+                    "connection_error",
+                    format!("cannot start the broker address gateway: {e}"),
+                )
+            })
+    }
+
+    /// A client error, or `blocked_target` when the gateway refused a broker address the
+    /// cluster named (a leader outside the target policy).
+    fn classify(&self, e: &rskafka::client::error::Error) -> DeliveryError {
+        match self.gateway.get().and_then(Gateway::take_refusal) {
+            Some(why) => DeliveryError::permanent(
+                "blocked_target",
+                format!("the cluster named a broker this server may not reach: {why}"),
+            ),
+            None => classify(e),
+        }
     }
 
     /// The producer for the key's partition, connecting first when needed.
@@ -493,7 +525,7 @@ impl KafkaDriver {
                     UnknownTopicHandling::Error,
                 )
                 .await
-                .map_err(|e| classify(&e))?,
+                .map_err(|e| self.classify(&e))?,
         );
         conn.producers.insert(partition, p.clone());
         Ok((partition, p))
@@ -553,7 +585,7 @@ impl Driver for KafkaDriver {
             Err(e) => {
                 // Reconnect on the next attempt (a restarted broker, a moved leader).
                 *self.conn.lock().await = None;
-                Err(classify(&e))
+                Err(self.classify(&e))
             }
         }
     }

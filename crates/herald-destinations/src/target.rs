@@ -154,6 +154,25 @@ impl TargetPolicy {
         }
     }
 
+    /// Checks a host name as written in a destination, before any resolution: an IP literal
+    /// (also the numeric forms resolvers accept, `2130706433`, `127.1`, `0x7f.1`), and
+    /// `localhost` or a name under `.localhost` (always loopback, RFC 6761), are checked as
+    /// the address they stand for. Other names are checked when resolved.
+    pub fn check_host(&self, host: &str) -> Result<(), Blocked> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return self.check_ip(ip);
+        }
+        if let Some(ip) = numeric_ipv4(bare) {
+            return self.check_ip(IpAddr::V4(ip));
+        }
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return self.check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        Ok(())
+    }
+
     /// Checks a URL's scheme and, when its host is an IP literal, the address.
     pub fn check_url(&self, url: &url::Url) -> Result<(), Blocked> {
         match url.scheme() {
@@ -173,10 +192,46 @@ impl TargetPolicy {
         match url.host() {
             Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip)),
-            Some(url::Host::Domain(_)) => Ok(()),
+            Some(url::Host::Domain(d)) => self.check_host(d),
             None => Err(Blocked(format!("{url} has no host"))),
         }
     }
+}
+
+/// The IPv4 address a resolver makes of an all-numeric host (`inet_aton`'s forms: one to four
+/// parts, each decimal, `0x` hexadecimal or `0`-prefixed octal, the last filling the
+/// remaining bytes), `None` for anything else.
+pub fn numeric_ipv4(host: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let v = if let Some(hex) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+            u32::from_str_radix(hex, 16).ok()?
+        } else if p.len() > 1 && p.starts_with('0') {
+            u32::from_str_radix(&p[1..], 8).ok()?
+        } else if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+            p.parse().ok()?
+        } else {
+            return None;
+        };
+        values.push(v);
+    }
+    let (last, head) = values.split_last()?;
+    let mut n: u32 = 0;
+    for (i, v) in head.iter().enumerate() {
+        if *v > 255 {
+            return None;
+        }
+        n |= v << (24 - 8 * i);
+    }
+    let rest_bits = 32 - 8 * head.len() as u32;
+    if rest_bits < 32 && *last >= (1u32 << rest_bits) {
+        return None;
+    }
+    Some(Ipv4Addr::from(n | last))
 }
 
 /// A DNS resolver for the HTTP client that drops every address the policy refuses and fails
@@ -261,6 +316,36 @@ mod tests {
             dev.check_url(&"http://127.0.0.1:9/x".parse().unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn numeric_hosts_and_localhost_are_checked_before_resolution() {
+        assert_eq!(numeric_ipv4("2130706433"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(numeric_ipv4("127.1"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(numeric_ipv4("0x7f.1"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(numeric_ipv4("0177.0.0.1"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(numeric_ipv4("10.1.2"), Some(Ipv4Addr::new(10, 1, 0, 2)));
+        assert_eq!(numeric_ipv4("example.com"), None);
+        assert_eq!(numeric_ipv4("1.2.3.4.5"), None);
+        assert_eq!(numeric_ipv4("256.1"), None);
+        let prod = TargetPolicy::default();
+        for h in [
+            "2130706433",
+            "127.1",
+            "localhost",
+            "a.localhost",
+            "[::1]",
+            "LOCALHOST.",
+        ] {
+            assert!(prod.check_host(h).is_err(), "{h}");
+        }
+        assert!(prod.check_host("example.com").is_ok());
+        assert!(prod.check_host("8.8.8.8").is_ok());
+        let dev = TargetPolicy {
+            allow_private: true,
+            ..Default::default()
+        };
+        assert!(dev.check_host("localhost").is_ok());
     }
 
     #[test]

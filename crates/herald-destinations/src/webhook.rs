@@ -51,6 +51,15 @@ const RESERVED: &[&str] = &[
     "idempotency-key",
 ];
 
+/// Prefixes of headers Herald sends itself (Standard Webhooks' `webhook-*`, the topic,
+/// metadata and signature headers of both signing modes): `custom_headers` may not set them.
+const RESERVED_PREFIXES: &[&str] = &["webhook-", "x-herald-", "x-outpost-"];
+
+/// Most `custom_headers` entries.
+const MAX_CUSTOM_HEADERS: usize = 50;
+/// Most bytes of `custom_headers` names and values together.
+const MAX_CUSTOM_HEADER_BYTES: usize = 8 * 1024;
+
 /// The header carrying the delivery id (stable across the retries of one delivery).
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -77,7 +86,7 @@ pub struct Config {
     /// The URL that receives events as HTTP POST requests. A password in its userinfo
     /// (`https://user:password@host/`) is sent as Basic authentication, sealed at rest and
     /// masked on read.
-    #[schemars(with = "String", regex(pattern = "^https?://.+"))]
+    #[schemars(with = "String", regex(pattern = "^https?://.+"), extend("x-herald-target" = true))]
     #[serde(deserialize_with = "de_url")]
     pub url: url::Url,
     /// Custom headers
@@ -152,6 +161,7 @@ pub struct Credentials {
     ///
     /// Herald extension, auth_type oauth2_client_credentials: the token endpoint (https, also
     /// http with --dev; the target policy applies).
+    #[schemars(extend("x-herald-target" = true))]
     pub oauth2_token_url: Option<String>,
     /// OAuth2 client id
     ///
@@ -429,12 +439,30 @@ pub fn is_credential_header(name: &str) -> bool {
 
 /// Checks `custom_headers` and turns them into a header map, naming the problem.
 fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    if headers.len() > MAX_CUSTOM_HEADERS {
+        return Err(format!(
+            "{} headers; at most {MAX_CUSTOM_HEADERS} are allowed",
+            headers.len()
+        ));
+    }
+    let bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_CUSTOM_HEADER_BYTES {
+        return Err(format!(
+            "{bytes} bytes of names and values; at most {MAX_CUSTOM_HEADER_BYTES} are allowed"
+        ));
+    }
     let mut out = HeaderMap::new();
     for (k, v) in headers {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| format!("{k:?} is not a valid header name"))?;
-        if RESERVED.contains(&name.as_str()) {
-            return Err(format!("header {k:?} is reserved and cannot be overridden"));
+        if RESERVED.contains(&name.as_str())
+            || RESERVED_PREFIXES
+                .iter()
+                .any(|p| name.as_str().starts_with(p))
+        {
+            return Err(format!(
+                "header {k:?} is one Herald sends itself and cannot be overridden"
+            ));
         }
         let mut value =
             HeaderValue::from_str(v).map_err(|_| format!("header {k:?} has an invalid value"))?;

@@ -298,6 +298,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tenants(&self, q: &TenantQuery) -> Result<(Page<TenantSummary>, u64)>;
     /// Deletes a tenant and its destinations, cancelling their pending deliveries.
     async fn delete_tenant(&self, id: &str, now: Timestamp) -> Result<bool>;
+    /// Marks every token issued to a tenant so far as revoked: sets `tokens_revoked_at` to
+    /// `now`, or to one microsecond after the previous revocation when that is not earlier
+    /// (the generation always moves). Returns the tenant, `None` when it does not exist.
+    async fn revoke_tenant_tokens(&self, id: &str, now: Timestamp) -> Result<Option<Tenant>>;
 
     // ----- destinations -----
 

@@ -137,6 +137,10 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 );
 "#,
+    // 3: tenant token revocation (the generation tenant tokens carry).
+    r#"
+ALTER TABLE tenants ADD COLUMN tokens_revoked_at INTEGER;
+"#,
 ];
 
 /// Most writes committed in one transaction.
@@ -576,8 +580,12 @@ fn tenant_from_row(r: &Row) -> Result<Tenant> {
         metadata: opt_meta("tenants.metadata", r.get(1)?)?,
         created_at: ts(r.get(2)?),
         updated_at: ts(r.get(3)?),
+        tokens_revoked_at: r.get::<_, Option<i64>>(4)?.map(ts),
     })
 }
+
+/// The columns [`tenant_from_row`] reads.
+const TENANT_COLS: &str = "id, metadata, created_at, updated_at, tokens_revoked_at";
 
 fn summarize(conn: &Connection, tenant: Tenant) -> Result<TenantSummary> {
     let mut stmt = conn.prepare_cached("SELECT topics FROM destinations WHERE tenant_id = ?1")?;
@@ -1050,7 +1058,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.write(move |c| {
             let existing = c
-                .prepare_cached("SELECT id, metadata, created_at, updated_at FROM tenants WHERE id = ?1")?
+                .prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"))?
                 .query_row([&id], |r| Ok(tenant_from_row(r)))
                 .optional()?
                 .transpose()?;
@@ -1058,8 +1066,9 @@ impl Store for SqliteStore {
             let tenant = Tenant {
                 id: id.clone(),
                 metadata,
-                created_at: existing.map(|t| t.created_at).unwrap_or(now),
+                created_at: existing.as_ref().map(|t| t.created_at).unwrap_or(now),
                 updated_at: now,
+                tokens_revoked_at: existing.and_then(|t| t.tokens_revoked_at),
             };
             c.prepare_cached(
                 "INSERT INTO tenants (id, metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -1080,9 +1089,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.read(move |c| {
             let t = c
-                .prepare_cached(
-                    "SELECT id, metadata, created_at, updated_at FROM tenants WHERE id = ?1",
-                )?
+                .prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"))?
                 .query_row([&id], |r| Ok(tenant_from_row(r)))
                 .optional()?
                 .transpose()?;
@@ -1103,7 +1110,7 @@ impl Store for SqliteStore {
             )?;
             let page = paged(
                 c,
-                "SELECT id, metadata, created_at, updated_at FROM tenants",
+                &format!("SELECT {TENANT_COLS} FROM tenants"),
                 ("created_at", "id"),
                 w,
                 &q.page,
@@ -1123,6 +1130,21 @@ impl Store for SqliteStore {
                 },
                 count as u64,
             ))
+        })
+        .await
+    }
+
+    async fn revoke_tenant_tokens(&self, id: &str, now: Timestamp) -> Result<Option<Tenant>> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE tenants SET tokens_revoked_at = MAX(?2, COALESCE(tokens_revoked_at, created_at) + 1) WHERE id = ?1",
+            )?
+            .execute(params![id, us(now)])?;
+            c.prepare_cached(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"))?
+                .query_row([&id], |r| Ok(tenant_from_row(r)))
+                .optional()?
+                .transpose()
         })
         .await
     }

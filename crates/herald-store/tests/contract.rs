@@ -70,6 +70,7 @@ sealing_contract!(
 
 contract!(
     tenants_upsert_get_list_delete,
+    revoking_tenant_tokens_moves_the_generation,
     destinations_crud_and_conflict,
     publish_round_trip_and_idempotency,
     concurrent_publishes_accept_each_id_once,
@@ -99,6 +100,52 @@ contract!(
 );
 
 // ----- tenants and destinations -----
+
+async fn revoking_tenant_tokens_moves_the_generation(s: Arc<dyn Store>) {
+    let (t, _) = s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    assert_eq!(t.tokens_revoked_at, None);
+    let created = t.token_generation();
+    assert_eq!(created, at(0).as_microsecond());
+    // A revocation at the same instant as the creation still moves the generation.
+    let r = s
+        .revoke_tenant_tokens("acme", at(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let first = r.token_generation();
+    assert!(first > created, "{first} > {created}");
+    let r = s
+        .revoke_tenant_tokens("acme", at(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.token_generation() > first);
+    let r = s
+        .revoke_tenant_tokens("acme", at(50))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.tokens_revoked_at, Some(at(50)));
+    // Kept by an upsert, read by get and list.
+    let (t, _) = s.upsert_tenant("acme", None, at(60)).await.unwrap();
+    assert_eq!(t.tokens_revoked_at, Some(at(50)));
+    let got = s.get_tenant("acme").await.unwrap().unwrap().tenant;
+    assert_eq!(got.token_generation(), at(50).as_microsecond());
+    let (page, _) = s.list_tenants(&TenantQuery::default()).await.unwrap();
+    assert_eq!(page.models[0].tenant.tokens_revoked_at, Some(at(50)));
+    // A tenant deleted and created again starts a new generation of its own.
+    assert!(s.delete_tenant("acme", at(70)).await.unwrap());
+    let (t, created) = s.upsert_tenant("acme", None, at(80)).await.unwrap();
+    assert!(created);
+    assert_eq!(t.tokens_revoked_at, None);
+    assert_eq!(t.token_generation(), at(80).as_microsecond());
+    assert!(
+        s.revoke_tenant_tokens("nobody", at(90))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
 
 async fn tenants_upsert_get_list_delete(s: Arc<dyn Store>) {
     let (t, created) = s.upsert_tenant("acme", None, at(0)).await.unwrap();

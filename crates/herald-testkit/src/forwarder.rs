@@ -46,10 +46,10 @@ pub struct Forwarder {
     shared: Arc<Shared>,
 }
 
-fn listen(port: u16) -> std::io::Result<TcpListener> {
+fn listen(at: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.bind(at)?;
     socket.listen(1024)
 }
 
@@ -68,7 +68,13 @@ impl Forwarder {
 
     /// A forwarder on a given port (for brokers that advertise it before it runs).
     pub async fn start_on(port: u16, target: &str) -> Forwarder {
-        let listener = listen(port).expect("bind the forwarder");
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], port)), target).await
+    }
+
+    /// A forwarder on another loopback address (e.g. `127.0.0.2:0`), for tests whose target
+    /// policy allows one loopback address and not another.
+    pub async fn start_at(at: SocketAddr, target: &str) -> Forwarder {
+        let listener = listen(at).expect("bind the forwarder");
         let addr = listener.local_addr().expect("forwarder address");
         let f = Forwarder {
             port: addr.port(),
@@ -133,7 +139,7 @@ impl Forwarder {
             // The aborted acceptor drops its socket on its next poll: retry briefly.
             let deadline = Instant::now() + Duration::from_secs(5);
             let listener = loop {
-                match listen(self.port) {
+                match listen(self.addr) {
                     Ok(l) => break l,
                     Err(_) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -240,9 +240,7 @@ impl Herald {
         let vars: BTreeMap<String, String> = settings(dir, env).into_iter().collect();
         let mut cfg = herald::config::Config::load(None, &vars).expect("test configuration");
         if dev {
-            cfg.dev = true;
-            cfg.security.allow_http = true;
-            cfg.security.allow_private = true;
+            cfg.apply_dev();
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -312,6 +310,8 @@ impl Drop for Herald {
 /// The real `herald` binary as a child process (`serve`); killed when dropped.
 pub struct HeraldProcess {
     api: Api,
+    /// The banner it printed at start, line by line.
+    pub banner: Vec<String>,
     /// The process.
     pub child: Child,
     /// The data directory.
@@ -373,22 +373,33 @@ impl HeraldProcess {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
+            // The banner runs from "listening on" to "Press Ctrl-C"; the rest is read and
+            // dropped so the process never blocks on a full pipe.
+            let mut banner: Option<Vec<String>> = Some(Vec::new());
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent && let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_string());
-                    sent = true;
+                if let Some(lines) = banner.as_mut() {
+                    let end = line.starts_with("Press Ctrl-C");
+                    lines.push(line);
+                    if end {
+                        let _ = tx.send(banner.take().unwrap_or_default());
+                    }
                 }
             }
         });
-        let addr: SocketAddr = rx
+        let banner = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("herald did not print its listening address within 30 s")
+            .expect("herald did not print its banner within 30 s");
+        let addr: SocketAddr = banner
+            .iter()
+            .find_map(|l| l.split("listening on ").nth(1))
+            .expect("the banner names the listening address")
+            .trim()
             .parse()
             .expect("address");
         HeraldProcess {
             api: Api::new(addr),
+            banner,
             child,
             data_dir: dir.to_path_buf(),
             _tmp: None,

@@ -553,7 +553,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let mut pending = 0;
         let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
-            let text = c.get(&metrics_url).send().await?.text().await?;
+            let text = c
+                .get(&metrics_url)
+                .bearer_auth(KEY)
+                .send()
+                .await?
+                .text()
+                .await?;
             let get = |name: &str| {
                 text.lines()
                     .find(|l| l.starts_with(name))

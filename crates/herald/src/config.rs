@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address to listen on.
+    /// Address to listen on; empty is `0.0.0.0`, or `127.0.0.1` with `serve --dev`.
     pub host: String,
     /// Port to listen on (0 picks a free port).
     pub port: u16,
@@ -66,6 +66,10 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
     /// The tenant portal's branding and return link.
     pub portal: PortalSection,
+    /// Connection limits of the API server.
+    pub http: HttpSection,
+    /// Who may read the Prometheus `/metrics` page.
+    pub metrics: MetricsSection,
     /// Development mode (`serve --dev`), set by the command line only, never by the file or
     /// the environment: the portal's session cookie is not marked `Secure` (plain http://).
     /// `--dev` also sets `security.allow_http` and `security.allow_private`.
@@ -104,6 +108,51 @@ impl Default for PortalSection {
             default_type: "webhook".into(),
         }
     }
+}
+
+/// `[http]`: what a client may hold of the API server. A connection past a deadline is
+/// closed; one over `max_connections` is answered `503` and closed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Milliseconds a client has to send a request line and headers: from connecting, or
+    /// from the first byte of a later request on a kept-alive connection.
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds a client has to send a request body, from the end of its headers.
+    pub body_read_timeout_ms: u64,
+    /// Milliseconds a kept-alive connection may wait for its next request.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most (also capped at three quarters of the open-files limit).
+    pub max_connections: usize,
+    /// Longest request target (path and query) in bytes; longer is answered `414`.
+    pub max_uri_bytes: usize,
+    /// Most bytes of request headers (names and values); more is answered `431`.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// `[metrics]`: `GET /metrics` lists every tenant's destination ids, so by default it needs
+/// the admin key (`Authorization: Bearer <api_key>`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `/metrics` on the API port without authentication.
+    pub public: bool,
+    /// Serve `/metrics` without authentication on this separate address (e.g.
+    /// `127.0.0.1:9464`) instead of on the API port; empty for none.
+    pub listen: String,
 }
 
 /// `[database]`
@@ -294,7 +343,7 @@ pub struct TopicConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            host: "0.0.0.0".into(),
+            host: String::new(),
             port: 3333,
             data_dir: "./herald-data".into(),
             api_key: SecretSetting::default(),
@@ -315,6 +364,8 @@ impl Default for Config {
             retention: RetentionSection::default(),
             topics: Vec::new(),
             portal: PortalSection::default(),
+            http: HttpSection::default(),
+            metrics: MetricsSection::default(),
             dev: false,
         }
     }
@@ -527,6 +578,26 @@ impl Config {
                 "alerts.secret (HERALD_ALERTS_SECRET): not a valid signing secret (use whsec_<base64>)"
             );
         }
+        let h = &self.http;
+        if h.header_read_timeout_ms == 0
+            || h.body_read_timeout_ms == 0
+            || h.idle_timeout_ms == 0
+            || h.max_connections == 0
+            || h.max_uri_bytes == 0
+            || h.max_header_bytes == 0
+        {
+            bail!(
+                "http.header_read_timeout_ms, http.body_read_timeout_ms, http.idle_timeout_ms, http.max_connections, http.max_uri_bytes and http.max_header_bytes must be greater than 0"
+            );
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            bail!(
+                "metrics.listen (HERALD_METRICS_LISTEN): {:?} is not an address like 127.0.0.1:9464",
+                self.metrics.listen
+            );
+        }
         if self.retention.interval_secs == 0 || self.retention.batch == 0 {
             bail!("retention.interval_secs and retention.batch must be greater than 0");
         }
@@ -573,6 +644,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Development mode (`serve --dev`): allows http:// and loopback/private targets, drops
+    /// `Secure` from the portal cookie, and listens on `127.0.0.1` unless `host` is set.
+    pub fn apply_dev(&mut self) {
+        self.dev = true;
+        self.security.allow_http = true;
+        self.security.allow_private = true;
+    }
+
+    /// The address to listen on: `host`, or when empty `127.0.0.1` in development mode and
+    /// `0.0.0.0` otherwise.
+    pub fn listen_host(&self) -> &str {
+        match self.host.as_str() {
+            "" if self.dev => "127.0.0.1",
+            "" => "0.0.0.0",
+            h => h,
+        }
     }
 
     /// The alert settings described by `[alerts]`.

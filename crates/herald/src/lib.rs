@@ -7,6 +7,7 @@
 //! general embedding API: [`config::Config`] is the binary's configuration file format.
 
 pub mod config;
+mod http_server;
 mod metrics;
 pub mod secrets;
 
@@ -24,6 +25,7 @@ use herald_store::sqlite::SqliteStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+pub use crate::http_server::raise_fd_limit;
 
 /// The process-wide Prometheus recorder, installed by the first [`run`] in this process and
 /// shared by later ones (a process has one `metrics` recorder; tests run several servers).
@@ -75,13 +77,22 @@ async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
             _lock: None,
         });
     }
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let lock = secrets::lock_data_dir(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join("herald.db");
     let keys = secrets::encryption_keys(cfg)?;
+    // Created empty with mode 0600 first, so the database, and the WAL and shared-memory
+    // files SQLite derives from its mode, are never readable by others.
+    #[cfg(unix)]
+    if !db_path.exists() {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(&db_path)
+            .with_context(|| format!("cannot create {}", db_path.display()))?;
+    }
     let store = SqliteStore::open_with(&db_path, migrate, &keys)
         .with_context(|| format!("opening {}", db_path.display()))?;
+    secrets::restrict_database_files(&db_path)?;
     Ok(OpenedStore {
         store: Arc::new(store),
         shared: false,
@@ -218,7 +229,7 @@ pub async fn run(
             },
         })
         .collect();
-    let api = herald_api::router(
+    let mut api = herald_api::router(
         engine.clone(),
         ApiConfig {
             api_key: keys.api_key.clone(),
@@ -239,20 +250,51 @@ pub async fn run(
         },
     );
 
-    let api = api.merge(metrics::router(engine.clone(), prometheus));
+    // The API's shutdown signal, shared with the metrics listener when there is one.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics_addr = if cfg.metrics.listen.is_empty() {
+        let key = (!cfg.metrics.public).then(|| keys.api_key.clone());
+        api = api.merge(metrics::router(engine.clone(), prometheus, key));
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&cfg.metrics.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "metrics.listen (HERALD_METRICS_LISTEN): cannot listen on {}",
+                    cfg.metrics.listen
+                )
+            })?;
+        let at = listener.local_addr()?;
+        let router = metrics::router(engine.clone(), prometheus, None);
+        tokio::spawn(http_server::serve(
+            listener,
+            router,
+            http_limits(&cfg),
+            stopped(),
+        ));
+        Some(at)
+    };
 
     print_banner(
         &cfg,
         addr,
         &public_url,
         &opened.description,
-        policy.allow_http || policy.allow_private,
+        metrics_addr,
         &keys,
     );
-    axum::serve(listener, api)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
+    http_server::serve(listener, api, http_limits(&cfg), stopped()).await;
     tracing::info!("stopped accepting requests; finishing attempts in flight");
     engine
         .shutdown(Duration::from_secs(cfg.shutdown_grace_secs))
@@ -261,12 +303,66 @@ pub async fn run(
     Ok(())
 }
 
+/// The API server's limits from `[http]`, with the connection cap kept below the open-files
+/// limit: a quarter of the descriptors stay for the store, destinations and the listener, so
+/// the server refuses connections it cannot serve instead of failing to accept them.
+fn http_limits(cfg: &Config) -> http_server::Limits {
+    let h = &cfg.http;
+    let mut max_connections = h.max_connections;
+    #[cfg(unix)]
+    if let Some(files) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        let usable = usize::try_from(files / 4 * 3).unwrap_or(usize::MAX).max(16);
+        if usable < max_connections {
+            tracing::warn!(
+                configured = max_connections,
+                open_files_limit = files,
+                using = usable,
+                "http.max_connections is above what the open-files limit allows; lowering it"
+            );
+            max_connections = usable;
+        }
+    }
+    http_server::Limits {
+        header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(h.body_read_timeout_ms),
+        idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+        max_connections,
+        max_uri_bytes: h.max_uri_bytes,
+        max_header_bytes: h.max_header_bytes,
+    }
+}
+
+/// What this configuration relaxes compared with production defaults, one line each, exactly
+/// what is relaxed (the banner prints them as warnings).
+fn relaxations(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.dev {
+        out.push(
+            "development mode (--dev): do not run like this in production. It implies the lines below and a portal session cookie without Secure."
+                .to_string(),
+        );
+    }
+    if cfg.security.allow_http {
+        out.push("security.allow_http: plain http:// destination URLs are allowed.".to_string());
+    }
+    if cfg.security.allow_private {
+        out.push(
+            "security.allow_private: loopback, private and link-local destination targets are allowed."
+                .to_string(),
+        );
+    }
+    if cfg.metrics.public {
+        out.push("metrics.public: /metrics is served without authentication.".to_string());
+    }
+    out
+}
+
 fn print_banner(
     cfg: &Config,
     addr: std::net::SocketAddr,
     public_url: &str,
     store: &str,
-    relaxed: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
     keys: &secrets::Keys,
 ) {
     // Written in one go, and a closed stdout (a supervisor that stopped reading) is ignored:
@@ -289,12 +385,17 @@ fn print_banner(
             cfg.topics.len().to_string()
         }
     );
-    if relaxed {
-        let _ = writeln!(
-            b,
-            "  WARNING: development mode: http:// and loopback/private destination targets are ALLOWED."
-        );
-        let _ = writeln!(b, "           Do not run like this in production.");
+    let _ = writeln!(
+        b,
+        "  metrics: {}",
+        match metrics_addr {
+            Some(at) => format!("http://{at}/metrics (no authentication)"),
+            None if cfg.metrics.public => "/metrics (public: no authentication)".to_string(),
+            None => "/metrics (admin key required)".to_string(),
+        }
+    );
+    for line in relaxations(cfg) {
+        let _ = writeln!(b, "  WARNING: {line}");
     }
     if keys.api_key_generated {
         let _ = writeln!(b);

@@ -68,9 +68,7 @@ fn main() -> Result<()> {
                 .build()?;
             // The flags are configuration overrides.
             if dev {
-                cfg.dev = true;
-                cfg.security.allow_http = true;
-                cfg.security.allow_private = true;
+                cfg.apply_dev();
             }
             if no_migrate {
                 cfg.database.migrate_on_start = false;
@@ -94,6 +92,7 @@ fn main() -> Result<()> {
             let keys = secrets::encryption_keys(&cfg)?;
             SqliteStore::open(&path, &keys)
                 .with_context(|| format!("migrating {}", path.display()))?;
+            secrets::restrict_database_files(&path)?;
             println!(
                 "database {} is up to date (schema version {})",
                 path.display(),
@@ -132,12 +131,14 @@ fn init_logs(cfg: &Config) {
 
 /// Binds the configured address and runs the server until Ctrl-C or SIGTERM.
 async fn serve(cfg: Config) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
+    herald::raise_fd_limit();
+    let host = cfg.listen_host().to_string();
+    let listener = tokio::net::TcpListener::bind((host.as_str(), cfg.port))
         .await
         .with_context(|| {
             format!(
-                "cannot listen on {}:{} (set HERALD_PORT to use another port)",
-                cfg.host, cfg.port
+                "cannot listen on {host}:{} (set HERALD_PORT to use another port)",
+                cfg.port
             )
         })?;
     herald::run(cfg, listener, shutdown_signal()).await

@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herald_engine::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -16,16 +16,28 @@ use metrics_exporter_prometheus::PrometheusHandle;
 struct MetricsState {
     engine: Engine,
     prometheus: PrometheusHandle,
+    /// The admin key a scrape must carry; `None` when the page is public (`metrics.public`,
+    /// or served on its own `metrics.listen` address).
+    api_key: Option<String>,
 }
 
-/// The `/metrics` route.
-pub fn router(engine: Engine, prometheus: PrometheusHandle) -> Router {
+/// The `/metrics` route; with `api_key`, only for requests carrying it.
+pub fn router(engine: Engine, prometheus: PrometheusHandle, api_key: Option<String>) -> Router {
     Router::new()
         .route("/metrics", get(render))
-        .with_state(MetricsState { engine, prometheus })
+        .with_state(MetricsState {
+            engine,
+            prometheus,
+            api_key,
+        })
 }
 
-async fn render(State(s): State<MetricsState>) -> impl IntoResponse {
+async fn render(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
+    if let Some(key) = &s.api_key
+        && let Err(e) = herald_api::auth::authorize_metrics(key, &headers)
+    {
+        return e.into_response();
+    }
     let mut text = s.prometheus.render();
     match s.engine.store().backlog().await {
         Ok(backlog) => {
@@ -61,7 +73,8 @@ async fn render(State(s): State<MetricsState>) -> impl IntoResponse {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 [(header::CONTENT_TYPE, "text/plain")],
                 "backlog unavailable\n".to_string(),
-            );
+            )
+                .into_response();
         }
     }
     (
@@ -69,4 +82,5 @@ async fn render(State(s): State<MetricsState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         text,
     )
+        .into_response()
 }

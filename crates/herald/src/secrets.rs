@@ -152,8 +152,7 @@ pub fn encryption_keys(cfg: &Config) -> Result<Keyring> {
             "encryption_key (HERALD_ENCRYPTION_KEY) is required with PostgreSQL: set it to 32 random bytes in base64 (generate one with `openssl rand -base64 32`), and give every node sharing the database the same key"
         );
     }
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    create_data_dir(&cfg.data_dir)?;
     let path = cfg.data_dir.join(ENCRYPTION_KEY_FILE);
     let (text, generated) = stored(&cfg.data_dir, ENCRYPTION_KEY_FILE, || {
         Keyring::generate_key().expose().to_string()
@@ -186,10 +185,40 @@ fn read_key_file(path: &Path) -> Result<Option<Secret>> {
     }
 }
 
+/// Creates the data directory (and missing parents) readable by this user only (0700); an
+/// existing directory keeps its mode.
+pub fn create_data_dir(dir: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// Makes the embedded database's files readable by this user only (0600). SQLite gives the
+/// WAL and shared-memory files it creates later the database file's mode.
+pub fn restrict_database_files(db: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut names = vec![db.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            names.push(p.into());
+        }
+        for p in names.iter().filter(|p| p.exists()) {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict the mode of {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Takes an exclusive lock on the data directory for the life of the returned file.
 pub fn lock_data_dir(dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    create_data_dir(dir)?;
     let path = dir.join("herald.lock");
     let f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     match f.try_lock() {

@@ -63,6 +63,10 @@ struct Payload {
     /// Theme asked for by the link (`light`, `dark` or empty).
     #[serde(default)]
     th: String,
+    /// The tenant's token generation when the session began: the session's API calls carry
+    /// it, so revoking the tenant's tokens (or re-creating the tenant) ends the session.
+    #[serde(default)]
+    g: i64,
 }
 
 /// A valid portal session.
@@ -74,6 +78,8 @@ pub struct Session {
     pub csrf: String,
     /// Theme asked for by the link.
     pub theme: String,
+    /// The tenant's token generation when the session began.
+    pub generation: i64,
 }
 
 impl Session {
@@ -82,7 +88,12 @@ impl Session {
         let now = portal.app.engine.clock().now();
         Api {
             router: portal.api.clone(),
-            token: auth::issue(&portal.app.config.jwt_secret, &self.tenant, now),
+            token: auth::issue(
+                &portal.app.config.jwt_secret,
+                &self.tenant,
+                self.generation,
+                now,
+            ),
         }
     }
 }
@@ -140,6 +151,7 @@ pub fn current(portal: &PortalState, headers: &HeaderMap) -> Option<Session> {
         csrf: csrf_token(&portal.key, &p.sid),
         tenant: p.t,
         theme: p.th,
+        generation: p.g,
     })
 }
 
@@ -234,11 +246,11 @@ pub async fn exchange(
     if get("tenant_id").is_some_and(|t| t != claims.sub) {
         return expired(&portal, Expiry::LinkInvalid);
     }
-    match portal.app.engine.store().get_tenant(&claims.sub).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return expired(&portal, Expiry::LinkInvalid),
+    let generation = match portal.app.engine.store().get_tenant(&claims.sub).await {
+        Ok(Some(t)) if auth::current_generation(&claims, &t.tenant) => t.tenant.token_generation(),
+        Ok(_) => return expired(&portal, Expiry::LinkInvalid),
         Err(e) => return html::error_page(&portal.app.config.portal, &e.to_string()),
-    }
+    };
     let theme = match get("theme") {
         Some(t @ ("light" | "dark")) => t.to_string(),
         _ => String::new(),
@@ -249,6 +261,7 @@ pub async fn exchange(
         exp: claims.exp,
         sid: URL_SAFE_NO_PAD.encode(sid),
         th: theme,
+        g: generation,
     };
     let cookie = set_cookie(
         &portal,
@@ -371,6 +384,7 @@ mod tests {
             exp: 100,
             sid: "abc".into(),
             th: String::new(),
+            g: 0,
         };
         let v = seal(&key, &p);
         assert_eq!(open(&key, &v, 99).unwrap().t, "t1");
@@ -398,6 +412,7 @@ mod tests {
                 exp: i64::MAX,
                 sid: "s".into(),
                 th: String::new(),
+                g: 0,
             },
         );
         let now = jiff::Timestamp::from_second(1).unwrap();

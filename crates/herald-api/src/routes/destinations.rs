@@ -398,6 +398,7 @@ pub(crate) async fn update_in(
         Patch::Set(t) => d.disabled_at = Some(t),
     }
     let mut problems = f.problems;
+    let sent = Sent::of(&config_patch, &creds_patch);
 
     if let Patch::Set(p) = config_patch {
         merge_keeping_masked(registry, &old, Section::Config, &mut d.config, p);
@@ -457,6 +458,7 @@ pub(crate) async fn update_in(
             }
         }
     }
+    follow_target(registry, &old, &mut d, &sent, &mut problems);
     problems.finish()?;
     validate_with_registry(state, &d.kind, &d.config, &d.credentials)?;
 
@@ -469,6 +471,95 @@ pub(crate) async fn update_in(
         .await?;
     state.engine.destination_saved(&d);
     Ok(d)
+}
+
+/// The `config` and `credentials` values a PATCH sent, as sent (masked forms included).
+struct Sent {
+    config: BTreeMap<String, String>,
+    credentials: BTreeMap<String, String>,
+}
+
+impl Sent {
+    fn of(
+        config: &Patch<BTreeMap<String, Option<String>>>,
+        credentials: &Patch<BTreeMap<String, Option<String>>>,
+    ) -> Sent {
+        let values = |p: &Patch<BTreeMap<String, Option<String>>>| match p {
+            Patch::Set(m) => m
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        Sent {
+            config: values(config),
+            credentials: values(credentials),
+        }
+    }
+}
+
+/// Credentials follow their target: when an update changes where the destination connects
+/// (a field the type marks as a target — host, URL, endpoint, token URL), the stored secrets
+/// are not carried over to the new place. Every sensitive credential the request does not
+/// send again (in full, not masked) is dropped, so a type that needs it answers 422 naming it;
+/// a config value that embeds a stored secret (URL userinfo, an `Authorization` header) must
+/// be sent again in full. The signing secret is Herald's own and stays.
+fn follow_target(
+    registry: &herald_core::destination::Registry,
+    old: &Destination,
+    d: &mut Destination,
+    sent: &Sent,
+    problems: &mut Problems,
+) {
+    let Some(t) = registry.get(&old.kind) else {
+        return;
+    };
+    let spec = t.spec();
+    let changed = |section: Section,
+                   old_map: &BTreeMap<String, String>,
+                   new_map: &BTreeMap<String, String>| {
+        spec.target_keys(section).any(|k| {
+            old_map.get(k).filter(|v| !v.is_empty()) != new_map.get(k).filter(|v| !v.is_empty())
+        })
+    };
+    if !changed(Section::Config, &old.config, &d.config)
+        && !changed(Section::Credentials, &old.credentials, &d.credentials)
+    {
+        return;
+    }
+    let signing = t.signing_secret_key();
+    let keep = |k: &str| Some(k) == signing || ROTATION_FIELDS.contains(&k);
+    for f in spec.fields(Section::Credentials) {
+        if !f.sensitive || keep(&f.key) {
+            continue;
+        }
+        let Some(stored) = old.credentials.get(&f.key).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let sent_again = sent
+            .credentials
+            .get(&f.key)
+            .is_some_and(|v| !v.is_empty() && *v != wire::mask(stored));
+        if !sent_again {
+            d.credentials.remove(&f.key);
+        }
+    }
+    for (k, v) in &d.config {
+        let Some(stored) = old.config.get(k) else {
+            continue;
+        };
+        // The new value still holds a part that was shown masked, and the client did not
+        // send it in full.
+        if t.redact(k, v).is_some()
+            && sent.config.get(k) != Some(v)
+            && t.redact(k, stored).is_some()
+        {
+            problems.push(
+                format!("config.{k}"),
+                "holds a secret that does not follow a change of where this destination connects; send it again in full",
+            );
+        }
+    }
 }
 
 /// The signing-secret rules of an update (module docs), for the type's signing credential

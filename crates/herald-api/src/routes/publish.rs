@@ -16,6 +16,15 @@ use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch, kind};
 use crate::error::ApiError;
 
+/// What is wrong with a value holding a control character.
+const CONTROL_PROBLEM: &str =
+    "contains a control character (CR, LF, NUL, …), which cannot travel in a header";
+
+/// Whether `s` holds a control character (C0, DEL or C1).
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 /// `POST /publish`: 202 `{id, duplicate, destination_ids}` once the event is durable.
 pub async fn publish(
     State(state): State<SharedState>,
@@ -71,6 +80,27 @@ pub async fn publish(
             None
         }
     };
+    // These travel in headers, attributes and properties of every protocol: a control
+    // character would be dropped there (or split a header), so it is refused here.
+    for (field, value) in [
+        ("id", Some(id.as_str())),
+        ("tenant_id", tenant_id.as_deref()),
+        ("destination_id", destination_id.as_deref()),
+        ("topic", Some(topic.as_str())),
+    ] {
+        if let Some(v) = value
+            && has_control(v)
+        {
+            f.problems.push(field, CONTROL_PROBLEM);
+        }
+    }
+    for (k, v) in &metadata {
+        if has_control(k) {
+            f.problems.push(format!("metadata.{}", k.escape_debug()), "the key contains a control character (CR, LF, NUL, …), which cannot travel in a header");
+        } else if has_control(v) {
+            f.problems.push(format!("metadata.{k}"), CONTROL_PROBLEM);
+        }
+    }
     let problems = f.problems;
     let (Some(tenant_id), Some(data)) = (tenant_id, data) else {
         return Err(problems

@@ -136,7 +136,32 @@ pub async fn delete(
     Ok(Json(json!({ "success": true })))
 }
 
-fn mint(state: &SharedState, tenant_id: &str) -> Result<String, ApiError> {
+/// `POST /tenants/{tenant_id}/tokens/revoke` (admin): every tenant token issued so far stops
+/// working, on every node (the generation is in the store and checked per request), and
+/// portal sessions opened with them end. Tokens issued afterwards work.
+pub async fn revoke_tokens(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params(tenant_id): Params<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let now = state.engine.clock().now();
+    let Some(tenant) = state
+        .engine
+        .store()
+        .revoke_tenant_tokens(&tenant_id, now)
+        .await?
+    else {
+        return Err(ApiError::not_found("tenant"));
+    };
+    Ok(Json(json!({
+        "success": true,
+        "tenant_id": tenant_id,
+        "revoked_at": wire::ts(tenant.tokens_revoked_at.unwrap_or(now)),
+    })))
+}
+
+fn mint(state: &SharedState, tenant: &herald_core::Tenant) -> Result<String, ApiError> {
     if state.config.jwt_secret.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -145,7 +170,8 @@ fn mint(state: &SharedState, tenant_id: &str) -> Result<String, ApiError> {
     }
     Ok(auth::issue(
         &state.config.jwt_secret,
-        tenant_id,
+        &tenant.id,
+        tenant.token_generation(),
         state.engine.clock().now(),
     ))
 }
@@ -157,8 +183,8 @@ pub async fn token(
     Params(tenant_id): Params<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    tenant_scope(&state, &caller, &tenant_id).await?;
-    let token = mint(&state, &tenant_id)?;
+    let tenant = tenant_scope(&state, &caller, &tenant_id).await?;
+    let token = mint(&state, &tenant.tenant)?;
     Ok(Json(json!({ "token": token, "tenant_id": tenant_id })))
 }
 
@@ -171,8 +197,8 @@ pub async fn portal(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    tenant_scope(&state, &caller, &tenant_id).await?;
-    let token = mint(&state, &tenant_id)?;
+    let tenant = tenant_scope(&state, &caller, &tenant_id).await?;
+    let token = mint(&state, &tenant.tenant)?;
     let params = Query::parse(raw.as_deref());
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query

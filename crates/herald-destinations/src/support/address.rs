@@ -76,12 +76,9 @@ impl ServerAddress {
     /// Refuses an IP-literal host the policy does not allow (names are checked when they
     /// are resolved, at every connection).
     pub fn check(&self, policy: &TargetPolicy, field: &str) -> Result<(), FieldError> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            policy
-                .check_ip(ip)
-                .map_err(|b| FieldError::new(field, b.0))?;
-        }
-        Ok(())
+        policy
+            .check_host(&self.host)
+            .map_err(|b| FieldError::new(field, b.0))
     }
 }
 
@@ -114,7 +111,7 @@ impl JsonSchema for ServerAddress {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "pattern": SERVER_PATTERN })
+        json_schema!({ "type": "string", "pattern": SERVER_PATTERN, "x-herald-target": true })
     }
 }
 
@@ -162,7 +159,7 @@ impl JsonSchema for HttpUrl {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "format": "uri", "pattern": "^https?://.+" })
+        json_schema!({ "type": "string", "format": "uri", "pattern": "^https?://.+", "x-herald-target": true })
     }
 }
 

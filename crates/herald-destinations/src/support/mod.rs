@@ -10,6 +10,8 @@
 //! - [`digest`]: HTTP Digest authentication (RFC 7616/2617), the client side with a cached
 //!   challenge per destination;
 //! - [`oauth2`]: the OAuth 2.0 client credentials grant with a shared, cached token;
+//! - `gateway` (with Kafka): a private SOCKS5 listener that checks every address a client
+//!   connects to, also those a server told it about;
 //! - [`tls`]: PEM certificates and keys, client identities (mTLS), TLS failure classification.
 //!
 //! What it is not: protocol logic. Each type's module owns its request format and its error
@@ -18,6 +20,8 @@
 pub mod address;
 pub mod digest;
 pub mod errors;
+#[cfg(feature = "kafka")]
+pub mod gateway;
 pub mod http;
 pub mod oauth2;
 pub mod template;

@@ -373,7 +373,7 @@ fn attempt_from_row(r: &Row) -> Result<Attempt> {
     })
 }
 
-const TENANT_COLS: &str = "id, metadata, created_at, updated_at";
+const TENANT_COLS: &str = "id, metadata, created_at, updated_at, tokens_revoked_at";
 
 fn tenant_from_row(r: &Row) -> Result<Tenant> {
     Ok(Tenant {
@@ -381,6 +381,7 @@ fn tenant_from_row(r: &Row) -> Result<Tenant> {
         metadata: opt_meta("tenants.metadata", r.try_get(1)?)?,
         created_at: ts(r.try_get(2)?),
         updated_at: ts(r.try_get(3)?),
+        tokens_revoked_at: r.try_get::<_, Option<i64>>(4)?.map(ts),
     })
 }
 
@@ -647,7 +648,7 @@ impl Store for PgStore {
             .prepare_cached(
                 "INSERT INTO tenants (id, metadata, created_at, updated_at) VALUES ($1, $2, $3, $3)
                  ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, updated_at = excluded.updated_at
-                 RETURNING created_at, (xmax = 0)",
+                 RETURNING created_at, (xmax = 0), tokens_revoked_at",
             )
             .await?;
         let meta = metadata.as_ref().map(to_json);
@@ -659,6 +660,7 @@ impl Store for PgStore {
                 metadata,
                 created_at: ts(row.try_get(0)?),
                 updated_at: now,
+                tokens_revoked_at: row.try_get::<_, Option<i64>>(2)?.map(ts),
             },
             created,
         ))
@@ -706,6 +708,20 @@ impl Store for PgStore {
             },
             count as u64,
         ))
+    }
+
+    async fn revoke_tenant_tokens(&self, id: &str, now: Timestamp) -> Result<Option<Tenant>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "UPDATE tenants SET tokens_revoked_at = GREATEST($2, COALESCE(tokens_revoked_at, created_at) + 1)
+                 WHERE id = $1 RETURNING {TENANT_COLS}"
+            ))
+            .await?;
+        c.query_opt(&stmt, &[&id, &us(now)])
+            .await?
+            .map(|r| tenant_from_row(&r))
+            .transpose()
     }
 
     async fn delete_tenant(&self, id: &str, now: Timestamp) -> Result<bool> {

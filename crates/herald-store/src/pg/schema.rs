@@ -25,9 +25,10 @@ struct Migration {
 }
 
 /// Every migration, oldest first; the position (1-based) is the version it creates.
-const MIGRATIONS: &[Migration] = &[Migration {
-    description: "initial schema",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        description: "initial schema",
+        sql: r#"
 CREATE TABLE tenants (
     id TEXT COLLATE "C" PRIMARY KEY,
     metadata TEXT,
@@ -123,7 +124,12 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        description: "tenant token revocation",
+        sql: "ALTER TABLE tenants ADD COLUMN tokens_revoked_at BIGINT;",
+    },
+];
 
 /// Newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -229,6 +229,7 @@ async fn prometheus_metrics_report_outcomes_and_backlog() {
     let text = h
         .client
         .get(format!("http://{}/metrics", h.addr))
+        .bearer_auth(herald_testkit::API_KEY)
         .send()
         .await
         .unwrap()

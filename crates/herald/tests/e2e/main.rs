@@ -13,6 +13,9 @@
 //! - `failure_policy`, `http_outcomes`: alerts, disabling, rate limits, metrics, HTTP answers.
 //! - `endpoint_auth`: Basic, Bearer, Digest, OAuth2, mTLS, ed25519 and signature templates
 //!   against nginx, Apache httpd, an Authlib token endpoint and PyNaCl.
+//! - `hardening`: credentials follow their target, token generations and revocation, input
+//!   hygiene, `/metrics` authentication, file modes.
+//! - `http_hygiene`: connection deadlines and cap, size limits, `--dev` on loopback, fd limit.
 //! - `outpost_sdk`: the Outpost Python SDK against Herald.
 //! - `portal_browser`: the tenant portal in headless Chromium (`tests/portal/run.mjs`).
 //! - `sealed_at_rest`: destination secrets sealed in the store, `herald rekey`, `herald config`.
@@ -25,6 +28,8 @@ mod crash;
 mod destinations;
 mod endpoint_auth;
 mod failure_policy;
+mod hardening;
+mod http_hygiene;
 mod http_outcomes;
 mod multinode;
 mod outpost_sdk;

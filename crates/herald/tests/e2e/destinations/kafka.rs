@@ -113,3 +113,68 @@ async fn kafka_invalid_config_is_rejected_at_create() {
         h.expect_rejected("t", &body, field).await;
     }
 }
+
+/// A Kafka driver under a policy that allows only `127.0.0.2`, delivering through a
+/// forwarder there to a broker that names `127.0.0.1` as the partition leader.
+async fn deliver_via_other_loopback(
+    allow: &str,
+) -> Result<herald_core::destination::Receipt, herald_core::destination::DeliveryError> {
+    use herald_destinations::{DestinationsConfig, TargetPolicy};
+    use herald_testkit::contract;
+    let broker = Tansu::start(false).await;
+    broker.create_topic("leaders").await;
+    let fwd =
+        herald_testkit::Forwarder::start_at("127.0.0.2:0".parse().unwrap(), &broker.bootstrap())
+            .await;
+    let registry = herald_destinations::registry(&DestinationsConfig {
+        target_policy: TargetPolicy {
+            allow_http: true,
+            allow_private: false,
+            allow_list: vec![allow.parse().unwrap()],
+        },
+        proxy: None,
+        response_body_limit: 4096,
+        user_agent: "herald-tests".into(),
+        retry_on_status: Vec::new(),
+        tls_ca: None,
+        no_generated_secret: Vec::new(),
+    })
+    .unwrap();
+    let config = [
+        ("brokers", fwd.server_url()),
+        ("topic", "leaders".to_string()),
+        ("tls", "false".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let d = contract::destination(&registry, "kafka", config, Default::default());
+    let driver = contract::driver(&registry, &d);
+    let msg = contract::outbound(
+        &registry,
+        &d,
+        &herald_testkit::unique("evt_"),
+        "t",
+        &json!({"n": 1}),
+        std::time::Duration::from_secs(10),
+    );
+    driver.deliver(&msg).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_outside_the_target_policy_is_never_connected_to() {
+    // The bootstrap address is allowed; the leader the broker advertises (127.0.0.1) is not.
+    let err = deliver_via_other_loopback("127.0.0.2/32")
+        .await
+        .expect_err("the record went to a leader the target policy refuses");
+    assert_eq!(err.code, "blocked_target", "{err:?}");
+    assert_eq!(
+        err.disposition,
+        herald_core::destination::Disposition::Permanent
+    );
+    assert!(err.message.contains("127.0.0.1"), "{}", err.message);
+    // With the leader's network allowed too, the same route delivers.
+    deliver_via_other_loopback("127.0.0.0/8")
+        .await
+        .expect("delivery through the checked gateway");
+}
