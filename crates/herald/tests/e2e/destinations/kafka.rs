@@ -138,6 +138,7 @@ async fn deliver_via_other_loopback(
         retry_on_status: Vec::new(),
         tls_ca: None,
         no_generated_secret: Vec::new(),
+        ..DestinationsConfig::default()
     })
     .unwrap();
     let config = [
