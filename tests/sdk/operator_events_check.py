@@ -239,7 +239,7 @@ except errors.OutpostError as e:
     check("get_destination after delete is 404", e.status_code == 404, e)
 
 # Operator records never show through the tenant API.
-tenant_events = client.events.list()
+tenant_events = client.events.list(request={})
 check(
     "GET /events leaves operator events out",
     all(e.tenant_id == "ops-tenant" for e in tenant_events.models),
