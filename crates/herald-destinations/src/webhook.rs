@@ -461,7 +461,7 @@ fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
                 .any(|p| name.as_str().starts_with(p))
         {
             return Err(format!(
-                "header {k:?} is one Herald sends itself and cannot be overridden"
+                "header {k:?} is reserved: Herald sends it itself and it cannot be overridden"
             ));
         }
         let mut value =
@@ -1004,6 +1004,28 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn custom_headers_may_not_set_heralds_headers_and_are_capped() {
+        for name in ["webhook-signature", "X-Herald-Topic", "x-outpost-event-id"] {
+            assert!(
+                header_map(&headers(&[(name, "v")]))
+                    .unwrap_err()
+                    .contains("reserved"),
+                "{name}"
+            );
+        }
+        let many: BTreeMap<String, String> = (0..51)
+            .map(|i| (format!("x-h{i}"), "v".to_string()))
+            .collect();
+        assert!(header_map(&many).unwrap_err().contains("at most 50"));
+        let big = headers(&[("x-big", &"v".repeat(8200))]);
+        assert!(header_map(&big).unwrap_err().contains("at most 8192"));
+        let fifty: BTreeMap<String, String> = (0..50)
+            .map(|i| (format!("x-h{i}"), "v".to_string()))
+            .collect();
+        assert!(header_map(&fifty).is_ok());
     }
 
     #[test]

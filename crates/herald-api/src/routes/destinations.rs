@@ -244,6 +244,9 @@ pub(crate) async fn create_in(
         ));
     }
     let mut problems = f.problems;
+    if let Patch::Set(m) = &delivery_metadata {
+        check_header_values(m.iter().map(|(k, v)| (k, Some(v))), &mut problems);
+    }
     for (name, t) in [
         ("created_at", &created_at),
         ("updated_at", &updated_at),
@@ -388,7 +391,12 @@ pub(crate) async fn update_in(
         match f.string_patch_map(key, false) {
             Patch::Absent => {}
             Patch::Null => *slot = None,
-            Patch::Set(p) => merge_map(slot.get_or_insert_with(BTreeMap::new), p),
+            Patch::Set(p) => {
+                if key == "delivery_metadata" {
+                    check_header_values(p.iter().map(|(k, v)| (k, v.as_ref())), &mut f.problems);
+                }
+                merge_map(slot.get_or_insert_with(BTreeMap::new), p)
+            }
         }
     }
     match f.timestamp("disabled_at") {
@@ -855,6 +863,21 @@ fn parse_filter(v: Option<&Value>, problems: &mut Problems) -> Option<Value> {
                 format!("expected an object, got {}", crate::body::kind(other)),
             );
             None
+        }
+    }
+}
+
+/// `delivery_metadata` travels in headers: no control characters in its keys or values.
+fn check_header_values<'a>(
+    entries: impl Iterator<Item = (&'a String, Option<&'a String>)>,
+    problems: &mut Problems,
+) {
+    for (k, v) in entries {
+        if k.chars().any(char::is_control) || v.is_some_and(|v| v.chars().any(char::is_control)) {
+            problems.push(
+                format!("delivery_metadata.{}", k.escape_debug()),
+                "contains a control character (CR, LF, NUL, …), which cannot travel in a header",
+            );
         }
     }
 }

@@ -375,6 +375,10 @@ async fn production_mode_refuses_private_and_plain_http_targets() {
         "https://10.0.0.8/x",
         "https://[::1]/x",
         "https://169.254.169.254/latest",
+        // Names that always mean loopback are refused at create too.
+        "https://localhost:9/x",
+        "https://api.localhost/x",
+        "https://2130706433/x",
     ] {
         let (s, v) = h
             .call(
@@ -389,10 +393,17 @@ async fn production_mode_refuses_private_and_plain_http_targets() {
             "{url}: error must name the field: {v}"
         );
     }
-    // A name that resolves to loopback passes validation but is refused at connect time,
-    // and the reason is recorded on the attempt.
+    // A name that resolves to loopback (the machine's own name, which /etc/hosts maps to
+    // 127.0.0.1 or 127.0.1.1) passes validation but is refused at connect time, and the
+    // reason is recorded on the attempt.
+    let own = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let url = format!("https://{}:9/x", own.trim());
     let (s, v) = h
-        .call("POST", "/tenants/t/destinations", Some(json!({"type": "webhook", "topics": "*", "config": {"url": "https://localhost:9/x"}})))
+        .call(
+            "POST",
+            "/tenants/t/destinations",
+            Some(json!({"type": "webhook", "topics": "*", "config": {"url": url}})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     h.publish(json!({"tenant_id": "t", "topic": "a", "data": {}}))

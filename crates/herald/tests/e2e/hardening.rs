@@ -280,6 +280,15 @@ async fn control_characters_in_event_fields_are_422_naming_the_field() {
             "{body} -> {v}"
         );
     }
+    // A destination's delivery_metadata is sent as headers too.
+    h.ok("PUT", "/tenants/cc", None).await;
+    h.expect_rejected(
+        "cc",
+        &json!({"type": "webhook", "topics": "*", "config": {"url": "http://127.0.0.1:9/"},
+                "delivery_metadata": {"k": "a\r\nb"}}),
+        "delivery_metadata.k",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -303,7 +312,7 @@ async fn custom_headers_may_not_set_heralds_own_headers_and_are_capped() {
                 "config.custom_headers",
             )
             .await;
-        assert!(v.to_string().contains("Herald sends itself"), "{v}");
+        assert!(v.to_string().contains("Herald sends it itself"), "{v}");
     }
     let many: serde_json::Map<String, serde_json::Value> =
         (0..51).map(|i| (format!("x-h{i}"), json!("v"))).collect();
