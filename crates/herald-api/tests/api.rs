@@ -1408,3 +1408,94 @@ async fn every_signing_type_generates_and_rotates_its_secret() {
     let v = app.ok(POST, uri, Some(body), StatusCode::CREATED).await;
     assert!(v["credentials"].get("signing_secret").is_none(), "{v}");
 }
+
+/// Operator destinations and events live under a reserved tenant the tenant API never
+/// reaches: its id is refused, and the operator routes need the admin key.
+#[tokio::test]
+async fn the_operator_tenant_is_reserved_and_operator_routes_are_admin_only() {
+    let app = app().await;
+    let (status, v) = app
+        .admin(PUT, "/api/v1/tenants/_herald_operator", None)
+        .await;
+    assert_problem(status, &v, "reserved");
+    let (status, v) = app
+        .admin(
+            POST,
+            "/api/v1/publish",
+            Some(json!({"tenant_id": "_herald_operator", "topic": "x", "data": {}})),
+        )
+        .await;
+    assert_problem(status, &v, "reserved");
+    let (status, v) = app
+        .admin(GET, "/api/v1/tenants/_herald_operator/destinations", None)
+        .await;
+    assert_error(status, &v, StatusCode::NOT_FOUND, "tenant");
+
+    let d = app
+        .ok(
+            POST,
+            "/api/v1/operator-events/destinations",
+            Some(json!({"type": "webhook", "topics": ["alert.*"],
+                        "config": {"url": "https://ops.example.com/alerts"}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        d["credentials"]["secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    let (status, v) = app
+        .admin(
+            POST,
+            "/api/v1/operator-events/destinations",
+            Some(json!({"type": "webhook", "topics": ["user.created"],
+                        "config": {"url": "https://ops.example.com/alerts"}})),
+        )
+        .await;
+    assert_problem(status, &v, "topics[0]");
+    let (page, _) = app.admin(GET, "/api/v1/tenants", None).await;
+    assert!(
+        !page.to_string().contains("_herald_operator"),
+        "never listed: {page}"
+    );
+
+    app.tenant("t1").await;
+    let token = app.token("t1").await;
+    for uri in [
+        "/api/v1/operator-events/destinations",
+        "/api/v1/operator-events/events",
+        "/api/v1/operator-events/attempts",
+        "/api/v1/operator-events/destination-types",
+    ] {
+        let (status, v) = app.call(GET, uri, Some(&token), None).await;
+        assert_error(status, &v, StatusCode::FORBIDDEN, "admin");
+        let (status, v) = app.call(GET, uri, None, None).await;
+        assert_error(status, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let (status, _) = app
+        .admin(
+            GET,
+            &format!(
+                "/api/v1/operator-events/destinations/{}",
+                d["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = app
+        .admin(GET, "/api/v1/operator-events/destinations/nope", None)
+        .await;
+    assert_error(status, &v, StatusCode::NOT_FOUND, "destination");
+}
+
+/// A 422 whose body (message or problem list) mentions `needle`.
+fn assert_problem(status: StatusCode, body: &Value, needle: &str) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "body: {body}");
+    assert!(
+        body.to_string().contains(needle),
+        "{needle:?} not in {body}"
+    );
+}
