@@ -25,6 +25,7 @@ mod crash;
 mod destinations;
 mod endpoint_auth;
 mod failure_policy;
+mod fairness;
 mod http_outcomes;
 mod multinode;
 mod outpost_sdk;
