@@ -117,8 +117,9 @@ async fn send(router: &Router, method: &str, uri: &str, body: Vec<u8>) -> (u16, 
     let value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{method} {uri}: {status} with a body that is not JSON ({e})"))
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("{method} {uri}: {status} with a body that is not JSON ({e})")
+        })
     };
     (status, value)
 }
