@@ -132,7 +132,13 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { what, id } => {
                 ApiError::conflict(format!("{what} {id:?} already exists"))
             }
-            other => ApiError::internal(other),
+            other => match other.unavailable() {
+                Some(why) => {
+                    tracing::warn!(error = %other, "store unavailable; answering 503");
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
+                }
+                None => ApiError::internal(other),
+            },
         }
     }
 }

@@ -19,8 +19,13 @@ pub struct EngineConfig {
     pub attempt_timeout: Duration,
     /// Attempts in flight across all destinations.
     pub max_in_flight: usize,
-    /// Attempts in flight to one destination.
+    /// Attempts in flight to one destination (its ceiling: timeouts lower it for a while,
+    /// see [`crate::admission`]).
     pub destination_max_in_flight: usize,
+    /// Attempts in flight for one tenant across its destinations (capped at `max_in_flight`).
+    /// Below `max_in_flight`, one tenant's slow or hung destinations can never take the
+    /// whole pool.
+    pub tenant_max_in_flight: usize,
     /// Deliveries held in memory waiting for a worker; more wait in the store.
     pub queue_capacity: usize,
     /// How long a node holds a delivery before another may take it over. An attempt about to
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             attempt_timeout: Duration::from_secs(5),
             max_in_flight: 512,
             destination_max_in_flight: 64,
+            tenant_max_in_flight: 256,
             queue_capacity: 20_000,
             lease: Duration::from_secs(60),
             claim_limit: 20_000,

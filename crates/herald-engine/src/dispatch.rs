@@ -1,10 +1,10 @@
 //! Workers: the dispatcher that turns queued jobs into attempts, the poller that refills the
 //! queue from the store, and one attempt from message building to recorded outcome.
 //!
-//! Concurrency is bounded three ways: the in-memory queue (`queue_capacity`), attempts in
-//! flight overall (`max_in_flight`) and per destination (`destination_max_in_flight`). A job
-//! waits for its destination's permit *before* taking a global one, so a slow destination
-//! can hold at most its own share of the global pool.
+//! Concurrency is bounded by the in-memory queue (`queue_capacity`) and, per attempt, by the
+//! slots of [`crate::admission`]: its destination's (adaptive, shrinking while it times out),
+//! its tenant's (`tenant_max_in_flight`) and the global pool's (`max_in_flight`), taken in that
+//! order, so a slow destination holds at most its own share and a tenant at most its own.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -20,8 +20,9 @@ use herald_store::{AttemptEffects, AttemptRecord, Job};
 use jiff::{SignedDuration, Timestamp};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 
+use crate::admission::{self, Admission, Concurrency, Slot};
 use crate::routes::Route;
 use crate::{EngineConfig, Inner};
 
@@ -29,8 +30,8 @@ type Limiter = governor::DefaultDirectRateLimiter;
 
 /// Per-destination admission state.
 pub(crate) struct DestinationGate {
-    /// Attempts in flight to this destination.
-    slots: Arc<Semaphore>,
+    /// Attempts in flight to this destination (an adaptive limit).
+    slots: Arc<Concurrency>,
     /// Even spacing of attempts, when the destination has a rate limit.
     limiter: Option<Arc<Limiter>>,
     /// Jobs spawned and waiting for a slot or the limiter.
@@ -45,7 +46,8 @@ pub(crate) struct Dispatch {
     admit: Arc<Semaphore>,
     /// Permits `admit` started with.
     admit_total: usize,
-    global: Arc<Semaphore>,
+    /// Tenant and global slots.
+    admission: Admission,
     gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
     destination_limit: usize,
     in_flight: AtomicUsize,
@@ -58,7 +60,7 @@ impl Dispatch {
         Self {
             admit: Arc::new(Semaphore::new(cfg.queue_capacity.max(1))),
             admit_total: cfg.queue_capacity.max(1),
-            global: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            admission: Admission::new(cfg.max_in_flight, cfg.tenant_max_in_flight),
             gates: Mutex::new(HashMap::new()),
             destination_limit: cfg.destination_max_in_flight.max(1),
             in_flight: AtomicUsize::new(0),
@@ -107,7 +109,7 @@ impl Dispatch {
             Arc::new(governor::RateLimiter::direct(quota))
         });
         let gate = Arc::new(DestinationGate {
-            slots: Arc::new(Semaphore::new(max)),
+            slots: Concurrency::new(&d.id, max),
             limiter,
             waiting: AtomicUsize::new(0),
             settings: (max, rate),
@@ -162,13 +164,12 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
             break;
         };
         gate.waiting.fetch_add(1, Ordering::SeqCst);
-        let global = inner.dispatch.global.clone();
         let inner = inner.clone();
         tokio::spawn(async move {
             let _admit = admit;
             // Waiting for capacity ends early when the engine stops; the job is handed back.
             let slot = tokio::select! {
-                s = gate.slots.clone().acquire_owned() => s.ok(),
+                s = gate.slots.acquire() => s,
                 _ = inner.stopping.cancelled() => None,
             };
             if slot.is_some()
@@ -180,22 +181,20 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
                 }
             }
             gate.waiting.fetch_sub(1, Ordering::SeqCst);
-            let global = match slot {
-                Some(_) => tokio::select! {
-                    g = global.acquire_owned() => g.ok(),
+            // Then the tenant's slot and a global one (see `admission`).
+            let slot = match slot {
+                Some(s) => tokio::select! {
+                    s = inner.dispatch.admission.admit(&job.delivery.tenant_id, s) => s,
                     _ = inner.stopping.cancelled() => None,
                 },
                 None => None,
             };
-            if global.is_none() || inner.stopping.is_cancelled() {
+            let Some(slot) = slot.filter(|_| !inner.stopping.is_cancelled()) else {
                 inner.dispatch.hand_back(job.delivery.id);
-                return;
-            }
-            let (Some(slot), Some(global)) = (slot, global) else {
                 return;
             };
             inner.dispatch.in_flight.fetch_add(1, Ordering::SeqCst);
-            attempt(&inner, job, (slot, global)).await;
+            attempt(&inner, job, slot).await;
             inner.dispatch.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -337,18 +336,21 @@ fn message(
 /// One attempt of one delivery, start to recorded finish, as five stages: [`prepare`] (route,
 /// lease, message, signature) → [`send`] (with the deadline) → [`classify`] → [`decide`]
 /// (retry policy and clock) → [`record`] (one store call, which also applies the failure
-/// policy and writes any operator events). `permits` (the destination's slot and the global
-/// one) are held while the request is out and given back before the result is recorded, so
-/// bookkeeping latency (a database round trip) never limits how many requests a destination
-/// gets.
-async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
+/// policy and writes any operator events). `slot` (the destination's, the tenant's and the
+/// global one) is held while the request is out and given back before the result is recorded,
+/// so bookkeeping latency (a database round trip) never limits how many requests a destination
+/// gets; a timeout shrinks the destination's limit.
+async fn attempt(inner: &Inner, job: Job, slot: Slot) {
     let Some(prepared) = prepare(inner, job).await else {
         return;
     };
     let result = send(inner, &prepared).await;
     let finished = inner.clock.now();
     // Slot give-back point: the request is no longer out.
-    drop(permits);
+    slot.release(match &result {
+        Err(e) if e.code == "timeout" => admission::Outcome::TimedOut,
+        _ => admission::Outcome::Answered,
+    });
     let outcome = classify(result);
     let decision = decide(
         &inner.config.retry,

@@ -17,6 +17,7 @@
 //! changes made on other nodes and wake the poller when another node leaves work behind
 //! ([`notices`]).
 
+mod admission;
 pub mod config;
 mod dispatch;
 mod notices;

@@ -110,6 +110,15 @@ pub enum StoreError {
     /// The store is shutting down or its writer died.
     #[error("store is closed")]
     Closed,
+    /// One write of a batch that failed for a reason outside it (see
+    /// [`StoreError::unavailable`]); `detail` is the batch's error.
+    #[error("{reason} ({detail})")]
+    Unavailable {
+        /// What [`StoreError::unavailable`] said about the batch's error.
+        reason: &'static str,
+        /// The batch's error.
+        detail: String,
+    },
     /// Opening the store failed.
     #[error("cannot open store at {path}: {detail}")]
     Open {
@@ -122,6 +131,59 @@ pub enum StoreError {
 
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// Why the store cannot take any write right now, when the cause is the database's state
+    /// rather than the request: PostgreSQL unreachable, restarting or refusing connections,
+    /// or the embedded database's disk full. The API answers these with 503 and this text;
+    /// the client may try again later, and nothing of the request was applied.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Pool(_) => Some("the database is unreachable; try again shortly"),
+            StoreError::Postgres(e) => postgres_unavailable(e),
+            StoreError::Sqlite(e) => sqlite_unavailable(e),
+            StoreError::Unavailable { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+fn postgres_unavailable(e: &tokio_postgres::Error) -> Option<&'static str> {
+    use tokio_postgres::error::SqlState;
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection itself failed or was closed.
+        return Some("the database connection was lost; try again shortly");
+    };
+    let c = code.code();
+    if *code == SqlState::DISK_FULL {
+        Some("the database's disk is full; try again once space is freed")
+    } else if c.starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || c.starts_with("53")
+    {
+        Some("the database is unavailable (restarting or out of resources); try again shortly")
+    } else {
+        None
+    }
+}
+
+fn sqlite_unavailable(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => {
+            Some("the database's disk is full; try again once space is freed")
+        }
+        Some(ErrorCode::SystemIoFailure) => Some(
+            "the database could not write to its disk (full or failing); try again once it is fixed",
+        ),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            Some("the database is busy; try again shortly")
+        }
+        _ => None,
+    }
+}
 
 /// An event as stored, with what publishing decided about it.
 #[derive(Debug, Clone, PartialEq)]

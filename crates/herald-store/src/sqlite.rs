@@ -471,6 +471,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
         for done in completions {
             let result = match &committed {
                 Ok(()) => Ok(()),
+                // Keep SQLite's code (a full disk stays a full disk for the caller).
+                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(code, msg))) => Err(
+                    StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone())),
+                ),
                 Err(e) => Err(StoreError::Corrupt {
                     column: "commit",
                     detail: e.to_string(),

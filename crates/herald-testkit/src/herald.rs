@@ -44,6 +44,12 @@ fn settings(dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
     all
 }
 
+/// The environment [`HeraldProcess`] gives the binary on data directory `dir`, with `env` on
+/// top: for tests that start it under another program (e.g. `strace`).
+pub fn server_env(dir: &Path, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    settings(dir, env)
+}
+
 /// The API of one running Herald, called with the admin key.
 #[derive(Clone)]
 pub struct Api {

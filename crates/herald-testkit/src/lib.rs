@@ -1,8 +1,9 @@
 //! Herald's test support, in one place for every test suite of the workspace: a recording
 //! HTTP receiver, a TCP forwarder that simulates outages and hung servers, free ports, one
-//! PostgreSQL database per test, reachability checks for the machine's services, the Python
-//! virtualenv of the independent readers, the servers the tests start (moto, tansu, the
-//! Pub/Sub emulator, a wire-faithful Service Bus), and — with the `server` feature — Herald
+//! PostgreSQL database per test, a private PostgreSQL server a test may stop and restart,
+//! reachability checks for the machine's services, the Python virtualenv of the independent
+//! readers, the servers the tests start (moto, tansu, the Pub/Sub emulator, a wire-faithful
+//! Service Bus), and — with the `server` feature — Herald
 //! itself (in-process on `herald::run`, or the real binary as a child process), the API
 //! helpers and the Driver contract suite.
 //!
@@ -13,6 +14,7 @@
 pub mod forwarder;
 pub mod pg;
 pub mod ports;
+pub mod private_pg;
 pub mod python;
 pub mod receiver;
 pub mod servers;
@@ -29,10 +31,11 @@ pub mod signing;
 pub use forwarder::{Forwarder, Mode};
 pub use pg::{TestDb, test_keys};
 pub use ports::{free_port, wait_port};
+pub use private_pg::{PrivatePostgres, StopMode};
 pub use receiver::{Received, Receiver};
 pub use services::{require, unique};
 
 #[cfg(feature = "server")]
-pub use herald::{API_KEY, Api, Herald, HeraldProcess, output_within, retry_fast};
+pub use herald::{API_KEY, Api, Herald, HeraldProcess, output_within, retry_fast, server_env};
 #[cfg(feature = "server")]
 pub use signing::{SECRET, check_headers, verify_standard};

@@ -11,7 +11,10 @@
 //! 2. end-to-end delivery throughput through Herald, and its ratio to the baseline;
 //! 3. sustained publish rate with 1 and with 10 destinations per event;
 //! 4. publish → first attempt latency (p50/p99) at a moderate rate;
-//! 5. Herald's peak RSS, and its RSS holding 1,000,000 pending deliveries (receiver down).
+//! 5. Herald's peak RSS, and its RSS holding 1,000,000 pending deliveries (receiver down);
+//! 6. fairness: tenant Y's delivery throughput alone, and beside tenant X's 50 destinations
+//!    whose server accepts connections and never answers (100 events published to them), and
+//!    the ratio of the two (`--fairness-only` runs just this scenario).
 //!
 //! This is a measurement, not a test: nothing here passes or fails except the final table's
 //! comparison with the targets in SPEC §7.
@@ -60,6 +63,97 @@ pub struct BenchArgs {
     /// and one more delivery: compare a run with and without it to see what they cost.
     #[arg(long)]
     pub operator_attempt_events: bool,
+    /// Run only the fairness scenario (tenant Y beside tenant X's 50 hung destinations).
+    #[arg(long)]
+    pub fairness_only: bool,
+}
+
+/// A server that accepts TCP connections and never reads or answers: a hung receiver.
+/// Returns its address and the number of connections it accepted.
+async fn start_black_hole() -> Result<(SocketAddr, Arc<AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            // Held open, never read: the client's request waits for its timeout.
+            held.push(socket);
+        }
+    });
+    Ok((addr, accepted))
+}
+
+/// Tenant Y's end-to-end delivery rate: events published for `seconds` at full speed, counted
+/// at the receiver from the first publish until all have arrived.
+async fn delivery_rate(args: &BenchArgs, h: &Cluster, sink: &Sink, tenant: &str, run: &str) -> f64 {
+    let before = sink.hits.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let rate = publish_phase(args, h, tenant, run).await;
+    let published = (rate * args.seconds as f64).round() as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.hits.load(Ordering::Relaxed) - before < published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (sink.hits.load(Ordering::Relaxed) - before) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The fairness scenario; returns (Y alone, Y beside X's hung destinations) in deliveries/s.
+async fn fairness(args: &BenchArgs, sink: &Sink, sink_url: &str) -> Result<(f64, f64)> {
+    print!("[6/6] fairness: tenant Y alone … ");
+    flush();
+    // X's failures must not disable its destinations while Y is measured.
+    let h = start_cluster(
+        args,
+        "fair",
+        &[("HERALD_ALERTS_CONSECUTIVE_FAILURE_THRESHOLD", "0")],
+    )
+    .await?;
+    let c = client();
+    setup(&c, h.first(), "fair-y", sink_url, 1).await?;
+    if h.nodes.len() > 1 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let alone = delivery_rate(args, &h, sink, "fair-y", "fy1").await;
+    println!("{alone:.0} deliveries/s");
+    print!("      tenant Y beside tenant X's 50 hung destinations (100 events) … ");
+    flush();
+    let (hole, accepted) = start_black_hole().await?;
+    setup(&c, h.first(), "fair-x", &format!("http://{hole}"), 50).await?;
+    if h.nodes.len() > 1 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in 0..100u64 {
+        let body = json!({"tenant_id": "fair-x", "topic": "bench.hung", "id": format!("fx-{i}"), "data": {"i": i}});
+        api(&c, h.node(i), reqwest::Method::POST, "/publish", body).await?;
+    }
+    // X's attempts are out before Y is measured.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accepted.load(Ordering::Relaxed) < 50 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let beside = delivery_rate(args, &h, sink, "fair-y", "fy2").await;
+    println!(
+        "{beside:.0} deliveries/s ({:.0} %; the hung server accepted {} connections)",
+        100.0 * beside / alone.max(f64::MIN_POSITIVE),
+        accepted.load(Ordering::Relaxed)
+    );
+    Ok((alone, beside))
+}
+
+fn print_fairness(alone: f64, beside: f64) {
+    let ratio = beside / alone.max(f64::MIN_POSITIVE);
+    println!("| tenant Y alone | {alone:.0} deliveries/s | — | — |");
+    println!(
+        "| tenant Y beside 50 hung destinations of tenant X | {beside:.0} deliveries/s | — | — |"
+    );
+    println!(
+        "| fairness ratio (beside / alone) | {:.0} % | ≥ 80 % | {} |",
+        ratio * 100.0,
+        verdict(ratio >= 0.8)
+    );
 }
 
 /// The receiver: counts requests and notes when each event id first arrived.
@@ -353,9 +447,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let (sink_addr, sink) = start_sink().await?;
     let sink_url = format!("http://{sink_addr}");
     let dur = Duration::from_secs(args.seconds);
+    if args.fairness_only {
+        let (alone, beside) = fairness(&args, &sink, &sink_url).await?;
+        println!();
+        println!("| measure | figure | target | verdict |");
+        println!("|---|---|---|---|");
+        print_fairness(alone, beside);
+        return Ok(());
+    }
 
     // 1. Baseline: plain client → receiver.
-    print!("[1/5] baseline client → receiver … ");
+    print!("[1/6] baseline client → receiver … ");
     flush();
     let c = client();
     let body = serde_json::to_vec(&json!({"i": 1, "pad": "x".repeat(200)}))?;
@@ -402,7 +504,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         // Other nodes learn about the destinations from store notices; give them a moment.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    print!("[2/5] publish rate, 1 destination per event … ");
+    print!("[2/6] publish rate, 1 destination per event … ");
     flush();
     let before = sink.hits.load(Ordering::Relaxed);
     let t0 = Instant::now();
@@ -424,7 +526,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
 
-    print!("[3/5] publish rate, 10 destinations per event … ");
+    print!("[3/6] publish rate, 10 destinations per event … ");
     flush();
     let before = sink.hits.load(Ordering::Relaxed);
     let t0 = Instant::now();
@@ -449,7 +551,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let best = delivery.max(delivery10);
 
     // 4. Latency at a moderate rate: 200 events/s, one at a time on a schedule.
-    print!("[4/5] publish → first attempt latency at 200 events/s … ");
+    print!("[4/6] publish → first attempt latency at 200 events/s … ");
     flush();
     sink.track.store(true, Ordering::Relaxed);
     let mut sent: Vec<(String, Instant)> = Vec::new();
@@ -499,7 +601,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     } else {
         let events = args.backlog / 10;
         print!(
-            "[5/5] memory with {} pending deliveries ({events} events × 10 destinations, receiver down) … ",
+            "[5/6] memory with {} pending deliveries ({events} events × 10 destinations, receiver down) … ",
             args.backlog
         );
         flush();
@@ -583,6 +685,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (rss, peak, pending)
     };
 
+    let (fair_alone, fair_beside) = fairness(&args, &sink, &sink_url).await?;
+
     let ratio = best / baseline;
     let peak = peak_main.max(backlog_peak);
     println!();
@@ -623,6 +727,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             verdict(pending >= args.backlog && backlog_rss < 300 * 1024)
         );
     }
+    print_fairness(fair_alone, fair_beside);
     Ok(())
 }
 

@@ -178,6 +178,17 @@ impl Default for DatabaseSection {
     }
 }
 
+impl DeliveryConfig {
+    /// The per-tenant in-flight bound in effect: the setting, or half of `max_in_flight` when
+    /// it is 0; never more than `max_in_flight`.
+    pub fn tenant_limit(&self) -> usize {
+        match self.tenant_max_in_flight {
+            0 => (self.max_in_flight / 2).max(1),
+            n => n.min(self.max_in_flight),
+        }
+    }
+}
+
 impl DatabaseSection {
     /// Whether PostgreSQL is configured.
     pub fn is_postgres(&self) -> bool {
@@ -193,8 +204,10 @@ pub struct DeliveryConfig {
     pub timeout_ms: u64,
     /// Attempts in flight overall.
     pub max_in_flight: usize,
-    /// Attempts in flight per destination.
+    /// Attempts in flight per destination (the ceiling; timeouts lower it for a while).
     pub destination_max_in_flight: usize,
+    /// Attempts in flight per tenant; 0 means half of `max_in_flight`.
+    pub tenant_max_in_flight: usize,
     /// Deliveries held in memory; the rest wait on disk.
     pub queue_capacity: usize,
     /// Window in which a re-published event id is a duplicate, in seconds.
@@ -377,6 +390,7 @@ impl Default for DeliveryConfig {
             timeout_ms: 5000,
             max_in_flight: 512,
             destination_max_in_flight: 64,
+            tenant_max_in_flight: 0,
             queue_capacity: 20_000,
             idempotency_window_secs: 24 * 3600,
             response_body_limit: 4096,
@@ -939,6 +953,25 @@ mod tests {
         let c = Config::load(None, &env(&[])).unwrap();
         assert_eq!(c.port, 3333);
         assert_eq!(c.delivery.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn the_tenant_bound_defaults_to_half_the_pool_and_never_exceeds_it() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.delivery.tenant_limit(), 256);
+        let c = Config::load(None, &env(&[("HERALD_DELIVERY_MAX_IN_FLIGHT", "100")])).unwrap();
+        assert_eq!(c.delivery.tenant_limit(), 50);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("HERALD_DELIVERY_MAX_IN_FLIGHT", "100"),
+                ("HERALD_DELIVERY_TENANT_MAX_IN_FLIGHT", "300"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.delivery.tenant_limit(), 100);
+        let c = Config::load(None, &env(&[("HERALD_DELIVERY_TENANT_MAX_IN_FLIGHT", "8")])).unwrap();
+        assert_eq!(c.delivery.tenant_limit(), 8);
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub async fn run(
         attempt_timeout: Duration::from_millis(cfg.delivery.timeout_ms),
         max_in_flight: cfg.delivery.max_in_flight,
         destination_max_in_flight: cfg.delivery.destination_max_in_flight,
+        tenant_max_in_flight: cfg.delivery.tenant_limit(),
         queue_capacity: cfg.delivery.queue_capacity,
         poll_interval: Duration::from_millis(cfg.delivery.poll_interval_ms.max(10)),
         idempotency_window: Duration::from_secs(cfg.delivery.idempotency_window_secs),

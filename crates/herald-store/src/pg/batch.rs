@@ -186,11 +186,19 @@ async fn publish_all(pool: &Pool, mut pending: Vec<PublishReq>) {
             Err(e) => {
                 tracing::error!(error = %e, events = batch.len(), "publish batch failed");
                 let msg = e.to_string();
+                let unavailable = e.unavailable();
                 let mut first = Some(e);
                 for req in batch {
-                    let err = first.take().unwrap_or_else(|| StoreError::Corrupt {
-                        column: "publish batch",
-                        detail: msg.clone(),
+                    let err = first.take().unwrap_or_else(|| match unavailable {
+                        // The others of the batch fail for the same reason (e.g. the server is down).
+                        Some(reason) => StoreError::Unavailable {
+                            reason,
+                            detail: msg.clone(),
+                        },
+                        None => StoreError::Corrupt {
+                            column: "publish batch",
+                            detail: msg.clone(),
+                        },
                     });
                     let _ = req.reply.send(Err(err));
                 }
@@ -388,11 +396,19 @@ async fn record_all(pool: &Pool, batch: Vec<RecordReq>) {
         Err(e) => {
             tracing::error!(error = %e, attempts = batch.len(), "attempt batch failed");
             let msg = e.to_string();
+            let unavailable = e.unavailable();
             let mut first = Some(e);
             for req in batch {
-                let err = first.take().unwrap_or_else(|| StoreError::Corrupt {
-                    column: "attempt batch",
-                    detail: msg.clone(),
+                let err = first.take().unwrap_or_else(|| match unavailable {
+                    // The others of the batch fail for the same reason (e.g. the server is down).
+                    Some(reason) => StoreError::Unavailable {
+                        reason,
+                        detail: msg.clone(),
+                    },
+                    None => StoreError::Corrupt {
+                        column: "attempt batch",
+                        detail: msg.clone(),
+                    },
                 });
                 let _ = req.reply.send(Err(err));
             }

@@ -10,6 +10,9 @@
 //!
 //! - `api`: publish → delivery, retries, signing, filters, restart, production mode, CLI.
 //! - `crash`, `multinode`: processes killed mid-stream, nodes sharing PostgreSQL.
+//! - `chaos`: PostgreSQL restarted under load (a private server), the embedded store on a full
+//!   disk (a tmpfs), SIGKILL during a migration on both stores.
+//! - `fairness`: one tenant's hung destinations leave another tenant its throughput.
 //! - `failure_policy`, `http_outcomes`: alerts, disabling, rate limits, metrics, HTTP answers.
 //! - `endpoint_auth`: Basic, Bearer, Digest, OAuth2, mTLS, ed25519 and signature templates
 //!   against nginx, Apache httpd, an Authlib token endpoint and PyNaCl.
@@ -23,11 +26,13 @@
 //! - `contract`: the Driver contract suite (`herald_testkit::contract`) for every type.
 
 mod api;
+mod chaos;
 mod contract;
 mod crash;
 mod destinations;
 mod endpoint_auth;
 mod failure_policy;
+mod fairness;
 mod hardening;
 mod http_hygiene;
 mod http_outcomes;
