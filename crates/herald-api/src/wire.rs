@@ -36,6 +36,19 @@ fn opt_ts(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::String(ts(t)))
 }
 
+/// A scoped API key, without its secret (only its digest is stored anyway).
+pub fn api_key(k: &herald_store::ApiKey) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "scopes": k.scopes,
+        "tenant_id": k.tenant_id,
+        "created_at": ts(k.created_at),
+        "expires_at": opt_ts(k.expires_at),
+        "last_used_at": opt_ts(k.last_used_at),
+    })
+}
+
 /// A tenant with its derived figures.
 pub fn tenant(s: &TenantSummary) -> Value {
     json!({

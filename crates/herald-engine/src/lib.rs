@@ -342,6 +342,14 @@ impl Engine {
         self.inner.routes.upsert_if_newer(d.clone());
     }
 
+    /// Reloads the whole routing table from the store (after a bulk write such as a CSV
+    /// import, cheaper than one [`Engine::destination_saved`] per row).
+    pub async fn reload_destinations(&self) -> Result<(), StoreError> {
+        let all = self.inner.store.list_all_destinations().await?;
+        self.inner.routes.load(all);
+        Ok(())
+    }
+
     /// Tells the engine a destination was deleted.
     pub fn destination_removed(&self, tenant_id: &str, id: &str) {
         self.inner.routes.remove(tenant_id, id);

@@ -22,7 +22,11 @@ pub async fn publish(
     caller: Caller,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require_admin()?;
+    if let Caller::Tenant(_) = caller {
+        return Err(ApiError::forbidden(
+            "publishing requires the admin API key or an API key with the publish scope",
+        ));
+    }
     let obj = body.object(true)?;
     let now = state.engine.clock().now();
     let mut f = Fields::new(&obj);
@@ -73,6 +77,7 @@ pub async fn publish(
             .unwrap_or_else(|| ApiError::invalid("body", "incomplete event")));
     };
     problems.finish()?;
+    caller.check_tenant(&tenant_id)?;
     let event = Event {
         id,
         tenant_id,

@@ -25,9 +25,10 @@ struct Migration {
 }
 
 /// Every migration, oldest first; the position (1-based) is the version it creates.
-const MIGRATIONS: &[Migration] = &[Migration {
-    description: "initial schema",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        description: "initial schema",
+        sql: r#"
 CREATE TABLE tenants (
     id TEXT COLLATE "C" PRIMARY KEY,
     metadata TEXT,
@@ -123,7 +124,35 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 );
 "#,
-}];
+    },
+    Migration {
+        description: "scoped API keys",
+        sql: r#"
+CREATE TABLE api_keys (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    tenant_id TEXT COLLATE "C",
+    secret_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE INDEX api_keys_created ON api_keys (created_at, id);
+"#,
+    },
+    Migration {
+        description: "used single-use tokens",
+        sql: r#"
+CREATE TABLE used_nonces (
+    nonce TEXT COLLATE "C" PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX used_nonces_expiry ON used_nonces (expires_at);
+"#,
+    },
+];
 
 /// Newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
