@@ -217,6 +217,10 @@ pub fn build(engine: Engine, config: ApiConfig) -> (Router, keys::Authenticator)
             put(destinations::disable),
         )
         .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/renew",
+            post(destinations::renew),
+        )
+        .route(
             "/tenants/{tenant_id}/destinations/{destination_id}/replay",
             post(replay::replay),
         )

@@ -198,6 +198,8 @@ pub struct Mapper {
     pub signing_mode: signing::SigningMode,
     /// "Now" for the whole import.
     pub now: Timestamp,
+    /// `destinations.max_lifetime`: a new template destination expires this long from now.
+    pub max_lifetime: Option<SignedDuration>,
 }
 
 impl Mapper {
@@ -319,6 +321,7 @@ impl Mapper {
                 delivery_metadata: None,
                 metadata: None,
                 disabled_at: None,
+                expires_at: self.max_lifetime.map(|m| self.now + m),
                 created_at: self.now,
                 updated_at: self.now,
             },

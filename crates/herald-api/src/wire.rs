@@ -113,8 +113,9 @@ pub fn shown(registry: &Registry, kind: &str, section: Section, key: &str, value
     }
 }
 
-/// A destination, with sensitive fields masked and `target` / `target_url` from its type.
-pub fn destination(registry: &Registry, d: &Destination) -> Value {
+/// A destination, with sensitive fields masked and `target` / `target_url` from its type;
+/// `expires_at` and `expired` (at `now`) are Herald extensions.
+pub fn destination(registry: &Registry, d: &Destination, now: Timestamp) -> Value {
     let show = |section: Section,
                 map: &std::collections::BTreeMap<String, String>|
      -> Map<String, Value> {
@@ -162,6 +163,8 @@ pub fn destination(registry: &Registry, d: &Destination) -> Value {
         "delivery_metadata": d.delivery_metadata,
         "metadata": d.metadata,
         "disabled_at": opt_ts(d.disabled_at),
+        "expires_at": opt_ts(d.expires_at),
+        "expired": d.is_expired(now),
         "created_at": ts(d.created_at),
         "updated_at": ts(d.updated_at),
         "target": target,

@@ -351,7 +351,7 @@ async fn attempt(inner: &Inner, job: Job, permits: (OwnedSemaphorePermit, OwnedS
         return;
     };
     let dest = &route.destination;
-    if !dest.is_enabled() {
+    if !dest.is_active(inner.clock.now()) {
         settle_unroutable(inner, &delivery).await;
         return;
     }
@@ -509,7 +509,7 @@ async fn settle_unroutable(inner: &Inner, delivery: &herald_core::Delivery) {
         .get_destination(&delivery.tenant_id, &delivery.destination_id)
         .await;
     let outcome = match stored {
-        Ok(Some(d)) if d.is_enabled() => {
+        Ok(Some(d)) if d.is_active(now) => {
             inner
                 .routes
                 .set(&delivery.tenant_id, &delivery.destination_id, Some(d));

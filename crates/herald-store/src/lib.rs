@@ -238,6 +238,15 @@ impl std::fmt::Debug for ApiKey {
 /// otherwise. An `Err` item rolls the whole batch back.
 pub type DestinationBatch = Box<dyn Iterator<Item = Result<(Destination, bool)>> + Send>;
 
+/// Which expiry notice has been produced for a destination's current `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExpiryLevel {
+    /// `destination.expiring`: the expiry is within the configured lead time.
+    Expiring = 1,
+    /// `destination.expired`: the expiry has passed.
+    Expired = 2,
+}
+
 /// What the engine decided after one attempt.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -329,6 +338,19 @@ pub trait Store: Send + Sync + 'static {
     /// On a shared store other nodes are told to reload everything ([`Notice::Resync`]) rather
     /// than one notice per row.
     async fn import_destinations(&self, rows: DestinationBatch) -> Result<u64>;
+    /// Records that the `level` notice for destination `id`'s expiry at `expires_at` is being
+    /// produced: a compare-and-set that succeeds (`true`) for exactly one caller on any node,
+    /// and only while `expires_at` is still the destination's expiry and no notice of this
+    /// level or above was recorded for it (a new `expires_at` starts over). With
+    /// [`ExpiryLevel::Expired`] the destination's pending deliveries are cancelled in the same
+    /// transaction.
+    async fn mark_expiry_notice(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        level: ExpiryLevel,
+        now: Timestamp,
+    ) -> Result<bool>;
     /// Deletes a destination and cancels its pending deliveries.
     async fn delete_destination(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<bool>;
 

@@ -33,8 +33,8 @@ use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_jso
 use crate::query::*;
 use crate::seal::{self, Keyring, ResealReport};
 use crate::{
-    ApiKey, AttemptRecord, Backlog, DestinationBatch, Job, NewDelivery, PublishOutcome, PurgeStats,
-    Result, Store, StoreError, StoredEvent, cursor,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery,
+    PublishOutcome, PurgeStats, Result, Store, StoreError, StoredEvent, cursor,
 };
 
 /// Newest schema version this binary knows.
@@ -157,6 +157,12 @@ CREATE TABLE used_nonces (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX used_nonces_expiry ON used_nonces (expires_at);
+"#,
+    // 5: destination expiry, and which expiry notice was produced for the current expiry
+    // (0 none, 1 expiring, 2 expired; reset when expires_at changes).
+    r#"
+ALTER TABLE destinations ADD COLUMN expires_at INTEGER;
+ALTER TABLE destinations ADD COLUMN expiry_notice INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -500,7 +506,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
 
 // ----- conversions -----
 
-const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
+const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at, expires_at";
 
 fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
     let id: String = r.get(0)?;
@@ -520,6 +526,7 @@ fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
         disabled_at: r.get::<_, Option<i64>>(9)?.map(ts),
         created_at: ts(r.get(10)?),
         updated_at: ts(r.get(11)?),
+        expires_at: r.get::<_, Option<i64>>(12)?.map(ts),
     })
 }
 
@@ -660,11 +667,13 @@ fn write_destination(
 ) -> Result<usize> {
     let sql = if insert {
         format!(
-            "INSERT INTO destinations ({DEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            "INSERT INTO destinations ({DEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         )
     } else {
+        // A new expiry starts a new round of expiry notices (SET expressions see the old row).
         "UPDATE destinations SET tenant_id = ?2, type = ?3, topics = ?4, filter = ?5, config = ?6, credentials = ?7,
-             delivery_metadata = ?8, metadata = ?9, disabled_at = ?10, created_at = ?11, updated_at = ?12 WHERE id = ?1"
+             delivery_metadata = ?8, metadata = ?9, disabled_at = ?10, created_at = ?11, updated_at = ?12,
+             expires_at = ?13, expiry_notice = CASE WHEN expires_at IS ?13 THEN expiry_notice ELSE 0 END WHERE id = ?1"
             .to_string()
     };
     Ok(conn.prepare_cached(&sql)?.execute(params![
@@ -679,7 +688,8 @@ fn write_destination(
         d.metadata.as_ref().map(to_json),
         d.disabled_at.map(us),
         us(d.created_at),
-        us(d.updated_at)
+        us(d.updated_at),
+        d.expires_at.map(us)
     ])?)
 }
 
@@ -1113,6 +1123,29 @@ impl Store for SqliteStore {
                 n += 1;
             }
             Ok(n)
+        })
+        .await
+    }
+
+    async fn mark_expiry_notice(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        level: ExpiryLevel,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let won = c
+                .prepare_cached(
+                    "UPDATE destinations SET expiry_notice = ?3 WHERE id = ?1 AND expires_at = ?2 AND expiry_notice < ?3",
+                )?
+                .execute(params![id, us(expires_at), level as i64])?
+                == 1;
+            if won && level == ExpiryLevel::Expired {
+                cancel_pending(c, "destination_id", &id, now)?;
+            }
+            Ok(won)
         })
         .await
     }

@@ -71,6 +71,7 @@ sealing_contract!(
 contract!(
     api_keys_insert_list_revoke_touch,
     import_destinations_is_all_or_nothing,
+    expiry_round_trips_and_each_notice_is_claimed_once,
     nonces_are_used_once,
     tenants_upsert_get_list_delete,
     destinations_crud_and_conflict,
@@ -1594,6 +1595,102 @@ async fn import_destinations_is_all_or_nothing(s: Arc<dyn Store>) {
         Some(changed)
     );
     assert!(s.get_destination("acme", "d500").await.unwrap().is_some());
+}
+
+// ----- expiry -----
+
+async fn expiry_round_trips_and_each_notice_is_claimed_once(s: Arc<dyn Store>) {
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    let mut d = destination("dx", "acme", &["*"], at(1));
+    d.expires_at = Some(at(100));
+    s.insert_destination(&d).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "dx").await.unwrap(),
+        Some(d.clone())
+    );
+    let ev = event("e1", "acme", "t", at(2));
+    assert_eq!(
+        s.publish(
+            &ev,
+            &["dx".into()],
+            vec![new_delivery("dl1", &ev, "dx", at(2), None)],
+            at(0),
+            at(2)
+        )
+        .await
+        .unwrap(),
+        PublishOutcome::Accepted
+    );
+
+    // A notice for another expiry than the stored one is never claimed.
+    assert!(
+        !s.mark_expiry_notice("dx", at(99), ExpiryLevel::Expiring, at(50))
+            .await
+            .unwrap()
+    );
+    // Concurrent claimers (nodes): exactly one wins each level.
+    for level in [ExpiryLevel::Expiring, ExpiryLevel::Expired] {
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.mark_expiry_notice("dx", at(100), level, at(100))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += t.await.unwrap() as usize;
+        }
+        assert_eq!(wins, 1, "{level:?}");
+    }
+    // Claiming `expired` cancelled the pending delivery; `expiring` cannot come after it.
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert!(
+        !s.mark_expiry_notice("dx", at(100), ExpiryLevel::Expiring, at(101))
+            .await
+            .unwrap()
+    );
+
+    // A renewal (new expires_at) starts a new round; other changes do not.
+    d.topics = Topics::List(vec!["a".into()]);
+    s.update_destination(&d, false, at(102)).await.unwrap();
+    assert!(
+        !s.mark_expiry_notice("dx", at(100), ExpiryLevel::Expired, at(102))
+            .await
+            .unwrap()
+    );
+    d.expires_at = Some(at(500));
+    s.update_destination(&d, false, at(103)).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "dx")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        Some(at(500))
+    );
+    assert!(
+        s.mark_expiry_notice("dx", at(500), ExpiryLevel::Expiring, at(450))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.mark_expiry_notice("dx", at(500), ExpiryLevel::Expiring, at(451))
+            .await
+            .unwrap()
+    );
+    d.expires_at = None;
+    s.update_destination(&d, false, at(104)).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "dx")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        None
+    );
 }
 
 // ----- API keys -----

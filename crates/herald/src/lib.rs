@@ -170,6 +170,12 @@ pub async fn run(
         retention: Duration::from_secs(cfg.retention.max_age_secs),
         retention_interval: Duration::from_secs(cfg.retention.interval_secs),
         retention_batch: cfg.retention.batch,
+        max_lifetime: config::parse_duration(&cfg.destinations.max_lifetime)
+            .map_err(anyhow::Error::msg)?,
+        expiring_notice_lead: config::parse_duration(&cfg.destinations.expiring_notice)
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or_default(),
+        expiry_check_interval: Duration::from_secs(cfg.destinations.expiry_check_interval_secs),
         lease: Duration::from_secs(cfg.delivery.lease_secs),
         // On a shared store, hold about what can be in flight soon and leave the rest of the
         // due work to other nodes.

@@ -133,9 +133,11 @@ pub async fn retry(
         .ok_or_else(|| ApiError::not_found("destination"))?;
     match state.engine.retry(&event, &destination).await {
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "success": true })))),
-        Err(e @ (RetryError::Disabled(_) | RetryError::TopicMismatch { .. })) => {
-            Err(ApiError::bad_request(e.to_string()))
-        }
+        Err(
+            e @ (RetryError::Disabled(_)
+            | RetryError::Expired(_)
+            | RetryError::TopicMismatch { .. }),
+        ) => Err(ApiError::bad_request(e.to_string())),
         Err(RetryError::Store(e)) => Err(e.into()),
     }
 }

@@ -148,6 +148,7 @@ pub async fn upload(
         catalog: state.config.topics.iter().map(|t| t.name.clone()).collect(),
         signing_mode: state.engine.config().signing.mode,
         now: state.engine.clock().now(),
+        max_lifetime: crate::routes::destinations::max_lifetime(&state),
     });
     let (check, file) = {
         let mapper = mapper.clone();

@@ -1,7 +1,8 @@
 //! Test harness: the real router over a temporary SQLite store and a running engine, with two
 //! fake destination types (the real ones live in a crate this one must not depend on):
 //! - `webhook`: `config.url` (required, http(s)), `config.custom_headers`; signs, with its
-//!   secret in `credentials.secret`. Delivery succeeds unless the URL contains `fail`.
+//!   secret in `credentials.secret`. Delivery succeeds unless the URL contains `fail`
+//!   (permanent failure) or `retry` (retryable failure).
 //! - `queue`: `config.name` (required), `credentials.password` (required, sensitive); does not
 //!   sign.
 //! - `stream`: `config.stream` (required), `credentials.password` (required, sensitive); signs
@@ -86,11 +87,16 @@ struct FakeStream;
 
 struct FakeDriver {
     fail: bool,
+    /// Fails with a retryable error (the URL contains `retry`).
+    retry: bool,
 }
 
 #[async_trait]
 impl Driver for FakeDriver {
     async fn deliver(&self, _msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
+        if self.retry {
+            return Err(DeliveryError::retry("503", "unavailable"));
+        }
         if self.fail {
             let mut e = DeliveryError::permanent("400", "rejected");
             e.response = Some(json!({"status_code": 400, "body": "no"}));
@@ -144,6 +150,7 @@ impl Spec for FakeWebhook {
     ) -> Result<Arc<dyn Driver>, FieldError> {
         Ok(Arc::new(FakeDriver {
             fail: config.url.contains("fail"),
+            retry: config.url.contains("retry"),
         }))
     }
 
@@ -177,7 +184,10 @@ impl Spec for FakeQueue {
         _: QueueConfig,
         _: QueueCredentials,
     ) -> Result<Arc<dyn Driver>, FieldError> {
-        Ok(Arc::new(FakeDriver { fail: false }))
+        Ok(Arc::new(FakeDriver {
+            fail: false,
+            retry: false,
+        }))
     }
 
     fn target(&self, config: &QueueConfig) -> (String, Option<String>) {
@@ -199,7 +209,10 @@ impl Spec for FakeStream {
         _: StreamConfig,
         _: QueueCredentials,
     ) -> Result<Arc<dyn Driver>, FieldError> {
-        Ok(Arc::new(FakeDriver { fail: false }))
+        Ok(Arc::new(FakeDriver {
+            fail: false,
+            retry: false,
+        }))
     }
 
     fn target(&self, config: &StreamConfig) -> (String, Option<String>) {

@@ -51,8 +51,8 @@ use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_jso
 use crate::query::*;
 use crate::seal::{self, Keyring};
 use crate::{
-    ApiKey, AttemptRecord, Backlog, DestinationBatch, Job, NewDelivery, Notice, PublishOutcome,
-    PurgeStats, Result, Store, StoreError, StoredEvent,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, Notice,
+    PublishOutcome, PurgeStats, Result, Store, StoreError, StoredEvent,
 };
 use sql::Where;
 
@@ -277,7 +277,14 @@ async fn notify_in<C: GenericClient>(c: &C, n: &Notice) -> Result<()> {
 
 // ----- rows -----
 
-const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
+const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at, expires_at";
+
+/// Updates a whole destination row (`$1`…`$13` as [`destination_params`]); a new expiry
+/// starts a new round of expiry notices.
+const UPDATE_DESTINATION: &str = "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
+     delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12, expires_at = $13,
+     expiry_notice = CASE WHEN destinations.expires_at IS NOT DISTINCT FROM $13 THEN destinations.expiry_notice ELSE 0 END
+     WHERE id = $1";
 
 fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
     let id: String = r.try_get(0)?;
@@ -297,6 +304,7 @@ fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
         disabled_at: r.try_get::<_, Option<i64>>(9)?.map(ts),
         created_at: ts(r.try_get(10)?),
         updated_at: ts(r.try_get(11)?),
+        expires_at: r.try_get::<_, Option<i64>>(12)?.map(ts),
     })
 }
 
@@ -426,7 +434,7 @@ async fn cancel_pending<C: GenericClient>(
     Ok(c.execute(&sql, &[&value, &us(now)]).await?)
 }
 
-fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 12] {
+fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 13] {
     let (config, credentials) = seal::seal_destination(keys, d);
     [
         Box::new(d.id.clone()),
@@ -441,6 +449,7 @@ fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync 
         Box::new(d.disabled_at.map(us)),
         Box::new(us(d.created_at)),
         Box::new(us(d.updated_at)),
+        Box::new(d.expires_at.map(us)),
     ]
 }
 
@@ -595,7 +604,7 @@ impl Store for PgStore {
             let n = tx
                 .execute(
                     &format!(
-                        "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                        "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                          ON CONFLICT (id) DO NOTHING"
                     ),
                     &refs(&p),
@@ -626,12 +635,7 @@ impl Store for PgStore {
     ) -> Result<()> {
         let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
-            tx.execute(
-                "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
-                     delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12 WHERE id = $1",
-                &refs(&p),
-            )
-            .await?;
+            tx.execute(UPDATE_DESTINATION, &refs(&p)).await?;
             if cancel {
                 cancel_pending(&*tx, "destination_id", &d.id, now).await?;
                 // A disabled destination starts a fresh failure streak when re-enabled.
@@ -653,16 +657,11 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         let insert = tx
             .prepare_cached(&format!(
-                "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (id) DO NOTHING"
             ))
             .await?;
-        let update = tx
-            .prepare_cached(
-                "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
-                     delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12 WHERE id = $1",
-            )
-            .await?;
+        let update = tx.prepare_cached(UPDATE_DESTINATION).await?;
         let health = tx
             .prepare_cached(
                 "INSERT INTO destination_health (destination_id, consecutive_failures) VALUES ($1, 0)
@@ -691,6 +690,29 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn mark_expiry_notice(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        level: ExpiryLevel,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let lvl = level as i16;
+        in_tx!(self, |tx| {
+            let won = tx
+                .execute(
+                    "UPDATE destinations SET expiry_notice = $3 WHERE id = $1 AND expires_at = $2 AND expiry_notice < $3",
+                    &[&id, &us(expires_at), &lvl],
+                )
+                .await?
+                == 1;
+            if won && level == ExpiryLevel::Expired {
+                cancel_pending(&*tx, "destination_id", id, now).await?;
+            }
+            Ok(won)
+        })
     }
 
     async fn get_destination(&self, tenant_id: &str, id: &str) -> Result<Option<Destination>> {

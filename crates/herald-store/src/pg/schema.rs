@@ -152,6 +152,13 @@ CREATE TABLE used_nonces (
 CREATE INDEX used_nonces_expiry ON used_nonces (expires_at);
 "#,
     },
+    Migration {
+        description: "destination expiry",
+        sql: r#"
+ALTER TABLE destinations ADD COLUMN expires_at BIGINT;
+ALTER TABLE destinations ADD COLUMN expiry_notice SMALLINT NOT NULL DEFAULT 0;
+"#,
+    },
 ];
 
 /// Newest schema version this binary knows.
