@@ -868,6 +868,35 @@ fn describe_key(e: &toml::de::Error) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn durations_and_the_destinations_section() {
+        use std::time::Duration;
+        assert_eq!(parse_duration(""), Ok(None));
+        assert_eq!(parse_duration("0"), Ok(None));
+        assert_eq!(
+            parse_duration("90d"),
+            Ok(Some(Duration::from_secs(90 * 86_400)))
+        );
+        assert_eq!(parse_duration("12h"), Ok(Some(Duration::from_secs(43_200))));
+        assert_eq!(parse_duration("30m"), Ok(Some(Duration::from_secs(1800))));
+        assert_eq!(parse_duration("45"), Ok(Some(Duration::from_secs(45))));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("d").is_err());
+        let env: BTreeMap<String, String> = [("HERALD_DESTINATIONS_MAX_LIFETIME", "90d")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cfg = Config::load(None, &env).unwrap();
+        assert_eq!(cfg.destinations.max_lifetime, "90d");
+        assert_eq!(cfg.destinations.expiring_notice, "7d");
+        let env: BTreeMap<String, String> = [("HERALD_DESTINATIONS_MAX_LIFETIME", "forever")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let e = Config::load(None, &env).unwrap_err().to_string();
+        assert!(e.contains("HERALD_DESTINATIONS_MAX_LIFETIME"), "{e}");
+    }
+
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()

@@ -484,3 +484,34 @@ async fn a_hundred_thousand_rows_import_well_under_a_minute_in_bounded_memory() 
     let all = h.ok("GET", "/tenants/bulk", None).await;
     assert_eq!(all["destinations_count"], json!(ROWS));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_max_lifetime_from_the_configuration_fills_expires_at_and_renews_by_it() {
+    let h = Herald::start(&[("HERALD_DESTINATIONS_MAX_LIFETIME", "90d")]).await;
+    let d = h
+        .create(
+            "acme",
+            json!({"type": "webhook", "topics": "*", "config": {"url": "https://example.com/x"}}),
+        )
+        .await;
+    let expires: jiff::Timestamp = d["expires_at"]
+        .as_str()
+        .expect("expires_at")
+        .parse()
+        .unwrap();
+    let in_90_days = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(90 * 24);
+    assert!(
+        in_90_days.duration_since(expires).abs() < jiff::SignedDuration::from_mins(5),
+        "{d}"
+    );
+    assert_eq!(d["expired"], false);
+    let id = d["id"].as_str().unwrap();
+    let renewed = h
+        .ok(
+            "POST",
+            &format!("/tenants/acme/destinations/{id}/renew"),
+            None,
+        )
+        .await;
+    assert!(renewed["expires_at"].as_str().unwrap() >= d["expires_at"].as_str().unwrap());
+}
