@@ -422,7 +422,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_rows_import_well_under_a_minute_in_bounded_memory() {
     const ROWS: usize = 100_000;
-    let h = crate::process(&[]);
+    // Info logs: the server reports how long each phase of the import took.
+    let h = crate::process(&[("HERALD_LOG_LEVEL", "info,herald_engine=warn")]);
     h.ok("PUT", "/tenants/bulk", None).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bulk.csv");
