@@ -98,6 +98,14 @@ async fn route_scope_table() {
         (Method::POST, "/api/v1/tenants/acme/destinations/nope/test".into(), Some(json!({})), [404, 404, 403, 403, 404, 403, 404, 404, 404]),
         (Method::GET, "/api/v1/tenants/acme/destinations/d1/attempts".into(), None, [200, 200, 403, 200, 403, 403, 200, 200, 200]),
         (Method::GET, "/api/v1/tenants/acme/destinations/d1/attempts/nope".into(), None, [404, 404, 403, 404, 403, 403, 404, 404, 404]),
+        (Method::POST, "/api/v1/tenants/acme/destinations/nope/renew".into(), None, [404, 404, 403, 403, 404, 403, 404, 404, 404]),
+        // CSV webhook templates: handing out URLs is scoped; the URLs carry no credentials
+        // (a request without a valid signature is 403 whoever sends it).
+        (Method::POST, "/api/v1/tenants/acme/webhook-templates/upload-url".into(), None, [200, 200, 403, 403, 200, 403, 200, 200, 200]),
+        (Method::POST, "/api/v1/tenants/other/webhook-templates/upload-url".into(), None, [200, 200, 403, 403, 200, 403, 403, 403, 403]),
+        (Method::POST, "/api/v1/tenants/acme/webhook-templates/download-url".into(), None, [200, 200, 403, 200, 403, 403, 200, 200, 200]),
+        (Method::PUT, "/api/v1/webhook-templates/upload".into(), None, [403, 403, 403, 403, 403, 403, 403, 403, 403]),
+        (Method::GET, "/api/v1/webhook-templates/download".into(), None, [403, 403, 403, 403, 403, 403, 403, 403, 403]),
         // Publishing and retries.
         (Method::POST, "/api/v1/publish".into(), Some(json!({})), [422, 422, 422, 403, 403, 403, 422, 422, 403]),
         (Method::POST, "/api/v1/retry".into(), Some(json!({})), [422, 422, 403, 403, 422, 403, 422, 422, 422]),
