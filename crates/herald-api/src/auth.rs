@@ -1,5 +1,5 @@
-//! Who is calling: the operator with the admin API key, or one tenant with a JWT from
-//! `GET /tenants/{id}/token`.
+//! Who is calling: the operator with the admin API key, a scoped API key, or one tenant with
+//! a JWT from `GET /tenants/{id}/token`.
 //!
 //! Tenant tokens are compact JWS tokens signed with HS256 (RFC 7519), written here with
 //! `hmac` + `sha2` + `base64` rather than a JWT crate: Herald issues exactly one kind of token
@@ -15,18 +15,19 @@
 //!
 //! Authorisation rules that are the same for every route live here too: a tenant token
 //! may only name its own tenant in a path (403 otherwise), and a token whose tenant has been
-//! deleted is stale (401), as in Outpost.
+//! deleted is stale (401), as in Outpost. Scoped API keys ([`crate::keys`]) are checked
+//! against [`required_scope`], one table for every route; a key bound to a tenant is confined
+//! to it like a tenant token.
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{FromRequestParts, MatchedPath};
+use axum::http::Method;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use sha2::Sha256;
 
 use crate::SharedState;
 use crate::error::ApiError;
@@ -40,49 +41,176 @@ pub const ISSUER: &str = "herald";
 /// Issuers accepted on incoming tokens.
 const ACCEPTED_ISSUERS: [&str; 2] = [ISSUER, "outpost"];
 
+/// A permission an API key can hold. A route needs exactly one ([`required_scope`]); `admin`
+/// covers every other scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Everything, including API keys, tenants, tokens and portal links.
+    Admin,
+    /// `POST /publish`.
+    Publish,
+    /// Every `GET` (and asking for a CSV download link).
+    Read,
+    /// Changes to destinations: create, update, delete, enable, disable, renew, secret
+    /// rotation, retry, replay, test events, CSV upload links.
+    DestinationsWrite,
+    /// The Prometheus endpoint `/metrics`.
+    Metrics,
+}
+
+impl Scope {
+    /// Every scope, in the order the docs list them.
+    pub const ALL: [Scope; 5] = [
+        Scope::Admin,
+        Scope::Publish,
+        Scope::Read,
+        Scope::DestinationsWrite,
+        Scope::Metrics,
+    ];
+
+    /// The wire name (`destinations:write`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Publish => "publish",
+            Scope::Read => "read",
+            Scope::DestinationsWrite => "destinations:write",
+            Scope::Metrics => "metrics",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An authenticated scoped API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPrincipal {
+    /// The key's id.
+    pub id: String,
+    /// Its scopes.
+    pub scopes: Vec<Scope>,
+    /// The only tenant it may act on, when set.
+    pub tenant_id: Option<String>,
+}
+
+impl KeyPrincipal {
+    /// Whether the key holds `scope` (or `admin`).
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// The operator (admin API key): may do everything.
+    /// The operator (the bootstrap admin API key): may do everything.
     Admin,
     /// A tenant (JWT): may only touch its own resources and may not publish.
     Tenant(String),
+    /// A scoped API key (`POST /api-keys`).
+    Key(KeyPrincipal),
 }
 
 impl Caller {
-    /// The tenant a tenant token is scoped to; `None` for the admin.
+    /// The tenant the caller is confined to: a tenant token's, or a tenant-bound key's.
     pub fn tenant(&self) -> Option<&str> {
         match self {
             Caller::Admin => None,
             Caller::Tenant(t) => Some(t),
+            Caller::Key(k) => k.tenant_id.as_deref(),
         }
     }
 
-    /// Whether this is the admin.
+    /// Whether the caller has the operator's powers: the bootstrap admin key, or a key with
+    /// the `admin` scope that is not bound to a tenant (a tenant-bound key acts like a tenant
+    /// token whatever its scopes).
     pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Admin)
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(_) => false,
+            Caller::Key(k) => k.tenant_id.is_none() && k.scopes.contains(&Scope::Admin),
+        }
+    }
+
+    /// Whether the caller holds `scope`. A tenant token holds `read` and
+    /// `destinations:write` on its own tenant.
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(_) => matches!(scope, Scope::Read | Scope::DestinationsWrite),
+            Caller::Key(k) => k.has(scope),
+        }
     }
 
     /// 403 unless the caller is the admin.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.is_admin() {
             Ok(())
+        } else if let Caller::Key(k) = self
+            && !k.has(Scope::Admin)
+        {
+            Err(missing_scope(Scope::Admin))
         } else {
             Err(ApiError::forbidden(
-                "this endpoint requires the admin API key",
+                "this endpoint requires the admin API key (or an API key with the admin scope and no tenant)",
             ))
         }
     }
 
-    /// 403 when a tenant token names another tenant in the path.
+    /// 403 when a tenant token (or tenant-bound key) names another tenant in the path.
     pub fn check_tenant(&self, tenant_id: &str) -> Result<(), ApiError> {
-        match self {
-            Caller::Tenant(own) if own != tenant_id => Err(ApiError::forbidden(
-                "this token is scoped to another tenant",
-            )),
+        match self.tenant() {
+            Some(own) if own != tenant_id => Err(ApiError::forbidden(match self {
+                Caller::Key(_) => "this API key is bound to another tenant",
+                _ => "this token is scoped to another tenant",
+            })),
             _ => Ok(()),
         }
     }
+}
+
+/// The 403 for a key without the scope a route needs.
+pub fn missing_scope(scope: Scope) -> ApiError {
+    ApiError::forbidden(format!(
+        "this API key lacks the {:?} scope needed for this request",
+        scope.as_str()
+    ))
+    .with_data(serde_json::json!({ "required_scope": scope.as_str() }))
+}
+
+/// The scope a request needs, from its method and route template (the path as registered,
+/// without the `/api/v1` prefix, e.g. `/tenants/{tenant_id}/destinations`). One table for
+/// every route, so what a key may do can be read here and is tested route by route.
+pub fn required_scope(method: &Method, route: &str) -> Scope {
+    let route = route.strip_prefix("/api/v1").unwrap_or(route);
+    if route.starts_with("/api-keys")
+        || route.starts_with("/operator-events")
+        || route == "/tenants/{tenant_id}/token"
+        || route == "/tenants/{tenant_id}/tokens/revoke"
+        || route == "/tenants/{tenant_id}/portal"
+    {
+        return Scope::Admin;
+    }
+    if route == "/metrics" {
+        return Scope::Metrics;
+    }
+    if route == "/publish" {
+        return Scope::Publish;
+    }
+    if route == "/tenants/{tenant_id}/webhook-templates/download-url" {
+        return Scope::Read;
+    }
+    if *method == Method::GET || *method == Method::HEAD {
+        return Scope::Read;
+    }
+    if route == "/tenants/{tenant_id}" {
+        // Creating, changing and deleting tenants is the operator's.
+        return Scope::Admin;
+    }
+    Scope::DestinationsWrite
 }
 
 impl FromRequestParts<SharedState> for Caller {
@@ -92,39 +220,19 @@ impl FromRequestParts<SharedState> for Caller {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
-        let token = bearer_token(header).ok_or_else(ApiError::unauthorized)?;
-        if is_admin_key(&state.config.api_key, token) {
-            return Ok(Caller::Admin);
+        let caller = state.auth.authenticate(&parts.headers).await?;
+        if let Caller::Key(k) = &caller {
+            let route = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| parts.uri.path().to_string());
+            let needed = required_scope(&parts.method, &route);
+            if !k.has(needed) {
+                return Err(missing_scope(needed));
+            }
         }
-        let now = state.engine.clock().now();
-        let claims =
-            verify(&state.config.jwt_secret, token, now).map_err(|_| ApiError::unauthorized())?;
-        // A token outlives nothing: once its tenant is deleted (even if created again) or its
-        // tokens are revoked, it is stale.
-        match state.engine.store().get_tenant(&claims.sub).await? {
-            Some(t) if current_generation(&claims, &t.tenant) => Ok(Caller::Tenant(claims.sub)),
-            _ => Err(ApiError::unauthorized()),
-        }
-    }
-}
-
-/// Whether a request may read the Prometheus `/metrics` page: it must carry the admin key
-/// (the one place that decides; a `metrics`-scoped key belongs here too). 401 otherwise.
-pub fn authorize_metrics(api_key: &str, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or_else(ApiError::unauthorized)?;
-    if is_admin_key(api_key, token) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
+        Ok(caller)
     }
 }
 
@@ -137,15 +245,25 @@ pub fn current_generation(claims: &Claims, tenant: &herald_core::Tenant) -> bool
     }
 }
 
-/// Whether `token` is the admin key. Both sides are hashed first so the comparison takes
-/// the same time whatever the lengths; an empty configured key never matches.
-fn is_admin_key(api_key: &str, token: &str) -> bool {
-    !api_key.is_empty()
-        && bool::from(Sha256::digest(token.as_bytes()).ct_eq(&Sha256::digest(api_key.as_bytes())))
+/// Verifies a tenant token, that its tenant still exists and that the token belongs to the
+/// tenant's current generation ([`current_generation`]).
+pub(crate) async fn tenant_from_jwt(
+    jwt_secret: &[u8],
+    store: &dyn herald_store::Store,
+    token: &str,
+    now: Timestamp,
+) -> Result<Caller, ApiError> {
+    let claims = verify(jwt_secret, token, now).map_err(|_| ApiError::unauthorized())?;
+    // A token outlives nothing: once its tenant is deleted (even if created again) or its
+    // tokens are revoked, it is stale.
+    match store.get_tenant(&claims.sub).await? {
+        Some(t) if current_generation(&claims, &t.tenant) => Ok(Caller::Tenant(claims.sub)),
+        _ => Err(ApiError::unauthorized()),
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer_token(header: &str) -> Option<&str> {
+pub(crate) fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
@@ -361,13 +479,6 @@ mod tests {
             &claims(None, created.as_second()),
             &tenant
         ));
-    }
-
-    #[test]
-    fn admin_key() {
-        assert!(is_admin_key("k3y", "k3y"));
-        assert!(!is_admin_key("k3y", "k3y "));
-        assert!(!is_admin_key("", ""));
     }
 
     #[test]

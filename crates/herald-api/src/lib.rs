@@ -8,20 +8,25 @@
 //! itself.
 //!
 //! Map of the crate:
-//! - [`auth`]: admin key and tenant JWTs, the [`auth::Caller`] extractor;
+//! - [`auth`]: tenant JWTs, scopes and the route → scope table, the [`auth::Caller`] extractor;
+//! - [`keys`]: checking credentials (bootstrap admin key, scoped API keys, tenant tokens);
 //! - `query`: query strings in bracket / deepObject notation, pagination parameters;
 //! - `body`: the JSON body extractor (size limit → 413, bad JSON → 400) and field readers;
 //! - `wire`: response shapes, credential masking;
 //! - `routes/*`: one module per resource;
+//! - [`templates`]: the CSV webhook-template format, its mapping onto destinations, and
+//!   pre-signed URLs;
 //! - [`portal`]: the tenant portal (server-rendered HTML under `/portal`), a client of the
 //!   routes above.
 
 pub mod auth;
 mod body;
 pub mod error;
+pub mod keys;
 pub mod portal;
 mod query;
 mod routes;
+pub mod templates;
 mod wire;
 
 use std::fmt;
@@ -125,6 +130,7 @@ pub struct TopicSpec {
 pub(crate) struct AppState {
     pub engine: Engine,
     pub config: ApiConfig,
+    pub auth: keys::Authenticator,
 }
 
 impl AppState {
@@ -143,11 +149,33 @@ pub(crate) type SharedState = Arc<AppState>;
 
 /// The whole API, every route under `/api/v1`, and the tenant portal under `/portal`.
 pub fn router(engine: Engine, config: ApiConfig) -> Router {
+    build(engine, config).0
+}
+
+/// [`router`], and the [`keys::Authenticator`] it checks credentials with, for routes served
+/// beside it (`/metrics` needs the `metrics` scope).
+pub fn build(engine: Engine, config: ApiConfig) -> (Router, keys::Authenticator) {
     let limit = config.max_body_bytes;
-    let state: SharedState = Arc::new(AppState { engine, config });
+    let auth = keys::Authenticator::new(
+        engine.store().clone(),
+        engine.clock().clone(),
+        &config.api_key,
+        config.jwt_secret.clone(),
+    );
+    let state: SharedState = Arc::new(AppState {
+        engine,
+        config,
+        auth: auth.clone(),
+    });
     use routes::*;
     let api = Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/rotate-admin", post(api_keys::rotate_admin))
+        .route(
+            "/api-keys/{key_id}",
+            get(api_keys::get).delete(api_keys::revoke),
+        )
         .route("/tenants", get(tenants::list))
         .route(
             "/tenants/{tenant_id}",
@@ -159,6 +187,19 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
         .route(
             "/tenants/{tenant_id}/tokens/revoke",
             post(tenants::revoke_tokens),
+        )
+        .route(
+            "/tenants/{tenant_id}/webhook-templates/upload-url",
+            post(webhook_templates::upload_url),
+        )
+        .route(
+            "/tenants/{tenant_id}/webhook-templates/download-url",
+            post(webhook_templates::download_url),
+        )
+        .route("/webhook-templates/upload", put(webhook_templates::upload))
+        .route(
+            "/webhook-templates/download",
+            get(webhook_templates::download),
         )
         .route("/tenants/{tenant_id}/portal", get(tenants::portal))
         .route(
@@ -178,6 +219,10 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
         .route(
             "/tenants/{tenant_id}/destinations/{destination_id}/disable",
             put(destinations::disable),
+        )
+        .route(
+            "/tenants/{tenant_id}/destinations/{destination_id}/renew",
+            post(destinations::renew),
         )
         .route(
             "/tenants/{tenant_id}/destinations/{destination_id}/replay",
@@ -255,7 +300,7 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
     // The portal calls the API in-process, through the same routes, so its authorisation
     // and validation are the API's own.
     let portal = portal::router(state, api.clone());
-    api.merge(portal).fallback(not_found)
+    (api.merge(portal).fallback(not_found), auth)
 }
 
 async fn not_found() -> ApiError {

@@ -36,6 +36,19 @@ fn opt_ts(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::String(ts(t)))
 }
 
+/// A scoped API key, without its secret (only its digest is stored anyway).
+pub fn api_key(k: &herald_store::ApiKey) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "scopes": k.scopes,
+        "tenant_id": k.tenant_id,
+        "created_at": ts(k.created_at),
+        "expires_at": opt_ts(k.expires_at),
+        "last_used_at": opt_ts(k.last_used_at),
+    })
+}
+
 /// A tenant with its derived figures.
 pub fn tenant(s: &TenantSummary) -> Value {
     json!({
@@ -100,8 +113,9 @@ pub fn shown(registry: &Registry, kind: &str, section: Section, key: &str, value
     }
 }
 
-/// A destination, with sensitive fields masked and `target` / `target_url` from its type.
-pub fn destination(registry: &Registry, d: &Destination) -> Value {
+/// A destination, with sensitive fields masked and `target` / `target_url` from its type;
+/// `expires_at` and `expired` (at `now`) are Herald extensions.
+pub fn destination(registry: &Registry, d: &Destination, now: Timestamp) -> Value {
     let show = |section: Section,
                 map: &std::collections::BTreeMap<String, String>|
      -> Map<String, Value> {
@@ -149,6 +163,8 @@ pub fn destination(registry: &Registry, d: &Destination) -> Value {
         "delivery_metadata": d.delivery_metadata,
         "metadata": d.metadata,
         "disabled_at": opt_ts(d.disabled_at),
+        "expires_at": opt_ts(d.expires_at),
+        "expired": d.is_expired(now),
         "created_at": ts(d.created_at),
         "updated_at": ts(d.updated_at),
         "target": target,

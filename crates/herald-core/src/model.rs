@@ -101,6 +101,9 @@ pub struct Destination {
     pub metadata: Option<Metadata>,
     /// When the destination was disabled; `None` while enabled.
     pub disabled_at: Option<Timestamp>,
+    /// When the subscription ends (Herald extension): from then on it receives nothing new
+    /// and its pending deliveries stop. `None`: it never expires.
+    pub expires_at: Option<Timestamp>,
     /// Creation time.
     pub created_at: Timestamp,
     /// Last change time.
@@ -120,6 +123,7 @@ impl fmt::Debug for Destination {
             .field("config", &self.config.keys().collect::<Vec<_>>())
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
             .field("disabled_at", &self.disabled_at)
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +132,16 @@ impl Destination {
     /// Whether the destination is enabled.
     pub fn is_enabled(&self) -> bool {
         self.disabled_at.is_none()
+    }
+
+    /// Whether the subscription has ended at `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+
+    /// Whether the destination takes deliveries at `now`: enabled and not expired.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.is_enabled() && !self.is_expired(now)
     }
 
     /// Whether `event` should be delivered here: enabled, topic subscribed, filter matches,
@@ -331,6 +345,7 @@ mod tests {
             delivery_metadata: None,
             metadata: None,
             disabled_at: None,
+            expires_at: None,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
         };

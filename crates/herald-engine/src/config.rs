@@ -51,6 +51,13 @@ pub struct EngineConfig {
     pub retention_interval: Duration,
     /// Rows deleted per purge transaction (small, so delivery never waits long on it).
     pub retention_batch: usize,
+    /// Longest subscription a destination may have (`destinations.max_lifetime`): caps
+    /// `expires_at` and fills it on create. `None`: no limit, no default expiry.
+    pub max_lifetime: Option<Duration>,
+    /// How long before its expiry a destination's `destination.expiring` notice is produced.
+    pub expiring_notice_lead: Duration,
+    /// How often expiries are checked.
+    pub expiry_check_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +79,9 @@ impl Default for EngineConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_interval: Duration::from_secs(60),
             retention_batch: 500,
+            max_lifetime: None,
+            expiring_notice_lead: Duration::from_secs(7 * 24 * 3600),
+            expiry_check_interval: Duration::from_secs(60),
         }
     }
 }

@@ -631,7 +631,7 @@ async fn settle_unroutable(inner: &Inner, delivery: &herald_core::Delivery) {
         .get_destination(&delivery.tenant_id, &delivery.destination_id)
         .await;
     let outcome = match stored {
-        Ok(Some(d)) if d.is_enabled() => {
+        Ok(Some(d)) if d.is_active(now) => {
             inner
                 .routes
                 .set(&delivery.tenant_id, &delivery.destination_id, Some(d));
@@ -754,6 +754,7 @@ mod tests {
             delivery_metadata: None,
             metadata: None,
             disabled_at: None,
+            expires_at: None,
             created_at: now,
             updated_at: now,
         };

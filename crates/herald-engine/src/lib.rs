@@ -20,6 +20,7 @@
 mod admission;
 pub mod config;
 mod dispatch;
+pub mod expiry;
 mod notices;
 pub mod operator;
 mod retention;
@@ -64,6 +65,9 @@ pub enum RetryError {
     /// The destination is disabled.
     #[error("destination {0:?} is disabled; enable it before retrying")]
     Disabled(String),
+    /// The destination's subscription has expired.
+    #[error("destination {0:?} has expired; renew it before retrying")]
+    Expired(String),
     /// The destination does not subscribe to the event's topic.
     #[error("destination {destination:?} does not subscribe to topic {topic:?}")]
     TopicMismatch {
@@ -97,6 +101,8 @@ struct Inner {
     dispatch: dispatch::Dispatch,
     /// Per-node limit on exhausted-retries alerts.
     exhausted_window: operator::ExhaustedWindow,
+    /// Expiry notices already settled on this node.
+    expiry: expiry::Settled,
 }
 
 /// A tiny shutdown flag with async waiting, so the engine needs no extra crate for it.
@@ -175,10 +181,12 @@ impl Engine {
             queue: tx,
             poke: Notify::new(),
             stopping: CancellationFlag::default(),
+            expiry: expiry::Settled::default(),
         });
         tokio::spawn(dispatch::run_dispatcher(inner.clone(), rx));
         tokio::spawn(dispatch::run_poller(inner.clone()));
         tokio::spawn(retention::run(inner.clone()));
+        tokio::spawn(expiry::run(inner.clone()));
         if let Some(rx) = notices {
             tokio::spawn(notices::run(inner.clone(), rx));
         }
@@ -210,7 +218,7 @@ impl Engine {
     pub async fn publish(&self, event: Event) -> Result<Published, PublishError> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let matched = inner.routes.matching(&event);
+        let matched = inner.routes.matching(&event, inner.clock.now());
         let ids: Vec<String> = matched.iter().map(|d| d.id.clone()).collect();
         // Reserve room in the in-memory queue first: reserved deliveries are created leased
         // and dispatched right after the commit; the rest wait in the store for the poller.
@@ -298,6 +306,9 @@ impl Engine {
     ) -> Result<(), RetryError> {
         if !destination.is_enabled() {
             return Err(RetryError::Disabled(destination.id.clone()));
+        }
+        if destination.is_expired(self.inner.clock.now()) {
+            return Err(RetryError::Expired(destination.id.clone()));
         }
         if !destination.topics.matches(&event.event.topic) {
             return Err(RetryError::TopicMismatch {
@@ -412,6 +423,20 @@ impl Engine {
     /// undo a newer change that already arrived from the store.
     pub fn destination_saved(&self, d: &Destination) {
         self.inner.routes.upsert_if_newer(d.clone());
+    }
+
+    /// Reloads the whole routing table from the store (after a bulk write such as a CSV
+    /// import, cheaper than one [`Engine::destination_saved`] per row).
+    pub async fn reload_destinations(&self) -> Result<(), StoreError> {
+        let all = self.inner.store.list_all_destinations().await?;
+        self.inner.routes.load(all);
+        Ok(())
+    }
+
+    /// Checks every destination's expiry now (also done every `expiry_check_interval`) and
+    /// produces the notices that are due; see [`expiry`].
+    pub async fn check_expiry(&self) -> expiry::ExpiryReport {
+        expiry::check(&self.inner).await
     }
 
     /// Tells the engine a destination was deleted.

@@ -47,6 +47,8 @@ async fn apply(inner: &Inner, notice: Notice) {
             }
         }
         Notice::TenantDeleted { tenant_id } => inner.routes.remove_tenant(&tenant_id),
+        // The API follows API keys itself.
+        Notice::ApiKey { .. } => {}
         Notice::Resync => {
             reload_all(inner).await;
             inner.poke.notify_one();

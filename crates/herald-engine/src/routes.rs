@@ -159,13 +159,23 @@ impl Routes {
         self.by_tenant.write().remove(tenant_id);
     }
 
-    /// Destinations that accept `event`.
-    pub fn matching(&self, event: &Event) -> Vec<Arc<Destination>> {
+    /// Every destination in the table.
+    pub fn all(&self) -> Vec<Arc<Destination>> {
+        self.by_tenant
+            .read()
+            .values()
+            .flatten()
+            .map(|r| r.destination.clone())
+            .collect()
+    }
+
+    /// Destinations that accept `event` and have not expired at `now`.
+    pub fn matching(&self, event: &Event, now: jiff::Timestamp) -> Vec<Arc<Destination>> {
         let map = self.by_tenant.read();
         map.get(&event.tenant_id)
             .map(|l| {
                 l.iter()
-                    .filter(|r| r.destination.accepts(event))
+                    .filter(|r| r.destination.accepts(event) && !r.destination.is_expired(now))
                     .map(|r| r.destination.clone())
                     .collect()
             })

@@ -196,6 +196,7 @@ impl Rig {
             delivery_metadata: None,
             metadata: None,
             disabled_at: None,
+            expires_at: None,
             created_at: now,
             updated_at: now,
         };

@@ -107,6 +107,10 @@ pub enum StoreError {
         /// Why it does not open.
         reason: seal::SealError,
     },
+    /// The caller refused its own input in the middle of a batch write
+    /// ([`Store::import_destinations`]); nothing of the batch was applied.
+    #[error("batch refused: {0}")]
+    Refused(String),
     /// The store is shutting down or its writer died.
     #[error("store is closed")]
     Closed,
@@ -243,9 +247,67 @@ pub enum Notice {
         /// The tenant.
         tenant_id: String,
     },
+    /// An API key was created, revoked or replaced: forget any cached copy of it.
+    ApiKey {
+        /// The key's id.
+        id: String,
+    },
     /// Notices may have been missed (the listening connection was lost and is back): reload
     /// everything cached.
     Resync,
+}
+
+/// A scoped API key as stored. The secret itself is never stored: only its SHA-256 digest
+/// (`secret_hash`, lowercase hex), which the API compares in constant time.
+#[derive(Clone, PartialEq)]
+pub struct ApiKey {
+    /// `key_…`, or a reserved id such as `bootstrap` (the rotated admin key).
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Granted scopes (`admin`, `publish`, `read`, `destinations:write`, `metrics`).
+    pub scopes: Vec<String>,
+    /// When set, the key acts only on this tenant.
+    pub tenant_id: Option<String>,
+    /// SHA-256 of the secret, lowercase hex.
+    pub secret_hash: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// After this instant the key is refused.
+    pub expires_at: Option<Timestamp>,
+    /// When the key was revoked; a revoked key is refused.
+    pub revoked_at: Option<Timestamp>,
+    /// Last time the key authenticated a request (updated at most about once a minute).
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The digest is not the secret, but it has no business in logs either.
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("tenant_id", &self.tenant_id)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Destinations written by one [`Store::import_destinations`] call, produced while the
+/// transaction runs (so a large file is never held in memory whole): `(destination, insert)`
+/// inserts a new row when `insert` (a taken id is a conflict) and replaces the stored row
+/// otherwise. An `Err` item rolls the whole batch back.
+pub type DestinationBatch = Box<dyn Iterator<Item = Result<(Destination, bool)>> + Send>;
+
+/// Which expiry notice has been produced for a destination's current `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExpiryLevel {
+    /// `destination.expiring`: the expiry is within the configured lead time.
+    Expiring = 1,
+    /// `destination.expired`: the expiry has passed.
+    Expired = 2,
 }
 
 /// What the engine decided after one attempt.
@@ -385,6 +447,24 @@ pub trait Store: Send + Sync + 'static {
     async fn list_destinations(&self, tenant_id: &str) -> Result<Vec<Destination>>;
     /// Every destination (the engine's routing cache is loaded from this).
     async fn list_all_destinations(&self) -> Result<Vec<Destination>>;
+    /// Writes every destination `rows` yields in one transaction: all of them or, on any
+    /// error (a conflict, a refused item, the database), none. Returns how many were written.
+    /// On a shared store other nodes are told to reload everything ([`Notice::Resync`]) rather
+    /// than one notice per row.
+    async fn import_destinations(&self, rows: DestinationBatch) -> Result<u64>;
+    /// Records that the `level` notice for destination `id`'s expiry at `expires_at` is being
+    /// produced: a compare-and-set that succeeds (`true`) for exactly one caller on any node,
+    /// and only while `expires_at` is still the destination's expiry and no notice of this
+    /// level or above was recorded for it (a new `expires_at` starts over). With
+    /// [`ExpiryLevel::Expired`] the destination's pending deliveries are cancelled in the same
+    /// transaction.
+    async fn mark_expiry_notice(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        level: ExpiryLevel,
+        now: Timestamp,
+    ) -> Result<bool>;
     /// Deletes a destination and cancels its pending deliveries.
     async fn delete_destination(&self, tenant_id: &str, id: &str, now: Timestamp) -> Result<bool>;
 
@@ -474,6 +554,30 @@ pub trait Store: Send + Sync + 'static {
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
+
+    // ----- API keys -----
+
+    /// Inserts a new API key; [`StoreError::Conflict`] when the id is taken.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()>;
+    /// Inserts or replaces the key with `key.id` whole (used to rotate the bootstrap admin
+    /// key); other nodes are told to forget their cached copy.
+    async fn replace_api_key(&self, key: &ApiKey) -> Result<()>;
+    /// One key by id, revoked or not.
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// Every key that is not revoked, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Revokes a key (once); `false` when it does not exist or was already revoked. Other
+    /// nodes are told to forget their cached copy in the same transaction.
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> Result<bool>;
+    /// Records that a key was used at `at` (only moves `last_used_at` forward).
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<()>;
+
+    // ----- single-use tokens -----
+
+    /// Records `nonce` as used until `expires_at`. Returns `true` the first time a nonce is
+    /// presented (on any node) and `false` after that. Nonces whose `expires_at` is before
+    /// `now` are forgotten on the way.
+    async fn use_nonce(&self, nonce: &str, expires_at: Timestamp, now: Timestamp) -> Result<bool>;
 
     // ----- attempts -----
 

@@ -34,8 +34,8 @@ use crate::operator::Plan;
 use crate::query::*;
 use crate::seal::{self, Keyring, ResealReport};
 use crate::{
-    AttemptRecord, Backlog, Job, NewDelivery, PublishOutcome, PurgeStats, Recorded, Result, Store,
-    StoreError, StoredEvent, cursor,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery,
+    PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent, cursor,
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 
@@ -140,6 +140,35 @@ CREATE TABLE settings (
     // 3: tenant token revocation (the generation tenant tokens carry).
     r#"
 ALTER TABLE tenants ADD COLUMN tokens_revoked_at INTEGER;
+"#,
+    // 4: scoped API keys (only the SHA-256 of each secret is stored).
+    r#"
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    tenant_id TEXT,
+    secret_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    last_used_at INTEGER
+);
+CREATE INDEX api_keys_created ON api_keys (created_at, id);
+"#,
+    // 5: used single-use tokens (pre-signed CSV URLs), kept until they expire.
+    r#"
+CREATE TABLE used_nonces (
+    nonce TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX used_nonces_expiry ON used_nonces (expires_at);
+"#,
+    // 6: destination expiry, and which expiry notice was produced for the current expiry
+    // (0 none, 1 expiring, 2 expired; reset when expires_at changes).
+    r#"
+ALTER TABLE destinations ADD COLUMN expires_at INTEGER;
+ALTER TABLE destinations ADD COLUMN expiry_notice INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -487,7 +516,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
 
 // ----- conversions -----
 
-const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
+const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at, expires_at";
 
 fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
     let id: String = r.get(0)?;
@@ -507,6 +536,7 @@ fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
         disabled_at: r.get::<_, Option<i64>>(9)?.map(ts),
         created_at: ts(r.get(10)?),
         updated_at: ts(r.get(11)?),
+        expires_at: r.get::<_, Option<i64>>(12)?.map(ts),
     })
 }
 
@@ -651,11 +681,13 @@ fn write_destination(
 ) -> Result<usize> {
     let sql = if insert {
         format!(
-            "INSERT INTO destinations ({DEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            "INSERT INTO destinations ({DEST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         )
     } else {
+        // A new expiry starts a new round of expiry notices (SET expressions see the old row).
         "UPDATE destinations SET tenant_id = ?2, type = ?3, topics = ?4, filter = ?5, config = ?6, credentials = ?7,
-             delivery_metadata = ?8, metadata = ?9, disabled_at = ?10, created_at = ?11, updated_at = ?12 WHERE id = ?1"
+             delivery_metadata = ?8, metadata = ?9, disabled_at = ?10, created_at = ?11, updated_at = ?12,
+             expires_at = ?13, expiry_notice = CASE WHEN expires_at IS ?13 THEN expiry_notice ELSE 0 END WHERE id = ?1"
             .to_string()
     };
     Ok(conn.prepare_cached(&sql)?.execute(params![
@@ -670,7 +702,8 @@ fn write_destination(
         d.metadata.as_ref().map(to_json),
         d.disabled_at.map(us),
         us(d.created_at),
-        us(d.updated_at)
+        us(d.updated_at),
+        d.expires_at.map(us)
     ])?)
 }
 
@@ -815,6 +848,46 @@ fn with_subscription_event<T>(
         write_operator_event(conn, &e, now)?;
     }
     Ok(out)
+}
+
+const API_KEY_COLS: &str =
+    "id, name, scopes, tenant_id, secret_hash, created_at, expires_at, revoked_at, last_used_at";
+
+fn api_key_from_row(r: &Row) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        scopes: from_json("api_keys.scopes", &r.get::<_, String>(2)?)?,
+        tenant_id: r.get(3)?,
+        secret_hash: r.get(4)?,
+        created_at: ts(r.get(5)?),
+        expires_at: r.get::<_, Option<i64>>(6)?.map(ts),
+        revoked_at: r.get::<_, Option<i64>>(7)?.map(ts),
+        last_used_at: r.get::<_, Option<i64>>(8)?.map(ts),
+    })
+}
+
+fn write_api_key(conn: &Connection, k: &ApiKey, replace: bool) -> Result<usize> {
+    let verb = if replace {
+        "INSERT OR REPLACE"
+    } else {
+        "INSERT OR IGNORE"
+    };
+    Ok(conn
+        .prepare_cached(&format!(
+            "{verb} INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))?
+        .execute(params![
+            k.id,
+            k.name,
+            to_json(&k.scopes),
+            k.tenant_id,
+            k.secret_hash,
+            us(k.created_at),
+            k.expires_at.map(us),
+            k.revoked_at.map(us),
+            k.last_used_at.map(us)
+        ])?)
 }
 
 // ----- dynamic WHERE clauses and seek pagination -----
@@ -1211,6 +1284,57 @@ impl Store for SqliteStore {
                     .execute([&d.id])?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn import_destinations(&self, rows: DestinationBatch) -> Result<u64> {
+        let keys = self.inner.keys.clone();
+        // One savepoint around the whole batch: the writer thread works through the rows as
+        // they are produced and commits them with whatever else is queued, or rolls all back.
+        self.write(move |c| {
+            let mut n = 0u64;
+            for row in rows {
+                let (d, insert) = row?;
+                let sealed = seal::seal_destination(&keys, &d);
+                if insert {
+                    let exists: bool = c
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE id = ?1)")?
+                        .query_row([&d.id], |r| r.get(0))?;
+                    if exists {
+                        return Err(StoreError::Conflict {
+                            what: "destination",
+                            id: d.id.clone(),
+                        });
+                    }
+                }
+                write_destination(c, &d, &sealed, insert)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn mark_expiry_notice(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        level: ExpiryLevel,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let won = c
+                .prepare_cached(
+                    "UPDATE destinations SET expiry_notice = ?3 WHERE id = ?1 AND expires_at = ?2 AND expiry_notice < ?3",
+                )?
+                .execute(params![id, us(expires_at), level as i64])?
+                == 1;
+            if won && level == ExpiryLevel::Expired {
+                cancel_pending(c, "destination_id", &id, now)?;
+            }
+            Ok(won)
         })
         .await
     }
@@ -1675,6 +1799,93 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
                 .query_row([&name], |r| r.get(0))?;
             Ok((seal::open_setting(&keys, &name, &value)?, inserted == 1))
+        })
+        .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |c| {
+            if write_api_key(c, &key, false)? == 0 {
+                return Err(StoreError::Conflict {
+                    what: "api key",
+                    id: key.id.clone(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace_api_key(&self, key: &ApiKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |c| write_api_key(c, &key, true).map(|_| ()))
+            .await
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE id = ?1"
+            ))?
+            .query([&id])?
+            .next()?
+            .map(api_key_from_row)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id"
+            ))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(api_key_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![id, us(now)])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )?
+            .execute(params![id, us(at)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_nonce(&self, nonce: &str, expires_at: Timestamp, now: Timestamp) -> Result<bool> {
+        let nonce = nonce.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM used_nonces WHERE expires_at < ?1")?
+                .execute([us(now)])?;
+            Ok(c.prepare_cached(
+                "INSERT INTO used_nonces (nonce, expires_at) VALUES (?1, ?2) ON CONFLICT (nonce) DO NOTHING",
+            )?
+            .execute(params![nonce, us(expires_at)])?
+                == 1)
         })
         .await
     }

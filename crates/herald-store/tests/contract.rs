@@ -69,6 +69,10 @@ sealing_contract!(
 );
 
 contract!(
+    api_keys_insert_list_revoke_touch,
+    import_destinations_is_all_or_nothing,
+    expiry_round_trips_and_each_notice_is_claimed_once,
+    nonces_are_used_once,
     tenants_upsert_get_list_delete,
     revoking_tenant_tokens_moves_the_generation,
     destinations_crud_and_conflict,
@@ -1591,6 +1595,258 @@ async fn settings_are_created_once(s: Arc<dyn Store>) {
     }
     assert_eq!(values.len(), 1, "every caller sees the same value");
     assert_eq!(created, 1);
+}
+
+// ----- batch import -----
+
+async fn import_destinations_is_all_or_nothing(s: Arc<dyn Store>) {
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    let existing = destination("d0", "acme", &["a"], at(1));
+    s.insert_destination(&existing).await.unwrap();
+    let ids = |v: Vec<herald_core::Destination>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+
+    // An error item, or a conflict, anywhere in the batch leaves everything as it was.
+    let mut changed = existing.clone();
+    changed.topics = Topics::List(vec!["b".into()]);
+    let rows: Vec<Result<(herald_core::Destination, bool)>> = vec![
+        Ok((destination("d1", "acme", &["a"], at(2)), true)),
+        Ok((changed.clone(), false)),
+        Err(StoreError::Refused("line 3".into())),
+    ];
+    assert!(matches!(
+        s.import_destinations(Box::new(rows.into_iter())).await,
+        Err(StoreError::Refused(_))
+    ));
+    let rows: Vec<Result<(herald_core::Destination, bool)>> = vec![
+        Ok((destination("d1", "acme", &["a"], at(2)), true)),
+        Ok((changed.clone(), false)),
+        Ok((destination("d0", "acme", &["a"], at(3)), true)),
+    ];
+    assert!(matches!(
+        s.import_destinations(Box::new(rows.into_iter())).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(ids(s.list_destinations("acme").await.unwrap()), ["d0"]);
+    assert_eq!(
+        s.get_destination("acme", "d0").await.unwrap(),
+        Some(existing)
+    );
+
+    // A good batch applies whole.
+    let many: Vec<Result<(herald_core::Destination, bool)>> = (1..=500)
+        .map(|i| {
+            Ok((
+                destination(&format!("d{i}"), "acme", &["a"], at(10 + i)),
+                true,
+            ))
+        })
+        .chain(std::iter::once(Ok((changed.clone(), false))))
+        .collect();
+    assert_eq!(
+        s.import_destinations(Box::new(many.into_iter()))
+            .await
+            .unwrap(),
+        501
+    );
+    assert_eq!(s.list_destinations("acme").await.unwrap().len(), 501);
+    assert_eq!(
+        s.get_destination("acme", "d0").await.unwrap(),
+        Some(changed)
+    );
+    assert!(s.get_destination("acme", "d500").await.unwrap().is_some());
+}
+
+// ----- expiry -----
+
+async fn expiry_round_trips_and_each_notice_is_claimed_once(s: Arc<dyn Store>) {
+    s.upsert_tenant("acme", None, at(0)).await.unwrap();
+    let mut d = destination("dx", "acme", &["*"], at(1));
+    d.expires_at = Some(at(100));
+    s.insert_destination(&d).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "dx").await.unwrap(),
+        Some(d.clone())
+    );
+    let ev = event("e1", "acme", "t", at(2));
+    assert_eq!(
+        s.publish(
+            &ev,
+            &["dx".into()],
+            vec![new_delivery("dl1", &ev, "dx", at(2), None)],
+            at(0),
+            at(2)
+        )
+        .await
+        .unwrap(),
+        PublishOutcome::Accepted
+    );
+
+    // A notice for another expiry than the stored one is never claimed.
+    assert!(
+        !s.mark_expiry_notice("dx", at(99), ExpiryLevel::Expiring, at(50))
+            .await
+            .unwrap()
+    );
+    // Concurrent claimers (nodes): exactly one wins each level.
+    for level in [ExpiryLevel::Expiring, ExpiryLevel::Expired] {
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.mark_expiry_notice("dx", at(100), level, at(100))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += t.await.unwrap() as usize;
+        }
+        assert_eq!(wins, 1, "{level:?}");
+    }
+    // Claiming `expired` cancelled the pending delivery; `expiring` cannot come after it.
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert!(
+        !s.mark_expiry_notice("dx", at(100), ExpiryLevel::Expiring, at(101))
+            .await
+            .unwrap()
+    );
+
+    // A renewal (new expires_at) starts a new round; other changes do not.
+    d.topics = Topics::List(vec!["a".into()]);
+    s.update_destination(&d, false, at(102)).await.unwrap();
+    assert!(
+        !s.mark_expiry_notice("dx", at(100), ExpiryLevel::Expired, at(102))
+            .await
+            .unwrap()
+    );
+    d.expires_at = Some(at(500));
+    s.update_destination(&d, false, at(103)).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "dx")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        Some(at(500))
+    );
+    assert!(
+        s.mark_expiry_notice("dx", at(500), ExpiryLevel::Expiring, at(450))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.mark_expiry_notice("dx", at(500), ExpiryLevel::Expiring, at(451))
+            .await
+            .unwrap()
+    );
+    d.expires_at = None;
+    s.update_destination(&d, false, at(104)).await.unwrap();
+    assert_eq!(
+        s.get_destination("acme", "dx")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        None
+    );
+}
+
+// ----- API keys -----
+
+fn api_key(id: &str, created: Timestamp) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        name: format!("name of {id}"),
+        scopes: vec!["read".into(), "publish".into()],
+        tenant_id: None,
+        secret_hash: format!("{id:0>64}"),
+        created_at: created,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
+async fn api_keys_insert_list_revoke_touch(s: Arc<dyn Store>) {
+    let mut a = api_key("key_a", at(10));
+    a.tenant_id = Some("acme".into());
+    a.expires_at = Some(at(1000));
+    let b = api_key("key_b", at(20));
+    s.insert_api_key(&b).await.unwrap();
+    s.insert_api_key(&a).await.unwrap();
+    assert!(matches!(
+        s.insert_api_key(&a).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.get_api_key("key_a").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.get_api_key("nope").await.unwrap(), None);
+    let ids: Vec<_> = s
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, ["key_a", "key_b"], "oldest first");
+
+    // last_used_at only moves forward.
+    s.touch_api_key("key_a", at(50)).await.unwrap();
+    s.touch_api_key("key_a", at(40)).await.unwrap();
+    assert_eq!(
+        s.get_api_key("key_a").await.unwrap().unwrap().last_used_at,
+        Some(at(50))
+    );
+
+    // Revocation happens once; a revoked key is still readable but no longer listed.
+    assert!(s.revoke_api_key("key_a", at(60)).await.unwrap());
+    assert!(!s.revoke_api_key("key_a", at(61)).await.unwrap());
+    assert!(!s.revoke_api_key("nope", at(61)).await.unwrap());
+    assert_eq!(
+        s.get_api_key("key_a").await.unwrap().unwrap().revoked_at,
+        Some(at(60))
+    );
+    let ids: Vec<_> = s
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, ["key_b"]);
+
+    // Replacing writes the whole row, also over a revoked one.
+    let mut boot = api_key("bootstrap", at(70));
+    boot.scopes = vec!["admin".into()];
+    s.replace_api_key(&boot).await.unwrap();
+    boot.secret_hash = "f".repeat(64);
+    boot.created_at = at(80);
+    s.replace_api_key(&boot).await.unwrap();
+    assert_eq!(s.get_api_key("bootstrap").await.unwrap(), Some(boot));
+    let mut again = a.clone();
+    again.secret_hash = "e".repeat(64);
+    s.replace_api_key(&again).await.unwrap();
+    assert_eq!(s.get_api_key("key_a").await.unwrap(), Some(again));
+}
+
+async fn nonces_are_used_once(s: Arc<dyn Store>) {
+    assert!(s.use_nonce("n1", at(100), at(0)).await.unwrap());
+    assert!(!s.use_nonce("n1", at(100), at(1)).await.unwrap());
+    // Concurrent presenters: exactly one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.use_nonce("n2", at(100), at(2)).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += t.await.unwrap() as usize;
+    }
+    assert_eq!(wins, 1);
+    // An expired nonce is forgotten (its token is refused by its expiry anyway).
+    assert!(s.use_nonce("n1", at(300), at(200)).await.unwrap());
 }
 
 // ----- sealing at rest -----

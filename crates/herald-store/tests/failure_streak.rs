@@ -23,6 +23,7 @@ fn destination(now: Timestamp) -> Destination {
         delivery_metadata: None,
         metadata: None,
         disabled_at: None,
+        expires_at: None,
         created_at: now,
         updated_at: now,
     }

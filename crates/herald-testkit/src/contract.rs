@@ -164,6 +164,7 @@ pub fn destination(
         delivery_metadata: None,
         metadata: None,
         disabled_at: None,
+        expires_at: None,
         created_at: now,
         updated_at: now,
     }

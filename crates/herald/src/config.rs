@@ -62,6 +62,8 @@ pub struct Config {
     pub alerts: AlertsSection,
     /// How long records are kept.
     pub retention: RetentionSection,
+    /// Destination subscriptions: expiry.
+    pub destinations: DestinationsSection,
     /// The topic catalog.
     pub topics: Vec<TopicConfig>,
     /// The tenant portal's branding and return link.
@@ -339,6 +341,60 @@ impl Default for RetentionSection {
     }
 }
 
+/// `[destinations]`: how long subscriptions last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestinationsSection {
+    /// Longest subscription, e.g. `90d`: caps `expires_at` and fills it on create. Empty or
+    /// `0` (default): destinations expire only when given an `expires_at`.
+    pub max_lifetime: String,
+    /// How long before its expiry the `destination.expiring` notice is produced (default `7d`).
+    pub expiring_notice: String,
+    /// Seconds between expiry checks.
+    pub expiry_check_interval_secs: u64,
+}
+
+impl Default for DestinationsSection {
+    fn default() -> Self {
+        Self {
+            max_lifetime: String::new(),
+            expiring_notice: "7d".into(),
+            expiry_check_interval_secs: 60,
+        }
+    }
+}
+
+/// A duration written as a whole number with a unit: `90d`, `12h`, `30m`, `45s` (a bare
+/// number is seconds). `None` for empty or zero.
+pub fn parse_duration(s: &str) -> Result<Option<std::time::Duration>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 90d, 12h, 30m or 45s"))?;
+    let unit_secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration such as 90d, 12h, 30m or 45s"
+            ));
+        }
+    };
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))?;
+    Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
+}
+
 /// `[[topics]]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,6 +431,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             alerts: AlertsSection::default(),
             retention: RetentionSection::default(),
+            destinations: DestinationsSection::default(),
             topics: Vec::new(),
             portal: PortalSection::default(),
             http: HttpSection::default(),
@@ -615,6 +672,17 @@ impl Config {
         if self.retention.interval_secs == 0 || self.retention.batch == 0 {
             bail!("retention.interval_secs and retention.batch must be greater than 0");
         }
+        parse_duration(&self.destinations.max_lifetime).map_err(|e| {
+            anyhow!("destinations.max_lifetime (HERALD_DESTINATIONS_MAX_LIFETIME): {e}")
+        })?;
+        parse_duration(&self.destinations.expiring_notice).map_err(|e| {
+            anyhow!("destinations.expiring_notice (HERALD_DESTINATIONS_EXPIRING_NOTICE): {e}")
+        })?;
+        if self.destinations.expiry_check_interval_secs == 0 {
+            bail!(
+                "destinations.expiry_check_interval_secs (HERALD_DESTINATIONS_EXPIRY_CHECK_INTERVAL_SECS): must be greater than 0"
+            );
+        }
         let p = &self.portal;
         if !p.brand_color.is_empty() && !herald_api::portal::is_hex_color(&p.brand_color) {
             bail!(
@@ -717,6 +785,7 @@ impl Config {
             delivery_metadata: None,
             metadata: None,
             disabled_at: None,
+            expires_at: None,
             created_at: epoch,
             updated_at: epoch,
         })
@@ -940,6 +1009,35 @@ fn describe_key(e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_the_destinations_section() {
+        use std::time::Duration;
+        assert_eq!(parse_duration(""), Ok(None));
+        assert_eq!(parse_duration("0"), Ok(None));
+        assert_eq!(
+            parse_duration("90d"),
+            Ok(Some(Duration::from_secs(90 * 86_400)))
+        );
+        assert_eq!(parse_duration("12h"), Ok(Some(Duration::from_secs(43_200))));
+        assert_eq!(parse_duration("30m"), Ok(Some(Duration::from_secs(1800))));
+        assert_eq!(parse_duration("45"), Ok(Some(Duration::from_secs(45))));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("d").is_err());
+        let env: BTreeMap<String, String> = [("HERALD_DESTINATIONS_MAX_LIFETIME", "90d")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cfg = Config::load(None, &env).unwrap();
+        assert_eq!(cfg.destinations.max_lifetime, "90d");
+        assert_eq!(cfg.destinations.expiring_notice, "7d");
+        let env: BTreeMap<String, String> = [("HERALD_DESTINATIONS_MAX_LIFETIME", "forever")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let e = Config::load(None, &env).unwrap_err().to_string();
+        assert!(e.contains("HERALD_DESTINATIONS_MAX_LIFETIME"), "{e}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -183,6 +183,12 @@ pub async fn run(
         retention: Duration::from_secs(cfg.retention.max_age_secs),
         retention_interval: Duration::from_secs(cfg.retention.interval_secs),
         retention_batch: cfg.retention.batch,
+        max_lifetime: config::parse_duration(&cfg.destinations.max_lifetime)
+            .map_err(anyhow::Error::msg)?,
+        expiring_notice_lead: config::parse_duration(&cfg.destinations.expiring_notice)
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or_default(),
+        expiry_check_interval: Duration::from_secs(cfg.destinations.expiry_check_interval_secs),
         lease: Duration::from_secs(cfg.delivery.lease_secs),
         // On a shared store, hold about what can be in flight soon and leave the rest of the
         // due work to other nodes.
@@ -230,7 +236,7 @@ pub async fn run(
             },
         })
         .collect();
-    let mut api = herald_api::router(
+    let (mut api, authenticator) = herald_api::build(
         engine.clone(),
         ApiConfig {
             api_key: keys.api_key.clone(),
@@ -264,8 +270,8 @@ pub async fn run(
         }
     };
     let metrics_addr = if cfg.metrics.listen.is_empty() {
-        let key = (!cfg.metrics.public).then(|| keys.api_key.clone());
-        api = api.merge(metrics::router(engine.clone(), prometheus, key));
+        let auth = (!cfg.metrics.public).then_some(authenticator);
+        api = api.merge(metrics::router(engine.clone(), prometheus, auth));
         None
     } else {
         let listener = tokio::net::TcpListener::bind(&cfg.metrics.listen)

@@ -2,6 +2,7 @@
 //! shutdown signal. The server itself is the library's [`herald::run`].
 
 mod bench;
+mod client;
 mod rekey;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,13 @@ enum Command {
     Rekey(rekey::RekeyArgs),
     /// Measure throughput, latency and memory on this machine and print a report.
     Bench(bench::BenchArgs),
+    /// Manage API keys on a running server.
+    #[command(name = "api-key", subcommand)]
+    ApiKey(client::ApiKeyCommand),
+    /// Import a CSV of webhook templates into a tenant's destinations (running server).
+    Import(client::ImportArgs),
+    /// Export a tenant's destinations as a CSV of webhook templates (running server).
+    Export(client::ExportArgs),
 }
 
 fn main() -> Result<()> {
@@ -107,6 +115,9 @@ fn main() -> Result<()> {
             rt.block_on(bench::run(args))
         }
         Command::Rekey(args) => rekey::run(&cfg, args),
+        Command::ApiKey(cmd) => client::api_key(&cfg, cmd),
+        Command::Import(args) => client::import(&cfg, args),
+        Command::Export(args) => client::export(&cfg, args),
         Command::Config => {
             // Secret settings serialize masked (`config::SecretSetting`, `config::SecretUrl`).
             print!("{}", toml::to_string_pretty(&cfg)?);

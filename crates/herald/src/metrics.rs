@@ -9,6 +9,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use herald_api::auth::Scope;
+use herald_api::keys::Authenticator;
 use herald_engine::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -16,25 +18,26 @@ use metrics_exporter_prometheus::PrometheusHandle;
 struct MetricsState {
     engine: Engine,
     prometheus: PrometheusHandle,
-    /// The admin key a scrape must carry; `None` when the page is public (`metrics.public`,
-    /// or served on its own `metrics.listen` address).
-    api_key: Option<String>,
+    /// Checks that a scrape carries the admin key or a key with the `metrics` scope; `None`
+    /// when the page is public (`metrics.public`, or served on its own `metrics.listen`
+    /// address).
+    auth: Option<Authenticator>,
 }
 
-/// The `/metrics` route; with `api_key`, only for requests carrying it.
-pub fn router(engine: Engine, prometheus: PrometheusHandle, api_key: Option<String>) -> Router {
+/// The `/metrics` route; with `auth`, only for the admin key or a `metrics`-scoped key.
+pub fn router(engine: Engine, prometheus: PrometheusHandle, auth: Option<Authenticator>) -> Router {
     Router::new()
         .route("/metrics", get(render))
         .with_state(MetricsState {
             engine,
             prometheus,
-            api_key,
+            auth,
         })
 }
 
 async fn render(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
-    if let Some(key) = &s.api_key
-        && let Err(e) = herald_api::auth::authorize_metrics(key, &headers)
+    if let Some(auth) = &s.auth
+        && let Err(e) = auth.authorize(&headers, Scope::Metrics).await
     {
         return e.into_response();
     }

@@ -144,6 +144,13 @@ fn label<'a>(types: &'a BTreeMap<String, Value>, kind: &'a str) -> &'a str {
 /// Enabled / disabled badge of a destination; `auto` is the reason it was disabled
 /// automatically, when it was.
 pub(crate) fn status_badge(d: &Value, auto: Option<&str>) -> String {
+    if d.get("expired").and_then(Value::as_bool) == Some(true) {
+        return format!(
+            "{} <span class=\"hint\">{}</span>",
+            badge("err", "Expired"),
+            E("its subscription ended; it receives nothing until it is renewed")
+        );
+    }
     match (d.get("disabled_at").and_then(Value::as_str), auto) {
         (None, _) => badge("ok", "Enabled"),
         (Some(_), None) => badge("warn", "Disabled"),
@@ -1270,4 +1277,22 @@ pub(crate) async fn attempt_page(
     }
     let shell = shell(portal, session, alert);
     Html(status, html::page(&shell, "Attempt", Tab::Events, &b)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_expired_destination_is_badged_expired_in_list_and_page() {
+        // The list (`destinations`) and the page (`destination`) both show `status_badge`.
+        let expired = status_badge(&json!({"expired": true, "disabled_at": null}), None);
+        assert!(expired.contains("Expired"), "{expired}");
+        let live = status_badge(&json!({"expired": false, "disabled_at": null}), None);
+        assert!(
+            live.contains("Enabled") && !live.contains("Expired"),
+            "{live}"
+        );
+    }
 }

@@ -78,7 +78,9 @@ pub(crate) async fn render(
                 );
             }
             let v = match destinations.get(&a.destination_id).and_then(Option::as_ref) {
-                Some(d) => wire::destination(state.engine.registry(), d),
+                Some(d) => {
+                    wire::destination(state.engine.registry(), d, state.engine.clock().now())
+                }
                 None => Value::Null,
             };
             m.insert("destination".into(), v);

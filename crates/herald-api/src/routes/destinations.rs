@@ -38,7 +38,57 @@ const MAX_ID_LEN: usize = 255;
 const PREVIOUS_SECRET_GRACE: SignedDuration = SignedDuration::from_hours(24);
 
 fn render(state: &AppState, d: &Destination) -> Json<Value> {
-    Json(wire::destination(state.engine.registry(), d))
+    Json(wire::destination(
+        state.engine.registry(),
+        d,
+        state.engine.clock().now(),
+    ))
+}
+
+/// `destinations.max_lifetime`, when configured.
+pub(crate) fn max_lifetime(state: &AppState) -> Option<SignedDuration> {
+    state
+        .engine
+        .config()
+        .max_lifetime
+        .and_then(|m| SignedDuration::try_from(m).ok())
+        .filter(|m| !m.is_zero())
+}
+
+/// Checks a requested `expires_at`: in the future, and within the max lifetime.
+fn check_expiry(
+    state: &AppState,
+    field: &str,
+    t: Timestamp,
+    now: Timestamp,
+    problems: &mut Problems,
+) {
+    if t <= now {
+        problems.push(field, "must be in the future");
+    } else if let Some(max) = max_lifetime(state)
+        && t > now + max
+    {
+        problems.push(
+            field,
+            format!(
+                "must be at most {} from now (destinations.max_lifetime), i.e. not after {}",
+                friendly(max),
+                wire::ts(now + max)
+            ),
+        );
+    }
+}
+
+/// A duration for messages: whole days or hours when it is one.
+fn friendly(d: SignedDuration) -> String {
+    let secs = d.as_secs();
+    if secs % 86_400 == 0 {
+        format!("{} days", secs / 86_400)
+    } else if secs % 3600 == 0 {
+        format!("{} hours", secs / 3600)
+    } else {
+        format!("{secs} seconds")
+    }
 }
 
 /// `GET /tenants/{t}/destinations`: not paged. `type` and `topics` filter (any notation); a
@@ -59,7 +109,7 @@ pub async fn list(
         .iter()
         .filter(|d| kinds.is_empty() || kinds.contains(&d.kind))
         .filter(|d| wanted_topics.is_empty() || wanted_topics.iter().any(|t| d.topics.matches(t)))
-        .map(|d| wire::destination(registry, d))
+        .map(|d| wire::destination(registry, d, state.engine.clock().now()))
         .collect();
     Ok(Json(Value::Array(models)))
 }
@@ -235,6 +285,7 @@ pub(crate) async fn create_in(
     let created_at = f.timestamp("created_at");
     let updated_at = f.timestamp("updated_at");
     let disabled_at = f.timestamp("disabled_at");
+    let expires_at = f.timestamp("expires_at");
 
     if !caller.is_admin()
         && (matches!(created_at, Patch::Set(_)) || matches!(updated_at, Patch::Set(_)))
@@ -258,6 +309,14 @@ pub(crate) async fn create_in(
             problems.push(name, "must not be in the future");
         }
     }
+    let expires_at = match expires_at {
+        Patch::Set(t) => {
+            check_expiry(state, "expires_at", t, now, &mut problems);
+            Some(t)
+        }
+        // With a max lifetime every destination expires; without one, none has to.
+        Patch::Absent | Patch::Null => max_lifetime(state).map(|m| now + m),
+    };
     let created_at = set_or(created_at, now);
     let updated_at = set_or(updated_at, created_at);
     if updated_at < created_at {
@@ -310,6 +369,7 @@ pub(crate) async fn create_in(
             Patch::Set(t) => Some(t),
             _ => None,
         },
+        expires_at,
         created_at,
         updated_at,
     };
@@ -404,6 +464,18 @@ pub(crate) async fn update_in(
         Patch::Null => d.disabled_at = None,
         Patch::Set(t) if t > now => f.problems.push("disabled_at", "must not be in the future"),
         Patch::Set(t) => d.disabled_at = Some(t),
+    }
+    match f.timestamp("expires_at") {
+        Patch::Absent => {}
+        Patch::Null if max_lifetime(state).is_some() => f.problems.push(
+            "expires_at",
+            "cannot be removed: destinations.max_lifetime is set; renew to extend it",
+        ),
+        Patch::Null => d.expires_at = None,
+        Patch::Set(t) => {
+            check_expiry(state, "expires_at", t, now, &mut f.problems);
+            d.expires_at = Some(t);
+        }
     }
     let mut problems = f.problems;
     let sent = Sent::of(&config_patch, &creds_patch);
@@ -568,6 +640,55 @@ fn follow_target(
             );
         }
     }
+}
+
+/// `POST /tenants/{t}/destinations/{d}/renew` `{expires_at?}`: extends the subscription, by
+/// default to now + `destinations.max_lifetime` (without a max lifetime `expires_at` is
+/// required). An expired destination receives events again from then on; a new expiry starts
+/// a new round of expiry notices.
+pub async fn renew(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Params((tenant_id, id)): Params<(String, String)>,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    tenant_scope(&state, &caller, &tenant_id).await?;
+    let obj = body.object(false)?;
+    let mut d = load_destination(&state, &tenant_id, &id).await?;
+    let now = state.engine.clock().now();
+    let mut f = Fields::new(&obj);
+    for key in obj.keys() {
+        if key != "expires_at" {
+            f.problems
+                .push(key, "is not a renew option (only expires_at is)");
+        }
+    }
+    let expires_at = match f.timestamp("expires_at") {
+        Patch::Set(t) => {
+            check_expiry(&state, "expires_at", t, now, &mut f.problems);
+            Some(t)
+        }
+        Patch::Absent | Patch::Null => match max_lifetime(&state) {
+            Some(m) => Some(now + m),
+            None => {
+                f.problems.push(
+                    "expires_at",
+                    "is required: no destinations.max_lifetime is configured to renew by",
+                );
+                None
+            }
+        },
+    };
+    f.problems.finish()?;
+    d.expires_at = expires_at;
+    d.updated_at = now;
+    state
+        .engine
+        .store()
+        .update_destination(&d, false, now)
+        .await?;
+    state.engine.destination_saved(&d);
+    Ok(render(&state, &d))
 }
 
 /// The signing-secret rules of an update (module docs), for the type's signing credential

@@ -5,6 +5,7 @@
 //! that does not exist is a 404; a destination, event or attempt of another tenant is a 404
 //! (its existence is not revealed).
 
+pub mod api_keys;
 pub mod attempts;
 pub mod destinations;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod replay;
 pub mod schemas;
 pub mod tenants;
 pub mod test_event;
+pub mod webhook_templates;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;

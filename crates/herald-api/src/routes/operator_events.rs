@@ -53,7 +53,9 @@ pub async fn list_destinations(
         .await?;
     let registry = state.engine.registry();
     Ok(Json(Value::Array(
-        all.iter().map(|d| wire::destination(registry, d)).collect(),
+        all.iter()
+            .map(|d| wire::destination(registry, d, state.engine.clock().now()))
+            .collect(),
     )))
 }
 
@@ -72,7 +74,11 @@ pub async fn create_destination(
         body,
     )
     .await?;
-    Ok(Json(wire::destination(state.engine.registry(), &d)))
+    Ok(Json(wire::destination(
+        state.engine.registry(),
+        &d,
+        state.engine.clock().now(),
+    )))
 }
 
 /// `GET /operator-events/destinations/{id}`.
@@ -83,7 +89,11 @@ pub async fn get_destination(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let d = load_destination(&state, OPERATOR_TENANT, &id).await?;
-    Ok(Json(wire::destination(state.engine.registry(), &d)))
+    Ok(Json(wire::destination(
+        state.engine.registry(),
+        &d,
+        state.engine.clock().now(),
+    )))
 }
 
 /// `PATCH /operator-events/destinations/{id}`: merge-patch, `topics` replaced whole.
@@ -96,7 +106,11 @@ pub async fn update_destination(
     caller.require_admin()?;
     let d = destinations::update_in(&state, &caller, OPERATOR_TENANT, &id, Owner::Operator, body)
         .await?;
-    Ok(Json(wire::destination(state.engine.registry(), &d)))
+    Ok(Json(wire::destination(
+        state.engine.registry(),
+        &d,
+        state.engine.clock().now(),
+    )))
 }
 
 /// `DELETE /operator-events/destinations/{id}`: `{"success": true}`.

@@ -31,7 +31,11 @@ pub async fn publish(
     caller: Caller,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require_admin()?;
+    if let Caller::Tenant(_) = caller {
+        return Err(ApiError::forbidden(
+            "publishing requires the admin API key or an API key with the publish scope",
+        ));
+    }
     let obj = body.object(true)?;
     let now = state.engine.clock().now();
     let mut f = Fields::new(&obj);
@@ -109,6 +113,7 @@ pub async fn publish(
             .unwrap_or_else(|| ApiError::invalid("body", "incomplete event")));
     };
     problems.finish()?;
+    caller.check_tenant(&tenant_id)?;
     let event = Event {
         id,
         tenant_id,
@@ -164,9 +169,11 @@ pub async fn retry(
         .ok_or_else(|| ApiError::not_found("destination"))?;
     match state.engine.retry(&event, &destination).await {
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(json!({ "success": true })))),
-        Err(e @ (RetryError::Disabled(_) | RetryError::TopicMismatch { .. })) => {
-            Err(ApiError::bad_request(e.to_string()))
-        }
+        Err(
+            e @ (RetryError::Disabled(_)
+            | RetryError::Expired(_)
+            | RetryError::TopicMismatch { .. }),
+        ) => Err(ApiError::bad_request(e.to_string())),
         Err(RetryError::Store(e)) => Err(e.into()),
     }
 }

@@ -93,6 +93,11 @@ pub async fn replay(
             "destination {id:?} is disabled; enable it before replaying"
         )));
     }
+    if d.is_expired(state.engine.clock().now()) {
+        return Err(ApiError::bad_request(format!(
+            "destination {id:?} has expired; renew it before replaying"
+        )));
+    }
     let q = ReplayQuery {
         tenant_id,
         destination_id: id,

@@ -20,23 +20,22 @@ use crate::wire;
 /// Longest accepted tenant id.
 const MAX_ID_LEN: usize = 255;
 
-/// `GET /tenants`: seek-paginated by creation time, with the total `count`. A tenant token
-/// sees only its own tenant.
+/// `GET /tenants`: seek-paginated by creation time, with the total `count`. Operator only
+/// (the admin key or a key with `read` and no tenant): a tenant token or tenant-bound key
+/// gets 403.
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    if caller.tenant().is_some() {
+        return Err(ApiError::forbidden(
+            "listing tenants requires the admin API key or an API key not bound to a tenant",
+        ));
+    }
     let params = Query::parse(raw.as_deref());
     let page = query::page(&params, 20, 100)?;
-    let mut ids = params.list("id");
-    if let Some(own) = caller.tenant() {
-        ids = if ids.is_empty() || ids.iter().any(|i| i == own) {
-            vec![own.to_string()]
-        } else {
-            vec![String::new()]
-        };
-    }
+    let ids = params.list("id");
     let (limit, dir) = (page.limit, page.dir);
     let (page, count) = state
         .engine

@@ -87,6 +87,11 @@ pub async fn send(
             "destination {id:?} is disabled; enable it before sending a test event"
         )));
     }
+    if d.is_expired(state.engine.clock().now()) {
+        return Err(ApiError::bad_request(format!(
+            "destination {id:?} has expired; renew it before sending a test event"
+        )));
+    }
     let topic = match asked {
         Some(t) => {
             if !state.in_catalog(&t) {

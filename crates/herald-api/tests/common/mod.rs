@@ -1,7 +1,8 @@
 //! Test harness: the real router over a temporary SQLite store and a running engine, with two
 //! fake destination types (the real ones live in a crate this one must not depend on):
 //! - `webhook`: `config.url` (required, http(s)), `config.custom_headers`; signs, with its
-//!   secret in `credentials.secret`. Delivery succeeds unless the URL contains `fail`.
+//!   secret in `credentials.secret`. Delivery succeeds unless the URL contains `fail`
+//!   (permanent failure) or `retry` (retryable failure).
 //! - `queue`: `config.name` (required), `credentials.password` (required, sensitive); does not
 //!   sign.
 //! - `stream`: `config.stream` (required), `credentials.password` (required, sensitive); signs
@@ -17,7 +18,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use herald_api::{ApiConfig, TopicSpec, router};
+use herald_api::{ApiConfig, TopicSpec, build};
 use herald_core::destination::{
     DeliveryError, Driver, FieldError, OutboundMessage, Receipt, Registry,
 };
@@ -86,11 +87,16 @@ struct FakeStream;
 
 struct FakeDriver {
     fail: bool,
+    /// Fails with a retryable error (the URL contains `retry`).
+    retry: bool,
 }
 
 #[async_trait]
 impl Driver for FakeDriver {
     async fn deliver(&self, _msg: &OutboundMessage) -> Result<Receipt, DeliveryError> {
+        if self.retry {
+            return Err(DeliveryError::retry("503", "unavailable"));
+        }
         if self.fail {
             let mut e = DeliveryError::permanent("400", "rejected");
             e.response = Some(json!({"status_code": 400, "body": "no"}));
@@ -144,6 +150,7 @@ impl Spec for FakeWebhook {
     ) -> Result<Arc<dyn Driver>, FieldError> {
         Ok(Arc::new(FakeDriver {
             fail: config.url.contains("fail"),
+            retry: config.url.contains("retry"),
         }))
     }
 
@@ -177,7 +184,10 @@ impl Spec for FakeQueue {
         _: QueueConfig,
         _: QueueCredentials,
     ) -> Result<Arc<dyn Driver>, FieldError> {
-        Ok(Arc::new(FakeDriver { fail: false }))
+        Ok(Arc::new(FakeDriver {
+            fail: false,
+            retry: false,
+        }))
     }
 
     fn target(&self, config: &QueueConfig) -> (String, Option<String>) {
@@ -199,7 +209,10 @@ impl Spec for FakeStream {
         _: StreamConfig,
         _: QueueCredentials,
     ) -> Result<Arc<dyn Driver>, FieldError> {
-        Ok(Arc::new(FakeDriver { fail: false }))
+        Ok(Arc::new(FakeDriver {
+            fail: false,
+            retry: false,
+        }))
     }
 
     fn target(&self, config: &StreamConfig) -> (String, Option<String>) {
@@ -218,6 +231,10 @@ pub fn registry() -> Registry {
 pub struct App {
     pub router: Router,
     pub engine: Engine,
+    /// What the router checks credentials with (as `/metrics` uses it).
+    pub auth: herald_api::keys::Authenticator,
+    /// The data directory (the database file is `herald.db` in it).
+    pub dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -233,6 +250,32 @@ pub fn catalog(names: &[&str]) -> Vec<TopicSpec> {
 }
 
 pub async fn app_with(topics: Vec<TopicSpec>, max_body_bytes: usize) -> App {
+    app_on(
+        topics,
+        max_body_bytes,
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+    )
+    .await
+}
+
+/// An app whose engine and API read time from `clock` (a `ManualClock` in tests of expiry).
+pub async fn app_with_clock(clock: Arc<dyn herald_core::Clock>) -> App {
+    app_on(
+        Vec::new(),
+        ApiConfig::DEFAULT_MAX_BODY_BYTES,
+        clock,
+        EngineConfig::default(),
+    )
+    .await
+}
+
+pub async fn app_on(
+    topics: Vec<TopicSpec>,
+    max_body_bytes: usize,
+    clock: Arc<dyn herald_core::Clock>,
+    engine_config: EngineConfig,
+) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(
         &dir.path().join("herald.db"),
@@ -240,15 +283,9 @@ pub async fn app_with(topics: Vec<TopicSpec>, max_body_bytes: usize) -> App {
             .expect("key"),
     )
     .expect("open store");
-    let engine = Engine::start(
-        Arc::new(store),
-        registry(),
-        Arc::new(SystemClock),
-        EngineConfig::default(),
-        true,
-    )
-    .await
-    .expect("engine");
+    let engine = Engine::start(Arc::new(store), registry(), clock, engine_config, true)
+        .await
+        .expect("engine");
     let config = ApiConfig {
         api_key: ADMIN.into(),
         jwt_secret: JWT_SECRET.to_vec(),
@@ -258,9 +295,12 @@ pub async fn app_with(topics: Vec<TopicSpec>, max_body_bytes: usize) -> App {
         max_body_bytes,
         version: "test".into(),
     };
+    let (router, auth) = build(engine.clone(), config);
     App {
-        router: router(engine.clone(), config),
+        router,
         engine,
+        auth,
+        dir: dir.path().to_path_buf(),
         _dir: dir,
     }
 }
@@ -308,6 +348,39 @@ impl App {
             })
         };
         (status, value)
+    }
+
+    /// Sends a request with extra headers (and no `Authorization` unless given in them).
+    pub async fn with_headers(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn call(

@@ -476,6 +476,7 @@ mod tests {
             delivery_metadata: None,
             metadata: None,
             disabled_at: None,
+            expires_at: None,
             created_at: jiff::Timestamp::UNIX_EPOCH,
             updated_at: jiff::Timestamp::UNIX_EPOCH,
         };

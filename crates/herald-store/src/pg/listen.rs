@@ -34,6 +34,8 @@ enum Wire {
     Destination { t: String, id: String },
     #[serde(rename = "t")]
     Tenant { t: String },
+    #[serde(rename = "a")]
+    ApiKey { id: String },
     #[serde(rename = "r")]
     Resync,
 }
@@ -49,6 +51,7 @@ pub(crate) fn payload(n: &Notice) -> String {
         Notice::TenantDeleted { tenant_id } => Wire::Tenant {
             t: tenant_id.clone(),
         },
+        Notice::ApiKey { id } => Wire::ApiKey { id: id.clone() },
         Notice::Resync => Wire::Resync,
     };
     let text = serde_json::to_string(&wire).unwrap_or_else(|_| r#"{"k":"r"}"#.into());
@@ -65,6 +68,7 @@ pub(crate) fn parse(payload: &str) -> Notice {
         Ok(Wire::Work) => Notice::Work,
         Ok(Wire::Destination { t, id }) => Notice::Destination { tenant_id: t, id },
         Ok(Wire::Tenant { t }) => Notice::TenantDeleted { tenant_id: t },
+        Ok(Wire::ApiKey { id }) => Notice::ApiKey { id },
         Ok(Wire::Resync) | Err(_) => Notice::Resync,
     }
 }
@@ -165,6 +169,7 @@ mod tests {
             Notice::TenantDeleted {
                 tenant_id: "acme".into(),
             },
+            Notice::ApiKey { id: "key_1".into() },
         ] {
             assert_eq!(parse(&payload(&n)), n);
         }

@@ -51,8 +51,8 @@ use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_jso
 use crate::query::*;
 use crate::seal::{self, Keyring};
 use crate::{
-    AttemptRecord, Backlog, Job, NewDelivery, Notice, PublishOutcome, PurgeStats, Recorded, Result,
-    Store, StoreError, StoredEvent,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, Notice,
+    PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 use sql::Where;
@@ -278,7 +278,14 @@ async fn notify_in<C: GenericClient>(c: &C, n: &Notice) -> Result<()> {
 
 // ----- rows -----
 
-const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at";
+const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at, expires_at";
+
+/// Updates a whole destination row (`$1`…`$13` as [`destination_params`]); a new expiry
+/// starts a new round of expiry notices.
+const UPDATE_DESTINATION: &str = "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
+     delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12, expires_at = $13,
+     expiry_notice = CASE WHEN destinations.expires_at IS NOT DISTINCT FROM $13 THEN destinations.expiry_notice ELSE 0 END
+     WHERE id = $1";
 
 fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
     let id: String = r.try_get(0)?;
@@ -298,6 +305,7 @@ fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
         disabled_at: r.try_get::<_, Option<i64>>(9)?.map(ts),
         created_at: ts(r.try_get(10)?),
         updated_at: ts(r.try_get(11)?),
+        expires_at: r.try_get::<_, Option<i64>>(12)?.map(ts),
     })
 }
 
@@ -428,7 +436,7 @@ async fn cancel_pending<C: GenericClient>(
     Ok(c.execute(&sql, &[&value, &us(now)]).await?)
 }
 
-fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 12] {
+fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 13] {
     let (config, credentials) = seal::seal_destination(keys, d);
     [
         Box::new(d.id.clone()),
@@ -443,6 +451,38 @@ fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync 
         Box::new(d.disabled_at.map(us)),
         Box::new(us(d.created_at)),
         Box::new(us(d.updated_at)),
+        Box::new(d.expires_at.map(us)),
+    ]
+}
+
+const API_KEY_COLS: &str =
+    "id, name, scopes, tenant_id, secret_hash, created_at, expires_at, revoked_at, last_used_at";
+
+fn api_key_from_row(r: &Row) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        scopes: from_json("api_keys.scopes", r.try_get(2)?)?,
+        tenant_id: r.try_get(3)?,
+        secret_hash: r.try_get(4)?,
+        created_at: ts(r.try_get(5)?),
+        expires_at: r.try_get::<_, Option<i64>>(6)?.map(ts),
+        revoked_at: r.try_get::<_, Option<i64>>(7)?.map(ts),
+        last_used_at: r.try_get::<_, Option<i64>>(8)?.map(ts),
+    })
+}
+
+fn api_key_params(k: &ApiKey) -> [Box<dyn ToSql + Sync + Send>; 9] {
+    [
+        Box::new(k.id.clone()),
+        Box::new(k.name.clone()),
+        Box::new(to_json(&k.scopes)),
+        Box::new(k.tenant_id.clone()),
+        Box::new(k.secret_hash.clone()),
+        Box::new(us(k.created_at)),
+        Box::new(k.expires_at.map(us)),
+        Box::new(k.revoked_at.map(us)),
+        Box::new(k.last_used_at.map(us)),
     ]
 }
 
@@ -758,7 +798,7 @@ impl Store for PgStore {
             let n = tx
                 .execute(
                     &format!(
-                        "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                        "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                          ON CONFLICT (id) DO NOTHING"
                     ),
                     &refs(&p),
@@ -791,12 +831,7 @@ impl Store for PgStore {
         let p = destination_params(&self.inner.keys, d);
         in_tx!(self, |tx| {
             let before = subscription_before(&*tx, &d.tenant_id).await?;
-            tx.execute(
-                "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
-                     delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12 WHERE id = $1",
-                &refs(&p),
-            )
-            .await?;
+            tx.execute(UPDATE_DESTINATION, &refs(&p)).await?;
             if cancel {
                 cancel_pending(&*tx, "destination_id", &d.id, now).await?;
                 // A disabled destination starts a fresh failure streak when re-enabled.
@@ -809,6 +844,71 @@ impl Store for PgStore {
             subscription_after(&*tx, &d.tenant_id, before, now).await?;
             notify_in(&*tx, &destination_notice(&d.tenant_id, &d.id)).await?;
             Ok(())
+        })
+    }
+
+    async fn import_destinations(&self, rows: DestinationBatch) -> Result<u64> {
+        // Not retried whole like other transactions: the rows are produced once.
+        let keys = self.inner.keys.clone();
+        let mut client = self.inner.pool.get().await?;
+        let tx = client.transaction().await?;
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (id) DO NOTHING"
+            ))
+            .await?;
+        let update = tx.prepare_cached(UPDATE_DESTINATION).await?;
+        let health = tx
+            .prepare_cached(
+                "INSERT INTO destination_health (destination_id, consecutive_failures) VALUES ($1, 0)
+                 ON CONFLICT (destination_id) DO NOTHING",
+            )
+            .await?;
+        let mut n = 0u64;
+        for row in rows {
+            let (d, is_insert) = row?;
+            let p = destination_params(&keys, &d);
+            if is_insert {
+                if tx.execute(&insert, &refs(&p)).await? == 0 {
+                    return Err(StoreError::Conflict {
+                        what: "destination",
+                        id: d.id.clone(),
+                    });
+                }
+                tx.execute(&health, &[&d.id]).await?;
+            } else {
+                tx.execute(&update, &refs(&p)).await?;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            notify_in(&*tx, &Notice::Resync).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn mark_expiry_notice(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        level: ExpiryLevel,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let lvl = level as i16;
+        in_tx!(self, |tx| {
+            let won = tx
+                .execute(
+                    "UPDATE destinations SET expiry_notice = $3 WHERE id = $1 AND expires_at = $2 AND expiry_notice < $3",
+                    &[&id, &us(expires_at), &lvl],
+                )
+                .await?
+                == 1;
+            if won && level == ExpiryLevel::Expired {
+                cancel_pending(&*tx, "destination_id", id, now).await?;
+            }
+            Ok(won)
         })
     }
 
@@ -1324,6 +1424,115 @@ impl Store for PgStore {
             )));
         }
         Some(rx)
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()> {
+        let p = api_key_params(key);
+        in_tx!(self, |tx| {
+            let n = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO api_keys ({API_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         ON CONFLICT (id) DO NOTHING"
+                    ),
+                    &refs(&p),
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::Conflict {
+                    what: "api key",
+                    id: key.id.clone(),
+                });
+            }
+            // A node may have cached "no such key" for this id.
+            notify_in(&*tx, &Notice::ApiKey { id: key.id.clone() }).await?;
+            Ok(())
+        })
+    }
+
+    async fn replace_api_key(&self, key: &ApiKey) -> Result<()> {
+        let p = api_key_params(key);
+        in_tx!(self, |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO api_keys ({API_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, scopes = excluded.scopes,
+                         tenant_id = excluded.tenant_id, secret_hash = excluded.secret_hash,
+                         created_at = excluded.created_at, expires_at = excluded.expires_at,
+                         revoked_at = excluded.revoked_at, last_used_at = excluded.last_used_at"
+                ),
+                &refs(&p),
+            )
+            .await?;
+            notify_in(&*tx, &Notice::ApiKey { id: key.id.clone() }).await?;
+            Ok(())
+        })
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE id = $1"
+            ))
+            .await?;
+        c.query_opt(&stmt, &[&id])
+            .await?
+            .map(|r| api_key_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(api_key_from_row)
+        .collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> Result<bool> {
+        in_tx!(self, |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id, &us(now)],
+                )
+                .await?;
+            if n > 0 {
+                notify_in(&*tx, &Notice::ApiKey { id: id.to_string() }).await?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            &[&id, &us(at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn use_nonce(&self, nonce: &str, expires_at: Timestamp, now: Timestamp) -> Result<bool> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM used_nonces WHERE expires_at < $1", &[&us(now)])
+            .await?;
+        // The primary key decides between nodes presenting the same nonce at once.
+        let n = c
+            .execute(
+                "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+                &[&nonce, &us(expires_at)],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn get_attempt(&self, id: &str) -> Result<Option<Attempt>> {

@@ -129,6 +129,40 @@ CREATE TABLE settings (
         description: "tenant token revocation",
         sql: "ALTER TABLE tenants ADD COLUMN tokens_revoked_at BIGINT;",
     },
+    Migration {
+        description: "scoped API keys",
+        sql: r#"
+CREATE TABLE api_keys (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    tenant_id TEXT COLLATE "C",
+    secret_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE INDEX api_keys_created ON api_keys (created_at, id);
+"#,
+    },
+    Migration {
+        description: "used single-use tokens",
+        sql: r#"
+CREATE TABLE used_nonces (
+    nonce TEXT COLLATE "C" PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX used_nonces_expiry ON used_nonces (expires_at);
+"#,
+    },
+    Migration {
+        description: "destination expiry",
+        sql: r#"
+ALTER TABLE destinations ADD COLUMN expires_at BIGINT;
+ALTER TABLE destinations ADD COLUMN expiry_notice SMALLINT NOT NULL DEFAULT 0;
+"#,
+    },
 ];
 
 /// Newest schema version this binary knows.

@@ -110,6 +110,7 @@ pub fn destination(id: &str, tenant: &str, topics: &[&str], created: Timestamp) 
         delivery_metadata: None,
         metadata: None,
         disabled_at: None,
+        expires_at: None,
         created_at: created,
         updated_at: created,
     }

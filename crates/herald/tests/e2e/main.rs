@@ -8,6 +8,7 @@
 //! destination tests start (tansu, moto, the Pub/Sub emulator, a Service Bus server). A test
 //! whose server is missing fails; nothing skips.
 //!
+//! - `access`: scoped API keys across nodes, admin key rotation, CSV templates and the CLI.
 //! - `api`: publish → delivery, retries, signing, filters, restart, production mode, CLI.
 //! - `crash`, `multinode`: processes killed mid-stream, nodes sharing PostgreSQL.
 //! - `chaos`: PostgreSQL restarted under load (a private server), the embedded store on a full
@@ -25,6 +26,7 @@
 //! - `destinations`: per-type behaviour over the API (mapping details, validation, schemas).
 //! - `contract`: the Driver contract suite (`herald_testkit::contract`) for every type.
 
+mod access;
 mod api;
 mod chaos;
 mod contract;
