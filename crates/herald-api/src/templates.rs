@@ -329,8 +329,10 @@ impl Mapper {
         d.topics = Topics::List(vec![kind.to_string()]);
         d.filter = (scope == "integration")
             .then(|| json!({"metadata": {INTEGRATION_METADATA: integration}}));
-        d.config
-            .insert("url".into(), get(SERVER_URL).trim().to_string());
+        let new_url = get(SERVER_URL).trim().to_string();
+        // Credentials follow their target: a masked token is kept only for the same URL.
+        let same_target = d.config.get("url") == Some(&new_url);
+        d.config.insert("url".into(), new_url);
         let token = get(AUTH_TOKEN).trim();
         let stored_token = d.credentials.get("token").cloned();
         let auth = d.credentials.get("auth_type").map(String::as_str);
@@ -343,7 +345,15 @@ impl Mapper {
             .as_deref()
             .is_some_and(|s| token == wire::mask(s) && auth == Some("bearer"))
         {
-            // The masked form a non-admin export shows: keep the stored token.
+            // The masked form a non-admin export shows: keep the stored token, unless the row
+            // points it somewhere else.
+            if !same_target {
+                return Err(vec![RowError::new(
+                    line,
+                    COLUMNS[AUTH_TOKEN],
+                    "the Server Url changed, so the stored token is not kept: send the token again in full (stored credentials never follow a new target)",
+                )]);
+            }
         } else {
             d.credentials.insert("auth_type".into(), "bearer".into());
             d.credentials.insert("token".into(), token.to_string());

@@ -221,6 +221,16 @@ async fn the_seed_row_goes_in_through_a_presigned_url_and_comes_back_out() {
     }
     assert_eq!(download(&h, API_KEY, "acme").await, admin_csv);
 
+    // Credentials follow their target: the masked token with another Server Url is refused
+    // (line and column named) and nothing changes.
+    let retargeted = tenant_csv.replace("https://webhook.site/x124", "https://elsewhere.example/x");
+    assert_ne!(retargeted, tenant_csv);
+    let (code, report) = upload(&h, "acme", &retargeted).await;
+    assert_eq!(code, 422, "{report}");
+    assert_eq!(report["errors"][0]["line"], 2, "{report}");
+    assert_eq!(report["errors"][0]["column"], "Auth Token", "{report}");
+    assert_eq!(download(&h, API_KEY, "acme").await, admin_csv);
+
     // A URL works once, and only for what it was made for.
     let u = url(&h, API_KEY, "acme", "upload").await;
     assert_eq!(put_csv(&h, &u, &csv).await.0, 200);
