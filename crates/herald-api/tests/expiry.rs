@@ -304,6 +304,17 @@ async fn each_expiry_notice_is_produced_once_per_expiry() {
         StatusCode::CREATED,
     )
     .await;
+    // An operator destination for the expiry topics: every notice is also an operator event.
+    app.ok(
+        Method::POST,
+        "/api/v1/operator-events/destinations",
+        Some(hook(
+            "ops",
+            json!({"topics": ["destination.expiring", "destination.expired"]}),
+        )),
+        StatusCode::OK,
+    )
+    .await;
     let engine = &app.engine;
     let none = herald_engine::expiry::ExpiryReport::default();
     assert_eq!(
@@ -339,4 +350,38 @@ async fn each_expiry_notice_is_produced_once_per_expiry() {
         (vec!["d1".to_string()], vec!["d1".to_string()])
     );
     assert_eq!(engine.check_expiry().await, none);
+
+    // Four notices, four operator events (one per topic and expiry), each for d1.
+    let events = app
+        .ok(
+            Method::GET,
+            "/api/v1/operator-events/events",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let mut seen: Vec<(String, String)> = events["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["data"]["destination"]["id"], "d1", "{e}");
+            (
+                e["topic"].as_str().unwrap().to_string(),
+                e["data"]["expires_at"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let pair = |t: &str, at: &str| (t.to_string(), at.to_string());
+    assert_eq!(
+        seen,
+        [
+            pair("destination.expired", "2030-01-11T00:00:00Z"),
+            pair("destination.expired", "2030-01-12T00:00:00Z"),
+            pair("destination.expiring", "2030-01-11T00:00:00Z"),
+            pair("destination.expiring", "2030-01-12T00:00:00Z"),
+        ],
+        "{events}"
+    );
 }
