@@ -478,8 +478,14 @@ impl Engine {
                 "shutdown grace expired; unfinished attempts are retried when their lease expires"
             );
         }
-        // Let waiting jobs see the stop and note themselves.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let waiting jobs see the stop and note themselves: each admitted job not in flight
+        // is about to hand itself back (it notes itself before giving up its admission).
+        let noted_by = tokio::time::Instant::now() + Duration::from_millis(500);
+        while self.inner.dispatch.admitted() > self.inner.dispatch.in_flight()
+            && tokio::time::Instant::now() < noted_by
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let back = self.inner.dispatch.take_handed_back();
         if !back.is_empty() {
             let n = back.len();
