@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use herald_core::destination::{DeliveryError, Disposition, OutboundMessage};
@@ -26,7 +26,50 @@ use crate::admission::{self, Admission, Concurrency, Slot};
 use crate::routes::Route;
 use crate::{EngineConfig, Inner};
 
-type Limiter = governor::DefaultDirectRateLimiter;
+/// Governor's view of the engine's [`herald_core::Clock`], so rate limits space attempts by
+/// the same clock as everything else (a `ManualClock` in tests).
+#[derive(Clone)]
+struct LimiterClock(Arc<dyn herald_core::Clock>);
+
+impl LimiterClock {
+    fn at(t: Timestamp) -> governor::nanos::Nanos {
+        governor::nanos::Nanos::from(u64::try_from(t.as_nanosecond()).unwrap_or(0))
+    }
+}
+
+impl governor::clock::Clock for LimiterClock {
+    type Instant = governor::nanos::Nanos;
+
+    fn now(&self) -> Self::Instant {
+        Self::at(self.0.now())
+    }
+}
+
+type Limiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    LimiterClock,
+    governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+>;
+
+/// The longest an attempt refused by its rate limiter sleeps before asking again. The wait it
+/// is told is in clock time; the clock can jump (a `ManualClock`, or a stepped wall clock), so
+/// the real sleep is capped and the limiter asked again.
+const LIMITER_RECHECK: Duration = Duration::from_millis(100);
+
+/// Waits until the gate's limiter allows one attempt, by the engine's clock.
+async fn until_allowed(gate: &DestinationGate, limiter: &Limiter, clock: &dyn herald_core::Clock) {
+    loop {
+        match limiter.check() {
+            Ok(()) => return,
+            Err(not_until) => {
+                gate.refusals.fetch_add(1, Ordering::SeqCst);
+                let wait = not_until.wait_time_from(LimiterClock::at(clock.now()));
+                tokio::time::sleep(wait.clamp(Duration::from_millis(1), LIMITER_RECHECK)).await;
+            }
+        }
+    }
+}
 
 /// Per-destination admission state.
 pub(crate) struct DestinationGate {
@@ -36,6 +79,9 @@ pub(crate) struct DestinationGate {
     limiter: Option<Arc<Limiter>>,
     /// Jobs spawned and waiting for a slot or the limiter.
     waiting: AtomicUsize,
+    /// Times the limiter refused an attempt (each waiting attempt asks again, see
+    /// [`LIMITER_RECHECK`]).
+    refusals: AtomicU64,
     /// `(max_in_flight, rate_limit_per_minute)` the gate was built for.
     settings: (usize, u32),
 }
@@ -82,13 +128,21 @@ impl Dispatch {
         std::mem::take(&mut *self.handed_back.lock())
     }
 
+    /// Times the rate limiter of destination `id` refused an attempt (0 without a limiter).
+    pub(crate) fn rate_limit_refusals(&self, id: &str) -> u64 {
+        self.gates
+            .lock()
+            .get(id)
+            .map_or(0, |g| g.refusals.load(Ordering::SeqCst))
+    }
+
     /// Jobs taken off the queue and not finished yet (waiting for a slot, or in flight).
     pub(crate) fn admitted(&self) -> usize {
         self.admit_total - self.admit.available_permits()
     }
 
     /// The gate for a destination, rebuilt when its limits changed.
-    fn gate(&self, route: &Route) -> Arc<DestinationGate> {
+    fn gate(&self, route: &Route, clock: &Arc<dyn herald_core::Clock>) -> Arc<DestinationGate> {
         let d = &route.destination;
         let limits = &route.delivery.settings;
         let max = limits
@@ -106,12 +160,16 @@ impl Dispatch {
             let quota = governor::Quota::with_period(period.max(Duration::from_micros(1)))
                 .expect("non-zero period")
                 .allow_burst(NonZeroU32::MIN);
-            Arc::new(governor::RateLimiter::direct(quota))
+            Arc::new(governor::RateLimiter::direct_with_clock(
+                quota,
+                LimiterClock(clock.clone()),
+            ))
         });
         let gate = Arc::new(DestinationGate {
             slots: Concurrency::new(&d.id, max),
             limiter,
             waiting: AtomicUsize::new(0),
+            refusals: AtomicU64::new(0),
             settings: (max, rate),
         });
         gates.insert(d.id.clone(), gate.clone());
@@ -154,7 +212,7 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
             tokio::spawn(async move { settle_unroutable(&inner, &job.delivery).await });
             continue;
         };
-        let gate = inner.dispatch.gate(&route);
+        let gate = inner.dispatch.gate(&route, &inner.clock);
         let backlog_limit = (gate.settings.0 * 4).max(256);
         if gate.waiting.load(Ordering::SeqCst) >= backlog_limit {
             shed.push(job.delivery.id);
@@ -176,7 +234,7 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
                 && let Some(l) = &gate.limiter
             {
                 tokio::select! {
-                    _ = l.until_ready() => {}
+                    _ = until_allowed(&gate, l, inner.clock.as_ref()) => {}
                     _ = inner.stopping.cancelled() => {}
                 }
             }

@@ -449,6 +449,13 @@ impl Engine {
         self.inner.routes.remove_tenant(tenant_id);
     }
 
+    /// How many times destination `id`'s rate limiter (`rate_limit_per_minute`) has refused an
+    /// attempt so far; an attempt it refuses asks again at least every 100 ms of real time and
+    /// is refused each time until the engine's clock reaches its turn. For tests and diagnostics.
+    pub fn rate_limit_refusals(&self, id: &str) -> u64 {
+        self.inner.dispatch.rate_limit_refusals(id)
+    }
+
     /// Whether the dispatcher and poller are running.
     pub fn healthy(&self) -> bool {
         !self.inner.stopping.is_cancelled() && !self.inner.queue.is_closed()
@@ -471,8 +478,14 @@ impl Engine {
                 "shutdown grace expired; unfinished attempts are retried when their lease expires"
             );
         }
-        // Let waiting jobs see the stop and note themselves.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let waiting jobs see the stop and note themselves: each admitted job not in flight
+        // is about to hand itself back (it notes itself before giving up its admission).
+        let noted_by = tokio::time::Instant::now() + Duration::from_millis(500);
+        while self.inner.dispatch.admitted() > self.inner.dispatch.in_flight()
+            && tokio::time::Instant::now() < noted_by
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let back = self.inner.dispatch.take_handed_back();
         if !back.is_empty() {
             let n = back.len();

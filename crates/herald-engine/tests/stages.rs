@@ -1,12 +1,13 @@
 //! The engine in-process, on a real embedded store, with a [`ManualClock`] and a scripted
 //! destination type: every time the engine reads comes from the clock, so the tests move
-//! time by hand and prove what did not happen by the store's state (what is due when), never
-//! by sleeping.
+//! time by hand and prove what did not happen by the store's state (what is due when) or by
+//! the rate limiter having refused at the current clock time, never by sleeping.
 //!
-//! Covered: the retry schedule at exact clock times, lease renewal before a late attempt,
-//! 410 → disable (with its operator event), the consecutive-failure levels 50/70/90/100 %,
-//! exhausted retries, and shutdown handing back leased work. (Retry maths and its jitter
-//! bounds and the `Retry-After` cap are tested on the `decide` stage in `dispatch.rs`.)
+//! Covered: the retry schedule at exact clock times, rate-limit spacing, lease renewal before
+//! a late attempt, 410 → disable (with its operator event), the consecutive-failure levels
+//! 50/70/90/100 %, exhausted retries, and shutdown handing back leased work. (Retry maths and
+//! its jitter bounds and the `Retry-After` cap are tested on the `decide` stage in
+//! `dispatch.rs`.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -265,6 +266,15 @@ impl Rig {
         }
     }
 
+    /// Waits until `destination`'s rate limiter has refused `n` more attempts from now.
+    async fn refused_again(&self, destination: &str, n: u64) {
+        let from = self.engine.rate_limit_refusals(destination);
+        self.until("refusals", || async {
+            self.engine.rate_limit_refusals(destination) >= from + n
+        })
+        .await;
+    }
+
     fn sent(&self, destination: &str) -> Vec<Sent> {
         self.script
             .sent
@@ -517,4 +527,56 @@ async fn shutdown_hands_back_leased_work_due_at_once() {
         "handed back, due now, not at lease expiry"
     );
     hold.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_spaces_attempts_by_the_clock() {
+    // Leases far longer than the test's clock moves, so nothing is claimed twice.
+    let r = rig(EngineConfig {
+        lease: Duration::from_secs(3600),
+        ..config()
+    })
+    .await;
+    // One a minute: a burst of one, then one more per 60 s of clock time. (Sixty seconds of
+    // real time never pass here, so a limiter on the wall clock would release nothing.)
+    r.destination("t", "d", Topics::All, &[("rate_limit_per_minute", "1")])
+        .await;
+    for id in ["e1", "e2", "e3"] {
+        r.publish("t", id, true).await;
+    }
+    r.until("the burst", || async { r.sent("d").len() == 1 })
+        .await;
+    // The limiter's answer depends only on the clock: once it has refused the waiting
+    // attempts (each asks again at least every 100 ms), nothing more can go while the clock
+    // stands still.
+    r.refused_again("d", 4).await;
+    assert_eq!(r.sent("d").len(), 1, "clock frozen: only the burst");
+    // A moment short of the interval is still too early. (At most one refusal per waiter can
+    // have read the clock before it moved, so three more include one that read it after.)
+    r.clock.advance(Duration::from_secs(59));
+    r.refused_again("d", 3).await;
+    assert_eq!(r.sent("d").len(), 1, "59 s: still only the burst");
+    // One interval after the first: exactly one more.
+    r.clock.advance(Duration::from_secs(1));
+    r.until("the second", || async { r.sent("d").len() == 2 })
+        .await;
+    r.refused_again("d", 2).await;
+    assert_eq!(r.sent("d").len(), 2, "60 s: exactly one more");
+    r.clock.advance(Duration::from_secs(60));
+    r.until("the third", || async { r.sent("d").len() == 3 })
+        .await;
+    let mut times = Vec::new();
+    for id in ["e1", "e2", "e3"] {
+        r.until("recorded", || async {
+            r.attempts("t", id).await.len() == 1
+        })
+        .await;
+        times.push(r.attempts("t", id).await[0].time);
+    }
+    times.sort();
+    assert_eq!(
+        times,
+        [r.at(0), r.at(60), r.at(120)],
+        "attempts one interval apart"
+    );
 }
