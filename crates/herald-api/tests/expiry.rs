@@ -365,10 +365,12 @@ async fn each_expiry_notice_is_produced_once_per_expiry() {
         .unwrap()
         .iter()
         .map(|e| {
-            assert_eq!(e["data"]["destination"]["id"], "d1", "{e}");
+            // The event's data is the operator envelope; its own `data` is the payload.
+            let payload = &e["data"]["data"];
+            assert_eq!(payload["destination"]["id"], "d1", "{e}");
             (
                 e["topic"].as_str().unwrap().to_string(),
-                e["data"]["expires_at"].as_str().unwrap().to_string(),
+                payload["expires_at"].as_str().unwrap().to_string(),
             )
         })
         .collect();
