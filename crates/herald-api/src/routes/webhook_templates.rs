@@ -187,7 +187,11 @@ pub async fn upload(
         Err(e) => return Err(e.into()),
     }
     let written = started.elapsed();
-    state.engine.reload_destinations().await?;
+    // The routing table is rebuilt only when the file changed something: rebuilding holds the
+    // old table and the new one at once, so a no-op re-import must not pay for it.
+    if check.created + check.updated > 0 {
+        state.engine.reload_destinations().await?;
+    }
     tracing::info!(
         tenant_id = %grant.tenant_id,
         created = check.created,
