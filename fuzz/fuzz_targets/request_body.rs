@@ -59,6 +59,7 @@ fn app() -> &'static App {
                 retry_on_status: Vec::new(),
                 tls_ca: None,
                 no_generated_secret: Vec::new(),
+                ..DestinationsConfig::default()
             })
             .expect("registry");
             let engine = Engine::start(
