@@ -59,6 +59,15 @@ pub async fn list_destinations(
     )))
 }
 
+/// A destination's wire form at the engine's current time.
+fn destination_json(state: &SharedState, d: &herald_core::Destination) -> Json<Value> {
+    Json(wire::destination(
+        state.engine.registry(),
+        d,
+        state.engine.clock().now(),
+    ))
+}
+
 /// `POST /operator-events/destinations`: `200` with the stored destination.
 pub async fn create_destination(
     State(state): State<SharedState>,
@@ -74,11 +83,7 @@ pub async fn create_destination(
         body,
     )
     .await?;
-    Ok(Json(wire::destination(
-        state.engine.registry(),
-        &d,
-        state.engine.clock().now(),
-    )))
+    Ok(destination_json(&state, &d))
 }
 
 /// `GET /operator-events/destinations/{id}`.
@@ -89,11 +94,7 @@ pub async fn get_destination(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let d = load_destination(&state, OPERATOR_TENANT, &id).await?;
-    Ok(Json(wire::destination(
-        state.engine.registry(),
-        &d,
-        state.engine.clock().now(),
-    )))
+    Ok(destination_json(&state, &d))
 }
 
 /// `PATCH /operator-events/destinations/{id}`: merge-patch, `topics` replaced whole.
@@ -106,11 +107,7 @@ pub async fn update_destination(
     caller.require_admin()?;
     let d = destinations::update_in(&state, &caller, OPERATOR_TENANT, &id, Owner::Operator, body)
         .await?;
-    Ok(Json(wire::destination(
-        state.engine.registry(),
-        &d,
-        state.engine.clock().now(),
-    )))
+    Ok(destination_json(&state, &d))
 }
 
 /// `DELETE /operator-events/destinations/{id}`: `{"success": true}`.
