@@ -7,6 +7,7 @@ use herald_core::retry::RetryPolicy;
 use herald_core::signing::SigningConfig;
 
 use crate::operator::AlertConfig;
+use crate::telemetry::{AttemptLog, TraceHook};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -58,6 +59,11 @@ pub struct EngineConfig {
     pub expiring_notice_lead: Duration,
     /// How often expiries are checked.
     pub expiry_check_interval: Duration,
+    /// Levels of the per-attempt log line.
+    pub attempt_log: AttemptLog,
+    /// Carries trace context from publishes to attempts; `None` (the default) when traces
+    /// are not exported.
+    pub traces: Option<TraceHook>,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +88,8 @@ impl Default for EngineConfig {
             max_lifetime: None,
             expiring_notice_lead: Duration::from_secs(7 * 24 * 3600),
             expiry_check_interval: Duration::from_secs(60),
+            attempt_log: AttemptLog::default(),
+            traces: None,
         }
     }
 }

@@ -21,9 +21,11 @@ use jiff::{SignedDuration, Timestamp};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 
 use crate::admission::{self, Admission, Concurrency, Slot};
 use crate::routes::Route;
+use crate::telemetry::event_at;
 use crate::{EngineConfig, Inner};
 
 /// Governor's view of the engine's [`herald_core::Clock`], so rate limits space attempts by
@@ -398,11 +400,37 @@ fn message(
 /// global one) is held while the request is out and given back before the result is recorded,
 /// so bookkeeping latency (a database round trip) never limits how many requests a destination
 /// gets; a timeout shrinks the destination's limit.
+///
+/// The attempt is an `attempt` span (event, delivery, destination, tenant, attempt number,
+/// outcome), a root of its own or — when traces are exported and the event's publish is
+/// remembered — a child of the publish span. The driver call runs inside it, so what a
+/// broker client logs while sending carries the destination id.
 async fn attempt(inner: &Inner, job: Job, slot: Slot) {
-    let Some(prepared) = prepare(inner, job).await else {
+    let span = tracing::info_span!(
+        parent: None,
+        "attempt",
+        event_id = %job.event.id,
+        delivery_id = %job.delivery.id,
+        destination_id = %job.delivery.destination_id,
+        tenant_id = %job.delivery.tenant_id,
+        attempt = job.delivery.attempts + 1,
+        destination_type = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        code = tracing::field::Empty,
+        next = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Some(t) = &inner.traces {
+        t.adopt(&job.event.id, &span);
+    }
+    let Some(prepared) = prepare(inner, job).instrument(span.clone()).await else {
         return;
     };
-    let result = send(inner, &prepared).await;
+    span.record(
+        "destination_type",
+        tracing::field::display(&prepared.route.destination.kind),
+    );
+    let result = send(inner, &prepared).instrument(span.clone()).await;
     let finished = inner.clock.now();
     // Slot give-back point: the request is no longer out.
     slot.release(match &result {
@@ -417,7 +445,21 @@ async fn attempt(inner: &Inner, job: Job, slot: Slot) {
         prepared.started,
         &mut rand::rng(),
     );
+    span.record("outcome", tracing::field::display(outcome.status.as_str()));
+    span.record("code", tracing::field::display(&outcome.code));
+    span.record("next", tracing::field::display(next_name(decision.status)));
+    if outcome.status != AttemptStatus::Success {
+        span.record("otel.status_code", "ERROR");
+    }
     record(inner, prepared, outcome, decision, finished).await;
+}
+
+/// What follows an attempt, as the attempt log line and span say it.
+fn next_name(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Pending => "retry_scheduled",
+        other => other.as_str(),
+    }
 }
 
 /// A job that may be sent now: its route, the message (absent when the type has no driver in
@@ -622,13 +664,26 @@ async fn record(
     };
     let outcome_name = status.as_str();
     let next = decision.status;
-    tracing::debug!(
-        event_id = %event.id, destination_id = %dest.id, delivery_id = %delivery.id,
-        attempt_id = %record.attempt.id, attempt = number, outcome = outcome_name,
-        code = %record.attempt.code, latency_ms, next = next.as_str(), "attempt"
-    );
+    let level = if status == AttemptStatus::Success {
+        inner.config.attempt_log.success
+    } else {
+        inner.config.attempt_log.failure
+    };
+    if let Some(level) = level {
+        let retry_at =
+            (next == DeliveryStatus::Pending).then(|| decision.next_attempt_at.to_string());
+        event_at!(
+            level,
+            target: "herald::attempt",
+            event_id = %event.id, delivery_id = %delivery.id, destination_id = %dest.id,
+            destination_type = %dest.kind, tenant_id = %dest.tenant_id,
+            attempt_id = %record.attempt.id, attempt = number, outcome = %outcome_name,
+            code = %record.attempt.code, latency_ms, next = %next_name(next),
+            retry_at = %retry_at.as_deref().unwrap_or("-"), "attempt"
+        );
+    }
     metrics::counter!("herald_attempts_total", "outcome" => outcome_name, "destination_type" => dest.kind.clone()).increment(1);
-    metrics::histogram!("herald_attempt_duration_seconds", "outcome" => outcome_name)
+    metrics::histogram!("herald_attempt_duration_seconds", "outcome" => outcome_name, "destination_type" => dest.kind.clone())
         .record(latency_ms as f64 / 1000.0);
     if next != DeliveryStatus::Pending {
         metrics::counter!("herald_deliveries_total", "outcome" => next.as_str()).increment(1);

@@ -25,6 +25,7 @@ mod notices;
 pub mod operator;
 mod retention;
 pub mod routes;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use herald_core::{Clock, Delivery, DeliveryStatus, Destination, Event, ids};
 use herald_store::{NewDelivery, PublishOutcome, Store, StoreError, StoredEvent};
 use tokio::sync::{Notify, mpsc};
 use tokio_util_shim::CancellationFlag;
+use tracing::Instrument;
 
 pub use config::EngineConfig;
 
@@ -103,6 +105,8 @@ struct Inner {
     exhausted_window: operator::ExhaustedWindow,
     /// Expiry notices already settled on this node.
     expiry: expiry::Settled,
+    /// Recent events' trace context, when traces are exported.
+    traces: Option<telemetry::Traces>,
 }
 
 /// A tiny shutdown flag with async waiting, so the engine needs no extra crate for it.
@@ -173,6 +177,7 @@ impl Engine {
             exhausted_window: operator::ExhaustedWindow::new(
                 config.alerts.exhausted_retries_window,
             ),
+            traces: config.traces.as_ref().map(telemetry::Traces::new),
             store,
             registry,
             clock,
@@ -215,7 +220,47 @@ impl Engine {
 
     /// Routes, persists and enqueues an event. Returns once the event and its deliveries are
     /// durably committed.
+    ///
+    /// Runs in a `publish` span (event, tenant, topic, destinations, outcome), a child of the
+    /// caller's span; the attempts of the event's deliveries on this node become its children
+    /// when traces are exported (see [`telemetry`]).
     pub async fn publish(&self, event: Event) -> Result<Published, PublishError> {
+        let span = tracing::info_span!(
+            "publish",
+            event_id = %event.id,
+            tenant_id = %event.tenant_id,
+            topic = %event.topic,
+            destinations = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(t) = &self.inner.traces {
+            t.remember(&event.id, &span);
+        }
+        let result = self.publish_routed(event).instrument(span.clone()).await;
+        match &result {
+            Ok(p) => {
+                span.record("destinations", p.destination_ids.len());
+                span.record(
+                    "outcome",
+                    tracing::field::display(if p.duplicate { "duplicate" } else { "accepted" }),
+                );
+            }
+            Err(e) => {
+                span.record(
+                    "outcome",
+                    tracing::field::display(match e {
+                        PublishError::IdTaken(_) => "conflict",
+                        PublishError::Store(_) => "error",
+                    }),
+                );
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
+    }
+
+    async fn publish_routed(&self, event: Event) -> Result<Published, PublishError> {
         let inner = &self.inner;
         let now = inner.clock.now();
         let matched = inner.routes.matching(&event, inner.clock.now());

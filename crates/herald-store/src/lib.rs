@@ -389,6 +389,9 @@ impl PurgeStats {
 pub struct Backlog {
     /// Pending deliveries per destination id.
     pub per_destination: Vec<(String, u64)>,
+    /// When the oldest pending delivery of each destination (same ids as `per_destination`)
+    /// was created: its age is how far that destination is behind.
+    pub oldest_per_destination: Vec<(String, Timestamp)>,
     /// Pending deliveries that already had at least one attempt.
     pub retries: u64,
 }
@@ -592,4 +595,20 @@ pub trait Store: Send + Sync + 'static {
     async fn event_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>>;
     /// Aggregated attempt counts.
     async fn attempt_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>>;
+}
+
+/// The metric family of [`observe_commit`]: how long one group-commit batch took from its
+/// first statement to its commit (what every caller in the batch waited for).
+pub const COMMIT_METRIC: &str = "herald_store_commit_duration_seconds";
+
+/// Records one group-commit batch of a store's writer (`store`: `sqlite` or `postgres`;
+/// `writer`: `group` for the embedded store's one writer, `publish` or `attempts` for
+/// PostgreSQL's batch writers) into [`COMMIT_METRIC`].
+pub(crate) fn observe_commit(
+    store: &'static str,
+    writer: &'static str,
+    started: std::time::Instant,
+) {
+    metrics::histogram!(COMMIT_METRIC, "store" => store, "writer" => writer)
+        .record(started.elapsed().as_secs_f64());
 }

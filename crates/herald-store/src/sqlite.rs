@@ -485,6 +485,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping the jobs unrun drops their reply channels: each caller sees an error.
             tracing::error!(error = %e, jobs = batch.len(), "embedded store cannot begin a transaction");
@@ -493,6 +494,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
         }
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
         let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        crate::observe_commit("sqlite", "group", started);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "embedded store commit failed");
             let _ = conn.execute_batch("ROLLBACK");
@@ -1742,12 +1744,15 @@ impl Store for SqliteStore {
     async fn backlog(&self) -> Result<Backlog> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT destination_id, COUNT(*), SUM(attempts > 0) FROM deliveries WHERE status = 'pending' GROUP BY destination_id",
+                "SELECT destination_id, COUNT(*), SUM(attempts > 0), MIN(created_at) FROM deliveries WHERE status = 'pending' GROUP BY destination_id",
             )?;
             let mut rows = stmt.query([])?;
             let mut out = Backlog::default();
             while let Some(r) = rows.next()? {
-                out.per_destination.push((r.get(0)?, r.get::<_, i64>(1)? as u64));
+                let id: String = r.get(0)?;
+                out.oldest_per_destination
+                    .push((id.clone(), ts(r.get::<_, i64>(3)?)));
+                out.per_destination.push((id, r.get::<_, i64>(1)? as u64));
                 out.retries += r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
             }
             Ok(out)

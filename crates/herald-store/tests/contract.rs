@@ -1051,6 +1051,7 @@ async fn backlog_and_pending_count(s: Arc<dyn Store>) {
     let e1 = event("e1", "acme", "t", at(0));
     let ids = publish(&*s, &e1, &["d1", "d2"], at(0), None).await;
     publish(&*s, &event("e2", "acme", "t", at(0)), &["d1"], at(0), None).await;
+    publish(&*s, &event("e3", "acme", "t", at(7)), &["d3"], at(7), None).await;
     s.record_attempt(attempt_record(
         "a1",
         &ids[0],
@@ -1067,10 +1068,24 @@ async fn backlog_and_pending_count(s: Arc<dyn Store>) {
     b.per_destination.sort();
     assert_eq!(
         b.per_destination,
-        vec![("d1".to_string(), 2), ("d2".to_string(), 1)]
+        vec![
+            ("d1".to_string(), 2),
+            ("d2".to_string(), 1),
+            ("d3".to_string(), 1)
+        ]
+    );
+    // The oldest pending delivery per destination: its creation time, not its due time.
+    b.oldest_per_destination.sort();
+    assert_eq!(
+        b.oldest_per_destination,
+        vec![
+            ("d1".to_string(), at(0)),
+            ("d2".to_string(), at(0)),
+            ("d3".to_string(), at(7))
+        ]
     );
     assert_eq!(b.retries, 1);
-    assert_eq!(s.pending_count().await.unwrap(), 3);
+    assert_eq!(s.pending_count().await.unwrap(), 4);
 }
 
 // ----- listing -----

@@ -42,8 +42,11 @@ pub struct Config {
     pub public_url: String,
     /// `text` or `json` logs.
     pub log_format: String,
-    /// Log filter, e.g. `info` or `herald_engine=debug,info`.
+    /// Log filter, e.g. `info` or `herald_engine=debug,info`. A bare level also sets the
+    /// broker and HTTP client libraries one level quieter (see `docs/observability.md`).
     pub log_level: String,
+    /// What is logged besides `log_level` and `log_format`.
+    pub log: LogSection,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Seconds to wait for attempts in flight at shutdown.
@@ -147,7 +150,7 @@ impl Default for HttpSection {
 
 /// `[metrics]`: `GET /metrics` lists every tenant's destination ids, so by default it needs
 /// the admin key (`Authorization: Bearer <api_key>`).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsSection {
     /// Serve `/metrics` on the API port without authentication.
@@ -155,6 +158,71 @@ pub struct MetricsSection {
     /// Serve `/metrics` without authentication on this separate address (e.g.
     /// `127.0.0.1:9464`) instead of on the API port; empty for none.
     pub listen: String,
+    /// Destinations with their own series in the per-destination backlog gauges (the ones
+    /// with the most pending deliveries); the rest are summed under `destination_id="other"`,
+    /// so the number of series stays bounded however many destinations there are.
+    pub top_destinations: usize,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            public: false,
+            listen: String::new(),
+            top_destinations: 20,
+        }
+    }
+}
+
+/// `[log]`: the per-attempt line and the access log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Log one line per API request (target `herald::access`, level INFO): method, path,
+    /// status, duration.
+    pub access: bool,
+    /// Level of the line each successful attempt logs (target `herald::attempt`): `error`,
+    /// `warn`, `info`, `debug`, `trace` or `off`.
+    pub attempt_success_level: String,
+    /// Level of the line each failed attempt logs, whether a retry is scheduled or the
+    /// delivery failed for good; same values.
+    pub attempt_failure_level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            access: false,
+            attempt_success_level: "debug".into(),
+            attempt_failure_level: "info".into(),
+        }
+    }
+}
+
+impl LogSection {
+    /// The engine's attempt log levels.
+    pub fn attempt_log(&self) -> Result<herald_engine::telemetry::AttemptLog> {
+        Ok(herald_engine::telemetry::AttemptLog {
+            success: parse_level(
+                "log.attempt_success_level (HERALD_LOG_ATTEMPT_SUCCESS_LEVEL)",
+                &self.attempt_success_level,
+            )?,
+            failure: parse_level(
+                "log.attempt_failure_level (HERALD_LOG_ATTEMPT_FAILURE_LEVEL)",
+                &self.attempt_failure_level,
+            )?,
+        })
+    }
+}
+
+/// A level name, or `off` (`None`).
+fn parse_level(field: &str, value: &str) -> Result<Option<tracing::Level>> {
+    match value.to_ascii_lowercase().as_str() {
+        "off" => Ok(None),
+        other => other.parse().map(Some).map_err(|_| {
+            anyhow!("{field}: {value:?} is not one of error, warn, info, debug, trace, off")
+        }),
+    }
 }
 
 /// `[database]`
@@ -422,6 +490,7 @@ impl Default for Config {
             public_url: String::new(),
             log_format: "text".into(),
             log_level: "info".into(),
+            log: LogSection::default(),
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 10,
             database: DatabaseSection::default(),
@@ -593,6 +662,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        self.log.attempt_log()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!(
                 "log_format (HERALD_LOG_FORMAT): {:?} is not text or json",
@@ -1070,6 +1140,34 @@ mod tests {
         assert_eq!(c.delivery.tenant_limit(), 100);
         let c = Config::load(None, &env(&[("HERALD_DELIVERY_TENANT_MAX_IN_FLIGHT", "8")])).unwrap();
         assert_eq!(c.delivery.tenant_limit(), 8);
+    }
+
+    #[test]
+    fn log_levels_are_settings_and_a_bad_one_names_its_key() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("HERALD_LOG_ACCESS", "true"),
+                ("HERALD_LOG_ATTEMPT_SUCCESS_LEVEL", "INFO"),
+                ("HERALD_LOG_ATTEMPT_FAILURE_LEVEL", "off"),
+                ("HERALD_METRICS_TOP_DESTINATIONS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.log.access);
+        let levels = c.log.attempt_log().unwrap();
+        assert_eq!(levels.success, Some(tracing::Level::INFO));
+        assert_eq!(levels.failure, None);
+        assert_eq!(c.metrics.top_destinations, 5);
+        let defaults = Config::default().log.attempt_log().unwrap();
+        assert_eq!(defaults, herald_engine::telemetry::AttemptLog::default());
+        let e = Config::load(None, &env(&[("HERALD_LOG_ATTEMPT_FAILURE_LEVEL", "loud")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("log.attempt_failure_level (HERALD_LOG_ATTEMPT_FAILURE_LEVEL)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 mod http_server;
 mod metrics;
 pub mod secrets;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +169,12 @@ pub async fn run(
             known.join(", ")
         );
     }
+    metrics::describe(
+        &registry
+            .all()
+            .map(|t| t.spec().kind.clone())
+            .collect::<Vec<_>>(),
+    );
     let engine_cfg = EngineConfig {
         retry: cfg.retry_policy()?,
         signing: cfg.signing_config()?,
@@ -189,6 +196,8 @@ pub async fn run(
             .map_err(anyhow::Error::msg)?
             .unwrap_or_default(),
         expiry_check_interval: Duration::from_secs(cfg.destinations.expiry_check_interval_secs),
+        attempt_log: cfg.log.attempt_log()?,
+        traces: telemetry::trace_hook(),
         lease: Duration::from_secs(cfg.delivery.lease_secs),
         // On a shared store, hold about what can be in flight soon and leave the rest of the
         // due work to other nodes.
@@ -271,7 +280,12 @@ pub async fn run(
     };
     let metrics_addr = if cfg.metrics.listen.is_empty() {
         let auth = (!cfg.metrics.public).then_some(authenticator);
-        api = api.merge(metrics::router(engine.clone(), prometheus, auth));
+        api = api.merge(metrics::router(
+            engine.clone(),
+            prometheus,
+            auth,
+            cfg.metrics.top_destinations,
+        ));
         None
     } else {
         let listener = tokio::net::TcpListener::bind(&cfg.metrics.listen)
@@ -283,7 +297,12 @@ pub async fn run(
                 )
             })?;
         let at = listener.local_addr()?;
-        let router = metrics::router(engine.clone(), prometheus, None);
+        let router = metrics::router(
+            engine.clone(),
+            prometheus,
+            None,
+            cfg.metrics.top_destinations,
+        );
         tokio::spawn(http_server::serve(
             listener,
             router,
@@ -292,6 +311,17 @@ pub async fn run(
         ));
         Some(at)
     };
+
+    let request_telemetry = telemetry::RequestTelemetry {
+        access: cfg.log.access,
+        traces: telemetry::tracing_enabled(),
+    };
+    if request_telemetry.access || request_telemetry.traces {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            request_telemetry,
+            telemetry::around_request,
+        ));
+    }
 
     print_banner(
         &cfg,

@@ -67,9 +67,16 @@ fn main() -> Result<()> {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("HERALD_"))
         .collect();
-    let mut cfg = Config::load(cli.config.as_deref(), &env)?;
-    init_logs(&cfg);
-    match cli.command {
+    let cfg = Config::load(cli.config.as_deref(), &env)?;
+    let telemetry = herald::telemetry::init(&cfg)?;
+    let result = command(cli.command, cfg);
+    // The last spans are exported before the process exits.
+    telemetry.shutdown();
+    result
+}
+
+fn command(command: Command, mut cfg: Config) -> Result<()> {
+    match command {
         Command::Serve { dev, no_migrate } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -124,19 +131,6 @@ fn main() -> Result<()> {
             print!("{}", rekey::describe_keys(&cfg));
             Ok(())
         }
-    }
-}
-
-fn init_logs(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cfg.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -1,6 +1,9 @@
 //! `GET /metrics`: Prometheus text format. Counters and histograms come from the `metrics`
-//! facade the engine records into; queue depth is read from the store at scrape time so it is
-//! exact and never leaves stale series for deleted destinations.
+//! facade the engine, the store and the HTTP server record into; every family is described
+//! here ([`describe`], `# HELP`) and every counter exists from start, at zero, for each label
+//! value it can take. The backlog gauges are read from the store at scrape time so they are
+//! exact and never leave stale series for deleted destinations; per destination they keep
+//! the `metrics.top_destinations` largest and sum the rest as `destination_id="other"`.
 
 use std::fmt::Write;
 
@@ -12,7 +15,119 @@ use axum::routing::get;
 use herald_api::auth::Scope;
 use herald_api::keys::Authenticator;
 use herald_engine::Engine;
+use herald_store::Backlog;
+use jiff::Timestamp;
+use metrics::{describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Every family the process records, with its help text and, for counters, the label sets
+/// registered at zero at start. A family recorded somewhere without an entry here has no
+/// `# HELP` (the e2e test `metrics_describe_every_family` catches that).
+pub(crate) fn describe(destination_types: &[String]) {
+    const COUNTERS: &[(&str, &str)] = &[
+        (
+            "herald_events_published_total",
+            "Publish requests by outcome: accepted, duplicate (same id within the idempotency window), conflict (id taken).",
+        ),
+        (
+            "herald_deliveries_created_total",
+            "Deliveries created by accepted publishes (one per matching destination).",
+        ),
+        (
+            "herald_attempts_total",
+            "Delivery attempts by destination type and outcome (success, failed).",
+        ),
+        (
+            "herald_deliveries_total",
+            "Deliveries finished by an attempt, by outcome (success, failed for good).",
+        ),
+        (
+            "herald_deliveries_shed_total",
+            "Deliveries handed back to the store because their destination already had too many waiting in memory.",
+        ),
+        (
+            "herald_destinations_disabled_total",
+            "Destinations disabled automatically (410 Gone or too many consecutive failures).",
+        ),
+        (
+            "herald_leases_lost_total",
+            "Deliveries not attempted because another claimer took their lease.",
+        ),
+        (
+            "herald_retention_purged_total",
+            "Events, deliveries and attempts deleted by retention.",
+        ),
+        (
+            "herald_destination_expiry_notices_total",
+            "Subscription expiry notices produced, by topic.",
+        ),
+        (
+            "herald_destination_concurrency_reduced_total",
+            "Times a destination's adaptive in-flight limit was halved after timeouts.",
+        ),
+        (
+            "herald_http_accept_errors_total",
+            "Errors accepting an API connection.",
+        ),
+        (
+            "herald_http_connections_refused_total",
+            "API connections refused because http.max_connections were open.",
+        ),
+        (
+            "herald_http_connections_timed_out_total",
+            "API connections closed by their header, body or idle deadline.",
+        ),
+    ];
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    describe_gauge!("herald_http_connections", "Open API connections.");
+    describe_histogram!(
+        "herald_attempt_duration_seconds",
+        metrics::Unit::Seconds,
+        "Attempt latency (send to answer or timeout) by destination type and outcome."
+    );
+    describe_histogram!(
+        herald_store::COMMIT_METRIC,
+        metrics::Unit::Seconds,
+        "Time one group-commit batch of the store took, first statement to commit (what its callers waited for), by store and writer."
+    );
+
+    // Zero at start, so rates and alerts work before the first occurrence. `increment(0)`
+    // registers without changing a value (several in-process servers share one recorder).
+    for (name, _) in COUNTERS {
+        match *name {
+            "herald_events_published_total" => {
+                for outcome in ["accepted", "duplicate", "conflict"] {
+                    metrics::counter!(*name, "outcome" => outcome).increment(0);
+                }
+            }
+            "herald_attempts_total" => {
+                for kind in destination_types {
+                    for outcome in ["success", "failed"] {
+                        metrics::counter!(*name, "outcome" => outcome, "destination_type" => kind.clone())
+                            .increment(0);
+                    }
+                }
+            }
+            "herald_deliveries_total" => {
+                for outcome in ["success", "failed"] {
+                    metrics::counter!(*name, "outcome" => outcome).increment(0);
+                }
+            }
+            "herald_destination_expiry_notices_total" => {
+                for topic in [
+                    herald_core::operator::topic::DESTINATION_EXPIRING,
+                    herald_core::operator::topic::DESTINATION_EXPIRED,
+                ] {
+                    metrics::counter!(*name, "topic" => topic).increment(0);
+                }
+            }
+            _ => metrics::counter!(*name).increment(0),
+        }
+    }
+    metrics::gauge!("herald_http_connections").increment(0.0);
+}
 
 #[derive(Clone)]
 struct MetricsState {
@@ -22,16 +137,24 @@ struct MetricsState {
     /// when the page is public (`metrics.public`, or served on its own `metrics.listen`
     /// address).
     auth: Option<Authenticator>,
+    /// Destinations with their own backlog series (`metrics.top_destinations`).
+    top: usize,
 }
 
 /// The `/metrics` route; with `auth`, only for the admin key or a `metrics`-scoped key.
-pub fn router(engine: Engine, prometheus: PrometheusHandle, auth: Option<Authenticator>) -> Router {
+pub fn router(
+    engine: Engine,
+    prometheus: PrometheusHandle,
+    auth: Option<Authenticator>,
+    top: usize,
+) -> Router {
     Router::new()
         .route("/metrics", get(render))
         .with_state(MetricsState {
             engine,
             prometheus,
             auth,
+            top,
         })
 }
 
@@ -43,33 +166,7 @@ async fn render(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
     }
     let mut text = s.prometheus.render();
     match s.engine.store().backlog().await {
-        Ok(backlog) => {
-            let total: u64 = backlog.per_destination.iter().map(|(_, n)| n).sum();
-            let _ = writeln!(
-                text,
-                "# HELP herald_pending_deliveries Deliveries waiting for an attempt, per destination."
-            );
-            let _ = writeln!(text, "# TYPE herald_pending_deliveries gauge");
-            for (id, n) in &backlog.per_destination {
-                let _ = writeln!(
-                    text,
-                    "herald_pending_deliveries{{destination_id=\"{}\"}} {n}",
-                    id.replace(['"', '\\', '\n'], "_")
-                );
-            }
-            let _ = writeln!(
-                text,
-                "# HELP herald_pending_deliveries_total Deliveries waiting for an attempt."
-            );
-            let _ = writeln!(text, "# TYPE herald_pending_deliveries_total gauge");
-            let _ = writeln!(text, "herald_pending_deliveries_total {total}");
-            let _ = writeln!(
-                text,
-                "# HELP herald_retry_backlog Pending deliveries that already failed at least once."
-            );
-            let _ = writeln!(text, "# TYPE herald_retry_backlog gauge");
-            let _ = writeln!(text, "herald_retry_backlog {}", backlog.retries);
-        }
+        Ok(backlog) => write_backlog(&mut text, &backlog, s.top, s.engine.clock().now()),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the delivery backlog for /metrics");
             return (
@@ -86,4 +183,116 @@ async fn render(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
         text,
     )
         .into_response()
+}
+
+/// A label value as Prometheus text allows it.
+fn label(id: &str) -> String {
+    id.replace(['"', '\\', '\n'], "_")
+}
+
+/// The backlog gauges: per destination the `top` with the most pending deliveries, the rest
+/// summed (count) or folded (oldest) into `destination_id="other"`; then the totals.
+fn write_backlog(text: &mut String, backlog: &Backlog, top: usize, now: Timestamp) {
+    let mut rows: Vec<(&str, u64, Option<Timestamp>)> = backlog
+        .per_destination
+        .iter()
+        .map(|(id, n)| {
+            let oldest = backlog
+                .oldest_per_destination
+                .iter()
+                .find(|(o, _)| o == id)
+                .map(|(_, t)| *t);
+            (id.as_str(), *n, oldest)
+        })
+        .collect();
+    // Most pending first; ties by id so the chosen set is stable between scrapes.
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let rest = rows.split_off(top.min(rows.len()));
+    if !rest.is_empty() {
+        let n = rest.iter().map(|r| r.1).sum();
+        let oldest = rest.iter().filter_map(|r| r.2).min();
+        rows.push(("other", n, oldest));
+    }
+    let total: u64 = backlog.per_destination.iter().map(|(_, n)| n).sum();
+    let _ = writeln!(
+        text,
+        "# HELP herald_pending_deliveries Deliveries waiting for an attempt, per destination (the metrics.top_destinations largest; the rest as destination_id=\"other\")."
+    );
+    let _ = writeln!(text, "# TYPE herald_pending_deliveries gauge");
+    for (id, n, _) in &rows {
+        let _ = writeln!(
+            text,
+            "herald_pending_deliveries{{destination_id=\"{}\"}} {n}",
+            label(id)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP herald_oldest_pending_age_seconds Age of the oldest pending delivery, per destination (same series as herald_pending_deliveries)."
+    );
+    let _ = writeln!(text, "# TYPE herald_oldest_pending_age_seconds gauge");
+    for (id, _, oldest) in &rows {
+        let age = oldest.map_or(0.0, |t| now.duration_since(t).as_secs_f64().max(0.0));
+        let _ = writeln!(
+            text,
+            "herald_oldest_pending_age_seconds{{destination_id=\"{}\"}} {age:.3}",
+            label(id)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP herald_pending_deliveries_total Deliveries waiting for an attempt."
+    );
+    let _ = writeln!(text, "# TYPE herald_pending_deliveries_total gauge");
+    let _ = writeln!(text, "herald_pending_deliveries_total {total}");
+    let _ = writeln!(
+        text,
+        "# HELP herald_retry_backlog Pending deliveries that already failed at least once."
+    );
+    let _ = writeln!(text, "# TYPE herald_retry_backlog gauge");
+    let _ = writeln!(text, "herald_retry_backlog {}", backlog.retries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn the_backlog_keeps_the_largest_destinations_and_folds_the_rest() {
+        let backlog = Backlog {
+            per_destination: vec![
+                ("a".into(), 5),
+                ("b".into(), 50),
+                ("c".into(), 1),
+                ("d".into(), 2),
+            ],
+            oldest_per_destination: vec![
+                ("a".into(), at(0)),
+                ("b".into(), at(90)),
+                ("c".into(), at(30)),
+                ("d".into(), at(10)),
+            ],
+            retries: 3,
+        };
+        let mut text = String::new();
+        write_backlog(&mut text, &backlog, 2, at(100));
+        let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            series,
+            [
+                "herald_pending_deliveries{destination_id=\"b\"} 50",
+                "herald_pending_deliveries{destination_id=\"a\"} 5",
+                "herald_pending_deliveries{destination_id=\"other\"} 3",
+                "herald_oldest_pending_age_seconds{destination_id=\"b\"} 10.000",
+                "herald_oldest_pending_age_seconds{destination_id=\"a\"} 100.000",
+                "herald_oldest_pending_age_seconds{destination_id=\"other\"} 90.000",
+                "herald_pending_deliveries_total 58",
+                "herald_retry_backlog 3",
+            ]
+        );
+    }
 }

@@ -150,7 +150,9 @@ async fn publish_all(pool: &Pool, mut pending: Vec<PublishReq>) {
             .into_iter()
             .partition(|r| seen.insert(r.event.id.clone()));
         pending = rest;
+        let started = std::time::Instant::now();
         let result = retrying(|| publish_batch(pool, &batch)).await;
+        crate::observe_commit("postgres", "publish", started);
         match result {
             Ok(outcomes) => {
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
@@ -377,7 +379,10 @@ pub(crate) async fn notify(client: &deadpool_postgres::Client, n: &Notice) -> Re
 
 async fn record_all(pool: &Pool, batch: Vec<RecordReq>) {
     let recs: Vec<&AttemptRecord> = batch.iter().map(|r| &r.rec).collect();
-    match retrying(|| record_batch(pool, &recs)).await {
+    let started = std::time::Instant::now();
+    let result = retrying(|| record_batch(pool, &recs)).await;
+    crate::observe_commit("postgres", "attempts", started);
+    match result {
         Ok(counts) => {
             for (req, n) in batch.into_iter().zip(counts) {
                 let _ = req.reply.send(Ok(n));

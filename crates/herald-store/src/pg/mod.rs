@@ -1335,15 +1335,18 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT destination_id, COUNT(*), SUM((attempts > 0)::int)::bigint FROM deliveries
+                "SELECT destination_id, COUNT(*), SUM((attempts > 0)::int)::bigint, MIN(created_at) FROM deliveries
                  WHERE status = 'pending' GROUP BY destination_id",
                 &[],
             )
             .await?;
         let mut out = Backlog::default();
         for r in rows {
+            let id: String = r.try_get(0)?;
+            out.oldest_per_destination
+                .push((id.clone(), ts(r.try_get::<_, i64>(3)?)));
             out.per_destination
-                .push((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64));
+                .push((id, r.try_get::<_, i64>(1)? as u64));
             out.retries += r.try_get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
         }
         Ok(out)

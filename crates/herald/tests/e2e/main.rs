@@ -20,6 +20,8 @@
 //! - `hardening`: credentials follow their target, token generations and revocation, input
 //!   hygiene, `/metrics` authentication, file modes.
 //! - `http_hygiene`: connection deadlines and cap, size limits, `--dev` on loopback, fd limit.
+//! - `observability`: `/metrics` text, the attempt and access logs on stderr, spans at an
+//!   OTLP/HTTP endpoint the test runs.
 //! - `outpost_sdk`: the Outpost Python SDK against Herald.
 //! - `portal_browser`: the tenant portal in headless Chromium (`tests/portal/run.mjs`).
 //! - `sealed_at_rest`: destination secrets sealed in the store, `herald rekey`, `herald config`.
@@ -39,6 +41,7 @@ mod hardening;
 mod http_hygiene;
 mod http_outcomes;
 mod multinode;
+mod observability;
 mod outpost_sdk;
 mod portal_browser;
 mod sealed_at_rest;
