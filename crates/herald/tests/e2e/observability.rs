@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use herald_testkit::{API_KEY, HeraldProcess, Receiver, retry_fast};
+use herald_testkit::{API_KEY, HeraldProcess, Receiver, TestDb, retry_fast};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -156,6 +156,61 @@ async fn metrics_describe_every_family_count_from_zero_and_bound_the_backlog() {
     assert!(
         commits >= 4.0,
         "publishes and attempts were committed: {commits}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reports_its_commit_latency_and_backlog_age() {
+    let db = TestDb::create().await;
+    let failing = Receiver::start().await;
+    failing.default_status.store(500, Ordering::SeqCst);
+    let mut env = db.env().to_vec();
+    env.extend([
+        ("HERALD_RETRY_SCHEDULE", "list"),
+        ("HERALD_RETRY_DELAYS_SECS", "3600"),
+    ]);
+    let h = crate::process(&env);
+    h.webhook("t", &failing.url("/"), json!({"id": "slow"}))
+        .await;
+    h.publish(json!({"tenant_id": "t", "topic": "a", "data": {}}))
+        .await;
+    h.wait_attempts("tenant_id=t", |a| a.len() == 1).await;
+    // The attempt's result is committed just before it is listed; one more look if needed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(&h).await;
+        let attempts = value(
+            &text,
+            "herald_store_commit_duration_seconds_count{store=\"postgres\",writer=\"attempts\"}",
+        );
+        if attempts.is_some() || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_every_family_described(&text);
+    for writer in ["publish", "attempts"] {
+        let n = value(
+            &text,
+            &format!(
+                "herald_store_commit_duration_seconds_count{{store=\"postgres\",writer=\"{writer}\"}}"
+            ),
+        )
+        .unwrap_or_else(|| panic!("{writer} batches timed:\n{text}"));
+        assert!(n >= 1.0, "{writer}: {n}");
+    }
+    assert_eq!(
+        value(&text, "herald_pending_deliveries{destination_id=\"slow\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            "herald_oldest_pending_age_seconds{destination_id=\"slow\"}"
+        )
+        .is_some_and(|age| (0.0..60.0).contains(&age)),
+        "{text}"
     );
 }
 
