@@ -555,7 +555,7 @@ impl Check {
 }
 
 /// The first pass: every row of `r`, checked; nothing is kept but counts, errors and the line
-/// of each ID (to refuse duplicates and name the line of an ID taken by another tenant).
+/// of each ID (to refuse duplicates and name the line of an ID created meanwhile).
 pub fn check<R: Read>(mapper: &Mapper, r: R) -> Check {
     let mut out = Check::default();
     let mut rd = reader(BufReader::new(r));

@@ -1499,3 +1499,109 @@ fn assert_problem(status: StatusCode, body: &Value, needle: &str) {
         "{needle:?} not in {body}"
     );
 }
+
+/// Destination and event ids are unique per tenant: a tenant choosing an id another tenant
+/// uses gets its own record (no 409 that would reveal the other tenant's id), and lookups
+/// never cross tenants.
+#[tokio::test]
+async fn ids_are_scoped_per_tenant_and_reveal_nothing() {
+    let app = app().await;
+    app.tenant("a").await;
+    app.tenant("b").await;
+    let (ta, tb) = (app.token("a").await, app.token("b").await);
+    let create = json!({"id": "shared", "type": "webhook", "topics": "*", "config": {"url": "https://example.com/hook"}});
+    for (tenant, token) in [("a", &ta), ("b", &tb)] {
+        let (status, v) = app
+            .call(
+                POST,
+                &format!("/api/v1/tenants/{tenant}/destinations"),
+                Some(token),
+                Some(create.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "tenant {tenant}: {v}");
+        assert_eq!(v["id"], "shared");
+    }
+    // Inside one tenant the id is still taken.
+    let (status, v) = app
+        .call(
+            POST,
+            "/api/v1/tenants/a/destinations",
+            Some(&ta),
+            Some(create),
+        )
+        .await;
+    assert_error(status, &v, StatusCode::CONFLICT, "already exists");
+
+    // The same event id published for both tenants: two events, neither a duplicate.
+    for tenant in ["a", "b"] {
+        let v = app
+            .publish(
+                json!({"id": "e1", "tenant_id": tenant, "topic": "t", "data": {"who": tenant}}),
+            )
+            .await;
+        assert_eq!(v["duplicate"], false, "tenant {tenant}: {v}");
+        assert_eq!(v["destination_ids"], json!(["shared"]));
+    }
+    let v = app
+        .publish(json!({"id": "e1", "tenant_id": "a", "topic": "t", "data": {"who": "a"}}))
+        .await;
+    assert_eq!(v["duplicate"], true, "{v}");
+
+    // Each tenant sees its own event; an admin names the tenant when the id is ambiguous.
+    let (status, v) = app.call(GET, "/api/v1/events/e1", Some(&tb), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["tenant_id"], "b");
+    assert_eq!(v["data"]["who"], "b");
+    let (status, v) = app.admin(GET, "/api/v1/events/e1", None).await;
+    assert_error(status, &v, StatusCode::UNPROCESSABLE_ENTITY, "tenant_id");
+    let v = app
+        .ok(GET, "/api/v1/events/e1?tenant_id=a", None, StatusCode::OK)
+        .await;
+    assert_eq!(v["data"]["who"], "a");
+
+    // Retry: tenant b's token reaches b's event only; an admin must name the tenant.
+    let retry = json!({"event_id": "e1", "destination_id": "shared"});
+    let (status, v) = app
+        .call(POST, "/api/v1/retry", Some(&tb), Some(retry.clone()))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let (status, v) = app
+        .call(
+            POST,
+            "/api/v1/retry",
+            Some(&tb),
+            Some(json!({"event_id": "e1", "destination_id": "shared", "tenant_id": "a"})),
+        )
+        .await;
+    assert_error(status, &v, StatusCode::NOT_FOUND, "event");
+    let (status, v) = app.admin(POST, "/api/v1/retry", Some(retry)).await;
+    assert_error(status, &v, StatusCode::UNPROCESSABLE_ENTITY, "tenant_id");
+    app.ok(
+        POST,
+        "/api/v1/retry",
+        Some(json!({"event_id": "e1", "destination_id": "shared", "tenant_id": "a"})),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+
+    // Deleting b's destination leaves a's.
+    let (status, _) = app
+        .call(
+            DELETE,
+            "/api/v1/tenants/b/destinations/shared",
+            Some(&tb),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = app
+        .call(
+            GET,
+            "/api/v1/tenants/a/destinations/shared",
+            Some(&ta),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}

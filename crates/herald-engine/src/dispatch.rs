@@ -96,7 +96,8 @@ pub(crate) struct Dispatch {
     admit_total: usize,
     /// Tenant and global slots.
     admission: Admission,
-    gates: Mutex<HashMap<String, Arc<DestinationGate>>>,
+    /// Per destination, by (tenant, id).
+    gates: Mutex<HashMap<(String, String), Arc<DestinationGate>>>,
     destination_limit: usize,
     in_flight: AtomicUsize,
     /// Leased deliveries left unattempted at shutdown.
@@ -130,11 +131,11 @@ impl Dispatch {
         std::mem::take(&mut *self.handed_back.lock())
     }
 
-    /// Times the rate limiter of destination `id` refused an attempt (0 without a limiter).
-    pub(crate) fn rate_limit_refusals(&self, id: &str) -> u64 {
+    /// Times the rate limiter of a destination refused an attempt (0 without a limiter).
+    pub(crate) fn rate_limit_refusals(&self, tenant_id: &str, id: &str) -> u64 {
         self.gates
             .lock()
-            .get(id)
+            .get(&(tenant_id.to_string(), id.to_string()))
             .map_or(0, |g| g.refusals.load(Ordering::SeqCst))
     }
 
@@ -151,8 +152,9 @@ impl Dispatch {
             .max_in_flight
             .map_or(self.destination_limit, |n| n as usize);
         let rate = limits.rate_limit_per_minute.unwrap_or(0);
+        let key = (d.tenant_id.clone(), d.id.clone());
         let mut gates = self.gates.lock();
-        if let Some(g) = gates.get(&d.id)
+        if let Some(g) = gates.get(&key)
             && g.settings == (max, rate)
         {
             return g.clone();
@@ -174,7 +176,7 @@ impl Dispatch {
             refusals: AtomicU64::new(0),
             settings: (max, rate),
         });
-        gates.insert(d.id.clone(), gate.clone());
+        gates.insert(key, gate.clone());
         gate
     }
 }
@@ -634,7 +636,10 @@ async fn record(
     let latency_ms = u64::try_from(finished.duration_since(started).as_millis()).unwrap_or(0);
     let sent_headers = msg.as_ref().map(|m| request_headers(&m.headers));
     let status = outcome.status;
-    let exhausted = decision.exhausted && inner.exhausted_window.admit(&dest.id, started);
+    let exhausted = decision.exhausted
+        && inner
+            .exhausted_window
+            .admit(&dest.tenant_id, &dest.id, started);
     let record = AttemptRecord {
         attempt: Attempt {
             id: ids::new_id(ids::ATTEMPT),

@@ -86,7 +86,7 @@ pub(crate) async fn check(inner: &Inner) -> ExpiryReport {
             }
             match inner
                 .store
-                .mark_expiry_notice(&d.id, expires_at, level, now)
+                .mark_expiry_notice(&d.tenant_id, &d.id, expires_at, level, now)
                 .await
             {
                 Ok(won) => {

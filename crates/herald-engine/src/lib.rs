@@ -494,11 +494,11 @@ impl Engine {
         self.inner.routes.remove_tenant(tenant_id);
     }
 
-    /// How many times destination `id`'s rate limiter (`rate_limit_per_minute`) has refused an
+    /// How many times tenant `tenant_id`'s destination `id`'s rate limiter (`rate_limit_per_minute`) has refused an
     /// attempt so far; an attempt it refuses asks again at least every 100 ms of real time and
     /// is refused each time until the engine's clock reaches its turn. For tests and diagnostics.
-    pub fn rate_limit_refusals(&self, id: &str) -> u64 {
-        self.inner.dispatch.rate_limit_refusals(id)
+    pub fn rate_limit_refusals(&self, tenant_id: &str, id: &str) -> u64 {
+        self.inner.dispatch.rate_limit_refusals(tenant_id, id)
     }
 
     /// Whether the dispatcher and poller are running.

@@ -49,7 +49,8 @@ impl AlertConfig {
 /// clock. It is a throttle, not state: after a restart the first one goes out again.
 pub(crate) struct ExhaustedWindow {
     window: SignedDuration,
-    last: Mutex<HashMap<String, Timestamp>>,
+    /// Last alert per destination, by (tenant, id).
+    last: Mutex<HashMap<(String, String), Timestamp>>,
 }
 
 impl ExhaustedWindow {
@@ -60,15 +61,17 @@ impl ExhaustedWindow {
         }
     }
 
-    /// Whether an alert for `destination_id` may go out at `now` (and notes it if so).
-    pub(crate) fn admit(&self, destination_id: &str, now: Timestamp) -> bool {
+    /// Whether an alert for a tenant's `destination_id` may go out at `now` (and notes it if
+    /// so).
+    pub(crate) fn admit(&self, tenant_id: &str, destination_id: &str, now: Timestamp) -> bool {
+        let key = (tenant_id.to_string(), destination_id.to_string());
         let mut last = self.last.lock();
-        if let Some(t) = last.get(destination_id)
+        if let Some(t) = last.get(&key)
             && now.duration_since(*t) < self.window
         {
             return false;
         }
-        last.insert(destination_id.to_string(), now);
+        last.insert(key, now);
         true
     }
 }
@@ -81,9 +84,13 @@ mod tests {
     fn one_exhausted_alert_per_destination_per_window() {
         let w = ExhaustedWindow::new(Duration::from_secs(60));
         let t0 = Timestamp::from_second(1_700_000_000).unwrap();
-        assert!(w.admit("d1", t0));
-        assert!(!w.admit("d1", t0 + SignedDuration::from_secs(59)));
-        assert!(w.admit("d2", t0), "per destination");
-        assert!(w.admit("d1", t0 + SignedDuration::from_secs(60)));
+        assert!(w.admit("t", "d1", t0));
+        assert!(!w.admit("t", "d1", t0 + SignedDuration::from_secs(59)));
+        assert!(w.admit("t", "d2", t0), "per destination");
+        assert!(
+            w.admit("u", "d1", t0),
+            "per tenant: another tenant's d1 is another destination"
+        );
+        assert!(w.admit("t", "d1", t0 + SignedDuration::from_secs(60)));
     }
 }

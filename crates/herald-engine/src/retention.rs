@@ -20,16 +20,24 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             _ = tokio::time::sleep(cfg.retention_interval) => {}
             _ = inner.stopping.cancelled() => return,
         }
-        let before = inner.clock.now() - age;
+        let now = inner.clock.now();
+        let before = now - age;
+        // Ids of purged events stay known for the idempotency window.
+        let ids_since = now - cfg.idempotency_span();
         let mut total = 0u64;
         loop {
-            match inner.store.purge(before, cfg.retention_batch).await {
+            match inner
+                .store
+                .purge(before, ids_since, cfg.retention_batch)
+                .await
+            {
                 Ok(stats) => {
                     total += stats.total();
                     metrics::counter!("herald_retention_purged_total").increment(stats.total());
                     if stats.attempts < cfg.retention_batch as u64
                         && stats.deliveries < cfg.retention_batch as u64
                         && stats.events < cfg.retention_batch as u64
+                        && stats.ids_forgotten < cfg.retention_batch as u64
                     {
                         break;
                     }

@@ -266,11 +266,11 @@ impl Rig {
         }
     }
 
-    /// Waits until `destination`'s rate limiter has refused `n` more attempts from now.
+    /// Waits until tenant `t`'s `destination`'s rate limiter has refused `n` more attempts from now.
     async fn refused_again(&self, destination: &str, n: u64) {
-        let from = self.engine.rate_limit_refusals(destination);
+        let from = self.engine.rate_limit_refusals("t", destination);
         self.until("refusals", || async {
-            self.engine.rate_limit_refusals(destination) >= from + n
+            self.engine.rate_limit_refusals("t", destination) >= from + n
         })
         .await;
     }

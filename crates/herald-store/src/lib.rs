@@ -210,7 +210,7 @@ pub enum PublishOutcome {
         /// The destinations the original was routed to.
         matched_destination_ids: Vec<String>,
     },
-    /// An event with this id exists but is older than the idempotency window.
+    /// The tenant has an event with this id that is older than the idempotency window.
     IdTaken,
 }
 
@@ -375,12 +375,14 @@ pub struct PurgeStats {
     pub deliveries: u64,
     /// Events deleted.
     pub events: u64,
+    /// Ids of purged events forgotten because they left the idempotency window.
+    pub ids_forgotten: u64,
 }
 
 impl PurgeStats {
     /// Rows deleted in all.
     pub fn total(&self) -> u64 {
-        self.attempts + self.deliveries + self.events
+        self.attempts + self.deliveries + self.events + self.ids_forgotten
     }
 }
 
@@ -432,7 +434,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- destinations -----
 
-    /// Inserts a new destination; [`StoreError::Conflict`] when the id is taken. This and the
+    /// Inserts a new destination; [`StoreError::Conflict`] when its tenant already has a
+    /// destination with this id (ids are unique per tenant: another tenant's ids are never
+    /// seen, so a conflict reveals nothing about them). This and the
     /// other destination writes below also write `tenant.subscription.updated` (an operator
     /// event) in their transaction when the tenant's topics or destination count changed.
     async fn insert_destination(&self, d: &Destination) -> Result<()>;
@@ -463,6 +467,7 @@ pub trait Store: Send + Sync + 'static {
     /// transaction.
     async fn mark_expiry_notice(
         &self,
+        tenant_id: &str,
         id: &str,
         expires_at: Timestamp,
         level: ExpiryLevel,
@@ -473,9 +478,10 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- events and deliveries -----
 
-    /// Stores an event and its deliveries atomically and durably, unless an event with the
-    /// same id exists (see [`PublishOutcome`]). `dedup_since`: events accepted at or after this
-    /// instant count as duplicates.
+    /// Stores an event and its deliveries atomically and durably, unless the event's tenant
+    /// already has an event with this id, stored or purged inside the idempotency window (see
+    /// [`PublishOutcome`]). `dedup_since`: events accepted at or after this instant count as
+    /// duplicates.
     async fn publish(
         &self,
         event: &Event,
@@ -484,8 +490,9 @@ pub trait Store: Send + Sync + 'static {
         dedup_since: Timestamp,
         now: Timestamp,
     ) -> Result<PublishOutcome>;
-    /// One event by id.
-    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>>;
+    /// One event of a tenant by id (event ids are unique per tenant; to find an id across
+    /// tenants, list events with [`EventQuery::ids`]).
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<StoredEvent>>;
     /// A page of events.
     async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>>;
     /// Adds a delivery for an existing event (manual retry). When a pending delivery of the
@@ -533,8 +540,16 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many were re-queued.
     async fn replay(&self, q: &ReplayQuery, now: Timestamp) -> Result<u64>;
     /// Deletes up to `batch` of the oldest attempts, finished deliveries and events created
-    /// before `before` (events only once none of their deliveries is pending).
-    async fn purge(&self, before: Timestamp, batch: usize) -> Result<PurgeStats>;
+    /// before `before` (events only once none of their deliveries is pending). The id of a
+    /// purged event accepted at or after `ids_since` (the start of the idempotency window)
+    /// is kept, so publishing it again is still a duplicate; kept ids older than `ids_since`
+    /// are dropped.
+    async fn purge(
+        &self,
+        before: Timestamp,
+        ids_since: Timestamp,
+        batch: usize,
+    ) -> Result<PurgeStats>;
     /// Pending deliveries per destination, and how many of all pending ones are retries.
     async fn backlog(&self) -> Result<Backlog>;
     /// Drops every lease. Only for a store with a single process (embedded start-up); on a
@@ -543,7 +558,7 @@ pub trait Store: Send + Sync + 'static {
     /// Number of pending deliveries (all destinations).
     async fn pending_count(&self) -> Result<u64>;
     /// Resets a destination's consecutive-failure count (on re-enable).
-    async fn reset_failures(&self, destination_id: &str) -> Result<()>;
+    async fn reset_failures(&self, tenant_id: &str, destination_id: &str) -> Result<()>;
 
     // ----- settings -----
 

@@ -170,6 +170,77 @@ CREATE INDEX used_nonces_expiry ON used_nonces (expires_at);
 ALTER TABLE destinations ADD COLUMN expires_at INTEGER;
 ALTER TABLE destinations ADD COLUMN expiry_notice INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 7: destination and event ids are unique per tenant (they were global), and ids of events
+    // purged inside the idempotency window are remembered. SQLite cannot change a primary key
+    // in place: the two tables are rebuilt.
+    r#"
+CREATE TABLE destinations_v7 (
+    id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    topics TEXT NOT NULL,
+    filter TEXT,
+    config TEXT NOT NULL,
+    credentials TEXT NOT NULL,
+    delivery_metadata TEXT,
+    metadata TEXT,
+    disabled_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    expiry_notice INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, id)
+);
+INSERT INTO destinations_v7 (id, tenant_id, type, topics, filter, config, credentials, delivery_metadata,
+    metadata, disabled_at, created_at, updated_at, expires_at, expiry_notice)
+    SELECT id, tenant_id, type, topics, filter, config, credentials, delivery_metadata,
+    metadata, disabled_at, created_at, updated_at, expires_at, expiry_notice FROM destinations;
+DROP TABLE destinations;
+ALTER TABLE destinations_v7 RENAME TO destinations;
+CREATE INDEX destinations_tenant ON destinations (tenant_id, created_at);
+
+CREATE TABLE events_v7 (
+    id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    destination_id TEXT,
+    topic TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    data TEXT NOT NULL,
+    eligible_for_retry INTEGER NOT NULL,
+    matched TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+INSERT INTO events_v7 (id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
+    SELECT id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at FROM events;
+DROP TABLE events;
+ALTER TABLE events_v7 RENAME TO events;
+CREATE INDEX events_time ON events (time, id);
+CREATE INDEX events_tenant_time ON events (tenant_id, time, id);
+CREATE INDEX events_created ON events (created_at);
+
+CREATE TABLE destination_health_v7 (
+    tenant_id TEXT NOT NULL,
+    destination_id TEXT NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, destination_id)
+);
+INSERT INTO destination_health_v7 (tenant_id, destination_id, consecutive_failures)
+    SELECT d.tenant_id, h.destination_id, h.consecutive_failures
+    FROM destination_health h JOIN destinations d ON d.id = h.destination_id;
+DROP TABLE destination_health;
+ALTER TABLE destination_health_v7 RENAME TO destination_health;
+
+CREATE TABLE purged_event_ids (
+    tenant_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    matched TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX purged_event_ids_created ON purged_event_ids (created_at);
+"#,
 ];
 
 /// Most writes committed in one transaction.
@@ -248,7 +319,7 @@ impl SqliteStore {
         let keys = self.inner.keys.clone();
         self.read(move |c| {
             let mut census = seal::SealCensus::default();
-            for (id, config, credentials) in raw_destination_rows(c)? {
+            for ((_, id), config, credentials) in raw_destination_rows(c)? {
                 census.count(&seal::row_state(&keys, &id, &config, &credentials));
             }
             Ok(census)
@@ -355,11 +426,16 @@ fn migrate(conn: &Connection, apply: bool) -> Result<()> {
     Ok(())
 }
 
-/// Every destination's id and stored `config` and `credentials` text.
-fn raw_destination_rows(conn: &Connection) -> Result<Vec<(String, String, String)>> {
-    let mut stmt = conn.prepare("SELECT id, config, credentials FROM destinations ORDER BY id")?;
+/// A destination row's key (tenant, id) and its stored `config` and `credentials` text.
+type RawRow = ((String, String), String, String);
+
+/// Every destination's key and stored `config` and `credentials` text.
+fn raw_destination_rows(conn: &Connection) -> Result<Vec<RawRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT tenant_id, id, config, credentials FROM destinations ORDER BY tenant_id, id",
+    )?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -376,13 +452,13 @@ fn reseal_all(conn: &Connection, keys: &Keyring) -> Result<ResealReport> {
     };
     let mut unreadable: Option<(u64, String, seal::SealError)> = None;
     let mut rewrite = Vec::new();
-    for (id, config, credentials) in rows {
-        match seal::row_state(keys, &id, &config, &credentials) {
+    for (key, config, credentials) in rows {
+        match seal::row_state(keys, &key.1, &config, &credentials) {
             seal::RowState::Opens(seal::SealState::Current) => {}
-            seal::RowState::Opens(state) => rewrite.push((id, config, credentials, state)),
+            seal::RowState::Opens(state) => rewrite.push((key, config, credentials, state)),
             seal::RowState::Unreadable(e) => match &mut unreadable {
                 Some((n, _, _)) => *n += 1,
-                None => unreadable = Some((1, id, e)),
+                None => unreadable = Some((1, key.1, e)),
             },
         }
     }
@@ -416,11 +492,12 @@ fn reseal_all(conn: &Connection, keys: &Keyring) -> Result<ResealReport> {
     conn.pragma_update(None, "secure_delete", true)?;
     let out = (|| -> Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut stmt =
-            conn.prepare("UPDATE destinations SET config = ?2, credentials = ?3 WHERE id = ?1")?;
-        for (id, config, credentials, state) in &rewrite {
+        let mut stmt = conn.prepare(
+            "UPDATE destinations SET config = ?2, credentials = ?3 WHERE id = ?1 AND tenant_id = ?4",
+        )?;
+        for ((tenant_id, id), config, credentials, state) in &rewrite {
             let (c, k) = seal::reseal_row(keys, id, config, credentials)?;
-            stmt.execute(params![id, c, k])?;
+            stmt.execute(params![id, c, k, tenant_id])?;
             match state {
                 seal::SealState::Plaintext => report.sealed_plaintext += 1,
                 _ => report.rekeyed += 1,
@@ -639,13 +716,36 @@ fn summarize(conn: &Connection, tenant: Tenant) -> Result<TenantSummary> {
     })
 }
 
-fn cancel_pending(conn: &Connection, column: &str, value: &str, now: Timestamp) -> Result<usize> {
-    let sql = format!(
-        "UPDATE deliveries SET status = 'cancelled', leased = 0, updated_at = ?2 WHERE {column} = ?1 AND status = 'pending'"
-    );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .execute(params![value, us(now)])?)
+/// Cancels the pending deliveries of a tenant's destination, or with `None` of the whole tenant.
+fn cancel_pending(
+    conn: &Connection,
+    tenant_id: &str,
+    destination_id: Option<&str>,
+    now: Timestamp,
+) -> Result<usize> {
+    Ok(match destination_id {
+        Some(id) => conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'cancelled', leased = 0, updated_at = ?3
+                 WHERE destination_id = ?2 AND tenant_id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![tenant_id, id, us(now)])?,
+        None => conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'cancelled', leased = 0, updated_at = ?2
+                 WHERE tenant_id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![tenant_id, us(now)])?,
+    })
+}
+
+/// Forgets a destination's failure streak.
+fn reset_streak(conn: &Connection, tenant_id: &str, id: &str) -> Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM destination_health WHERE tenant_id = ?1 AND destination_id = ?2",
+    )?
+    .execute([tenant_id, id])?;
+    Ok(())
 }
 
 fn insert_delivery(conn: &Connection, nd: &NewDelivery) -> Result<()> {
@@ -687,9 +787,10 @@ fn write_destination(
         )
     } else {
         // A new expiry starts a new round of expiry notices (SET expressions see the old row).
-        "UPDATE destinations SET tenant_id = ?2, type = ?3, topics = ?4, filter = ?5, config = ?6, credentials = ?7,
+        "UPDATE destinations SET type = ?3, topics = ?4, filter = ?5, config = ?6, credentials = ?7,
              delivery_metadata = ?8, metadata = ?9, disabled_at = ?10, created_at = ?11, updated_at = ?12,
-             expires_at = ?13, expiry_notice = CASE WHEN expires_at IS ?13 THEN expiry_notice ELSE 0 END WHERE id = ?1"
+             expires_at = ?13, expiry_notice = CASE WHEN expires_at IS ?13 THEN expiry_notice ELSE 0 END
+             WHERE id = ?1 AND tenant_id = ?2"
             .to_string()
     };
     Ok(conn.prepare_cached(&sql)?.execute(params![
@@ -735,7 +836,7 @@ fn operator_subscribers(conn: &Connection, event: &Event) -> Result<Vec<String>>
 /// event no enabled operator destination subscribes to is not written at all (as in Outpost,
 /// the deployment subscribes to the union of its operator destinations' topics).
 fn write_operator_event(conn: &Connection, event: &Event, now: Timestamp) -> Result<u32> {
-    if load_event(conn, &event.id)?.is_some() {
+    if load_event(conn, &event.tenant_id, &event.id)?.is_some() {
         return Ok(0);
     }
     let subscribers = operator_subscribers(conn, event)?;
@@ -775,11 +876,11 @@ fn insert_event(conn: &Connection, event: &Event, matched: &str, now: Timestamp)
 }
 
 /// What operator payloads say about a destination, read without opening its sealed columns.
-fn destination_ref(conn: &Connection, id: &str) -> Result<Option<DestinationRef>> {
+fn destination_ref(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<DestinationRef>> {
     conn.prepare_cached(
-        "SELECT id, tenant_id, type, topics, disabled_at FROM destinations WHERE id = ?1",
+        "SELECT id, tenant_id, type, topics, disabled_at FROM destinations WHERE id = ?1 AND tenant_id = ?2",
     )?
-    .query_row([id], |r| {
+    .query_row([id, tenant_id], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -802,16 +903,20 @@ fn destination_ref(conn: &Connection, id: &str) -> Result<Option<DestinationRef>
 }
 
 /// Disables an enabled destination, cancels its pending deliveries and resets its streak.
-fn disable_destination(conn: &Connection, id: &str, now: Timestamp) -> Result<bool> {
+fn disable_destination(
+    conn: &Connection,
+    tenant_id: &str,
+    id: &str,
+    now: Timestamp,
+) -> Result<bool> {
     let n = conn
         .prepare_cached(
-            "UPDATE destinations SET disabled_at = ?2, updated_at = ?2 WHERE id = ?1 AND disabled_at IS NULL",
+            "UPDATE destinations SET disabled_at = ?2, updated_at = ?2 WHERE id = ?1 AND tenant_id = ?3 AND disabled_at IS NULL",
         )?
-        .execute(params![id, us(now)])?;
+        .execute(params![id, us(now), tenant_id])?;
     if n > 0 {
-        cancel_pending(conn, "destination_id", id, now)?;
-        conn.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
-            .execute([id])?;
+        cancel_pending(conn, tenant_id, Some(id), now)?;
+        reset_streak(conn, tenant_id, id)?;
     }
     Ok(n > 0)
 }
@@ -1007,11 +1112,44 @@ fn paged<T>(
     Ok(Page { models, next, prev })
 }
 
-fn load_event(conn: &Connection, id: &str) -> Result<Option<StoredEvent>> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1"))?;
-    let mut rows = stmt.query([id])?;
+fn load_event(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<StoredEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLS} FROM events WHERE tenant_id = ?1 AND id = ?2"
+    ))?;
+    let mut rows = stmt.query([tenant_id, id])?;
     rows.next()?.map(event_from_row).transpose()
+}
+
+/// Whether the tenant has a destination with this id.
+fn destination_exists(conn: &Connection, tenant_id: &str, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM destinations WHERE tenant_id = ?1 AND id = ?2)",
+        )?
+        .query_row([tenant_id, id], |r| r.get(0))?)
+}
+
+/// What is kept of a purged event of the tenant: the destinations it was routed to and when
+/// it was accepted.
+fn purged_event_id(
+    conn: &Connection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<(Vec<String>, Timestamp)>> {
+    conn.prepare_cached(
+        "SELECT matched, created_at FROM purged_event_ids WHERE tenant_id = ?1 AND id = ?2",
+    )?
+    .query_row([tenant_id, id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })
+    .optional()?
+    .map(|(matched, created)| {
+        Ok((
+            from_json("purged_event_ids.matched", &matched)?,
+            ts(created),
+        ))
+    })
+    .transpose()
 }
 
 fn bucket_sql(b: Bucket, col: &str) -> Option<String> {
@@ -1231,16 +1369,17 @@ impl Store for SqliteStore {
     async fn delete_tenant(&self, id: &str, now: Timestamp) -> Result<bool> {
         let id = id.to_string();
         self.write(move |c| {
-            let n = c.prepare_cached("DELETE FROM tenants WHERE id = ?1")?.execute([&id])?;
+            let n = c
+                .prepare_cached("DELETE FROM tenants WHERE id = ?1")?
+                .execute([&id])?;
             if n == 0 {
                 return Ok(false);
             }
-            c.prepare_cached(
-                "DELETE FROM destination_health WHERE destination_id IN (SELECT id FROM destinations WHERE tenant_id = ?1)",
-            )?
-            .execute([&id])?;
-            c.prepare_cached("DELETE FROM destinations WHERE tenant_id = ?1")?.execute([&id])?;
-            cancel_pending(c, "tenant_id", &id, now)?;
+            c.prepare_cached("DELETE FROM destination_health WHERE tenant_id = ?1")?
+                .execute([&id])?;
+            c.prepare_cached("DELETE FROM destinations WHERE tenant_id = ?1")?
+                .execute([&id])?;
+            cancel_pending(c, &id, None, now)?;
             Ok(true)
         })
         .await
@@ -1250,10 +1389,7 @@ impl Store for SqliteStore {
         let d = d.clone();
         let sealed = seal::seal_destination(&self.inner.keys, &d);
         self.write(move |c| {
-            let exists: bool = c
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE id = ?1)")?
-                .query_row([&d.id], |r| r.get(0))?;
-            if exists {
+            if destination_exists(c, &d.tenant_id, &d.id)? {
                 return Err(StoreError::Conflict {
                     what: "destination",
                     id: d.id.clone(),
@@ -1280,10 +1416,9 @@ impl Store for SqliteStore {
                 write_destination(c, &d, &sealed, false)
             })?;
             if cancel {
-                cancel_pending(c, "destination_id", &d.id, now)?;
+                cancel_pending(c, &d.tenant_id, Some(&d.id), now)?;
                 // A disabled destination starts a fresh failure streak when re-enabled.
-                c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
-                    .execute([&d.id])?;
+                reset_streak(c, &d.tenant_id, &d.id)?;
             }
             Ok(())
         })
@@ -1299,16 +1434,11 @@ impl Store for SqliteStore {
             for row in rows {
                 let (d, insert) = row?;
                 let sealed = seal::seal_destination(&keys, &d);
-                if insert {
-                    let exists: bool = c
-                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE id = ?1)")?
-                        .query_row([&d.id], |r| r.get(0))?;
-                    if exists {
-                        return Err(StoreError::Conflict {
-                            what: "destination",
-                            id: d.id.clone(),
-                        });
-                    }
+                if insert && destination_exists(c, &d.tenant_id, &d.id)? {
+                    return Err(StoreError::Conflict {
+                        what: "destination",
+                        id: d.id.clone(),
+                    });
                 }
                 write_destination(c, &d, &sealed, insert)?;
                 n += 1;
@@ -1320,21 +1450,23 @@ impl Store for SqliteStore {
 
     async fn mark_expiry_notice(
         &self,
+        tenant_id: &str,
         id: &str,
         expires_at: Timestamp,
         level: ExpiryLevel,
         now: Timestamp,
     ) -> Result<bool> {
-        let id = id.to_string();
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let won = c
                 .prepare_cached(
-                    "UPDATE destinations SET expiry_notice = ?3 WHERE id = ?1 AND expires_at = ?2 AND expiry_notice < ?3",
+                    "UPDATE destinations SET expiry_notice = ?3
+                     WHERE id = ?1 AND tenant_id = ?4 AND expires_at = ?2 AND expiry_notice < ?3",
                 )?
-                .execute(params![id, us(expires_at), level as i64])?
+                .execute(params![id, us(expires_at), level as i64, tenant_id])?
                 == 1;
             if won && level == ExpiryLevel::Expired {
-                cancel_pending(c, "destination_id", &id, now)?;
+                cancel_pending(c, &tenant_id, Some(&id), now)?;
             }
             Ok(won)
         })
@@ -1397,9 +1529,8 @@ impl Store for SqliteStore {
                 )
             })?;
             if n > 0 {
-                cancel_pending(c, "destination_id", &id, now)?;
-                c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
-                    .execute([&id])?;
+                cancel_pending(c, &tenant_id, Some(&id), now)?;
+                reset_streak(c, &tenant_id, &id)?;
             }
             Ok(n > 0)
         })
@@ -1417,13 +1548,18 @@ impl Store for SqliteStore {
         let event = event.clone();
         let matched = to_json(matched);
         self.write(move |c| {
-            if let Some(prev) = load_event(c, &event.id)? {
-                if prev.event.tenant_id == event.tenant_id && prev.created_at >= dedup_since {
-                    return Ok(PublishOutcome::Duplicate {
-                        matched_destination_ids: prev.matched_destination_ids,
-                    });
-                }
-                return Ok(PublishOutcome::IdTaken);
+            let prev = match load_event(c, &event.tenant_id, &event.id)? {
+                Some(prev) => Some((prev.matched_destination_ids, prev.created_at)),
+                None => purged_event_id(c, &event.tenant_id, &event.id)?,
+            };
+            if let Some((matched_destination_ids, created_at)) = prev {
+                return Ok(if created_at >= dedup_since {
+                    PublishOutcome::Duplicate {
+                        matched_destination_ids,
+                    }
+                } else {
+                    PublishOutcome::IdTaken
+                });
             }
             insert_event(c, &event, &matched, now)?;
             for d in &deliveries {
@@ -1434,9 +1570,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
-        let id = id.to_string();
-        self.read(move |c| load_event(c, &id)).await
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<StoredEvent>> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.read(move |c| load_event(c, &tenant_id, &id)).await
     }
 
     async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>> {
@@ -1451,7 +1587,8 @@ impl Store for SqliteStore {
             if !q.destination_ids.is_empty() {
                 let marks = vec!["?"; q.destination_ids.len()].join(", ");
                 w.push(
-                    format!("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.destination_id IN ({marks}))"),
+                    format!("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.tenant_id = events.tenant_id
+                             AND d.destination_id IN ({marks}))"),
                     q.destination_ids.iter().map(|v| SqlValue::Text(v.clone())),
                 );
             }
@@ -1473,17 +1610,20 @@ impl Store for SqliteStore {
             let d = &mut nd.delivery;
             let pending: Option<String> = c
                 .prepare_cached(
-                    "SELECT id FROM deliveries WHERE event_id = ?1 AND destination_id = ?2 AND status = 'pending' LIMIT 1",
+                    "SELECT id FROM deliveries WHERE event_id = ?1 AND destination_id = ?2 AND tenant_id = ?3
+                     AND status = 'pending' LIMIT 1",
                 )?
-                .query_row([&d.event_id, &d.destination_id], |r| r.get(0))
+                .query_row([&d.event_id, &d.destination_id, &d.tenant_id], |r| r.get(0))
                 .optional()?;
             if let Some(id) = pending {
                 return Ok((id, false));
             }
             // Attempt numbers continue across deliveries of the same event to the same destination.
             let before: u32 = c
-                .prepare_cached("SELECT COUNT(*) FROM attempts WHERE event_id = ?1 AND destination_id = ?2")?
-                .query_row([&d.event_id, &d.destination_id], |r| r.get(0))?;
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM attempts WHERE event_id = ?1 AND destination_id = ?2 AND tenant_id = ?3",
+                )?
+                .query_row([&d.event_id, &d.destination_id, &d.tenant_id], |r| r.get(0))?;
             d.attempts = before;
             d.retry_base = before;
             insert_delivery(c, &nd)?;
@@ -1511,14 +1651,16 @@ impl Store for SqliteStore {
                 deliveries.push(delivery_from_row(r)?);
             }
             drop(rows);
-            let mut events: std::collections::HashMap<String, Arc<Event>> = std::collections::HashMap::new();
+            let mut events: std::collections::HashMap<(String, String), Arc<Event>> =
+                std::collections::HashMap::new();
             let mut jobs = Vec::with_capacity(deliveries.len());
             for d in deliveries {
-                let ev = match events.get(&d.event_id) {
+                let key = (d.tenant_id.clone(), d.event_id.clone());
+                let ev = match events.get(&key) {
                     Some(e) => Some(e.clone()),
-                    None => load_event(c, &d.event_id)?.map(|se| {
+                    None => load_event(c, &d.tenant_id, &d.event_id)?.map(|se| {
                         let e = Arc::new(se.event);
-                        events.insert(d.event_id.clone(), e.clone());
+                        events.insert(key, e.clone());
                         e
                     }),
                 };
@@ -1584,32 +1726,34 @@ impl Store for SqliteStore {
             // Only an existing, enabled destination has a streak: attempts that slipped through
             // while it was being disabled or deleted do not count.
             let enabled: Option<bool> = c
-                .prepare_cached("SELECT disabled_at IS NULL FROM destinations WHERE id = ?1")?
-                .query_row([&a.destination_id], |r| r.get(0))
+                .prepare_cached(
+                    "SELECT disabled_at IS NULL FROM destinations WHERE id = ?1 AND tenant_id = ?2",
+                )?
+                .query_row([&a.destination_id, &a.tenant_id], |r| r.get(0))
                 .optional()?;
             if enabled != Some(true) {
                 return Ok(Recorded::default());
             }
             let failures: u32 = if a.status == AttemptStatus::Success {
-                c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?.execute([&a.destination_id])?;
+                reset_streak(c, &a.tenant_id, &a.destination_id)?;
                 0
             } else {
                 c.prepare_cached(
-                    "INSERT INTO destination_health (destination_id, consecutive_failures) VALUES (?1, 1)
-                     ON CONFLICT (destination_id) DO UPDATE SET consecutive_failures = consecutive_failures + 1
+                    "INSERT INTO destination_health (tenant_id, destination_id, consecutive_failures) VALUES (?1, ?2, 1)
+                     ON CONFLICT (tenant_id, destination_id) DO UPDATE SET consecutive_failures = consecutive_failures + 1
                      RETURNING consecutive_failures",
                 )?
-                .query_row([&a.destination_id], |r| r.get(0))?
+                .query_row([&a.tenant_id, &a.destination_id], |r| r.get(0))?
             };
             let plan = Plan::new(&rec, failures);
             let now = a.time;
             let disabled = match plan.disable {
-                Some(_) => disable_destination(c, &a.destination_id, now)?,
+                Some(_) => disable_destination(c, &a.tenant_id, &a.destination_id, now)?,
                 None => false,
             };
             let mut operator_deliveries = 0;
             if plan.has_events(&rec)
-                && let Some(d) = destination_ref(c, &a.destination_id)?
+                && let Some(d) = destination_ref(c, &a.tenant_id, &a.destination_id)?
             {
                 for e in plan.events(&rec, failures, &d, now) {
                     operator_deliveries += write_operator_event(c, &e, now)?;
@@ -1693,7 +1837,7 @@ impl Store for SqliteStore {
             if !q.topics.is_empty() {
                 let marks = vec!["?"; q.topics.len()].join(", ");
                 w.push(
-                    format!("EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id AND e.topic IN ({marks}))"),
+                    format!("EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = d.tenant_id AND e.id = d.event_id AND e.topic IN ({marks}))"),
                     q.topics.iter().map(|t| SqlValue::Text(t.clone())),
                 );
             }
@@ -1701,7 +1845,7 @@ impl Store for SqliteStore {
             // already has a pending delivery to this destination.
             w.push(
                 "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = d.event_id AND p.destination_id = d.destination_id
-                   AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
+                   AND p.tenant_id = d.tenant_id AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
                     .into(),
                 [],
             );
@@ -1717,7 +1861,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn purge(&self, before: Timestamp, batch: usize) -> Result<PurgeStats> {
+    async fn purge(
+        &self,
+        before: Timestamp,
+        ids_since: Timestamp,
+        batch: usize,
+    ) -> Result<PurgeStats> {
         self.write(move |c| {
             let (t, n) = (us(before), batch as i64);
             let attempts = c
@@ -1729,14 +1878,39 @@ impl Store for SqliteStore {
                      ORDER BY created_at LIMIT ?2)",
                 )?
                 .execute(params![t, n])? as u64;
-            let events = c
+            let rows: Vec<i64> = c
                 .prepare_cached(
-                    "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < ?1
-                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
-                     ORDER BY e.created_at LIMIT ?2)",
+                    "SELECT e.rowid FROM events e WHERE e.created_at < ?1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
+                                     AND d.status = 'pending')
+                     ORDER BY e.created_at LIMIT ?2",
                 )?
-                .execute(params![t, n])? as u64;
-            Ok(PurgeStats { attempts, deliveries, events })
+                .query_map(params![t, n], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            // An id still inside the idempotency window is kept: publishing it again stays a
+            // duplicate after its event is gone.
+            let mut keep = c.prepare_cached(
+                "INSERT INTO purged_event_ids (tenant_id, id, matched, created_at)
+                 SELECT tenant_id, id, matched, created_at FROM events WHERE rowid = ?1 AND created_at >= ?2
+                 ON CONFLICT (tenant_id, id) DO NOTHING",
+            )?;
+            let mut delete = c.prepare_cached("DELETE FROM events WHERE rowid = ?1")?;
+            for rowid in &rows {
+                keep.execute(params![rowid, us(ids_since)])?;
+                delete.execute([rowid])?;
+            }
+            let ids_forgotten = c
+                .prepare_cached(
+                    "DELETE FROM purged_event_ids WHERE rowid IN
+                     (SELECT rowid FROM purged_event_ids WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+                )?
+                .execute(params![us(ids_since), n])? as u64;
+            Ok(PurgeStats {
+                attempts,
+                deliveries,
+                events: rows.len() as u64,
+                ids_forgotten,
+            })
         })
         .await
     }
@@ -1760,14 +1934,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn reset_failures(&self, destination_id: &str) -> Result<()> {
-        let id = destination_id.to_string();
-        self.write(move |c| {
-            c.prepare_cached("DELETE FROM destination_health WHERE destination_id = ?1")?
-                .execute([&id])?;
-            Ok(())
-        })
-        .await
+    async fn reset_failures(&self, tenant_id: &str, destination_id: &str) -> Result<()> {
+        let (tenant_id, id) = (tenant_id.to_string(), destination_id.to_string());
+        self.write(move |c| reset_streak(c, &tenant_id, &id)).await
     }
 
     async fn release_all_leases(&self) -> Result<u64> {
@@ -1952,7 +2121,7 @@ impl Store for SqliteStore {
                 aggregate(
                     c,
                     &q,
-                    "deliveries d JOIN events e ON e.id = d.event_id AND d.manual = 0",
+                    "deliveries d JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id AND d.manual = 0",
                     "e.time",
                     |name| {
                         if name == "destination_id" {

@@ -88,6 +88,8 @@ contract!(
     add_delivery_reuses_a_pending_one,
     replay_requeues_finished_deliveries_once,
     purge_respects_age_and_pending_work,
+    purged_ids_stay_duplicates_inside_the_window,
+    ids_are_scoped_per_tenant,
     backlog_and_pending_count,
     event_pagination_both_directions,
     attempt_and_tenant_pagination,
@@ -259,12 +261,18 @@ async fn destinations_crud_and_conflict(s: Arc<dyn Store>) {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    // Ids are global: another tenant cannot take one either.
-    assert!(matches!(
-        s.insert_destination(&destination("d1", "other", &["*"], at(2)))
-            .await,
-        Err(StoreError::Conflict { .. })
-    ));
+    // Ids are per tenant: another tenant's d1 is its own destination.
+    let theirs = destination("d1", "other", &["y"], at(2));
+    s.insert_destination(&theirs).await.unwrap();
+    assert_eq!(
+        s.list_destinations("other").await.unwrap(),
+        vec![theirs.clone()]
+    );
+    assert!(s.delete_destination("other", "d1", at(2)).await.unwrap());
+    assert_eq!(
+        s.get_destination("acme", "d1").await.unwrap(),
+        Some(d.clone())
+    );
     let d2 = destination("d2", "acme", &["x"], at(0));
     s.insert_destination(&d2).await.unwrap();
     let list = s.list_destinations("acme").await.unwrap();
@@ -310,7 +318,7 @@ async fn publish_round_trip_and_idempotency(s: Arc<dyn Store>) {
     e.destination_id = Some("d1".into());
     e.eligible_for_retry = false;
     let ids = publish(&*s, &e, &["d1", "d2"], at(1), None).await;
-    let stored = s.get_event("evt_1").await.unwrap().expect("stored");
+    let stored = s.get_event("acme", "evt_1").await.unwrap().expect("stored");
     assert_eq!(stored.event, e);
     assert_eq!(stored.matched_destination_ids, ["d1", "d2"]);
     assert_eq!(stored.created_at, at(1));
@@ -342,17 +350,22 @@ async fn publish_round_trip_and_idempotency(s: Arc<dyn Store>) {
     // Outside the window: the id is taken.
     let late = s.publish(&e, &[], vec![], at(5), at(6)).await.unwrap();
     assert_eq!(late, PublishOutcome::IdTaken);
-    // Another tenant can never reuse it.
+    // Ids are per tenant: another tenant's evt_1 is its own event, and neither sees the other.
     let other = event("evt_1", "globex", "user.created", at(0));
     assert_eq!(
         s.publish(&other, &[], vec![], at(0), at(3)).await.unwrap(),
-        PublishOutcome::IdTaken
+        PublishOutcome::Accepted
     );
     assert_eq!(
-        s.get_event("evt_1").await.unwrap().unwrap().event.tenant_id,
-        "acme"
+        s.get_event("acme", "evt_1").await.unwrap().unwrap().event,
+        e
     );
-    assert!(s.get_event("nope").await.unwrap().is_none());
+    assert_eq!(
+        s.get_event("globex", "evt_1").await.unwrap().unwrap().event,
+        other
+    );
+    assert!(s.get_event("acme", "nope").await.unwrap().is_none());
+    assert!(s.get_event("initech", "evt_1").await.unwrap().is_none());
     // Its deliveries carry the ids given.
     let jobs = s.claim_due(at(3), 10, at(60)).await.unwrap();
     let mut got: Vec<_> = jobs.iter().map(|j| j.delivery.id.clone()).collect();
@@ -734,7 +747,7 @@ async fn disabling_cancels_pending_and_resets_failures(s: Arc<dyn Store>) {
     );
     assert_eq!(s.record_attempt(rec).await.unwrap().failures, 1);
     // reset_failures too.
-    s.reset_failures("d1").await.unwrap();
+    s.reset_failures("acme", "d1").await.unwrap();
     let rec = attempt_record(
         "a10",
         &dl3,
@@ -998,24 +1011,29 @@ async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
     let new = event("new", "acme", "t", at(100));
     publish(&*s, &new, &["d1"], at(100), None).await;
 
-    let stats = s.purge(at(50), 100).await.unwrap();
+    // The idempotency window starts at the cutoff here, so no purged id is kept.
+    let stats = s.purge(at(50), at(50), 100).await.unwrap();
     assert_eq!(
         stats,
         PurgeStats {
             attempts: 1,
             deliveries: 1,
-            events: 1
+            events: 1,
+            ids_forgotten: 0,
         }
     );
     assert_eq!(stats.total(), 3);
-    assert!(s.get_event("old").await.unwrap().is_none());
+    assert!(s.get_event("acme", "old").await.unwrap().is_none());
     assert!(s.get_attempt("a_old").await.unwrap().is_none());
     assert!(
-        s.get_event("waiting").await.unwrap().is_some(),
+        s.get_event("acme", "waiting").await.unwrap().is_some(),
         "pending work keeps its event"
     );
-    assert!(s.get_event("new").await.unwrap().is_some());
-    assert_eq!(s.purge(at(50), 100).await.unwrap(), PurgeStats::default());
+    assert!(s.get_event("acme", "new").await.unwrap().is_some());
+    assert_eq!(
+        s.purge(at(50), at(50), 100).await.unwrap(),
+        PurgeStats::default()
+    );
 
     // Batches are bounded.
     for i in 0..5 {
@@ -1034,17 +1052,234 @@ async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
         .await
         .unwrap();
     }
-    let first = s.purge(at(50), 2).await.unwrap();
+    let first = s.purge(at(50), at(50), 2).await.unwrap();
     assert_eq!((first.attempts, first.deliveries, first.events), (2, 2, 2));
     let mut total = first.total();
     loop {
-        let st = s.purge(at(50), 2).await.unwrap();
+        let st = s.purge(at(50), at(50), 2).await.unwrap();
         if st.total() == 0 {
             break;
         }
         total += st.total();
     }
     assert_eq!(total, 15);
+}
+
+async fn purged_ids_stay_duplicates_inside_the_window(s: Arc<dyn Store>) {
+    // Accepted at 10 and delivered; retention purges it at 50 while the idempotency window
+    // (from 5) still covers it.
+    let e = event("kept", "acme", "t", at(10));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(10), None).await).unwrap();
+    s.record_attempt(attempt_record(
+        "a_kept",
+        &dl,
+        &e,
+        "d1",
+        1,
+        true,
+        at(11),
+        (DeliveryStatus::Success, at(11)),
+    ))
+    .await
+    .unwrap();
+    let stats = s.purge(at(50), at(5), 100).await.unwrap();
+    assert_eq!((stats.events, stats.ids_forgotten), (1, 0));
+    assert!(s.get_event("acme", "kept").await.unwrap().is_none());
+    // Published again inside the window: still a duplicate, answered with where the original
+    // went, and nothing is written.
+    let again = s
+        .publish(
+            &e,
+            &["d9".into()],
+            vec![new_delivery("dlv_again", &e, "d9", at(60), None)],
+            at(5),
+            at(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        PublishOutcome::Duplicate {
+            matched_destination_ids: vec!["d1".into()]
+        }
+    );
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert!(s.get_event("acme", "kept").await.unwrap().is_none());
+    // Another tenant's "kept" is its own event.
+    let other = event("kept", "globex", "t", at(60));
+    assert_eq!(
+        s.publish(&other, &[], vec![], at(5), at(60)).await.unwrap(),
+        PublishOutcome::Accepted
+    );
+    // Past the window a kept id answers like a stored old event: taken.
+    assert_eq!(
+        s.publish(&e, &[], vec![], at(20), at(70)).await.unwrap(),
+        PublishOutcome::IdTaken
+    );
+    // A purge whose window starts later forgets it; the id is then free again.
+    let st = s.purge(at(50), at(20), 100).await.unwrap();
+    assert_eq!(st.ids_forgotten, 1);
+    assert_eq!(
+        s.publish(
+            &e,
+            &["d1".into()],
+            vec![new_delivery("dlv_new", &e, "d1", at(80), None)],
+            at(20),
+            at(80),
+        )
+        .await
+        .unwrap(),
+        PublishOutcome::Accepted
+    );
+    assert_eq!(
+        s.get_event("acme", "kept")
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at,
+        at(80)
+    );
+    assert_eq!(
+        s.get_event("globex", "kept")
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at,
+        at(60)
+    );
+}
+
+async fn ids_are_scoped_per_tenant(s: Arc<dyn Store>) {
+    // Two tenants each create "d1": two destinations; a second "d1" in one tenant conflicts.
+    let a = destination("d1", "acme", &["*"], at(0));
+    let b = destination("d1", "globex", &["orders"], at(0));
+    s.insert_destination(&a).await.unwrap();
+    s.insert_destination(&b).await.unwrap();
+    assert!(matches!(
+        s.insert_destination(&a).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        s.get_destination("acme", "d1")
+            .await
+            .unwrap()
+            .unwrap()
+            .topics,
+        a.topics
+    );
+    assert_eq!(
+        s.get_destination("globex", "d1")
+            .await
+            .unwrap()
+            .unwrap()
+            .topics,
+        b.topics
+    );
+    assert_eq!(s.list_all_destinations().await.unwrap().len(), 2);
+
+    // The same event id in both tenants, each routed to its own d1.
+    let ea = event("e1", "acme", "orders", at(1));
+    let eb = event("e1", "globex", "orders", at(1));
+    for (e, dl) in [(&ea, "dl_a"), (&eb, "dl_b")] {
+        let out = s
+            .publish(
+                e,
+                &["d1".into()],
+                vec![new_delivery(dl, e, "d1", at(1), None)],
+                at(0),
+                at(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, PublishOutcome::Accepted);
+    }
+    let jobs = s.claim_due(at(2), 10, at(100)).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    for j in &jobs {
+        assert_eq!(
+            j.event.tenant_id, j.delivery.tenant_id,
+            "each job carries its tenant's event"
+        );
+    }
+
+    // Failures are counted per tenant's destination.
+    let fail = |id: &str, dl: &str, e: &herald_core::Event, n: u32| {
+        attempt_record(
+            id,
+            dl,
+            e,
+            "d1",
+            n,
+            false,
+            at(2 + n as i64),
+            (DeliveryStatus::Pending, at(50)),
+        )
+    };
+    assert_eq!(
+        s.record_attempt(fail("a1", "dl_a", &ea, 1))
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
+    assert_eq!(
+        s.record_attempt(fail("a2", "dl_a", &ea, 2))
+            .await
+            .unwrap()
+            .failures,
+        2
+    );
+    assert_eq!(
+        s.record_attempt(fail("b1", "dl_b", &eb, 1))
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
+    s.reset_failures("globex", "d1").await.unwrap();
+    assert_eq!(
+        s.record_attempt(fail("a3", "dl_a", &ea, 3))
+            .await
+            .unwrap()
+            .failures,
+        3
+    );
+
+    // A manual retry of acme's e1 to d1 finds acme's pending delivery only.
+    let (id, created) = s
+        .add_delivery(new_delivery("dl_a_manual", &ea, "d1", at(9), None))
+        .await
+        .unwrap();
+    assert_eq!((id.as_str(), created), ("dl_a", false));
+
+    // Disabling acme's d1 cancels only acme's deliveries.
+    let mut a_off = a.clone();
+    a_off.disabled_at = Some(at(10));
+    a_off.updated_at = at(10);
+    s.update_destination(&a_off, true, at(10)).await.unwrap();
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    assert!(
+        s.get_destination("globex", "d1")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at
+            .is_none()
+    );
+    // Events listed by destination stay in their tenant.
+    let q = EventQuery {
+        tenant_ids: vec!["globex".into()],
+        destination_ids: vec!["d1".into()],
+        ..EventQuery::default()
+    };
+    let listed = s.list_events(&q).await.unwrap().models;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].event, eb);
+    // Deleting globex's d1 leaves acme's.
+    assert!(s.delete_destination("globex", "d1", at(11)).await.unwrap());
+    assert_eq!(s.pending_count().await.unwrap(), 0);
+    assert!(s.get_destination("acme", "d1").await.unwrap().is_some());
+    assert!(s.get_destination("globex", "d1").await.unwrap().is_none());
 }
 
 async fn backlog_and_pending_count(s: Arc<dyn Store>) {
@@ -1698,7 +1933,7 @@ async fn expiry_round_trips_and_each_notice_is_claimed_once(s: Arc<dyn Store>) {
 
     // A notice for another expiry than the stored one is never claimed.
     assert!(
-        !s.mark_expiry_notice("dx", at(99), ExpiryLevel::Expiring, at(50))
+        !s.mark_expiry_notice("acme", "dx", at(99), ExpiryLevel::Expiring, at(50))
             .await
             .unwrap()
     );
@@ -1708,7 +1943,7 @@ async fn expiry_round_trips_and_each_notice_is_claimed_once(s: Arc<dyn Store>) {
         for _ in 0..6 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                s.mark_expiry_notice("dx", at(100), level, at(100))
+                s.mark_expiry_notice("acme", "dx", at(100), level, at(100))
                     .await
                     .unwrap()
             }));
@@ -1722,7 +1957,7 @@ async fn expiry_round_trips_and_each_notice_is_claimed_once(s: Arc<dyn Store>) {
     // Claiming `expired` cancelled the pending delivery; `expiring` cannot come after it.
     assert_eq!(s.pending_count().await.unwrap(), 0);
     assert!(
-        !s.mark_expiry_notice("dx", at(100), ExpiryLevel::Expiring, at(101))
+        !s.mark_expiry_notice("acme", "dx", at(100), ExpiryLevel::Expiring, at(101))
             .await
             .unwrap()
     );
@@ -1731,7 +1966,7 @@ async fn expiry_round_trips_and_each_notice_is_claimed_once(s: Arc<dyn Store>) {
     d.topics = Topics::List(vec!["a".into()]);
     s.update_destination(&d, false, at(102)).await.unwrap();
     assert!(
-        !s.mark_expiry_notice("dx", at(100), ExpiryLevel::Expired, at(102))
+        !s.mark_expiry_notice("acme", "dx", at(100), ExpiryLevel::Expired, at(102))
             .await
             .unwrap()
     );
@@ -1746,12 +1981,12 @@ async fn expiry_round_trips_and_each_notice_is_claimed_once(s: Arc<dyn Store>) {
         Some(at(500))
     );
     assert!(
-        s.mark_expiry_notice("dx", at(500), ExpiryLevel::Expiring, at(450))
+        s.mark_expiry_notice("acme", "dx", at(500), ExpiryLevel::Expiring, at(450))
             .await
             .unwrap()
     );
     assert!(
-        !s.mark_expiry_notice("dx", at(500), ExpiryLevel::Expiring, at(451))
+        !s.mark_expiry_notice("acme", "dx", at(500), ExpiryLevel::Expiring, at(451))
             .await
             .unwrap()
     );
@@ -2410,7 +2645,7 @@ async fn emit_operator_event_routes_to_subscribers_once(s: Arc<dyn Store>) {
     let jobs = s.claim_due(at(12), 10, at(60)).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].delivery.destination_id, "ops1");
-    let stored = s.get_event(&ev.id).await.unwrap().unwrap();
+    let stored = s.get_event(&ev.tenant_id, &ev.id).await.unwrap().unwrap();
     assert_eq!(stored.matched_destination_ids, ["ops1"]);
     assert_eq!(
         stored.event.data["data"]["expires_at"],
@@ -2424,7 +2659,10 @@ async fn emit_operator_event_routes_to_subscribers_once(s: Arc<dyn Store>) {
     );
     assert_eq!(s.emit_operator_event(&nobody, at(13)).await.unwrap(), 0);
     assert!(
-        s.get_event(&nobody.id).await.unwrap().is_none(),
+        s.get_event(&nobody.tenant_id, &nobody.id)
+            .await
+            .unwrap()
+            .is_none(),
         "not written"
     );
 }

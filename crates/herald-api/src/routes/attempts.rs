@@ -52,16 +52,19 @@ pub(crate) async fn render(
     inc: Includes,
 ) -> Result<Vec<Value>, ApiError> {
     let store = state.engine.store();
-    let mut events: HashMap<String, Option<StoredEvent>> = HashMap::new();
-    let mut destinations: HashMap<String, Option<Destination>> = HashMap::new();
+    // Ids are unique per tenant: related records are keyed by (tenant, id).
+    let mut events: HashMap<(String, String), Option<StoredEvent>> = HashMap::new();
+    let mut destinations: HashMap<(String, String), Option<Destination>> = HashMap::new();
     let mut out = Vec::with_capacity(attempts.len());
     for a in attempts {
         let mut m = wire::attempt(a, inc.response_data);
         if inc.event || inc.event_data {
-            if !events.contains_key(&a.event_id) {
-                events.insert(a.event_id.clone(), store.get_event(&a.event_id).await?);
+            let key = (a.tenant_id.clone(), a.event_id.clone());
+            if !events.contains_key(&key) {
+                let e = store.get_event(&a.tenant_id, &a.event_id).await?;
+                events.insert(key.clone(), e);
             }
-            let v = match events.get(&a.event_id).and_then(Option::as_ref) {
+            let v = match events.get(&key).and_then(Option::as_ref) {
                 Some(e) if inc.event_data => wire::event_full(&e.event, Some(&a.destination_id)),
                 Some(e) => wire::event_summary(&e.event, Some(&a.destination_id)),
                 None => Value::Null,
@@ -69,15 +72,14 @@ pub(crate) async fn render(
             m.insert("event".into(), v);
         }
         if inc.destination {
-            if !destinations.contains_key(&a.destination_id) {
-                destinations.insert(
-                    a.destination_id.clone(),
-                    store
-                        .get_destination(&a.tenant_id, &a.destination_id)
-                        .await?,
-                );
+            let key = (a.tenant_id.clone(), a.destination_id.clone());
+            if !destinations.contains_key(&key) {
+                let d = store
+                    .get_destination(&a.tenant_id, &a.destination_id)
+                    .await?;
+                destinations.insert(key.clone(), d);
             }
-            let v = match destinations.get(&a.destination_id).and_then(Option::as_ref) {
+            let v = match destinations.get(&key).and_then(Option::as_ref) {
                 Some(d) => {
                     wire::destination(state.engine.registry(), d, state.engine.clock().now())
                 }

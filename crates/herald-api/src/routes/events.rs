@@ -6,7 +6,7 @@ use axum::extract::{RawQuery, State};
 use herald_store::EventQuery;
 use serde_json::{Value, json};
 
-use super::Params;
+use super::{Params, find_event};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -52,16 +52,7 @@ pub async fn get(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let params = Query::parse(raw.as_deref());
-    let scope = caller
-        .tenant()
-        .or(params.get("tenant_id"))
-        .map(str::to_string);
-    let event = state
-        .engine
-        .store()
-        .get_event(&event_id)
-        .await?
-        .filter(|e| scope.as_ref().is_none_or(|t| *t == e.event.tenant_id))
-        .ok_or_else(|| ApiError::not_found("event"))?;
+    let scope = caller.tenant().or(params.get("tenant_id"));
+    let event = find_event(&state, scope, &event_id).await?;
     Ok(Json(wire::event(&event)))
 }

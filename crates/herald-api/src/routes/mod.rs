@@ -22,6 +22,7 @@ pub mod webhook_templates;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use herald_core::{Destination, TenantSummary};
+use herald_store::{EventQuery, PageRequest, StoredEvent};
 use serde::de::DeserializeOwned;
 
 use crate::SharedState;
@@ -59,6 +60,40 @@ pub(crate) async fn tenant_scope(
         .get_tenant(tenant_id)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// An event by id, in tenant `scope` or, with `None` (an admin naming no tenant), in whichever
+/// tenant has it. Event ids are unique per tenant only: without a scope, an id that several
+/// tenants use is a 400 asking for `tenant_id`. 404 when there is none.
+pub(crate) async fn find_event(
+    state: &SharedState,
+    scope: Option<&str>,
+    id: &str,
+) -> Result<StoredEvent, ApiError> {
+    let store = state.engine.store();
+    if let Some(tenant_id) = scope {
+        return store
+            .get_event(tenant_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("event"));
+    }
+    let q = EventQuery {
+        ids: vec![id.to_string()],
+        page: PageRequest {
+            limit: 2,
+            ..PageRequest::default()
+        },
+        ..EventQuery::default()
+    };
+    let mut found = store.list_events(&q).await?.models;
+    match found.len() {
+        0 => Err(ApiError::not_found("event")),
+        1 => Ok(found.remove(0)),
+        _ => Err(ApiError::invalid(
+            "tenant_id",
+            format!("event id {id:?} is used by more than one tenant; name the tenant"),
+        )),
+    }
 }
 
 /// A destination of a tenant, 404 when it does not exist.

@@ -172,9 +172,8 @@ async fn load_event(state: &SharedState, id: &str) -> Result<herald_store::Store
     state
         .engine
         .store()
-        .get_event(id)
+        .get_event(OPERATOR_TENANT, id)
         .await?
-        .filter(|e| e.event.tenant_id == OPERATOR_TENANT)
         .ok_or_else(|| ApiError::not_found("event"))
 }
 

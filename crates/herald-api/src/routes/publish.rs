@@ -132,7 +132,7 @@ pub async fn publish(
             ),
         )),
         Err(PublishError::IdTaken(id)) => Err(ApiError::conflict(format!(
-            "an event with id {id:?} already exists"
+            "this tenant already has an event with id {id:?}, accepted before the idempotency window; publish it under a new id"
         ))),
         Err(PublishError::Store(e)) => Err(e.into()),
     }
@@ -140,7 +140,9 @@ pub async fn publish(
 
 /// `POST /retry` `{event_id, destination_id}`: queues one manual attempt; 202.
 /// The event must be visible to the caller (404 otherwise) and the destination must belong to
-/// the event's tenant (404), be enabled and subscribe to the event's topic (400).
+/// the event's tenant (404), be enabled and subscribe to the event's topic (400). Event ids
+/// are unique per tenant: an admin may add `tenant_id` (an extension), and must when several
+/// tenants use the id.
 pub async fn retry(
     State(state): State<SharedState>,
     caller: Caller,
@@ -150,6 +152,7 @@ pub async fn retry(
     let mut f = Fields::new(&obj);
     let event_id = f.required_string("event_id");
     let destination_id = f.required_string("destination_id");
+    let tenant_id = f.string("tenant_id");
     let problems = f.problems;
     let (Some(event_id), Some(destination_id)) = (event_id, destination_id) else {
         return Err(problems
@@ -158,11 +161,13 @@ pub async fn retry(
             .unwrap_or_else(|| ApiError::invalid("body", "incomplete request")));
     };
     let store = state.engine.store();
-    let event = store
-        .get_event(&event_id)
-        .await?
-        .filter(|e| caller.tenant().is_none_or(|t| t == e.event.tenant_id))
-        .ok_or_else(|| ApiError::not_found("event"))?;
+    if let (Some(own), Some(named)) = (caller.tenant(), tenant_id.as_deref())
+        && own != named
+    {
+        return Err(ApiError::not_found("event"));
+    }
+    let scope = caller.tenant().or(tenant_id.as_deref());
+    let event = super::find_event(&state, scope, &event_id).await?;
     let destination = store
         .get_destination(&event.event.tenant_id, &destination_id)
         .await?

@@ -178,7 +178,9 @@ pub async fn upload(
                 errors: vec![templates::RowError {
                     line,
                     column: templates::COLUMNS[0].into(),
-                    message: format!("destination id {id:?} is taken by another tenant"),
+                    message: format!(
+                        "destination id {id:?} was created in this tenant while the file was being imported; upload the file again"
+                    ),
                 }],
                 ..Default::default()
             };

@@ -143,12 +143,12 @@ async fn publish_all(pool: &Pool, mut pending: Vec<PublishReq>) {
             }
             return;
         }
-        // A batch holds each event id once; repeats wait for the next round, where they see
-        // the first one committed (and become duplicates).
+        // A batch holds each (tenant, event id) once; repeats wait for the next round, where
+        // they see the first one committed (and become duplicates).
         let mut seen = HashSet::new();
         let (batch, rest): (Vec<_>, Vec<_>) = pending
             .into_iter()
-            .partition(|r| seen.insert(r.event.id.clone()));
+            .partition(|r| seen.insert((r.event.tenant_id.clone(), r.event.id.clone())));
         pending = rest;
         let started = std::time::Instant::now();
         let result = retrying(|| publish_batch(pool, &batch)).await;
@@ -216,9 +216,10 @@ type Outcome = Option<Result<PublishOutcome>>;
 /// outcome in order.
 async fn publish_batch(pool: &Pool, batch: &[PublishReq]) -> Result<Vec<Outcome>> {
     let client = pool.get().await?;
-    // Id order, so that concurrent batches wait for each other instead of deadlocking.
+    // Key order, so that concurrent batches wait for each other instead of deadlocking.
     let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by(|a, b| batch[*a].event.id.cmp(&batch[*b].event.id));
+    let key = |i: usize| (&batch[i].event.tenant_id, &batch[i].event.id);
+    order.sort_by(|a, b| key(*a).cmp(&key(*b)));
 
     let n = batch.len();
     let mut e_id = Vec::with_capacity(n);
@@ -281,25 +282,34 @@ async fn publish_batch(pool: &Pool, batch: &[PublishReq]) -> Result<Vec<Outcome>
         }
     }
     // One statement: atomic on its own, one round trip for the whole batch. It also returns
-    // the events that already held an id (as of the statement's snapshot; one committed by
-    // a concurrent writer after that is not seen and the request is simply run again).
+    // the events that already held an id in their tenant, stored or purged inside the
+    // idempotency window (as of the statement's snapshot; one committed by a concurrent
+    // writer after that is not seen and the request is simply run again).
     let stmt = client
         .prepare_cached(
             "WITH ins AS (
                 INSERT INTO events (id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::int8[])
-                ON CONFLICT (id) DO NOTHING
-                RETURNING id
+                    AS v(id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
+                WHERE NOT EXISTS (SELECT 1 FROM purged_event_ids p WHERE p.tenant_id = v.tenant_id AND p.id = v.id)
+                ON CONFLICT (tenant_id, id) DO NOTHING
+                RETURNING tenant_id, id
             ), dl AS (
                 INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at, updated_at)
                 SELECT v.id, v.event_id, v.tenant_id, v.destination_id, v.status, v.attempts, v.next_attempt_at, v.leased, v.manual, v.retry_base, v.created_at, v.created_at
                 FROM UNNEST($11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::int4[], $17::int8[], $18::bool[], $19::bool[], $20::int4[], $21::int8[])
                     AS v(id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at)
-                WHERE v.event_id IN (SELECT id FROM ins)
+                WHERE (v.tenant_id, v.event_id) IN (SELECT tenant_id, id FROM ins)
+            ), keys AS (
+                SELECT * FROM UNNEST($1::text[], $2::text[]) AS k(id, tenant_id)
             )
-            SELECT id, true, NULL::text, NULL::text, NULL::int8 FROM ins
+            SELECT id, true, tenant_id, NULL::text, NULL::int8 FROM ins
             UNION ALL
-            SELECT e.id, false, e.tenant_id, e.matched, e.created_at FROM events e WHERE e.id = ANY($1::text[])",
+            SELECT e.id, false, e.tenant_id, e.matched, e.created_at FROM events e
+                JOIN keys k ON e.tenant_id = k.tenant_id AND e.id = k.id
+            UNION ALL
+            SELECT p.id, false, p.tenant_id, p.matched, p.created_at FROM purged_event_ids p
+                JOIN keys k ON p.tenant_id = k.tenant_id AND p.id = k.id",
         )
         .await?;
     let rows = client
@@ -330,14 +340,17 @@ async fn publish_batch(pool: &Pool, batch: &[PublishReq]) -> Result<Vec<Outcome>
             ],
         )
         .await?;
-    let mut inserted: HashSet<String> = HashSet::new();
-    let mut existing: HashMap<String, (String, String, i64)> = HashMap::new();
+    let mut inserted: HashSet<(String, String)> = HashSet::new();
+    let mut existing: HashMap<(String, String), (String, i64)> = HashMap::new();
     for r in &rows {
-        let id: String = r.try_get(0)?;
+        let key: (String, String) = (r.try_get(2)?, r.try_get(0)?);
         if r.try_get::<_, bool>(1)? {
-            inserted.insert(id);
+            inserted.insert(key);
         } else {
-            existing.insert(id, (r.try_get(2)?, r.try_get(3)?, r.try_get(4)?));
+            // A stored event wins over a kept id of a purged one (the first row seen).
+            existing
+                .entry(key)
+                .or_insert((r.try_get(3)?, r.try_get(4)?));
         }
     }
     if wake && !inserted.is_empty() {
@@ -349,19 +362,18 @@ async fn publish_batch(pool: &Pool, batch: &[PublishReq]) -> Result<Vec<Outcome>
     Ok(batch
         .iter()
         .map(|r| {
-            if inserted.contains(&r.event.id) {
+            let key = (r.event.tenant_id.clone(), r.event.id.clone());
+            if inserted.contains(&key) {
                 return Some(Ok(PublishOutcome::Accepted));
             }
-            let (tenant, matched, created) = existing.get(&r.event.id)?;
-            Some(
-                if *tenant == r.event.tenant_id && ts(*created) >= r.dedup_since {
-                    from_json("events.matched", matched).map(|m| PublishOutcome::Duplicate {
-                        matched_destination_ids: m,
-                    })
-                } else {
-                    Ok(PublishOutcome::IdTaken)
-                },
-            )
+            let (matched, created) = existing.get(&key)?;
+            Some(if ts(*created) >= r.dedup_since {
+                from_json("events.matched", matched).map(|m| PublishOutcome::Duplicate {
+                    matched_destination_ids: m,
+                })
+            } else {
+                Ok(PublishOutcome::IdTaken)
+            })
         })
         .collect())
 }
@@ -483,12 +495,19 @@ async fn record_in_tx(
         d_status.push(r.status.as_str());
         d_next.push(us(r.next_attempt_at));
     }
-    let mut dests: Vec<&str> = recs
+    // Destinations as (tenant, id), in key order (the order their counters are locked in).
+    let mut dests: Vec<(&str, &str)> = recs
         .iter()
-        .map(|r| r.attempt.destination_id.as_str())
+        .map(|r| {
+            (
+                r.attempt.tenant_id.as_str(),
+                r.attempt.destination_id.as_str(),
+            )
+        })
         .collect();
     dests.sort_unstable();
     dests.dedup();
+    let (dest_tenants, dest_ids): (Vec<&str>, Vec<&str>) = dests.into_iter().unzip();
 
     let write = client
         .prepare_cached(
@@ -505,15 +524,17 @@ async fn record_in_tx(
         .await?;
     let lock = client
         .prepare_cached(
-            "SELECT h.destination_id, h.consecutive_failures FROM destination_health h
-             JOIN destinations d ON d.id = h.destination_id AND d.disabled_at IS NULL
-             WHERE h.destination_id = ANY($1::text[]) ORDER BY h.destination_id FOR UPDATE OF h",
+            "SELECT h.tenant_id, h.destination_id, h.consecutive_failures FROM destination_health h
+             JOIN destinations d ON d.tenant_id = h.tenant_id AND d.id = h.destination_id AND d.disabled_at IS NULL
+             JOIN UNNEST($1::text[], $2::text[]) AS k(tenant_id, id) ON h.tenant_id = k.tenant_id AND h.destination_id = k.id
+             ORDER BY h.tenant_id, h.destination_id FOR UPDATE OF h",
         )
         .await?;
     let update = client
         .prepare_cached(
             "UPDATE destination_health h SET consecutive_failures = v.n
-             FROM UNNEST($1::text[], $2::int4[]) AS v(id, n) WHERE h.destination_id = v.id",
+             FROM UNNEST($1::text[], $2::text[], $3::int4[]) AS v(tenant_id, id, n)
+             WHERE h.tenant_id = v.tenant_id AND h.destination_id = v.id",
         )
         .await?;
 
@@ -542,38 +563,39 @@ async fn record_in_tx(
         biased;
         async { Ok::<_, StoreError>(client.batch_execute("BEGIN").await?) },
         async { Ok::<_, StoreError>(client.query(&write, &write_params).await?) },
-        async { Ok::<_, StoreError>(client.query(&lock, &[&dests]).await?) },
+        async { Ok::<_, StoreError>(client.query(&lock, &[&dest_tenants, &dest_ids]).await?) },
     )?;
     // Late attempts of cancelled deliveries do not count towards a failure streak.
     let moved: HashSet<String> = moved
         .iter()
         .map(|r| r.try_get::<_, String>(0))
         .collect::<std::result::Result<_, _>>()?;
-    let mut counters: HashMap<String, i32> = HashMap::new();
+    let mut counters: HashMap<(String, String), i32> = HashMap::new();
     for r in &locked {
-        counters.insert(r.try_get(0)?, r.try_get(1)?);
+        counters.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
     }
 
     // Replay this batch's outcomes on the counters, in the callers' order.
-    let mut changed: HashSet<&str> = HashSet::new();
+    let mut changed: HashSet<(String, String)> = HashSet::new();
     let mut counts = vec![Recorded::default(); recs.len()];
     // Attempts whose count leads somewhere (a level, a disable, operator events).
     let mut plans: Vec<(usize, Plan)> = Vec::new();
-    let mut disabled_here: HashSet<&str> = HashSet::new();
+    let mut disabled_here: HashSet<(String, String)> = HashSet::new();
     for (i, r) in recs.iter().enumerate() {
         let a = &r.attempt;
         if !moved.contains(&a.delivery_id) {
             continue;
         }
+        let key = (a.tenant_id.clone(), a.destination_id.clone());
         // A destination disabled earlier in this batch counts no more attempts.
-        if disabled_here.contains(a.destination_id.as_str()) {
+        if disabled_here.contains(&key) {
             continue;
         }
-        match counters.get_mut(&a.destination_id) {
+        match counters.get_mut(&key) {
             // The destination was deleted or disabled: nothing to count.
             None => {}
             Some(c) => {
-                changed.insert(a.destination_id.as_str());
+                changed.insert(key.clone());
                 *c = if a.status == AttemptStatus::Success {
                     0
                 } else {
@@ -582,7 +604,7 @@ async fn record_in_tx(
                 counts[i].failures = *c as u32;
                 let plan = Plan::new(r, *c as u32);
                 if plan.disable.is_some() {
-                    disabled_here.insert(a.destination_id.as_str());
+                    disabled_here.insert(key);
                     *c = 0;
                 }
                 if plan.disable.is_some() || plan.has_events(r) {
@@ -591,8 +613,14 @@ async fn record_in_tx(
             }
         }
     }
-    let (ids, values): (Vec<&str>, Vec<i32>) =
-        changed.iter().map(|id| (*id, counters[*id])).unzip();
+    let mut tenants = Vec::with_capacity(changed.len());
+    let mut ids = Vec::with_capacity(changed.len());
+    let mut values = Vec::with_capacity(changed.len());
+    for key in &changed {
+        tenants.push(key.0.as_str());
+        ids.push(key.1.as_str());
+        values.push(counters[key]);
+    }
 
     if plans.is_empty() {
         // Round trip 2: write the counters back and commit.
@@ -600,7 +628,7 @@ async fn record_in_tx(
             biased;
             async {
                 if !ids.is_empty() {
-                    client.execute(&update, &[&ids, &values]).await?;
+                    client.execute(&update, &[&tenants, &ids, &values]).await?;
                 }
                 Ok::<_, StoreError>(())
             },
@@ -610,7 +638,7 @@ async fn record_in_tx(
     }
     // The rare path: counters, then each attempt's consequences, in the same transaction.
     if !ids.is_empty() {
-        client.execute(&update, &[&ids, &values]).await?;
+        client.execute(&update, &[&tenants, &ids, &values]).await?;
     }
     let c: &tokio_postgres::Client = client;
     for (i, plan) in plans {
@@ -618,10 +646,11 @@ async fn record_in_tx(
         let a = &r.attempt;
         let now = a.time;
         if plan.disable.is_some() {
-            counts[i].disabled = super::disable_destination(c, &a.destination_id, now).await?;
+            counts[i].disabled =
+                super::disable_destination(c, &a.tenant_id, &a.destination_id, now).await?;
         }
         if plan.has_events(r)
-            && let Some(d) = super::destination_ref(c, &a.destination_id).await?
+            && let Some(d) = super::destination_ref(c, &a.tenant_id, &a.destination_id).await?
         {
             for e in plan.events(r, counts[i].failures, &d, now) {
                 counts[i].operator_deliveries += super::write_operator_event(c, &e, now).await?;

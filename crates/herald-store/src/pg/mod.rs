@@ -282,10 +282,10 @@ const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credential
 
 /// Updates a whole destination row (`$1`…`$13` as [`destination_params`]); a new expiry
 /// starts a new round of expiry notices.
-const UPDATE_DESTINATION: &str = "UPDATE destinations SET tenant_id = $2, type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
+const UPDATE_DESTINATION: &str = "UPDATE destinations SET type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
      delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12, expires_at = $13,
      expiry_notice = CASE WHEN destinations.expires_at IS NOT DISTINCT FROM $13 THEN destinations.expiry_notice ELSE 0 END
-     WHERE id = $1";
+     WHERE id = $1 AND tenant_id = $2";
 
 fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
     let id: String = r.try_get(0)?;
@@ -424,16 +424,41 @@ async fn summarize<C: GenericClient>(c: &C, tenants: Vec<Tenant>) -> Result<Vec<
         .collect())
 }
 
+/// Cancels the pending deliveries of a tenant's destination, or with `None` of the whole tenant.
 async fn cancel_pending<C: GenericClient>(
     c: &C,
-    column: &str,
-    value: &str,
+    tenant_id: &str,
+    destination_id: Option<&str>,
     now: Timestamp,
 ) -> Result<u64> {
-    let sql = format!(
-        "UPDATE deliveries SET status = 'cancelled', leased = false, updated_at = $2 WHERE {column} = $1 AND status = 'pending'"
-    );
-    Ok(c.execute(&sql, &[&value, &us(now)]).await?)
+    Ok(match destination_id {
+        Some(id) => {
+            c.execute(
+                "UPDATE deliveries SET status = 'cancelled', leased = false, updated_at = $3
+                 WHERE destination_id = $2 AND tenant_id = $1 AND status = 'pending'",
+                &[&tenant_id, &id, &us(now)],
+            )
+            .await?
+        }
+        None => {
+            c.execute(
+                "UPDATE deliveries SET status = 'cancelled', leased = false, updated_at = $2
+                 WHERE tenant_id = $1 AND status = 'pending'",
+                &[&tenant_id, &us(now)],
+            )
+            .await?
+        }
+    })
+}
+
+/// Sets a destination's failure streak back to zero.
+async fn reset_streak<C: GenericClient>(c: &C, tenant_id: &str, id: &str) -> Result<()> {
+    c.execute(
+        "UPDATE destination_health SET consecutive_failures = 0 WHERE tenant_id = $1 AND destination_id = $2",
+        &[&tenant_id, &id],
+    )
+    .await?;
+    Ok(())
 }
 
 fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync + Send>; 13] {
@@ -540,7 +565,7 @@ pub(crate) async fn write_operator_event<C: GenericClient>(
         .execute(
             &format!(
                 "INSERT INTO events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (id) DO NOTHING"
+                 ON CONFLICT (tenant_id, id) DO NOTHING"
             ),
             &[
                 &event.id,
@@ -575,12 +600,13 @@ pub(crate) async fn write_operator_event<C: GenericClient>(
 /// What operator payloads say about a destination, read without opening its sealed columns.
 pub(crate) async fn destination_ref<C: GenericClient>(
     c: &C,
+    tenant_id: &str,
     id: &str,
 ) -> Result<Option<DestinationRef>> {
     let Some(r) = c
         .query_opt(
-            "SELECT id, tenant_id, type, topics, disabled_at FROM destinations WHERE id = $1",
-            &[&id],
+            "SELECT id, tenant_id, type, topics, disabled_at FROM destinations WHERE id = $1 AND tenant_id = $2",
+            &[&id, &tenant_id],
         )
         .await?
     else {
@@ -599,26 +625,22 @@ pub(crate) async fn destination_ref<C: GenericClient>(
 /// tells the other nodes.
 pub(crate) async fn disable_destination<C: GenericClient>(
     c: &C,
+    tenant_id: &str,
     id: &str,
     now: Timestamp,
 ) -> Result<bool> {
-    let Some(r) = c
-        .query_opt(
-            "UPDATE destinations SET disabled_at = $2, updated_at = $2 WHERE id = $1 AND disabled_at IS NULL RETURNING tenant_id",
-            &[&id, &us(now)],
+    let n = c
+        .execute(
+            "UPDATE destinations SET disabled_at = $2, updated_at = $2 WHERE id = $1 AND tenant_id = $3 AND disabled_at IS NULL",
+            &[&id, &us(now), &tenant_id],
         )
-        .await?
-    else {
+        .await?;
+    if n == 0 {
         return Ok(false);
-    };
-    let tenant_id: String = r.try_get(0)?;
-    cancel_pending(c, "destination_id", id, now).await?;
-    c.execute(
-        "UPDATE destination_health SET consecutive_failures = 0 WHERE destination_id = $1",
-        &[&id],
-    )
-    .await?;
-    notify_in(c, &destination_notice(&tenant_id, id)).await?;
+    }
+    cancel_pending(c, tenant_id, Some(id), now).await?;
+    reset_streak(c, tenant_id, id).await?;
+    notify_in(c, &destination_notice(tenant_id, id)).await?;
     Ok(true)
 }
 
@@ -773,13 +795,13 @@ impl Store for PgStore {
                 return Ok(false);
             }
             tx.execute(
-                "DELETE FROM destination_health WHERE destination_id IN (SELECT id FROM destinations WHERE tenant_id = $1)",
+                "DELETE FROM destination_health WHERE tenant_id = $1",
                 &[&id],
             )
             .await?;
             tx.execute("DELETE FROM destinations WHERE tenant_id = $1", &[&id])
                 .await?;
-            cancel_pending(&*tx, "tenant_id", id, now).await?;
+            cancel_pending(&*tx, id, None, now).await?;
             notify_in(
                 &*tx,
                 &Notice::TenantDeleted {
@@ -799,7 +821,7 @@ impl Store for PgStore {
                 .execute(
                     &format!(
                         "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                         ON CONFLICT (id) DO NOTHING"
+                         ON CONFLICT (tenant_id, id) DO NOTHING"
                     ),
                     &refs(&p),
                 )
@@ -811,9 +833,9 @@ impl Store for PgStore {
                 });
             }
             tx.execute(
-                "INSERT INTO destination_health (destination_id, consecutive_failures) VALUES ($1, 0)
-                 ON CONFLICT (destination_id) DO UPDATE SET consecutive_failures = 0",
-                &[&d.id],
+                "INSERT INTO destination_health (tenant_id, destination_id, consecutive_failures) VALUES ($1, $2, 0)
+                 ON CONFLICT (tenant_id, destination_id) DO UPDATE SET consecutive_failures = 0",
+                &[&d.tenant_id, &d.id],
             )
             .await?;
             subscription_after(&*tx, &d.tenant_id, before, d.updated_at).await?;
@@ -833,13 +855,9 @@ impl Store for PgStore {
             let before = subscription_before(&*tx, &d.tenant_id).await?;
             tx.execute(UPDATE_DESTINATION, &refs(&p)).await?;
             if cancel {
-                cancel_pending(&*tx, "destination_id", &d.id, now).await?;
+                cancel_pending(&*tx, &d.tenant_id, Some(&d.id), now).await?;
                 // A disabled destination starts a fresh failure streak when re-enabled.
-                tx.execute(
-                    "UPDATE destination_health SET consecutive_failures = 0 WHERE destination_id = $1",
-                    &[&d.id],
-                )
-                .await?;
+                reset_streak(&*tx, &d.tenant_id, &d.id).await?;
             }
             subscription_after(&*tx, &d.tenant_id, before, now).await?;
             notify_in(&*tx, &destination_notice(&d.tenant_id, &d.id)).await?;
@@ -855,14 +873,14 @@ impl Store for PgStore {
         let insert = tx
             .prepare_cached(&format!(
                 "INSERT INTO destinations ({DEST_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (id) DO NOTHING"
+                 ON CONFLICT (tenant_id, id) DO NOTHING"
             ))
             .await?;
         let update = tx.prepare_cached(UPDATE_DESTINATION).await?;
         let health = tx
             .prepare_cached(
-                "INSERT INTO destination_health (destination_id, consecutive_failures) VALUES ($1, 0)
-                 ON CONFLICT (destination_id) DO NOTHING",
+                "INSERT INTO destination_health (tenant_id, destination_id, consecutive_failures) VALUES ($1, $2, 0)
+                 ON CONFLICT (tenant_id, destination_id) DO NOTHING",
             )
             .await?;
         let mut n = 0u64;
@@ -876,7 +894,7 @@ impl Store for PgStore {
                         id: d.id.clone(),
                     });
                 }
-                tx.execute(&health, &[&d.id]).await?;
+                tx.execute(&health, &[&d.tenant_id, &d.id]).await?;
             } else {
                 tx.execute(&update, &refs(&p)).await?;
             }
@@ -891,6 +909,7 @@ impl Store for PgStore {
 
     async fn mark_expiry_notice(
         &self,
+        tenant_id: &str,
         id: &str,
         expires_at: Timestamp,
         level: ExpiryLevel,
@@ -900,13 +919,14 @@ impl Store for PgStore {
         in_tx!(self, |tx| {
             let won = tx
                 .execute(
-                    "UPDATE destinations SET expiry_notice = $3 WHERE id = $1 AND expires_at = $2 AND expiry_notice < $3",
-                    &[&id, &us(expires_at), &lvl],
+                    "UPDATE destinations SET expiry_notice = $3
+                     WHERE id = $1 AND tenant_id = $4 AND expires_at = $2 AND expiry_notice < $3",
+                    &[&id, &us(expires_at), &lvl, &tenant_id],
                 )
                 .await?
                 == 1;
             if won && level == ExpiryLevel::Expired {
-                cancel_pending(&*tx, "destination_id", id, now).await?;
+                cancel_pending(&*tx, tenant_id, Some(id), now).await?;
             }
             Ok(won)
         })
@@ -959,10 +979,10 @@ impl Store for PgStore {
                 .await?;
             if n > 0 {
                 subscription_after(&*tx, tenant_id, before, now).await?;
-                cancel_pending(&*tx, "destination_id", id, now).await?;
+                cancel_pending(&*tx, tenant_id, Some(id), now).await?;
                 tx.execute(
-                    "DELETE FROM destination_health WHERE destination_id = $1",
-                    &[&id],
+                    "DELETE FROM destination_health WHERE tenant_id = $1 AND destination_id = $2",
+                    &[&tenant_id, &id],
                 )
                 .await?;
                 notify_in(&*tx, &destination_notice(tenant_id, id)).await?;
@@ -995,12 +1015,14 @@ impl Store for PgStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
+    async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<StoredEvent>> {
         let c = self.client().await?;
         let stmt = c
-            .prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE id = $1"))
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events WHERE tenant_id = $1 AND id = $2"
+            ))
             .await?;
-        c.query_opt(&stmt, &[&id])
+        c.query_opt(&stmt, &[&tenant_id, &id])
             .await?
             .map(|r| event_from_row(&r))
             .transpose()
@@ -1017,7 +1039,8 @@ impl Store for PgStore {
         if !q.destination_ids.is_empty() {
             let p = w.param(q.destination_ids.clone());
             w.push(format!(
-                "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.destination_id = ANY({p}::text[]))"
+                "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.tenant_id = events.tenant_id
+                 AND d.destination_id = ANY({p}::text[]))"
             ));
         }
         sql::paged(
@@ -1041,8 +1064,9 @@ impl Store for PgStore {
         in_tx!(self, |tx| {
             let pending = tx
                 .query_opt(
-                    "SELECT id FROM deliveries WHERE event_id = $1 AND destination_id = $2 AND status = 'pending' LIMIT 1",
-                    &[&d.event_id, &d.destination_id],
+                    "SELECT id FROM deliveries WHERE event_id = $1 AND destination_id = $2 AND tenant_id = $3
+                     AND status = 'pending' LIMIT 1",
+                    &[&d.event_id, &d.destination_id, &d.tenant_id],
                 )
                 .await?;
             if let Some(r) = pending {
@@ -1051,8 +1075,8 @@ impl Store for PgStore {
             // Attempt numbers continue across deliveries of the same event to the same destination.
             let before: i64 = tx
                 .query_one(
-                    "SELECT COUNT(*) FROM attempts WHERE event_id = $1 AND destination_id = $2",
-                    &[&d.event_id, &d.destination_id],
+                    "SELECT COUNT(*) FROM attempts WHERE event_id = $1 AND destination_id = $2 AND tenant_id = $3",
+                    &[&d.event_id, &d.destination_id, &d.tenant_id],
                 )
                 .await?
                 .try_get(0)?;
@@ -1063,7 +1087,7 @@ impl Store for PgStore {
                 .execute(
                     "INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, leased, manual, retry_base, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6, $10, $10)
-                     ON CONFLICT (event_id, destination_id) WHERE status = 'pending' DO NOTHING",
+                     ON CONFLICT (tenant_id, event_id, destination_id) WHERE status = 'pending' DO NOTHING",
                     &[
                         &d.id,
                         &d.event_id,
@@ -1081,8 +1105,9 @@ impl Store for PgStore {
             if n == 0 {
                 let r = tx
                     .query_one(
-                        "SELECT id FROM deliveries WHERE event_id = $1 AND destination_id = $2 AND status = 'pending' LIMIT 1",
-                        &[&d.event_id, &d.destination_id],
+                        "SELECT id FROM deliveries WHERE event_id = $1 AND destination_id = $2 AND tenant_id = $3
+                         AND status = 'pending' LIMIT 1",
+                        &[&d.event_id, &d.destination_id, &d.tenant_id],
                     )
                     .await?;
                 return Ok((r.try_get::<_, String>(0)?, false));
@@ -1121,7 +1146,7 @@ impl Store for PgStore {
                     UPDATE deliveries d SET next_attempt_at = $3, leased = true FROM due WHERE d.id = due.id
                     RETURNING {}
                 )
-                SELECT {}, {} FROM claimed c LEFT JOIN events e ON e.id = c.event_id",
+                SELECT {}, {} FROM claimed c LEFT JOIN events e ON e.tenant_id = c.tenant_id AND e.id = c.event_id",
                 cols("d", DELIVERY_COLS),
                 cols("c", DELIVERY_COLS),
                 cols("e", EVENT_COLS),
@@ -1130,7 +1155,7 @@ impl Store for PgStore {
         let rows = c
             .query(&stmt, &[&us(now), &(limit as i64), &us(lease_until)])
             .await?;
-        let mut events: HashMap<String, Arc<Event>> = HashMap::new();
+        let mut events: HashMap<(String, String), Arc<Event>> = HashMap::new();
         let mut jobs = Vec::with_capacity(rows.len());
         let mut orphans: Vec<String> = Vec::new();
         for r in &rows {
@@ -1140,11 +1165,12 @@ impl Store for PgStore {
                 orphans.push(delivery.id);
                 continue;
             }
-            let event = match events.get(&delivery.event_id) {
+            let key = (delivery.tenant_id.clone(), delivery.event_id.clone());
+            let event = match events.get(&key) {
                 Some(e) => e.clone(),
                 None => {
                     let e = Arc::new(event_at(r, 10)?.event);
-                    events.insert(delivery.event_id.clone(), e.clone());
+                    events.insert(key, e.clone());
                     e
                 }
             };
@@ -1261,14 +1287,14 @@ impl Store for PgStore {
             if !q.topics.is_empty() {
                 let p = w.param(q.topics.clone());
                 w.push(format!(
-                    "EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id AND e.topic = ANY({p}::text[]))"
+                    "EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = d.tenant_id AND e.id = d.event_id AND e.topic = ANY({p}::text[]))"
                 ));
             }
             // Only the newest finished delivery of each event, and never one whose event
             // already has a pending delivery to this destination.
             w.push(
                 "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = d.event_id AND p.destination_id = d.destination_id
-                   AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
+                   AND p.tenant_id = d.tenant_id AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
                     .into(),
             );
             // The status test is repeated on the updated row itself, so a row that another
@@ -1298,8 +1324,13 @@ impl Store for PgStore {
         }
     }
 
-    async fn purge(&self, before: Timestamp, batch: usize) -> Result<PurgeStats> {
-        let (t, n) = (us(before), batch as i64);
+    async fn purge(
+        &self,
+        before: Timestamp,
+        ids_since: Timestamp,
+        batch: usize,
+    ) -> Result<PurgeStats> {
+        let (t, n, since) = (us(before), batch as i64, us(ids_since));
         in_tx!(self, |tx| {
             // SKIP LOCKED: nodes purging at the same time split the work instead of queueing.
             let attempts = tx
@@ -1315,18 +1346,38 @@ impl Store for PgStore {
                     &[&t, &n],
                 )
                 .await?;
-            let events = tx
+            // An id still inside the idempotency window is kept: publishing it again stays a
+            // duplicate after its event is gone.
+            let events: i64 = tx
+                .query_one(
+                    "WITH gone AS (
+                        DELETE FROM events WHERE (tenant_id, id) IN (SELECT e.tenant_id, e.id FROM events e WHERE e.created_at < $1
+                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
+                                          AND d.status = 'pending')
+                          ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                        RETURNING tenant_id, id, matched, created_at
+                    ), kept AS (
+                        INSERT INTO purged_event_ids (tenant_id, id, matched, created_at)
+                        SELECT tenant_id, id, matched, created_at FROM gone WHERE created_at >= $3
+                        ON CONFLICT (tenant_id, id) DO NOTHING
+                    )
+                    SELECT COUNT(*) FROM gone",
+                    &[&t, &n, &since],
+                )
+                .await?
+                .try_get(0)?;
+            let ids_forgotten = tx
                 .execute(
-                    "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1
-                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
-                     ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    &[&t, &n],
+                    "DELETE FROM purged_event_ids WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM purged_event_ids
+                     WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&since, &n],
                 )
                 .await?;
             Ok(PurgeStats {
                 attempts,
                 deliveries,
-                events,
+                events: events as u64,
+                ids_forgotten,
             })
         })
     }
@@ -1378,14 +1429,9 @@ impl Store for PgStore {
         Ok(n as u64)
     }
 
-    async fn reset_failures(&self, destination_id: &str) -> Result<()> {
+    async fn reset_failures(&self, tenant_id: &str, destination_id: &str) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "UPDATE destination_health SET consecutive_failures = 0 WHERE destination_id = $1",
-            &[&destination_id],
-        )
-        .await?;
-        Ok(())
+        reset_streak(&**c, tenant_id, destination_id).await
     }
 
     async fn setting_or_insert(&self, name: &str, fresh: &str) -> Result<(String, bool)> {
@@ -1586,7 +1632,7 @@ impl Store for PgStore {
             sql::aggregate(
                 &**c,
                 q,
-                "deliveries d JOIN events e ON e.id = d.event_id AND NOT d.manual",
+                "deliveries d JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id AND NOT d.manual",
                 "e.time",
                 |name| {
                     if name == "destination_id" {

@@ -26,7 +26,7 @@ pub(super) async fn check_and_seal_plaintext(pool: &Pool, keys: &Keyring) -> Res
     let c = pool.get().await?;
     let rows = c
         .query(
-            "SELECT id, config, credentials FROM destinations ORDER BY id",
+            "SELECT tenant_id, id, config, credentials FROM destinations ORDER BY tenant_id, id",
             &[],
         )
         .await?;
@@ -34,15 +34,17 @@ pub(super) async fn check_and_seal_plaintext(pool: &Pool, keys: &Keyring) -> Res
     let mut first_bad = None;
     let mut plaintext = Vec::new();
     for r in &rows {
-        let (id, config, credentials): (String, String, String) =
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let (tenant_id, id, config, credentials): (String, String, String, String) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
         let state = seal::row_state(keys, &id, &config, &credentials);
         census.count(&state);
         match state {
             RowState::Unreadable(e) => {
                 first_bad.get_or_insert((id, e));
             }
-            RowState::Opens(SealState::Plaintext) => plaintext.push((id, config, credentials)),
+            RowState::Opens(SealState::Plaintext) => {
+                plaintext.push(((tenant_id, id), config, credentials))
+            }
             RowState::Opens(_) => {}
         }
     }
@@ -74,8 +76,8 @@ pub(super) async fn check_and_seal_plaintext(pool: &Pool, keys: &Keyring) -> Res
         );
     }
     let mut sealed = 0u64;
-    for (id, config, credentials) in plaintext {
-        if reseal_one(&**c, keys, id, config, credentials, true).await? {
+    for (key, config, credentials) in plaintext {
+        if reseal_one(&**c, keys, key, config, credentials, true).await? {
             sealed += 1;
         }
     }
@@ -102,7 +104,7 @@ pub(super) async fn check_and_seal_plaintext(pool: &Pool, keys: &Keyring) -> Res
 async fn reseal_one<C: GenericClient>(
     c: &C,
     keys: &Keyring,
-    id: String,
+    (tenant_id, id): (String, String),
     mut config: String,
     mut credentials: String,
     only_plaintext: bool,
@@ -112,8 +114,15 @@ async fn reseal_one<C: GenericClient>(
         let n = c
             .execute(
                 "UPDATE destinations SET config = $2, credentials = $3
-                 WHERE id = $1 AND config = $4 AND credentials = $5",
-                &[&id, &new_config, &new_credentials, &config, &credentials],
+                 WHERE id = $1 AND tenant_id = $6 AND config = $4 AND credentials = $5",
+                &[
+                    &id,
+                    &new_config,
+                    &new_credentials,
+                    &config,
+                    &credentials,
+                    &tenant_id,
+                ],
             )
             .await?;
         if n == 1 {
@@ -122,8 +131,8 @@ async fn reseal_one<C: GenericClient>(
         // Changed (or deleted) meanwhile: look again.
         let Some(r) = c
             .query_opt(
-                "SELECT config, credentials FROM destinations WHERE id = $1",
-                &[&id],
+                "SELECT config, credentials FROM destinations WHERE id = $1 AND tenant_id = $2",
+                &[&id, &tenant_id],
             )
             .await?
         else {
@@ -165,25 +174,28 @@ impl PgStore {
         let limit = (batch.max(1) as i64).min(PAGE * 20);
         let mut report = ResealReport::default();
         let mut bad: Option<(u64, String, seal::SealError)> = None;
-        let mut after = String::new();
+        let mut after = (String::new(), String::new());
         loop {
             let mut c = self.client().await?;
             let rows = c
                 .query(
-                    "SELECT id, config, credentials FROM destinations WHERE id > $1 ORDER BY id LIMIT $2",
-                    &[&after, &limit],
+                    "SELECT tenant_id, id, config, credentials FROM destinations
+                     WHERE (tenant_id, id) > ($1, $2) ORDER BY tenant_id, id LIMIT $3",
+                    &[&after.0, &after.1, &limit],
                 )
                 .await?;
             let Some(last) = rows.last() else { break };
-            after = last.try_get(0)?;
+            after = (last.try_get(0)?, last.try_get(1)?);
             let mut todo = Vec::new();
             for r in &rows {
-                let (id, config, credentials): (String, String, String) =
-                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                let (tenant_id, id, config, credentials): (String, String, String, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
                 report.examined += 1;
                 match seal::row_state(keys, &id, &config, &credentials) {
                     RowState::Opens(SealState::Current) => {}
-                    RowState::Opens(state) => todo.push((id, config, credentials, state)),
+                    RowState::Opens(state) => {
+                        todo.push(((tenant_id, id), config, credentials, state))
+                    }
                     RowState::Unreadable(e) => match &mut bad {
                         Some((n, _, _)) => *n += 1,
                         None => bad = Some((1, id, e)),
@@ -197,10 +209,10 @@ impl PgStore {
                 let out: Result<(u64, u64)> = async {
                     let tx = c.transaction().await?;
                     let (mut rekeyed, mut plain) = (0, 0);
-                    for (id, config, credentials, state) in &todo {
-                        let (id, config, credentials) =
-                            (id.clone(), config.clone(), credentials.clone());
-                        if reseal_one(&*tx, keys, id, config, credentials, false).await? {
+                    for (key, config, credentials, state) in &todo {
+                        let (key, config, credentials) =
+                            (key.clone(), config.clone(), credentials.clone());
+                        if reseal_one(&*tx, keys, key, config, credentials, false).await? {
                             match state {
                                 SealState::Plaintext => plain += 1,
                                 _ => rekeyed += 1,

@@ -163,6 +163,32 @@ ALTER TABLE destinations ADD COLUMN expires_at BIGINT;
 ALTER TABLE destinations ADD COLUMN expiry_notice SMALLINT NOT NULL DEFAULT 0;
 "#,
     },
+    Migration {
+        description: "ids unique per tenant; ids of purged events kept for the idempotency window",
+        sql: r#"
+ALTER TABLE destination_health ADD COLUMN tenant_id TEXT COLLATE "C";
+UPDATE destination_health h SET tenant_id = d.tenant_id FROM destinations d WHERE d.id = h.destination_id;
+DELETE FROM destination_health WHERE tenant_id IS NULL;
+ALTER TABLE destination_health ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE destination_health DROP CONSTRAINT destination_health_pkey;
+ALTER TABLE destination_health ADD PRIMARY KEY (tenant_id, destination_id);
+ALTER TABLE destinations DROP CONSTRAINT destinations_pkey;
+ALTER TABLE destinations ADD PRIMARY KEY (tenant_id, id);
+ALTER TABLE events DROP CONSTRAINT events_pkey;
+ALTER TABLE events ADD PRIMARY KEY (tenant_id, id);
+DROP INDEX deliveries_one_pending;
+CREATE UNIQUE INDEX deliveries_one_pending ON deliveries (tenant_id, event_id, destination_id)
+    WHERE status = 'pending';
+CREATE TABLE purged_event_ids (
+    tenant_id TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    matched TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX purged_event_ids_created ON purged_event_ids (created_at);
+"#,
+    },
 ];
 
 /// Newest schema version this binary knows.
