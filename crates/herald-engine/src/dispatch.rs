@@ -423,7 +423,7 @@ async fn attempt(inner: &Inner, job: Job, slot: Slot) {
         otel.status_code = tracing::field::Empty,
     );
     if let Some(t) = &inner.traces {
-        t.adopt(&job.event.id, &span);
+        t.adopt(&job.event.tenant_id, &job.event.id, &span);
     }
     let Some(prepared) = prepare(inner, job).instrument(span.clone()).await else {
         return;

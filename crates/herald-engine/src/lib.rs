@@ -235,7 +235,7 @@ impl Engine {
             otel.status_code = tracing::field::Empty,
         );
         if let Some(t) = &self.inner.traces {
-            t.remember(&event.id, &span);
+            t.remember(&event.tenant_id, &event.id, &span);
         }
         let result = self.publish_routed(event).instrument(span.clone()).await;
         match &result {

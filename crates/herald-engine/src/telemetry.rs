@@ -7,7 +7,8 @@
 //! span's remote parent. Without one (the default) nothing here keeps any state.
 //!
 //! How an attempt finds its event's trace: at publish time the publish span's `traceparent`
-//! is kept in memory by event id ([`Traces`], bounded); every attempt of that event on this
+//! is kept in memory by (tenant, event id) ([`Traces`], bounded; event ids are unique per
+//! tenant only); every attempt of that event on this
 //! node — the first one straight from memory, retries claimed from the store later — becomes
 //! a child of it. An attempt whose event is no longer remembered (claimed after a restart, on
 //! another node, or after more than [`Traces::CAPACITY`] newer events) starts a trace of its
@@ -58,7 +59,7 @@ impl std::fmt::Debug for TraceHook {
     }
 }
 
-/// The publish span's `traceparent` of recent events, by event id.
+/// The publish span's `traceparent` of recent events, by (tenant, event id).
 pub(crate) struct Traces {
     hook: Arc<dyn TraceContext>,
     inner: Mutex<Remembered>,
@@ -66,9 +67,9 @@ pub(crate) struct Traces {
 
 #[derive(Default)]
 struct Remembered {
-    by_event: HashMap<String, String>,
-    /// Event ids in the order they were remembered; the oldest is forgotten first.
-    order: VecDeque<String>,
+    by_event: HashMap<(String, String), String>,
+    /// Events in the order they were remembered; the oldest is forgotten first.
+    order: VecDeque<(String, String)>,
 }
 
 impl Traces {
@@ -82,19 +83,20 @@ impl Traces {
         }
     }
 
-    /// Remembers the trace of `span` (the publish span) for `event_id`'s attempts, unless
-    /// the id is remembered already.
-    pub(crate) fn remember(&self, event_id: &str, span: &tracing::Span) {
+    /// Remembers the trace of `span` (the publish span) for the attempts of a tenant's event,
+    /// unless the event is remembered already.
+    pub(crate) fn remember(&self, tenant_id: &str, event_id: &str, span: &tracing::Span) {
         let Some(tp) = self.hook.traceparent(span) else {
             return;
         };
+        let key = (tenant_id.to_string(), event_id.to_string());
         let mut r = self.inner.lock();
         // The first publish of an id keeps its trace (a duplicate creates no deliveries).
-        if r.by_event.contains_key(event_id) {
+        if r.by_event.contains_key(&key) {
             return;
         }
-        r.by_event.insert(event_id.to_string(), tp);
-        r.order.push_back(event_id.to_string());
+        r.by_event.insert(key.clone(), tp);
+        r.order.push_back(key);
         while r.order.len() > Self::CAPACITY {
             if let Some(old) = r.order.pop_front() {
                 r.by_event.remove(&old);
@@ -103,8 +105,9 @@ impl Traces {
     }
 
     /// Makes `span` (an attempt) a child of its event's publish span, when remembered.
-    pub(crate) fn adopt(&self, event_id: &str, span: &tracing::Span) {
-        let tp = self.inner.lock().by_event.get(event_id).cloned();
+    pub(crate) fn adopt(&self, tenant_id: &str, event_id: &str, span: &tracing::Span) {
+        let key = (tenant_id.to_string(), event_id.to_string());
+        let tp = self.inner.lock().by_event.get(&key).cloned();
         if let Some(tp) = tp {
             self.hook.set_parent(span, &tp);
         }
@@ -138,20 +141,23 @@ mod tests {
     }
 
     #[test]
-    fn remembers_a_bounded_number_of_events() {
+    fn remembers_a_bounded_number_of_events_per_tenant() {
         let t = Traces::new(&TraceHook(Arc::new(Fixed)));
         for i in 0..Traces::CAPACITY + 10 {
-            t.remember(&format!("e{i}"), &tracing::Span::none());
+            t.remember("t", &format!("e{i}"), &tracing::Span::none());
         }
+        let key = |tenant: &str, id: String| (tenant.to_string(), id);
         let r = t.inner.lock();
         assert_eq!(r.by_event.len(), Traces::CAPACITY);
         assert!(
-            !r.by_event.contains_key("e0"),
+            !r.by_event.contains_key(&key("t", "e0".into())),
             "the oldest is forgotten first"
         );
+        let newest = format!("e{}", Traces::CAPACITY + 9);
+        assert!(r.by_event.contains_key(&key("t", newest.clone())));
         assert!(
-            r.by_event
-                .contains_key(&format!("e{}", Traces::CAPACITY + 9))
+            !r.by_event.contains_key(&key("u", newest)),
+            "another tenant's event with the same id is another event"
         );
     }
 }
