@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub expiring_notice_lead: Duration,
     /// How often expiries are checked.
     pub expiry_check_interval: Duration,
+    /// Refuse to publish for a tenant that does not exist ([`crate::PublishError::UnknownTenant`])
+    /// instead of accepting the event with `tenant_found: false` (Outpost's behaviour, the
+    /// default).
+    pub require_known_tenant: bool,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +86,7 @@ impl Default for EngineConfig {
             max_lifetime: None,
             expiring_notice_lead: Duration::from_secs(7 * 24 * 3600),
             expiry_check_interval: Duration::from_secs(60),
+            require_known_tenant: false,
         }
     }
 }

@@ -190,6 +190,7 @@ pub async fn run(
             .unwrap_or_default(),
         expiry_check_interval: Duration::from_secs(cfg.destinations.expiry_check_interval_secs),
         lease: Duration::from_secs(cfg.delivery.lease_secs),
+        require_known_tenant: cfg.publish.require_known_tenant,
         // On a shared store, hold about what can be in flight soon and leave the rest of the
         // due work to other nodes.
         claim_limit: if opened.shared {
