@@ -296,7 +296,11 @@ pub fn build(engine: Engine, config: ApiConfig) -> (Router, keys::Authenticator)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state.clone());
-    let api = Router::new().nest("/api/v1", api);
+    // `/healthz` also at the root, where load balancers, orchestrators and uptime checks look
+    // for it first; the contract's `/api/v1/healthz` stays.
+    let api = Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz).with_state(state.clone()));
     // The portal calls the API in-process, through the same routes, so its authorisation
     // and validation are the API's own.
     let portal = portal::router(state, api.clone());

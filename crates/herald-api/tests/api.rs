@@ -26,6 +26,18 @@ async fn healthz_needs_no_auth() {
 }
 
 #[tokio::test]
+async fn healthz_also_answers_at_the_root() {
+    let app = app().await;
+    let (status, v) = app.call(GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["workers"]["delivery"]["status"], "healthy");
+    // The root has only that route: other API paths stay under /api/v1.
+    let (status, _) = app.call(GET, "/tenants", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn authentication() {
     let app = app().await;
     app.tenant("t1").await;
@@ -1131,6 +1143,67 @@ async fn publish_events_attempts_and_retry() {
         .ok(GET, "/api/v1/metrics/events?time[start]=2000-01-01T00:00:00Z&time[end]=2100-01-01T00:00:00Z&measures=count&dimensions=topic&tenant_id=t", None, StatusCode::OK)
         .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+}
+
+#[tokio::test]
+async fn publishing_says_whether_the_tenant_exists() {
+    let app = app().await;
+    app.tenant("with-destination").await;
+    app.webhook("with-destination", "d1", json!(["a"])).await;
+    app.tenant("bare").await;
+    for (tenant, topic, found, matched) in [
+        ("with-destination", "a", true, json!(["d1"])),
+        // Known through the store when nothing matched.
+        ("with-destination", "b", true, json!([])),
+        ("bare", "a", true, json!([])),
+        ("nobody", "a", false, json!([])),
+    ] {
+        let p = app
+            .publish(json!({"tenant_id": tenant, "topic": topic, "data": {}}))
+            .await;
+        assert_eq!(p["tenant_found"], found, "{tenant}/{topic}: {p}");
+        assert_eq!(p["destination_ids"], matched, "{tenant}/{topic}: {p}");
+    }
+    // Still accepted and stored, as in Outpost; a duplicate answers the same.
+    let body = json!({"id": "e-nobody", "tenant_id": "nobody", "topic": "a", "data": {}});
+    let first = app.publish(body.clone()).await;
+    let again = app.publish(body).await;
+    assert_eq!(
+        (first["tenant_found"].clone(), again["duplicate"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(again["tenant_found"], false);
+    app.ok(GET, "/api/v1/events/e-nobody", None, StatusCode::OK)
+        .await;
+}
+
+#[tokio::test]
+async fn require_known_tenant_refuses_unknown_tenants_with_404() {
+    let app = app_on(
+        Vec::new(),
+        ApiConfig::DEFAULT_MAX_BODY_BYTES,
+        std::sync::Arc::new(herald_core::SystemClock),
+        herald_engine::EngineConfig {
+            require_known_tenant: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, v) = app
+        .admin(
+            POST,
+            "/api/v1/publish",
+            Some(json!({"id": "e1", "tenant_id": "nobody", "topic": "a", "data": {}})),
+        )
+        .await;
+    assert_error(status, &v, StatusCode::NOT_FOUND, "tenant not found");
+    let (status, _) = app.admin(GET, "/api/v1/events/e1", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+    app.tenant("nobody").await;
+    let p = app
+        .publish(json!({"id": "e1", "tenant_id": "nobody", "topic": "a", "data": {}}))
+        .await;
+    assert_eq!(p["tenant_found"], true);
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@
 //! |---|---|---|
 //! | `$eq` / `$neq` | any value | equals / does not equal it. Objects and arrays compare as a whole (key order does not matter, array order does). |
 //! | `$gt` `$gte` `$lt` `$lte` | number or string | is a number and compares that way with a number operand, or is a string and compares that way with a string operand (character by character, so RFC 3339 times in the same offset and precision order correctly). Any other pairing fails. |
-//! | `$in` | array of scalars | is a string, number, boolean or null equal to one of them. |
+//! | `$in` | array of scalars | is a string, number, boolean or null equal to one of them, or an array with an element equal to one of them. |
 //! | `$in` | string | is a string containing it as a substring, or an array with an element equal to it. |
 //! | `$in` | number or boolean | is an array with an element equal to it. |
 //! | `$nin` | as `$in` | is one `$in` could test, and `$in` does not match. |
@@ -50,8 +50,8 @@
 //! ["usd", "eur"]}}}`.
 //!
 //! `$nin` is not simply "not `$in`": like Outpost, it fails on an absent field and on pairings
-//! `$in` cannot test (a number field with a string operand, an array field with an array
-//! operand, an object field). Use `{"$not": {"$in": …}}` for a plain negation.
+//! `$in` cannot test (a number field with a string operand, an object field). On an array field
+//! with a list operand it matches when no element is in the list (so an empty array matches). Use `{"$not": {"$in": …}}` for a plain negation.
 //!
 //! # Absent fields
 //!
@@ -72,10 +72,11 @@
 //! - an object that names fields matches when **one element** matches the whole object:
 //!   `{"data": {"items": {"sku": "A-1", "qty": 2}}}` needs one item with both;
 //! - an object holding only operators applies them to the array **as a whole**: `$eq` compares
-//!   whole arrays, `$in`/`$nin` with a scalar operand look for it among the elements, `$exist`
-//!   checks presence, and the comparisons, `$startsWith` and `$endsWith` fail. `$in` with an
-//!   array operand never matches an array field (Outpost treats that pairing as unsupported);
-//!   to ask "has any of these tags" write `{"tags": {"$or": ["a", "b"]}}`.
+//!   whole arrays, `$in`/`$nin` with a scalar operand look for it among the elements, `$in`
+//!   with a list operand matches when **any element** is in the list (`{"tags": {"$in": ["a",
+//!   "b"]}}` asks "has any of these tags") and `$nin` when none is, `$exist` checks presence,
+//!   and the comparisons, `$startsWith` and `$endsWith` fail. Elements are compared as scalars:
+//!   an object or nested array among the elements is never in the list.
 //!
 //! An array in a filter is never compared to a non-array field: `{"status": ["a", "b"]}` does not
 //! mean "status is a or b" (use `$in` for that).
@@ -100,6 +101,11 @@
 //! - Outpost fails a condition below an absent or non-object parent; here the child is simply
 //!   absent, so `{"data": {"customer": {"tier": {"$exist": false}}}}` matches an event without a
 //!   customer.
+//! - Outpost's matcher refuses `$in`/`$nin` with a list operand on an array field (the condition
+//!   fails); here it tests whether any element is in the list, as MongoDB-style filters do, so
+//!   `{"tags": {"$in": ["vip"]}}` matches `"tags": ["a", "vip"]`. This only makes more filters
+//!   match: a filter that matched an event under Outpost still matches it, except `$not` around
+//!   such a condition.
 //! - Outpost stores and evaluates any JSON as a filter (an unknown `$foo` is treated as a field
 //!   name); Herald rejects such filters in [`validate`] and never matches them.
 
@@ -625,7 +631,13 @@ fn order(value: &Value, operand: &Value) -> Option<Ordering> {
 fn membership(value: &Value, operand: &Value) -> Option<bool> {
     match operand {
         Value::Array(options) => {
-            is_scalar(value).then(|| options.iter().any(|option| scalar_eq(value, option)))
+            let listed = |item: &Value| options.iter().any(|option| scalar_eq(item, option));
+            match value {
+                // Any element in the list, as MongoDB reads it (an Outpost difference).
+                Value::Array(items) => Some(items.iter().any(listed)),
+                Value::Object(_) => None,
+                scalar => Some(listed(scalar)),
+            }
         }
         needle => match value {
             Value::String(text) => needle.as_str().map(|needle| text.contains(needle)),
@@ -1299,10 +1311,70 @@ mod tests {
                 false,
             ),
             case(
-                "$in array operand on array field is unsupported",
+                "$in list on array field: one element listed",
                 json!({"data": {"tags": {"$in": ["vip", "x"]}}}),
                 ev(),
+                true,
+            ),
+            case(
+                "$in list on array field: issue 13 example",
+                json!({"tags": {"$in": ["vip"]}}),
+                json!({"tags": ["a", "vip"]}),
+                true,
+            ),
+            case(
+                "$in list on array field: number element, int/float",
+                json!({"data": {"tags": {"$in": [7.0]}}}),
+                ev(),
+                true,
+            ),
+            case(
+                "$in list on array field: no element listed",
+                json!({"data": {"tags": {"$in": ["spam", "x"]}}}),
+                ev(),
                 false,
+            ),
+            case(
+                "$in list on array field: no coercion",
+                json!({"data": {"tags": {"$in": ["7"]}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$in list on array field: elements are not substring-matched",
+                json!({"data": {"tags": {"$in": ["vi"]}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$in list on empty array field",
+                json!({"data": {"empty": {"$in": ["x"]}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$in empty list on array field",
+                json!({"data": {"tags": {"$in": []}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$in list on array of objects",
+                json!({"data": {"items": {"$in": ["A-1"]}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$in list on array of arrays: nested arrays are not searched",
+                json!({"data": {"matrix": {"$in": [1, 2]}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$in list on array field with null element",
+                json!({"data": {"tags": {"$in": [null]}}}),
+                json!({"data": {"tags": ["a", null]}}),
+                true,
             ),
             case(
                 "$in list on object field",
@@ -1349,6 +1421,42 @@ mod tests {
             case(
                 "$nin array field contains",
                 json!({"data": {"tags": {"$nin": "urgent"}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$nin list on array field: no element listed",
+                json!({"data": {"tags": {"$nin": ["spam", "x"]}}}),
+                ev(),
+                true,
+            ),
+            case(
+                "$nin list on array field: one element listed",
+                json!({"data": {"tags": {"$nin": ["spam", "vip"]}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$nin list on array field: number element listed",
+                json!({"data": {"tags": {"$nin": [7]}}}),
+                ev(),
+                false,
+            ),
+            case(
+                "$nin list on empty array field",
+                json!({"data": {"empty": {"$nin": ["x"]}}}),
+                ev(),
+                true,
+            ),
+            case(
+                "$nin list on array of objects",
+                json!({"data": {"items": {"$nin": ["A-1"]}}}),
+                ev(),
+                true,
+            ),
+            case(
+                "$nin list on object field fails",
+                json!({"data": {"customer": {"$nin": ["premium"]}}}),
                 ev(),
                 false,
             ),

@@ -11,7 +11,10 @@
 //! `Content-Type: application/json` and `Nats-Msg-Id` set to the delivery id, so JetStream's
 //! duplicate window drops a retry whose first try was stored but not acknowledged in time.
 //!
-//! Connections: one client per destination, opened on the first attempt. The client
+//! Connections: one client per destination, opened on the first attempt, to the address
+//! [`resolve`] checked against the target policy (also when it reconnects: the client is
+//! given that address, never the name). With `tls`, the server's certificate is verified
+//! against the configured host name ([`verifying_for`]); no SNI is sent. The client
 //! reconnects by itself after a broker restart (publishes wait for the reconnection until the
 //! attempt's deadline), giving up after [`MAX_RECONNECTS`] tries (about two minutes) so a
 //! client whose destination is gone does not retry forever in the background. A client that
@@ -39,6 +42,7 @@ use crate::DestinationsConfig;
 use crate::support::address::{ServerAddress, resolve, within};
 use crate::support::errors::root_message;
 use crate::support::template::Template;
+use crate::support::tls::verifying_for;
 use crate::target::TargetPolicy;
 
 const KIND: &str = "nats";
@@ -241,10 +245,14 @@ impl NatsDriver {
         if let Some(t) = &self.token {
             opts = opts.token(t.expose().to_string());
         }
-        // With TLS the certificate is checked against the configured name (resolved and
-        // checked above); without it, connect to the checked address itself.
+        // Always the checked address, so neither the first connection nor a reconnection
+        // resolves the name again (a rebinding window). With TLS, the certificate is still
+        // verified against the configured host name.
         let url = if self.tls {
-            format!("tls://{}:{}", self.host, self.port)
+            let tls =
+                verifying_for(&self.host).map_err(|e| DeliveryError::retry("tls_error", e))?;
+            opts = opts.tls_client_config(tls);
+            format!("tls://{addr}")
         } else {
             format!("nats://{addr}")
         };

@@ -12,7 +12,9 @@
 //! are published `mandatory`, so one that no queue receives comes back as unroutable.
 //!
 //! Connections: one AMQP connection with one confirm-mode channel per destination, opened on
-//! the first attempt and reused. Any failure other than a clean broker verdict drops it, and
+//! the first attempt and reused. The socket goes to the address [`resolve`] checked against
+//! the target policy, with or without TLS (a TLS certificate is verified against the
+//! configured host name): lapin never resolves the name itself. Any failure other than a clean broker verdict drops it, and
 //! the next attempt reconnects, so a broker restart costs one failed attempt.
 //!
 //! Classification: connection refused/reset, timeouts, `CONNECTION_FORCED`, broker NACKs and
@@ -30,6 +32,7 @@ use herald_core::destination::{DeliveryError, Driver, FieldError, OutboundMessag
 use herald_core::spec::{About, Spec};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::tcp::{AsyncTcpStream, TLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
@@ -309,18 +312,28 @@ impl RabbitMqDriver {
             }
         }
         let addr = resolve(&self.policy, &self.host, self.port).await?;
-        // Without TLS, connect to the checked address itself; with TLS the certificate is
-        // verified against the configured host name, which was checked just above.
-        let host = if self.tls {
-            self.host.clone()
-        } else {
-            addr.ip().to_string()
-        };
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.name.clone()));
-        let conn = Connection::connect_uri(self.uri(host, timeout), props)
-            .await
-            .map_err(|e| classify(&e))?;
+        let runtime = lapin::runtime::default_runtime().map_err(|e| classify(&e))?;
+        // The socket always goes to the address checked just above (lapin would resolve the
+        // name again, a rebinding window); with TLS the certificate is verified against the
+        // configured host name, which is also the SNI sent.
+        let (tls, host) = (self.tls, self.host.clone());
+        let conn = Connection::connector(
+            self.uri(self.host.clone(), timeout),
+            runtime,
+            async move |_uri, runtime| {
+                let stream = AsyncTcpStream::connect(&runtime, addr).await?;
+                Ok(if tls {
+                    stream.into_tls(&host, TLSConfig::default()).await?
+                } else {
+                    stream
+                })
+            },
+            props,
+        )
+        .await
+        .map_err(|e| classify(&e))?;
         let opened = async {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;

@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// Carries trace context from publishes to attempts; `None` (the default) when traces
     /// are not exported.
     pub traces: Option<TraceHook>,
+    /// Refuse to publish for a tenant that does not exist ([`crate::PublishError::UnknownTenant`])
+    /// instead of accepting the event with `tenant_found: false` (Outpost's behaviour, the
+    /// default).
+    pub require_known_tenant: bool,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +94,7 @@ impl Default for EngineConfig {
             expiry_check_interval: Duration::from_secs(60),
             attempt_log: AttemptLog::default(),
             traces: None,
+            require_known_tenant: false,
         }
     }
 }

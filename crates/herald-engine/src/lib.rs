@@ -48,14 +48,21 @@ pub struct Published {
     pub duplicate: bool,
     /// Destinations the event was routed to.
     pub destination_ids: Vec<String>,
+    /// Whether the event's tenant exists. An event for an unknown tenant is accepted (it
+    /// matches no destination) unless [`EngineConfig::require_known_tenant`] is set.
+    pub tenant_found: bool,
 }
 
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The id belongs to an event outside the idempotency window, or to another tenant.
+    /// The tenant used this id for an event accepted before the idempotency window.
     #[error("an event with id {0:?} already exists")]
     IdTaken(String),
+    /// The tenant does not exist and [`EngineConfig::require_known_tenant`] is set; nothing
+    /// was stored.
+    #[error("tenant {0:?} does not exist")]
+    UnknownTenant(String),
     /// The store failed; nothing was accepted.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -251,6 +258,7 @@ impl Engine {
                     "outcome",
                     tracing::field::display(match e {
                         PublishError::IdTaken(_) => "conflict",
+                        PublishError::UnknownTenant(_) => "unknown_tenant",
                         PublishError::Store(_) => "error",
                     }),
                 );
@@ -265,6 +273,21 @@ impl Engine {
         let now = inner.clock.now();
         let matched = inner.routes.matching(&event, inner.clock.now());
         let ids: Vec<String> = matched.iter().map(|d| d.id.clone()).collect();
+        // A matched destination belongs to the tenant, so the store is only asked when
+        // nothing matched: publishing to tenants with destinations costs no extra read.
+        let tenant_found =
+            !matched.is_empty() || inner.store.get_tenant(&event.tenant_id).await?.is_some();
+        if !tenant_found {
+            let refused = inner.config.require_known_tenant;
+            metrics::counter!(
+                "herald_events_unknown_tenant_total",
+                "outcome" => if refused { "refused" } else { "accepted" }
+            )
+            .increment(1);
+            if refused {
+                return Err(PublishError::UnknownTenant(event.tenant_id));
+            }
+        }
         // Reserve room in the in-memory queue first: reserved deliveries are created leased
         // and dispatched right after the commit; the rest wait in the store for the poller.
         let permits = if matched.is_empty() {
@@ -312,6 +335,7 @@ impl Engine {
                     id: event.id,
                     duplicate: true,
                     destination_ids: matched_destination_ids,
+                    tenant_found,
                 });
             }
             PublishOutcome::IdTaken => {
@@ -339,6 +363,7 @@ impl Engine {
             id,
             duplicate: false,
             destination_ids: ids,
+            tenant_found,
         })
     }
 

@@ -75,6 +75,8 @@ pub struct Config {
     pub http: HttpSection,
     /// Who may read the Prometheus `/metrics` page.
     pub metrics: MetricsSection,
+    /// `POST /publish` choices.
+    pub publish: PublishSection,
     /// Development mode (`serve --dev`), set by the command line only, never by the file or
     /// the environment: the portal's session cookie is not marked `Secure` (plain http://).
     /// `--dev` also sets `security.allow_http` and `security.allow_private`.
@@ -223,6 +225,16 @@ fn parse_level(field: &str, value: &str) -> Result<Option<tracing::Level>> {
             anyhow!("{field}: {value:?} is not one of error, warn, info, debug, trace, off")
         }),
     }
+}
+
+/// `[publish]`: what `POST /publish` accepts.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishSection {
+    /// Answer `404` to a publish for a tenant that does not exist, storing nothing. Off by
+    /// default, as in Outpost: the event is accepted (`202`, `tenant_found: false`) and
+    /// matches no destination.
+    pub require_known_tenant: bool,
 }
 
 /// `[database]`
@@ -505,6 +517,7 @@ impl Default for Config {
             portal: PortalSection::default(),
             http: HttpSection::default(),
             metrics: MetricsSection::default(),
+            publish: PublishSection::default(),
             dev: false,
         }
     }
@@ -655,7 +668,11 @@ impl Config {
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| {
-                anyhow!("invalid configuration: {}", e.message().trim()).context(describe_key(&e))
+                // One line, said once: the message and the key it is about (`in `a.b``).
+                anyhow!(
+                    "invalid configuration: {}",
+                    e.to_string().trim().replace('\n', " ")
+                )
             })?;
         cfg.validate()?;
         Ok(cfg)
@@ -1072,8 +1089,49 @@ impl Serialize for SecretUrl {
     }
 }
 
-fn describe_key(e: &toml::de::Error) -> String {
-    format!("configuration error: {e}")
+/// `HERALD_*` variables Herald reads that are not configuration keys.
+const OTHER_VARIABLES: [&str; 3] = [
+    "HERALD_CONFIG", // the file, also --config
+    "HERALD_TOPICS", // topic names, a shorthand for [[topics]]
+    "HERALD_URL",    // the server the CLI's client commands talk to
+];
+
+/// A warning for each `HERALD_*` variable in `env` that Herald does not read, naming the
+/// closest variable it does read when one is close (a typo). Unknown variables are ignored
+/// rather than refused, so that settings for a newer version or for tools around Herald do
+/// not stop it from starting.
+pub fn unknown_variables(env: &BTreeMap<String, String>) -> Vec<String> {
+    let known: Vec<String> = env_keys()
+        .into_iter()
+        .map(|(var, _, _)| var)
+        .chain(OTHER_VARIABLES.iter().map(|v| v.to_string()))
+        .collect();
+    env.keys()
+        .filter(|var| var.starts_with("HERALD_") && !known.contains(var))
+        .map(|var| {
+            // Compared without the shared prefix, which would make every name look alike.
+            // 0.7 similarity takes a missing `_MS`, a dropped or swapped letter or a missing
+            // underscore, and leaves unrelated names alone.
+            let name = &var["HERALD_".len()..];
+            let closest = known
+                .iter()
+                .map(|k| {
+                    let score = strsim::normalized_damerau_levenshtein(name, &k["HERALD_".len()..]);
+                    (score, k)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .filter(|(score, _)| *score >= 0.7);
+            match closest {
+                Some((_, k)) => format!(
+                    "environment variable {var} is not a Herald setting and is ignored; did you mean {k}?"
+                ),
+                None => format!(
+                    "environment variable {var} is not a Herald setting and is ignored \
+                     (docs/configuration.md lists them)"
+                ),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -199,6 +199,7 @@ pub async fn run(
         attempt_log: cfg.log.attempt_log()?,
         traces: telemetry::trace_hook(),
         lease: Duration::from_secs(cfg.delivery.lease_secs),
+        require_known_tenant: cfg.publish.require_known_tenant,
         // On a shared store, hold about what can be in flight soon and leave the rest of the
         // due work to other nodes.
         claim_limit: if opened.shared {

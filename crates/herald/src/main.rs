@@ -23,8 +23,14 @@ use crate::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Herald: outbound webhooks and event delivery in one binary.
+///
+/// Your platform publishes an event once; Herald delivers it to every destination your
+/// tenants subscribed (webhooks, RabbitMQ, NATS, Kafka, SQS, Pub/Sub, …), signs it, retries
+/// what fails and records every attempt, behind the Hookdeck Outpost API v1. Start with
+/// `herald serve --dev`; settings come from a TOML file and `HERALD_*` variables
+/// (docs/configuration.md).
 #[derive(Parser)]
-#[command(name = "herald", version, about)]
+#[command(name = "herald", version)]
 struct Cli {
     /// Path of a TOML configuration file (also `HERALD_CONFIG`).
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -67,8 +73,21 @@ fn main() -> Result<()> {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("HERALD_"))
         .collect();
-    let cfg = Config::load(cli.config.as_deref(), &env)?;
+    let unknown = config::unknown_variables(&env);
+    let cfg = match Config::load(cli.config.as_deref(), &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // No logger yet (its settings are what failed): plain stderr, then the error once.
+            for warning in &unknown {
+                eprintln!("warning: {warning}");
+            }
+            return Err(e);
+        }
+    };
     let telemetry = herald::telemetry::init(&cfg)?;
+    for warning in &unknown {
+        tracing::warn!("{warning}");
+    }
     let result = command(cli.command, cfg);
     // The last spans are exported before the process exits.
     telemetry.shutdown();

@@ -30,6 +30,10 @@ pub(crate) fn describe(destination_types: &[String]) {
             "Publish requests by outcome: accepted, duplicate (same id within the idempotency window), conflict (id taken).",
         ),
         (
+            "herald_events_unknown_tenant_total",
+            "Publishes for a tenant that does not exist: accepted (tenant_found: false) or refused (publish.require_known_tenant).",
+        ),
+        (
             "herald_deliveries_created_total",
             "Deliveries created by accepted publishes (one per matching destination).",
         ),
@@ -108,6 +112,11 @@ pub(crate) fn describe(destination_types: &[String]) {
                         metrics::counter!(*name, "outcome" => outcome, "destination_type" => kind.clone())
                             .increment(0);
                     }
+                }
+            }
+            "herald_events_unknown_tenant_total" => {
+                for outcome in ["accepted", "refused"] {
+                    metrics::counter!(*name, "outcome" => outcome).increment(0);
                 }
             }
             "herald_deliveries_total" => {

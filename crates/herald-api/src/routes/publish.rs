@@ -2,7 +2,9 @@
 //!
 //! Publishing does not require the tenant (or a targeted `destination_id`) to exist, as in
 //! Outpost: platforms publish for every customer and only those with matching destinations
-//! receive anything, so an unknown tenant simply matches no destination.
+//! receive anything, so an unknown tenant simply matches no destination. The answer says so
+//! with `tenant_found: false` (an extension), and `publish.require_known_tenant` turns it
+//! into a `404` for those who would rather learn about a mistyped tenant id.
 
 use axum::Json;
 use axum::extract::State;
@@ -25,7 +27,8 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-/// `POST /publish`: 202 `{id, duplicate, destination_ids}` once the event is durable.
+/// `POST /publish`: 202 `{id, duplicate, destination_ids, tenant_found}` once the event is
+/// durable; 404 for an unknown tenant when the engine requires known tenants.
 pub async fn publish(
     State(state): State<SharedState>,
     caller: Caller,
@@ -127,13 +130,17 @@ pub async fn publish(
     match state.engine.publish(event).await {
         Ok(p) => Ok((
             StatusCode::ACCEPTED,
-            Json(
-                json!({ "id": p.id, "duplicate": p.duplicate, "destination_ids": p.destination_ids }),
-            ),
+            Json(json!({
+                "id": p.id,
+                "duplicate": p.duplicate,
+                "destination_ids": p.destination_ids,
+                "tenant_found": p.tenant_found,
+            })),
         )),
         Err(PublishError::IdTaken(id)) => Err(ApiError::conflict(format!(
             "this tenant already has an event with id {id:?}, accepted before the idempotency window; publish it under a new id"
         ))),
+        Err(PublishError::UnknownTenant(_)) => Err(ApiError::not_found("tenant")),
         Err(PublishError::Store(e)) => Err(e.into()),
     }
 }

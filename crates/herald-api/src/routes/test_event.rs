@@ -146,6 +146,8 @@ pub async fn send(
         Err(PublishError::IdTaken(id)) => Err(ApiError::conflict(format!(
             "an event with id {id:?} already exists"
         ))),
+        // The destination was just read, so its tenant exists (unless deleted meanwhile).
+        Err(PublishError::UnknownTenant(_)) => Err(ApiError::not_found("tenant")),
         Err(PublishError::Store(e)) => Err(e.into()),
     }
 }

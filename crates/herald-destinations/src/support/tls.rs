@@ -176,3 +176,78 @@ mod tests {
         assert_eq!(ca_certificates(&cert).unwrap().len(), 1);
     }
 }
+
+/// TLS for a client that connects by address (the address the target policy checked) but
+/// must verify the server's certificate for the host name that was configured: the system's
+/// roots (the platform verifier) and the aws-lc-rs provider, with every certificate checked
+/// against `host` whatever name the client library asks about.
+///
+/// For clients that take a `rustls::ClientConfig` but resolve the host name themselves
+/// (async-nats): given the checked IP address instead of the name, they connect there, and
+/// this keeps the certificate check on the name. No SNI is sent (rustls sends none for an IP
+/// address).
+#[cfg(feature = "nats")]
+pub fn verifying_for(host: &str) -> Result<rustls::ClientConfig, String> {
+    use std::sync::Arc;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host:?} is not a host name a certificate can name: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let inner = rustls_platform_verifier::Verifier::new(provider.clone())
+        .map_err(|e| format!("cannot load the system's trusted certificates: {e}"))?;
+    let verifier = ForName {
+        name,
+        inner: Arc::new(inner),
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// A verifier that checks certificates for one fixed name (see [`verifying_for`]); the
+/// checks themselves are the inner verifier's, unchanged.
+#[cfg(feature = "nats")]
+#[derive(Debug)]
+struct ForName {
+    name: rustls::pki_types::ServerName<'static>,
+    inner: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>,
+}
+
+#[cfg(feature = "nats")]
+impl rustls::client::danger::ServerCertVerifier for ForName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _asked_for: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

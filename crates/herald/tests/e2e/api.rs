@@ -431,6 +431,187 @@ async fn bad_config_fails_at_start_naming_the_key() {
     assert!(err.contains("HERALD_DELIVERY_TIMEOUT_MS"), "{err}");
 }
 
+/// Runs `herald <args>` with only `env` (and a fresh data directory) and returns whether it
+/// succeeded and what it printed, killing it after 30 s.
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(args)
+        .env_clear()
+        .env("HERALD_DATA_DIR", tmp.path())
+        .envs(env.iter().copied());
+    herald_testkit::output_within(&mut cmd, Duration::from_secs(30))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_error_is_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("herald.toml");
+    for (toml, needle, key) in [
+        (
+            "[delivery]\ntimeout = 250\n",
+            "unknown field `timeout`",
+            "in `delivery`",
+        ),
+        (
+            "[delivery]\ntimeout_ms = \"soon\"\n",
+            "invalid type",
+            "in `delivery.timeout_ms`",
+        ),
+        (
+            "colour = 1\n",
+            "unknown field `colour`",
+            "invalid configuration",
+        ),
+    ] {
+        std::fs::write(&file, toml).unwrap();
+        let (ok, out) = run_binary(&["serve", "--config", file.to_str().unwrap()], &[]);
+        assert!(!ok, "{toml}: {out}");
+        assert_eq!(out.matches(needle).count(), 1, "{toml}: said once: {out}");
+        assert!(out.contains(key), "{toml}: names the key: {out}");
+    }
+    // From the environment too.
+    let (ok, out) = run_binary(&["serve"], &[("HERALD_DELIVERY_TIMEOUT_MS", "soon")]);
+    assert!(!ok, "{out}");
+    assert_eq!(
+        out.matches("HERALD_DELIVERY_TIMEOUT_MS").count(),
+        1,
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_variable_is_warned_about_naming_the_real_one() {
+    let (ok, out) = run_binary(
+        &["config"],
+        &[
+            ("HERALD_DELIVERY_TIMEOUT", "250"),
+            ("HERALD_DELIVRY_LEASE_SECS", "30"),
+            ("HERALD_WHATEVER_ELSE", "1"),
+            ("HERALD_URL", "http://localhost:1"),
+        ],
+    );
+    assert!(ok, "unknown variables do not stop herald: {out}");
+    for (wrong, right) in [
+        ("HERALD_DELIVERY_TIMEOUT", "HERALD_DELIVERY_TIMEOUT_MS"),
+        ("HERALD_DELIVRY_LEASE_SECS", "HERALD_DELIVERY_LEASE_SECS"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains("WARN")
+                && l.contains(&format!("{wrong} is not a Herald setting"))
+                && l.contains(&format!("did you mean {right}?"))),
+            "{wrong}: {out}"
+        );
+    }
+    assert!(
+        out.contains("HERALD_WHATEVER_ELSE is not a Herald setting and is ignored (docs"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("HERALD_URL is not"),
+        "HERALD_URL is the CLI's: {out}"
+    );
+    assert!(!out.contains("HERALD_DATA_DIR is not"), "{out}");
+
+    // `serve` warns too, in its log; a config error still comes with the warnings.
+    let (ok, out) = run_binary(
+        &["serve"],
+        &[("HERALD_LOG_LEVL", "debug"), ("HERALD_PORT", "x")],
+    );
+    assert!(!ok);
+    assert!(out.contains("did you mean HERALD_LOG_LEVEL?"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("herald.log");
+    let h = herald_testkit::HeraldProcess::start_logged(
+        env!("CARGO_BIN_EXE_herald"),
+        dir.path(),
+        &[("HERALD_DELIVERY_POLL_INTERVAL", "10")],
+        &log,
+    );
+    drop(h);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("did you mean HERALD_DELIVERY_POLL_INTERVAL_MS?"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_describes_the_product() {
+    let (ok, out) = run_binary(&["--help"], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("outbound webhooks and event delivery"),
+        "{out}"
+    );
+    assert!(out.contains("Outpost API"), "{out}");
+    assert!(
+        !out.contains("wiring"),
+        "not the crate's description: {out}"
+    );
+    let (ok, short) = run_binary(&["-h"], &[]);
+    assert!(ok && short.contains("outbound webhooks"), "{short}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tenants_are_counted_and_refused_on_request() {
+    let scrape = |h: &herald_testkit::HeraldProcess| {
+        let (client, url) = (h.client.clone(), format!("http://{}/metrics", h.addr));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(herald_testkit::API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    // Default: accepted, tenant_found false, counted.
+    let h = crate::process(&[]);
+    h.ok("PUT", "/tenants/known", None).await;
+    for tenant in ["nobody", "nobody", "known"] {
+        let p = h
+            .publish(json!({"tenant_id": tenant, "topic": "a", "data": {}}))
+            .await;
+        assert_eq!(p["tenant_found"], tenant == "known", "{tenant}: {p}");
+    }
+    let text = scrape(&h).await;
+    assert!(
+        text.contains("herald_events_unknown_tenant_total{outcome=\"accepted\"} 2"),
+        "{text}"
+    );
+    drop(h);
+    // publish.require_known_tenant: 404, nothing stored, counted as refused.
+    let h = crate::process(&[("HERALD_PUBLISH_REQUIRE_KNOWN_TENANT", "true")]);
+    let (status, v) = h
+        .call(
+            "POST",
+            "/publish",
+            Some(json!({"id": "e1", "tenant_id": "nobody", "topic": "a", "data": {}})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["message"].clone()),
+        (404, json!("tenant not found")),
+        "{v}"
+    );
+    let (status, _) = h.call("GET", "/events/e1", None).await;
+    assert_eq!(status, 404);
+    let text = scrape(&h).await;
+    assert!(
+        text.contains("herald_events_unknown_tenant_total{outcome=\"refused\"} 1"),
+        "{text}"
+    );
+    h.ok("PUT", "/tenants/nobody", None).await;
+    let p = h
+        .publish(json!({"id": "e1", "tenant_id": "nobody", "topic": "a", "data": {}}))
+        .await;
+    assert_eq!(p["tenant_found"], true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_api_key_is_kept_and_printed_once() {
     let tmp = tempfile::tempdir().unwrap();

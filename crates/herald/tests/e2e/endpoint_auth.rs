@@ -209,13 +209,13 @@ server.serve_forever()
 }
 
 /// A test CA made with rcgen.
-struct TestCa {
-    pem: String,
+pub(crate) struct TestCa {
+    pub(crate) pem: String,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub(crate) fn new(name: &str) -> TestCa {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -234,7 +234,7 @@ impl TestCa {
     }
 
     /// A certificate and its key (PEM) for `names`, for a server or a client.
-    fn issue(&self, cn: &str, names: &[&str], client: bool) -> (String, String) {
+    pub(crate) fn issue(&self, cn: &str, names: &[&str], client: bool) -> (String, String) {
         use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
