@@ -1124,7 +1124,7 @@ async fn publish_events_attempts_and_retry() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["dimensions"]["manual"] == true),
+            .any(|r| r["dimensions"]["manual"] == "true"),
         "{v}"
     );
     let v = app

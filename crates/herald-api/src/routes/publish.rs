@@ -15,6 +15,8 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch, kind};
 use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::openapi::schemas;
 
 /// What is wrong with a value holding a control character.
 const CONTROL_PROBLEM: &str =
@@ -26,6 +28,15 @@ fn has_control(s: &str) -> bool {
 }
 
 /// `POST /publish`: 202 `{id, duplicate, destination_ids}` once the event is durable.
+#[utoipa::path(
+    post,
+    path = "/publish",
+    tag = "Publish",
+    operation_id = "publishEvent",
+    summary = "Publish an event",
+    request_body = schemas::PublishRequest,
+    responses((status = 202, description = "Accepted: durably stored with its deliveries.", body = schemas::PublishResponse), (status = 409, description = "The id belongs to another event.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn publish(
     State(state): State<SharedState>,
     caller: Caller,
@@ -141,6 +152,15 @@ pub async fn publish(
 /// `POST /retry` `{event_id, destination_id}`: queues one manual attempt; 202.
 /// The event must be visible to the caller (404 otherwise) and the destination must belong to
 /// the event's tenant (404), be enabled and subscribe to the event's topic (400).
+#[utoipa::path(
+    post,
+    path = "/retry",
+    tag = "Publish",
+    operation_id = "retryEvent",
+    summary = "Retry an event to a destination",
+    request_body = schemas::RetryRequest,
+    responses((status = 202, description = "A manual delivery was queued.", body = schemas::SuccessResponse), (status = 404, description = "The event or the destination does not exist.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn retry(
     State(state): State<SharedState>,
     caller: Caller,

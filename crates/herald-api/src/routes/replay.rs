@@ -20,6 +20,8 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch};
 use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::openapi::schemas;
 
 fn string_list(f: &mut Fields<'_>, key: &str) -> Vec<String> {
     match f.raw(key) {
@@ -46,6 +48,17 @@ fn string_list(f: &mut Fields<'_>, key: &str) -> Vec<String> {
 }
 
 /// `POST /tenants/{t}/destinations/{d}/replay`.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/replay",
+    tag = "Destinations",
+    operation_id = "replayTenantDestination",
+    summary = "Replay deliveries",
+    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    request_body = schemas::ReplayRequest,
+    responses((status = 202, description = "Deliveries queued again.", body = schemas::ReplayResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn replay(
     State(state): State<SharedState>,
     caller: Caller,

@@ -39,6 +39,7 @@ mod hardening;
 mod http_hygiene;
 mod http_outcomes;
 mod multinode;
+mod openapi;
 mod outpost_sdk;
 mod portal_browser;
 mod sealed_at_rest;
