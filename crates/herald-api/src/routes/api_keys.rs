@@ -15,7 +15,6 @@ use crate::auth::{Caller, Scope};
 use crate::body::{Fields, JsonBody, Patch};
 use crate::error::ApiError;
 use crate::keys::{self, BOOTSTRAP_ID};
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::wire;
 

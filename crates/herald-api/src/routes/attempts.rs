@@ -17,7 +17,6 @@ use super::{Params, load_destination, tenant_scope};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
@@ -197,7 +196,7 @@ pub async fn get(
     tag = "Attempts",
     operation_id = "listTenantDestinationAttempts",
     summary = "List a destination's attempts",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id."), ("event_id" = Option<String>, Query, description = "Only attempts of this event."), ("status" = Option<schemas::AttemptStatus>, Query, description = "Only this outcome."), ("topic" = Option<String>, Query, description = "Only this topic."), ("time[gte]" = Option<String>, Query, format = DateTime, description = "At or after this instant."), ("time[lt]" = Option<String>, Query, format = DateTime, description = "Before this instant."), ("limit" = Option<u32>, Query, description = "Page size."), ("next" = Option<String>, Query, description = "Cursor of the next page."), ("prev" = Option<String>, Query, description = "Cursor of the previous page."), ("dir" = Option<schemas::Dir>, Query, description = "Sort direction."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example"), ("event_id" = Option<String>, Query, description = "Only attempts of this event."), ("status" = Option<schemas::AttemptStatus>, Query, description = "Only this outcome."), ("topic" = Option<String>, Query, description = "Only this topic."), ("time[gte]" = Option<String>, Query, format = DateTime, description = "At or after this instant."), ("time[lt]" = Option<String>, Query, format = DateTime, description = "Before this instant."), ("limit" = Option<u32>, Query, description = "Page size."), ("next" = Option<String>, Query, description = "Cursor of the next page."), ("prev" = Option<String>, Query, description = "Cursor of the previous page."), ("dir" = Option<schemas::Dir>, Query, description = "Sort direction."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
     responses((status = 200, description = "A page of attempts.", body = schemas::AttemptPaginatedResult)),
 )]
 pub async fn list_for_destination(
@@ -222,7 +221,7 @@ pub async fn list_for_destination(
     tag = "Attempts",
     operation_id = "getTenantDestinationAttempt",
     summary = "Get a destination's attempt",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id."), ("attempt_id" = String, Path, description = "The attempt id."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example"), ("attempt_id" = String, Path, description = "The attempt id."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
     responses((status = 200, description = "The attempt.", body = schemas::Attempt)),
 )]
 pub async fn get_for_destination(

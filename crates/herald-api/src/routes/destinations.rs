@@ -27,7 +27,6 @@ use super::{Params, load_destination, tenant_scope};
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch, merge_map};
 use crate::error::{ApiError, Problems};
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::query::Params as Query;
 use crate::wire::{self, ROTATION_FIELDS, Section};
@@ -101,7 +100,7 @@ fn friendly(d: SignedDuration) -> String {
     tag = "Destinations",
     operation_id = "listTenantDestinations",
     summary = "List destinations",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("type" = Option<String>, Query, description = "Only these types."), ("topics" = Option<String>, Query, description = "Only destinations subscribed to these topics.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("type" = Option<String>, Query, description = "Only these types."), ("topics" = Option<String>, Query, description = "Only destinations subscribed to these topics.")),
     responses((status = 200, description = "The tenant's destinations.", body = Vec<schemas::DestinationDoc>)),
 )]
 pub async fn list(
@@ -132,7 +131,7 @@ pub async fn list(
     tag = "Destinations",
     operation_id = "getTenantDestination",
     summary = "Get a destination",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "The destination.", body = schemas::DestinationDoc)),
 )]
 pub async fn get(
@@ -164,7 +163,7 @@ pub(crate) enum Owner {
     tag = "Destinations",
     operation_id = "deleteTenantDestination",
     summary = "Delete a destination",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "Deleted.", body = schemas::SuccessResponse)),
 )]
 pub async fn delete(
@@ -201,7 +200,7 @@ pub(crate) async fn delete_in(
     tag = "Destinations",
     operation_id = "enableTenantDestination",
     summary = "Enable a destination",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "Enabled.", body = schemas::DestinationDoc)),
 )]
 pub async fn enable(
@@ -219,7 +218,7 @@ pub async fn enable(
     tag = "Destinations",
     operation_id = "disableTenantDestination",
     summary = "Disable a destination",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "Disabled.", body = schemas::DestinationDoc)),
 )]
 pub async fn disable(
@@ -270,7 +269,7 @@ pub(crate) async fn set_disabled_in(
     tag = "Destinations",
     operation_id = "createTenantDestination",
     summary = "Create a destination",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     request_body = schemas::DestinationCreateDoc,
     responses((status = 201, description = "Created.", body = schemas::DestinationDoc), (status = 409, description = "The id is taken.", body = schemas::ApiErrorResponse)),
 )]
@@ -442,7 +441,7 @@ pub(crate) async fn create_in(
     tag = "Destinations",
     operation_id = "updateTenantDestination",
     summary = "Update a destination",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     request_body = schemas::DestinationUpdateDoc,
     responses((status = 200, description = "Updated.", body = schemas::DestinationDoc)),
 )]
@@ -719,7 +718,7 @@ fn follow_target(
     tag = "Destinations",
     operation_id = "renewTenantDestination",
     summary = "Renew a subscription",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     request_body = schemas::RenewRequest,
     responses((status = 200, description = "Renewed.", body = schemas::DestinationDoc)),
     extensions(("x-herald-extension" = json!(true))),

@@ -10,7 +10,6 @@ use super::Params;
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
@@ -62,7 +61,7 @@ pub async fn list(
     tag = "Events",
     operation_id = "getEvent",
     summary = "Get an event",
-    params(("event_id" = String, Path, description = "The event id."), ("tenant_id" = Option<String>, Query, description = "The event's tenant (admin).")),
+    params(("event_id" = String, Path, description = "The event id.", example = "evt_example"), ("tenant_id" = Option<String>, Query, description = "The event's tenant (admin).")),
     responses((status = 200, description = "The event.", body = schemas::Event)),
 )]
 pub async fn get(

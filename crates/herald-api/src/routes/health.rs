@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::SharedState;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::wire::ts;
 

@@ -16,7 +16,6 @@ use serde_json::{Map, Value, json};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::query::{Params as Query, parse_time};
 use crate::wire::ts;

@@ -20,7 +20,6 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody};
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
@@ -123,7 +122,7 @@ pub async fn create_destination(
     tag = "Operator events",
     operation_id = "getOperatorDestination",
     summary = "Get an operator destination",
-    params(("destination_id" = String, Path, description = "The destination id.")),
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "The destination.", body = schemas::OperatorDestinationDoc)),
     extensions(("x-herald-extension" = json!(true))),
 )]
@@ -144,7 +143,7 @@ pub async fn get_destination(
     tag = "Operator events",
     operation_id = "updateOperatorDestination",
     summary = "Update an operator destination",
-    params(("destination_id" = String, Path, description = "The destination id.")),
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     request_body = schemas::OperatorDestinationUpdateDoc,
     responses((status = 200, description = "Updated.", body = schemas::OperatorDestinationDoc)),
     extensions(("x-herald-extension" = json!(true))),
@@ -168,7 +167,7 @@ pub async fn update_destination(
     tag = "Operator events",
     operation_id = "deleteOperatorDestination",
     summary = "Delete an operator destination",
-    params(("destination_id" = String, Path, description = "The destination id.")),
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "Deleted.", body = schemas::SuccessResponse)),
     extensions(("x-herald-extension" = json!(true))),
 )]
@@ -188,7 +187,7 @@ pub async fn delete_destination(
     tag = "Operator events",
     operation_id = "enableOperatorDestination",
     summary = "Enable an operator destination",
-    params(("destination_id" = String, Path, description = "The destination id.")),
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "Enabled.", body = schemas::OperatorDestinationDoc)),
     extensions(("x-herald-extension" = json!(true))),
 )]
@@ -208,7 +207,7 @@ pub async fn enable_destination(
     tag = "Operator events",
     operation_id = "disableOperatorDestination",
     summary = "Disable an operator destination",
-    params(("destination_id" = String, Path, description = "The destination id.")),
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     responses((status = 200, description = "Disabled.", body = schemas::OperatorDestinationDoc)),
     extensions(("x-herald-extension" = json!(true))),
 )]
@@ -276,7 +275,7 @@ async fn load_event(state: &SharedState, id: &str) -> Result<herald_store::Store
     tag = "Operator events",
     operation_id = "getOperatorEvent",
     summary = "Get an operator event",
-    params(("event_id" = String, Path, description = "The event id.")),
+    params(("event_id" = String, Path, description = "The event id.", example = "evt_example")),
     responses((status = 200, description = "The event.", body = schemas::Event)),
     extensions(("x-herald-extension" = json!(true))),
 )]
@@ -296,7 +295,7 @@ pub async fn get_event(
     tag = "Operator events",
     operation_id = "listOperatorEventAttempts",
     summary = "List an operator event's attempts",
-    params(("event_id" = String, Path, description = "The event id.")),
+    params(("event_id" = String, Path, description = "The event id.", example = "evt_example")),
     responses((status = 200, description = "A page of attempts.", body = schemas::AttemptPaginatedResult)),
     extensions(("x-herald-extension" = json!(true))),
 )]

@@ -15,7 +15,6 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch, kind};
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 
 /// What is wrong with a value holding a control character.

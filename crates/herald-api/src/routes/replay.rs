@@ -20,7 +20,6 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch};
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 
 fn string_list(f: &mut Fields<'_>, key: &str) -> Vec<String> {
@@ -54,7 +53,7 @@ fn string_list(f: &mut Fields<'_>, key: &str) -> Vec<String> {
     tag = "Destinations",
     operation_id = "replayTenantDestination",
     summary = "Replay deliveries",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     request_body = schemas::ReplayRequest,
     responses((status = 202, description = "Deliveries queued again.", body = schemas::ReplayResponse)),
     extensions(("x-herald-extension" = json!(true))),

@@ -8,7 +8,6 @@ use super::Params;
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::wire;
 
@@ -40,7 +39,7 @@ pub async fn destination_types(State(state): State<SharedState>, _caller: Caller
     tag = "Schemas",
     operation_id = "getDestinationTypeSchema",
     summary = "Get a destination type",
-    params(("type" = String, Path, description = "The type key.")),
+    params(("type" = String, Path, description = "The type key.", example = "webhook")),
     responses((status = 200, description = "The type's fields.", body = schemas::DestinationTypeSchema)),
 )]
 pub async fn destination_type(

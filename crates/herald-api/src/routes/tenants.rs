@@ -14,7 +14,6 @@ use crate::SharedState;
 use crate::auth::{self, Caller};
 use crate::body::{Fields, JsonBody, Patch};
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
@@ -68,7 +67,7 @@ pub async fn list(
     tag = "Tenants",
     operation_id = "upsertTenant",
     summary = "Create or update a tenant",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     request_body = schemas::TenantUpsert,
     responses((status = 200, description = "Updated.", body = schemas::Tenant), (status = 201, description = "Created.", body = schemas::Tenant)),
 )]
@@ -132,7 +131,7 @@ pub async fn upsert(
     tag = "Tenants",
     operation_id = "getTenant",
     summary = "Get a tenant",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     responses((status = 200, description = "The tenant.", body = schemas::Tenant)),
 )]
 pub async fn get(
@@ -153,7 +152,7 @@ pub async fn get(
     tag = "Tenants",
     operation_id = "deleteTenant",
     summary = "Delete a tenant",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     responses((status = 200, description = "Deleted, with its destinations.", body = schemas::SuccessResponse)),
 )]
 pub async fn delete(
@@ -183,7 +182,7 @@ pub async fn delete(
     tag = "Tenants",
     operation_id = "revokeTenantTokens",
     summary = "Revoke every token of a tenant",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     responses((status = 200, description = "Tokens issued so far are refused from now on.", body = schemas::TokensRevoked)),
     extensions(("x-herald-extension" = json!(true))),
 )]
@@ -231,7 +230,7 @@ fn mint(state: &SharedState, tenant: &herald_core::Tenant) -> Result<String, Api
     tag = "Tenants",
     operation_id = "getTenantToken",
     summary = "Get a tenant token",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     responses((status = 200, description = "A tenant JWT.", body = schemas::TenantToken), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
 )]
 pub async fn token(
@@ -253,7 +252,7 @@ pub async fn token(
     tag = "Tenants",
     operation_id = "getTenantPortalUrl",
     summary = "Get a portal link",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("theme" = Option<String>, Query, description = "`light` or `dark`.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("theme" = Option<String>, Query, description = "`light` or `dark`.")),
     responses((status = 200, description = "Where to send the tenant.", body = schemas::PortalRedirect), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
 )]
 pub async fn portal(

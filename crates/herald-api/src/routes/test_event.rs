@@ -25,7 +25,6 @@ use super::{Params, load_destination, tenant_scope};
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody};
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::{AppState, SharedState};
 
@@ -72,7 +71,7 @@ fn default_topic(state: &AppState, topics: &Topics) -> Option<String> {
     tag = "Destinations",
     operation_id = "testTenantDestination",
     summary = "Send a test event",
-    params(("tenant_id" = String, Path, description = "The tenant id."), ("destination_id" = String, Path, description = "The destination id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
     request_body = schemas::TestEventRequest,
     responses((status = 202, description = "A test event was published to this destination.", body = schemas::TestEventResponse)),
     extensions(("x-herald-extension" = json!(true))),

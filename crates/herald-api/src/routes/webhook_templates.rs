@@ -21,7 +21,6 @@ use super::{Params, tenant_scope};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-#[allow(unused_imports)]
 use crate::openapi::schemas;
 use crate::templates::{self, Grant, GrantError, Mapper, Op};
 
@@ -72,7 +71,7 @@ async fn presign(
     tag = "Webhook templates",
     operation_id = "getTemplateUploadUrl",
     summary = "Get a CSV upload URL",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     responses((status = 200, description = "A pre-signed URL to `PUT` a CSV to, valid 15 minutes, once.", body = schemas::PresignedUrl), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
     extensions(("x-herald-extension" = json!(true))),
 )]
@@ -92,7 +91,7 @@ pub async fn upload_url(
     tag = "Webhook templates",
     operation_id = "getTemplateDownloadUrl",
     summary = "Get a CSV download URL",
-    params(("tenant_id" = String, Path, description = "The tenant id.")),
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
     responses((status = 200, description = "A pre-signed URL to `GET` the CSV from, valid 15 minutes, once.", body = schemas::PresignedUrl), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
     extensions(("x-herald-extension" = json!(true))),
 )]
