@@ -62,7 +62,7 @@ const EXTENSION_TAGS: [&str; 5] = [
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     servers((url = "/", description = "This server")),
-    security(("AdminApiKey" = []), ("TenantJwt" = []), ("ApiKeyHeaders" = [])),
+    security(("AdminApiKey" = []), ("TenantJwt" = []), ("ApiKeyId" = [], "ApiKeySecret" = [])),
     modifiers(&SecuritySchemes),
     paths(metrics_doc),
     // Referenced by the destination envelopes, which no declaration names.
@@ -122,14 +122,21 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
-        let mut key_id = ApiKey::Header(ApiKeyValue::with_description(
-            "X-Api-Key-ID",
-            "A scoped API key's id, with its secret in `X-Api-Key-Secret` (extension).",
-        ));
-        if let ApiKey::Header(v) = &mut key_id {
-            v.name = "X-Api-Key-ID".into();
-        }
-        c.add_security_scheme("ApiKeyHeaders", SecurityScheme::ApiKey(key_id));
+        // A scoped key may also travel as two headers, both needed (one requirement).
+        c.add_security_scheme(
+            "ApiKeyId",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Api-Key-ID",
+                "A scoped API key's id, with its secret in `X-Api-Key-Secret` (extension).",
+            ))),
+        );
+        c.add_security_scheme(
+            "ApiKeySecret",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Api-Key-Secret",
+                "A scoped API key's secret (`hk_…`), with its id in `X-Api-Key-ID` (extension).",
+            ))),
+        );
     }
 }
 
