@@ -23,6 +23,7 @@ pub mod auth;
 mod body;
 pub mod error;
 pub mod keys;
+pub mod openapi;
 pub mod portal;
 mod query;
 mod routes;
@@ -30,13 +31,15 @@ pub mod templates;
 mod wire;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
 use herald_engine::Engine;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -131,6 +134,8 @@ pub(crate) struct AppState {
     pub engine: Engine,
     pub config: ApiConfig,
     pub auth: keys::Authenticator,
+    /// The OpenAPI document as JSON, set once the router is built.
+    pub openapi: OnceLock<Arc<str>>,
 }
 
 impl AppState {
@@ -142,6 +147,14 @@ impl AppState {
     /// Whether `topic` is in the catalog.
     pub fn in_catalog(&self, topic: &str) -> bool {
         self.config.topics.iter().any(|t| t.name == topic)
+    }
+
+    /// The OpenAPI document (`openapi`), as JSON.
+    pub fn openapi_json(&self) -> Arc<str> {
+        self.openapi
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::from("{}"))
     }
 }
 
@@ -166,145 +179,112 @@ pub fn build(engine: Engine, config: ApiConfig) -> (Router, keys::Authenticator)
         engine,
         config,
         auth: auth.clone(),
+        openapi: OnceLock::new(),
     });
     use routes::*;
-    let api = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/api-keys", get(api_keys::list).post(api_keys::create))
-        .route("/api-keys/rotate-admin", post(api_keys::rotate_admin))
-        .route(
-            "/api-keys/{key_id}",
-            get(api_keys::get).delete(api_keys::revoke),
-        )
-        .route("/tenants", get(tenants::list))
-        .route(
-            "/tenants/{tenant_id}",
-            put(tenants::upsert)
-                .get(tenants::get)
-                .delete(tenants::delete),
-        )
-        .route("/tenants/{tenant_id}/token", get(tenants::token))
-        .route(
-            "/tenants/{tenant_id}/tokens/revoke",
-            post(tenants::revoke_tokens),
-        )
-        .route(
-            "/tenants/{tenant_id}/webhook-templates/upload-url",
-            post(webhook_templates::upload_url),
-        )
-        .route(
-            "/tenants/{tenant_id}/webhook-templates/download-url",
-            post(webhook_templates::download_url),
-        )
-        .route("/webhook-templates/upload", put(webhook_templates::upload))
-        .route(
-            "/webhook-templates/download",
-            get(webhook_templates::download),
-        )
-        .route("/tenants/{tenant_id}/portal", get(tenants::portal))
-        .route(
-            "/tenants/{tenant_id}/destinations",
-            get(destinations::list).post(destinations::create),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}",
-            get(destinations::get)
-                .patch(destinations::update)
-                .delete(destinations::delete),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}/enable",
-            put(destinations::enable),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}/disable",
-            put(destinations::disable),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}/renew",
-            post(destinations::renew),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}/replay",
-            post(replay::replay),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}/test",
-            post(test_event::send),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}/attempts",
-            get(attempts::list_for_destination),
-        )
-        .route(
-            "/tenants/{tenant_id}/destinations/{destination_id}/attempts/{attempt_id}",
-            get(attempts::get_for_destination),
-        )
-        .route("/publish", post(publish::publish))
-        .route("/retry", post(publish::retry))
-        .route("/events", get(events::list))
-        .route("/events/{event_id}", get(events::get))
-        .route("/attempts", get(attempts::list))
-        .route("/attempts/{attempt_id}", get(attempts::get))
-        .route("/destination-types", get(schemas::destination_types))
-        .route("/destination-types/{type}", get(schemas::destination_type))
-        .route("/topics", get(schemas::topics))
-        .route("/topics/catalog", get(schemas::topic_catalog))
-        .route(
-            "/operator-events/destination-types",
-            get(operator_events::destination_types),
-        )
-        .route(
-            "/operator-events/destinations",
-            get(operator_events::list_destinations).post(operator_events::create_destination),
-        )
-        .route(
-            "/operator-events/destinations/{destination_id}",
-            get(operator_events::get_destination)
-                .patch(operator_events::update_destination)
-                .delete(operator_events::delete_destination),
-        )
-        .route(
-            "/operator-events/destinations/{destination_id}/enable",
-            put(operator_events::enable_destination),
-        )
-        .route(
-            "/operator-events/destinations/{destination_id}/disable",
-            put(operator_events::disable_destination),
-        )
-        .route("/operator-events/events", get(operator_events::list_events))
-        .route(
-            "/operator-events/events/{event_id}",
-            get(operator_events::get_event),
-        )
-        .route(
-            "/operator-events/events/{event_id}/attempts",
-            get(operator_events::list_event_attempts),
-        )
-        .route(
-            "/operator-events/attempts",
-            get(operator_events::list_attempts),
-        )
-        .route(
-            "/operator-events/attempts/{attempt_id}",
-            get(operator_events::get_attempt),
-        )
-        .route("/operator-events/retry", post(operator_events::retry))
-        .route("/metrics/events", get(metrics::events))
-        .route("/metrics/attempts", get(metrics::attempts))
+    // Each `routes!` adds the route to the router and its operation to the OpenAPI document
+    // (`openapi`), so the two cannot disagree.
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::rotate_admin))
+        .routes(routes!(api_keys::get, api_keys::revoke))
+        .routes(routes!(tenants::list))
+        .routes(routes!(tenants::upsert, tenants::get, tenants::delete))
+        .routes(routes!(tenants::token))
+        .routes(routes!(tenants::revoke_tokens))
+        .routes(routes!(webhook_templates::upload_url))
+        .routes(routes!(webhook_templates::download_url))
+        .routes(routes!(webhook_templates::upload))
+        .routes(routes!(webhook_templates::download))
+        .routes(routes!(tenants::portal))
+        .routes(routes!(destinations::list, destinations::create))
+        .routes(routes!(
+            destinations::get,
+            destinations::update,
+            destinations::delete
+        ))
+        .routes(routes!(destinations::enable))
+        .routes(routes!(destinations::disable))
+        .routes(routes!(destinations::renew))
+        .routes(routes!(replay::replay))
+        .routes(routes!(test_event::send))
+        .routes(routes!(attempts::list_for_destination))
+        .routes(routes!(attempts::get_for_destination))
+        .routes(routes!(publish::publish))
+        .routes(routes!(publish::retry))
+        .routes(routes!(events::list))
+        .routes(routes!(events::get))
+        .routes(routes!(attempts::list))
+        .routes(routes!(attempts::get))
+        .routes(routes!(schemas::destination_types))
+        .routes(routes!(schemas::destination_type))
+        .routes(routes!(schemas::topics))
+        .routes(routes!(schemas::topic_catalog))
+        .routes(routes!(operator_events::destination_types))
+        .routes(routes!(
+            operator_events::list_destinations,
+            operator_events::create_destination
+        ))
+        .routes(routes!(
+            operator_events::get_destination,
+            operator_events::update_destination,
+            operator_events::delete_destination
+        ))
+        .routes(routes!(operator_events::enable_destination))
+        .routes(routes!(operator_events::disable_destination))
+        .routes(routes!(operator_events::list_events))
+        .routes(routes!(operator_events::get_event))
+        .routes(routes!(operator_events::list_event_attempts))
+        .routes(routes!(operator_events::list_attempts))
+        .routes(routes!(operator_events::get_attempt))
+        .routes(routes!(operator_events::retry))
+        .routes(routes!(metrics::events))
+        .routes(routes!(metrics::attempts))
+        .split_for_parts();
+    let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state.clone());
     // `/healthz` also at the root, where load balancers, orchestrators and uptime checks look
     // for it first; the contract's `/api/v1/healthz` stays.
+    let (root, root_doc) = OpenApiRouter::new()
+        .routes(routes!(health::healthz_root))
+        .split_for_parts();
     let api = Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(health::healthz).with_state(state.clone()));
+        .merge(root.with_state(state.clone()));
     // The portal calls the API in-process, through the same routes, so its authorisation
     // and validation are the API's own.
+    let types: Vec<&dyn herald_core::destination::DestinationType> =
+        state.engine.registry().all().map(|t| t.as_ref()).collect();
+    // `build` runs once per router and sets it first, so this `set` cannot find it taken.
+    let _ = state.openapi.set(openapi::finish(
+        prefixed(doc, "/api/v1").merge_from(root_doc),
+        &types,
+    ));
     let portal = portal::router(state, api.clone());
     (api.merge(portal).fallback(not_found), auth)
+}
+
+/// The document's paths under `prefix` (where the router is nested), except `/metrics`, which
+/// the binary mounts at the root.
+fn prefixed(mut doc: utoipa::openapi::OpenApi, prefix: &str) -> utoipa::openapi::OpenApi {
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(p, item)| {
+            if p == "/metrics" {
+                (p, item)
+            } else {
+                (format!("{prefix}{p}"), item)
+            }
+        })
+        .collect();
+    doc
 }
 
 async fn not_found() -> ApiError {

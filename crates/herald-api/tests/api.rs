@@ -1136,7 +1136,7 @@ async fn publish_events_attempts_and_retry() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["dimensions"]["manual"] == true),
+            .any(|r| r["dimensions"]["manual"] == "true"),
         "{v}"
     );
     let v = app

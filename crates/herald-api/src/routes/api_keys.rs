@@ -15,6 +15,7 @@ use crate::auth::{Caller, Scope};
 use crate::body::{Fields, JsonBody, Patch};
 use crate::error::ApiError;
 use crate::keys::{self, BOOTSTRAP_ID};
+use crate::openapi::schemas;
 use crate::wire;
 
 /// Longest accepted key name.
@@ -22,6 +23,16 @@ const MAX_NAME_LEN: usize = 255;
 
 /// `POST /api-keys` `{name, scopes, tenant_id?, expires_at?}`: 201 with the key and its
 /// `secret`, shown this once.
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    tag = "API keys",
+    operation_id = "createApiKey",
+    summary = "Create an API key",
+    request_body = schemas::ApiKeyCreate,
+    responses((status = 201, description = "The key, with its secret (shown this once).", body = schemas::ApiKeyCreated)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn create(
     State(state): State<SharedState>,
     caller: Caller,
@@ -120,6 +131,15 @@ pub async fn create(
 }
 
 /// `GET /api-keys`: every key that is not revoked, oldest first, without secrets.
+#[utoipa::path(
+    get,
+    path = "/api-keys",
+    tag = "API keys",
+    operation_id = "listApiKeys",
+    summary = "List API keys",
+    responses((status = 200, description = "The keys that are not revoked.", body = Vec<schemas::ApiKey>)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
@@ -130,6 +150,16 @@ pub async fn list(
 }
 
 /// `GET /api-keys/{id}`: 404 when unknown or revoked.
+#[utoipa::path(
+    get,
+    path = "/api-keys/{key_id}",
+    tag = "API keys",
+    operation_id = "getApiKey",
+    summary = "Get an API key",
+    params(("key_id" = String, Path, description = "The API key id.")),
+    responses((status = 200, description = "The key.", body = schemas::ApiKey)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn get(
     State(state): State<SharedState>,
     caller: Caller,
@@ -147,6 +177,16 @@ pub async fn get(
 }
 
 /// `DELETE /api-keys/{id}`: revokes the key; it is refused from then on, on every node.
+#[utoipa::path(
+    delete,
+    path = "/api-keys/{key_id}",
+    tag = "API keys",
+    operation_id = "revokeApiKey",
+    summary = "Revoke an API key",
+    params(("key_id" = String, Path, description = "The API key id.")),
+    responses((status = 200, description = "Revoked.", body = schemas::SuccessResponse), (status = 409, description = "The bootstrap key can only be rotated.", body = schemas::ApiErrorResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn revoke(
     State(state): State<SharedState>,
     caller: Caller,
@@ -169,6 +209,15 @@ pub async fn revoke(
 
 /// `POST /api-keys/rotate-admin`: a new bootstrap admin key, returned once; the previous one
 /// (configured, generated or rotated) stops working on every node.
+#[utoipa::path(
+    post,
+    path = "/api-keys/rotate-admin",
+    tag = "API keys",
+    operation_id = "rotateAdminKey",
+    summary = "Rotate the admin key",
+    responses((status = 201, description = "The new admin key, with its secret (shown this once).", body = schemas::ApiKeyCreated)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn rotate_admin(
     State(state): State<SharedState>,
     caller: Caller,

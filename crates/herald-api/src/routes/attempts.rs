@@ -17,6 +17,7 @@ use super::{Params, load_destination, tenant_scope};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
 
@@ -130,6 +131,15 @@ pub(crate) async fn list_page(
 }
 
 /// `GET /attempts`: a tenant token sees only its tenant's attempts.
+#[utoipa::path(
+    get,
+    path = "/attempts",
+    tag = "Attempts",
+    operation_id = "listAttempts",
+    summary = "List attempts",
+    params(("tenant_id" = Option<String>, Query), ("destination_id" = Option<String>, Query), ("destination_type" = Option<String>, Query), ("event_id" = Option<String>, Query, description = "Only attempts of this event."), ("status" = Option<schemas::AttemptStatus>, Query, description = "Only this outcome."), ("topic" = Option<String>, Query, description = "Only this topic."), ("time[gte]" = Option<String>, Query, format = DateTime, description = "At or after this instant."), ("time[lt]" = Option<String>, Query, format = DateTime, description = "Before this instant."), ("limit" = Option<u32>, Query, description = "Page size."), ("next" = Option<String>, Query, description = "Cursor of the next page."), ("prev" = Option<String>, Query, description = "Cursor of the previous page."), ("dir" = Option<schemas::Dir>, Query, description = "Sort direction."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    responses((status = 200, description = "A page of attempts.", body = schemas::AttemptPaginatedResult)),
+)]
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
@@ -145,6 +155,15 @@ pub async fn list(
 
 /// `GET /attempts/{id}`: 404 when it belongs to another tenant than the token's, or than the
 /// admin's `tenant_id` query parameter.
+#[utoipa::path(
+    get,
+    path = "/attempts/{attempt_id}",
+    tag = "Attempts",
+    operation_id = "getAttempt",
+    summary = "Get an attempt",
+    params(("attempt_id" = String, Path, description = "The attempt id."), ("tenant_id" = Option<String>, Query), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    responses((status = 200, description = "The attempt.", body = schemas::Attempt)),
+)]
 pub async fn get(
     State(state): State<SharedState>,
     caller: Caller,
@@ -173,6 +192,15 @@ pub async fn get(
 }
 
 /// `GET /tenants/{t}/destinations/{d}/attempts`.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/attempts",
+    tag = "Attempts",
+    operation_id = "listTenantDestinationAttempts",
+    summary = "List a destination's attempts",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example"), ("event_id" = Option<String>, Query, description = "Only attempts of this event."), ("status" = Option<schemas::AttemptStatus>, Query, description = "Only this outcome."), ("topic" = Option<String>, Query, description = "Only this topic."), ("time[gte]" = Option<String>, Query, format = DateTime, description = "At or after this instant."), ("time[lt]" = Option<String>, Query, format = DateTime, description = "Before this instant."), ("limit" = Option<u32>, Query, description = "Page size."), ("next" = Option<String>, Query, description = "Cursor of the next page."), ("prev" = Option<String>, Query, description = "Cursor of the previous page."), ("dir" = Option<schemas::Dir>, Query, description = "Sort direction."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    responses((status = 200, description = "A page of attempts.", body = schemas::AttemptPaginatedResult)),
+)]
 pub async fn list_for_destination(
     State(state): State<SharedState>,
     caller: Caller,
@@ -189,6 +217,15 @@ pub async fn list_for_destination(
 }
 
 /// `GET /tenants/{t}/destinations/{d}/attempts/{a}`.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/attempts/{attempt_id}",
+    tag = "Attempts",
+    operation_id = "getTenantDestinationAttempt",
+    summary = "Get a destination's attempt",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example"), ("attempt_id" = String, Path, description = "The attempt id."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    responses((status = 200, description = "The attempt.", body = schemas::Attempt)),
+)]
 pub async fn get_for_destination(
     State(state): State<SharedState>,
     caller: Caller,

@@ -27,6 +27,7 @@ use super::{Params, load_destination, tenant_scope};
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch, merge_map};
 use crate::error::{ApiError, Problems};
+use crate::openapi::schemas;
 use crate::query::Params as Query;
 use crate::wire::{self, ROTATION_FIELDS, Section};
 use crate::{AppState, SharedState};
@@ -93,6 +94,15 @@ fn friendly(d: SignedDuration) -> String {
 
 /// `GET /tenants/{t}/destinations`: not paged. `type` and `topics` filter (any notation); a
 /// destination matches a `topics` filter when it subscribes to any of the given topics.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}/destinations",
+    tag = "Destinations",
+    operation_id = "listTenantDestinations",
+    summary = "List destinations",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("type" = Option<String>, Query, description = "Only these types."), ("topics" = Option<String>, Query, description = "Only destinations subscribed to these topics.")),
+    responses((status = 200, description = "The tenant's destinations.", body = Vec<schemas::DestinationDoc>)),
+)]
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
@@ -115,6 +125,15 @@ pub async fn list(
 }
 
 /// `GET /tenants/{t}/destinations/{d}`.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}",
+    tag = "Destinations",
+    operation_id = "getTenantDestination",
+    summary = "Get a destination",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "The destination.", body = schemas::DestinationDoc)),
+)]
 pub async fn get(
     State(state): State<SharedState>,
     caller: Caller,
@@ -138,6 +157,15 @@ pub(crate) enum Owner {
 }
 
 /// `DELETE /tenants/{t}/destinations/{d}`: cancels its pending deliveries.
+#[utoipa::path(
+    delete,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}",
+    tag = "Destinations",
+    operation_id = "deleteTenantDestination",
+    summary = "Delete a destination",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "Deleted.", body = schemas::SuccessResponse)),
+)]
 pub async fn delete(
     State(state): State<SharedState>,
     caller: Caller,
@@ -166,6 +194,15 @@ pub(crate) async fn delete_in(
 }
 
 /// `PUT /tenants/{t}/destinations/{d}/enable`.
+#[utoipa::path(
+    put,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/enable",
+    tag = "Destinations",
+    operation_id = "enableTenantDestination",
+    summary = "Enable a destination",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "Enabled.", body = schemas::DestinationDoc)),
+)]
 pub async fn enable(
     State(state): State<SharedState>,
     caller: Caller,
@@ -175,6 +212,15 @@ pub async fn enable(
 }
 
 /// `PUT /tenants/{t}/destinations/{d}/disable`: cancels its pending deliveries.
+#[utoipa::path(
+    put,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/disable",
+    tag = "Destinations",
+    operation_id = "disableTenantDestination",
+    summary = "Disable a destination",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "Disabled.", body = schemas::DestinationDoc)),
+)]
 pub async fn disable(
     State(state): State<SharedState>,
     caller: Caller,
@@ -217,6 +263,16 @@ pub(crate) async fn set_disabled_in(
 }
 
 /// `POST /tenants/{t}/destinations`: 201 with the stored destination.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/destinations",
+    tag = "Destinations",
+    operation_id = "createTenantDestination",
+    summary = "Create a destination",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    request_body = schemas::DestinationCreateDoc,
+    responses((status = 201, description = "Created.", body = schemas::DestinationDoc), (status = 409, description = "The id is taken.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn create(
     State(state): State<SharedState>,
     caller: Caller,
@@ -379,6 +435,16 @@ pub(crate) async fn create_in(
 }
 
 /// `PATCH /tenants/{t}/destinations/{d}`: RFC 7396 merge-patch (see the module docs).
+#[utoipa::path(
+    patch,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}",
+    tag = "Destinations",
+    operation_id = "updateTenantDestination",
+    summary = "Update a destination",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    request_body = schemas::DestinationUpdateDoc,
+    responses((status = 200, description = "Updated.", body = schemas::DestinationDoc)),
+)]
 pub async fn update(
     State(state): State<SharedState>,
     caller: Caller,
@@ -646,6 +712,17 @@ fn follow_target(
 /// default to now + `destinations.max_lifetime` (without a max lifetime `expires_at` is
 /// required). An expired destination receives events again from then on; a new expiry starts
 /// a new round of expiry notices.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/renew",
+    tag = "Destinations",
+    operation_id = "renewTenantDestination",
+    summary = "Renew a subscription",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    request_body = schemas::RenewRequest,
+    responses((status = 200, description = "Renewed.", body = schemas::DestinationDoc)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn renew(
     State(state): State<SharedState>,
     caller: Caller,

@@ -10,11 +10,21 @@ use super::{Params, find_event};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
 
 /// `GET /events`: filters `id`, `tenant_id`, `destination_id`, `topic`, `time[…]`; seek
 /// pagination by event time (limit 1–1000, default 100).
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "Events",
+    operation_id = "listEvents",
+    summary = "List events",
+    params(("tenant_id" = Option<String>, Query, description = "Only this tenant's events."), ("id" = Option<String>, Query), ("destination_id" = Option<String>, Query), ("topic" = Option<String>, Query), ("time[gte]" = Option<String>, Query, format = DateTime, description = "At or after this instant."), ("time[lt]" = Option<String>, Query, format = DateTime, description = "Before this instant."), ("limit" = Option<u32>, Query, description = "Page size."), ("next" = Option<String>, Query, description = "Cursor of the next page."), ("prev" = Option<String>, Query, description = "Cursor of the previous page."), ("dir" = Option<schemas::Dir>, Query, description = "Sort direction.")),
+    responses((status = 200, description = "A page of events.", body = schemas::EventPaginatedResult)),
+)]
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
@@ -45,6 +55,15 @@ pub async fn list(
 
 /// `GET /events/{id}`: 404 when the event belongs to another tenant than the token's, or than
 /// the admin's `tenant_id` query parameter.
+#[utoipa::path(
+    get,
+    path = "/events/{event_id}",
+    tag = "Events",
+    operation_id = "getEvent",
+    summary = "Get an event",
+    params(("event_id" = String, Path, description = "The event id.", example = "evt_example"), ("tenant_id" = Option<String>, Query, description = "The event's tenant (admin).")),
+    responses((status = 200, description = "The event.", body = schemas::Event), (status = 422, description = "An admin named no `tenant_id` and several tenants use the event id.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn get(
     State(state): State<SharedState>,
     caller: Caller,

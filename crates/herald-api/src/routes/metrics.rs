@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::query::{Params as Query, parse_time};
 use crate::wire::ts;
 
@@ -55,6 +56,15 @@ enum Source {
 }
 
 /// `GET /metrics/events`: measures `count`, `rate`.
+#[utoipa::path(
+    get,
+    path = "/metrics/events",
+    tag = "Metrics",
+    operation_id = "getEventMetrics",
+    summary = "Event metrics",
+    params(("time[start]" = Option<String>, Query, format = DateTime, description = "Start of the range (required)."), ("time[end]" = Option<String>, Query, format = DateTime, description = "End of the range (required)."), ("granularity" = Option<String>, Query, description = "Bucket size, e.g. `1h`, `1d`."), ("measures" = Option<String>, Query, description = "Measures to compute (required)."), ("dimensions" = Option<String>, Query, description = "Dimensions to group by."), ("filters[tenant_id]" = Option<String>, Query), ("filters[topic]" = Option<String>, Query), ("filters[destination_id]" = Option<String>, Query)),
+    responses((status = 200, description = "Counts by bucket and dimension.", body = schemas::MetricsResponse)),
+)]
 pub async fn events(
     State(state): State<SharedState>,
     caller: Caller,
@@ -64,6 +74,15 @@ pub async fn events(
 }
 
 /// `GET /metrics/attempts`: counts, ratios and rates of attempts.
+#[utoipa::path(
+    get,
+    path = "/metrics/attempts",
+    tag = "Metrics",
+    operation_id = "getAttemptMetrics",
+    summary = "Attempt metrics",
+    params(("time[start]" = Option<String>, Query, format = DateTime, description = "Start of the range (required)."), ("time[end]" = Option<String>, Query, format = DateTime, description = "End of the range (required)."), ("granularity" = Option<String>, Query, description = "Bucket size, e.g. `1h`, `1d`."), ("measures" = Option<String>, Query, description = "Measures to compute (required)."), ("dimensions" = Option<String>, Query, description = "Dimensions to group by."), ("filters[tenant_id]" = Option<String>, Query), ("filters[topic]" = Option<String>, Query), ("filters[destination_id]" = Option<String>, Query), ("filters[status]" = Option<String>, Query)),
+    responses((status = 200, description = "Counts by bucket and dimension.", body = schemas::MetricsResponse)),
+)]
 pub async fn attempts(
     State(state): State<SharedState>,
     caller: Caller,
@@ -294,11 +313,10 @@ fn data_point(row: &MetricsRow, req: &Request, source: Source) -> Value {
         .dimensions
         .iter()
         .map(|(k, v)| {
+            // Dimension values are strings in the contract (`MetricsDataPoint.dimensions`),
+            // booleans and numbers included: `"true"`, `"2"`.
             let v = match (source, k.as_str()) {
-                (Source::Attempts, "manual") => json!(v == "1" || v == "true"),
-                (Source::Attempts, "attempt_number") => {
-                    v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n))
-                }
+                (Source::Attempts, "manual") => json!((v == "1" || v == "true").to_string()),
                 _ => json!(v),
             };
             (k.clone(), v)
@@ -407,7 +425,7 @@ mod tests {
         assert_eq!(
             v,
             json!({
-                "dimensions": {"manual": true, "attempt_number": 2},
+                "dimensions": {"manual": "true", "attempt_number": "2"},
                 "metrics": {"count": 10, "error_rate": 0.2, "avg_attempt_number": 1.5, "rate": 0.1, "failed_rate": 0.02}
             })
         );

@@ -20,10 +20,20 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody};
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
 
 /// `GET /operator-events/destination-types`: every type an operator destination may use.
+#[utoipa::path(
+    get,
+    path = "/operator-events/destination-types",
+    tag = "Operator events",
+    operation_id = "listOperatorDestinationTypes",
+    summary = "List operator destination types",
+    responses((status = 200, description = "Every type of this build.", body = Vec<schemas::DestinationTypeSchema>)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn destination_types(
     State(state): State<SharedState>,
     caller: Caller,
@@ -41,6 +51,15 @@ pub async fn destination_types(
 }
 
 /// `GET /operator-events/destinations`: a plain array, oldest first.
+#[utoipa::path(
+    get,
+    path = "/operator-events/destinations",
+    tag = "Operator events",
+    operation_id = "listOperatorDestinations",
+    summary = "List operator destinations",
+    responses((status = 200, description = "Every operator destination.", body = Vec<schemas::OperatorDestinationDoc>)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn list_destinations(
     State(state): State<SharedState>,
     caller: Caller,
@@ -69,6 +88,16 @@ fn destination_json(state: &SharedState, d: &herald_core::Destination) -> Json<V
 }
 
 /// `POST /operator-events/destinations`: `200` with the stored destination.
+#[utoipa::path(
+    post,
+    path = "/operator-events/destinations",
+    tag = "Operator events",
+    operation_id = "createOperatorDestination",
+    summary = "Create an operator destination",
+    request_body = schemas::OperatorDestinationCreateDoc,
+    responses((status = 200, description = "Created.", body = schemas::OperatorDestinationDoc), (status = 409, description = "The id is taken.", body = schemas::ApiErrorResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn create_destination(
     State(state): State<SharedState>,
     caller: Caller,
@@ -87,6 +116,16 @@ pub async fn create_destination(
 }
 
 /// `GET /operator-events/destinations/{id}`.
+#[utoipa::path(
+    get,
+    path = "/operator-events/destinations/{destination_id}",
+    tag = "Operator events",
+    operation_id = "getOperatorDestination",
+    summary = "Get an operator destination",
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "The destination.", body = schemas::OperatorDestinationDoc)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn get_destination(
     State(state): State<SharedState>,
     caller: Caller,
@@ -98,6 +137,17 @@ pub async fn get_destination(
 }
 
 /// `PATCH /operator-events/destinations/{id}`: merge-patch, `topics` replaced whole.
+#[utoipa::path(
+    patch,
+    path = "/operator-events/destinations/{destination_id}",
+    tag = "Operator events",
+    operation_id = "updateOperatorDestination",
+    summary = "Update an operator destination",
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    request_body = schemas::OperatorDestinationUpdateDoc,
+    responses((status = 200, description = "Updated.", body = schemas::OperatorDestinationDoc)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn update_destination(
     State(state): State<SharedState>,
     caller: Caller,
@@ -111,6 +161,16 @@ pub async fn update_destination(
 }
 
 /// `DELETE /operator-events/destinations/{id}`: `{"success": true}`.
+#[utoipa::path(
+    delete,
+    path = "/operator-events/destinations/{destination_id}",
+    tag = "Operator events",
+    operation_id = "deleteOperatorDestination",
+    summary = "Delete an operator destination",
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "Deleted.", body = schemas::SuccessResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn delete_destination(
     State(state): State<SharedState>,
     caller: Caller,
@@ -121,6 +181,16 @@ pub async fn delete_destination(
 }
 
 /// `PUT /operator-events/destinations/{id}/enable`.
+#[utoipa::path(
+    put,
+    path = "/operator-events/destinations/{destination_id}/enable",
+    tag = "Operator events",
+    operation_id = "enableOperatorDestination",
+    summary = "Enable an operator destination",
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "Enabled.", body = schemas::OperatorDestinationDoc)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn enable_destination(
     State(state): State<SharedState>,
     caller: Caller,
@@ -131,6 +201,16 @@ pub async fn enable_destination(
 }
 
 /// `PUT /operator-events/destinations/{id}/disable`: cancels its pending deliveries.
+#[utoipa::path(
+    put,
+    path = "/operator-events/destinations/{destination_id}/disable",
+    tag = "Operator events",
+    operation_id = "disableOperatorDestination",
+    summary = "Disable an operator destination",
+    params(("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    responses((status = 200, description = "Disabled.", body = schemas::OperatorDestinationDoc)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn disable_destination(
     State(state): State<SharedState>,
     caller: Caller,
@@ -142,6 +222,16 @@ pub async fn disable_destination(
 
 /// `GET /operator-events/events`: the 100 most recent operator events, newest first (the
 /// SDK sends no query; `topic`, `time[…]` and `limit` are accepted as in `GET /events`).
+#[utoipa::path(
+    get,
+    path = "/operator-events/events",
+    tag = "Operator events",
+    operation_id = "listOperatorEvents",
+    summary = "List operator events",
+    params(("topic" = Option<String>, Query), ("time[gte]" = Option<String>, Query, format = DateTime, description = "At or after this instant."), ("time[lt]" = Option<String>, Query, format = DateTime, description = "Before this instant."), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "A page of operator events.", body = schemas::EventPaginatedResult)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn list_events(
     State(state): State<SharedState>,
     caller: Caller,
@@ -178,6 +268,16 @@ async fn load_event(state: &SharedState, id: &str) -> Result<herald_store::Store
 }
 
 /// `GET /operator-events/events/{id}`.
+#[utoipa::path(
+    get,
+    path = "/operator-events/events/{event_id}",
+    tag = "Operator events",
+    operation_id = "getOperatorEvent",
+    summary = "Get an operator event",
+    params(("event_id" = String, Path, description = "The event id.", example = "evt_example")),
+    responses((status = 200, description = "The event.", body = schemas::Event)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn get_event(
     State(state): State<SharedState>,
     caller: Caller,
@@ -188,6 +288,16 @@ pub async fn get_event(
 }
 
 /// `GET /operator-events/events/{id}/attempts`: its 100 most recent attempts, newest first.
+#[utoipa::path(
+    get,
+    path = "/operator-events/events/{event_id}/attempts",
+    tag = "Operator events",
+    operation_id = "listOperatorEventAttempts",
+    summary = "List an operator event's attempts",
+    params(("event_id" = String, Path, description = "The event id.", example = "evt_example")),
+    responses((status = 200, description = "A page of attempts.", body = schemas::AttemptPaginatedResult)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn list_event_attempts(
     State(state): State<SharedState>,
     caller: Caller,
@@ -205,6 +315,16 @@ pub async fn list_event_attempts(
 
 /// `GET /operator-events/attempts`: `event_id`, `destination_id`, `status`, `topic`,
 /// `time[gte|gt|lte|lt]`, `limit` (default 100).
+#[utoipa::path(
+    get,
+    path = "/operator-events/attempts",
+    tag = "Operator events",
+    operation_id = "listOperatorAttempts",
+    summary = "List operator attempts",
+    params(("destination_id" = Option<String>, Query), ("event_id" = Option<String>, Query, description = "Only attempts of this event."), ("status" = Option<schemas::AttemptStatus>, Query, description = "Only this outcome."), ("topic" = Option<String>, Query, description = "Only this topic."), ("time[gte]" = Option<String>, Query, format = DateTime, description = "At or after this instant."), ("time[lt]" = Option<String>, Query, format = DateTime, description = "Before this instant."), ("limit" = Option<u32>, Query, description = "Page size."), ("next" = Option<String>, Query, description = "Cursor of the next page."), ("prev" = Option<String>, Query, description = "Cursor of the previous page."), ("dir" = Option<schemas::Dir>, Query, description = "Sort direction."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    responses((status = 200, description = "A page of attempts.", body = schemas::AttemptPaginatedResult)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn list_attempts(
     State(state): State<SharedState>,
     caller: Caller,
@@ -218,6 +338,16 @@ pub async fn list_attempts(
 }
 
 /// `GET /operator-events/attempts/{id}`.
+#[utoipa::path(
+    get,
+    path = "/operator-events/attempts/{attempt_id}",
+    tag = "Operator events",
+    operation_id = "getOperatorAttempt",
+    summary = "Get an operator attempt",
+    params(("attempt_id" = String, Path, description = "The attempt id."), ("include" = Option<String>, Query, description = "`event`, `event.data`, `response_data` or `destination`, comma-separated.")),
+    responses((status = 200, description = "The attempt.", body = schemas::Attempt)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn get_attempt(
     State(state): State<SharedState>,
     caller: Caller,
@@ -246,6 +376,16 @@ pub async fn get_attempt(
 /// operator event to an operator destination; `200 {"success": true}`. 404 when either does
 /// not exist; 422 when the destination is disabled, does not subscribe to the event, or never
 /// had an attempt for it.
+#[utoipa::path(
+    post,
+    path = "/operator-events/retry",
+    tag = "Operator events",
+    operation_id = "retryOperatorEvent",
+    summary = "Retry an operator event",
+    request_body = schemas::RetryRequest,
+    responses((status = 200, description = "A manual delivery was queued.", body = schemas::SuccessResponse), (status = 404, description = "The event or the destination does not exist.", body = schemas::ApiErrorResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn retry(
     State(state): State<SharedState>,
     caller: Caller,

@@ -17,6 +17,7 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch, kind};
 use crate::error::ApiError;
+use crate::openapi::schemas;
 
 /// What is wrong with a value holding a control character.
 const CONTROL_PROBLEM: &str =
@@ -29,6 +30,15 @@ fn has_control(s: &str) -> bool {
 
 /// `POST /publish`: 202 `{id, duplicate, destination_ids, tenant_found}` once the event is
 /// durable; 404 for an unknown tenant when the engine requires known tenants.
+#[utoipa::path(
+    post,
+    path = "/publish",
+    tag = "Publish",
+    operation_id = "publishEvent",
+    summary = "Publish an event",
+    request_body = schemas::PublishRequest,
+    responses((status = 202, description = "Accepted: durably stored with its deliveries.", body = schemas::PublishResponse), (status = 404, description = "The tenant does not exist and `publish.require_known_tenant` is set.", body = schemas::ApiErrorResponse), (status = 409, description = "This tenant used the id for an event accepted before the idempotency window.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn publish(
     State(state): State<SharedState>,
     caller: Caller,
@@ -150,6 +160,15 @@ pub async fn publish(
 /// the event's tenant (404), be enabled and subscribe to the event's topic (400). Event ids
 /// are unique per tenant: an admin may add `tenant_id` (an extension), and must when several
 /// tenants use the id.
+#[utoipa::path(
+    post,
+    path = "/retry",
+    tag = "Publish",
+    operation_id = "retryEvent",
+    summary = "Retry an event to a destination",
+    request_body = schemas::RetryRequest,
+    responses((status = 202, description = "A manual delivery was queued.", body = schemas::SuccessResponse), (status = 404, description = "The event or the destination does not exist.", body = schemas::ApiErrorResponse), (status = 422, description = "An admin named no `tenant_id` and several tenants use the event id.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn retry(
     State(state): State<SharedState>,
     caller: Caller,

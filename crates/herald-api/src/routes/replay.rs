@@ -20,6 +20,7 @@ use crate::SharedState;
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody, Patch};
 use crate::error::ApiError;
+use crate::openapi::schemas;
 
 fn string_list(f: &mut Fields<'_>, key: &str) -> Vec<String> {
     match f.raw(key) {
@@ -46,6 +47,17 @@ fn string_list(f: &mut Fields<'_>, key: &str) -> Vec<String> {
 }
 
 /// `POST /tenants/{t}/destinations/{d}/replay`.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/replay",
+    tag = "Destinations",
+    operation_id = "replayTenantDestination",
+    summary = "Replay deliveries",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    request_body = schemas::ReplayRequest,
+    responses((status = 202, description = "Deliveries queued again.", body = schemas::ReplayResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn replay(
     State(state): State<SharedState>,
     caller: Caller,

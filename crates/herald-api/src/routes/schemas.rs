@@ -8,9 +8,18 @@ use super::Params;
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::wire;
 
 /// `GET /destination-types`: every type this binary was built with that tenants may use.
+#[utoipa::path(
+    get,
+    path = "/destination-types",
+    tag = "Schemas",
+    operation_id = "listDestinationTypeSchemas",
+    summary = "List destination types",
+    responses((status = 200, description = "Every type tenants may use.", body = Vec<schemas::DestinationTypeSchema>)),
+)]
 pub async fn destination_types(State(state): State<SharedState>, _caller: Caller) -> Json<Value> {
     Json(Value::Array(
         state
@@ -24,6 +33,15 @@ pub async fn destination_types(State(state): State<SharedState>, _caller: Caller
 }
 
 /// `GET /destination-types/{type}`.
+#[utoipa::path(
+    get,
+    path = "/destination-types/{type}",
+    tag = "Schemas",
+    operation_id = "getDestinationTypeSchema",
+    summary = "Get a destination type",
+    params(("type" = String, Path, description = "The type key.", example = "webhook")),
+    responses((status = 200, description = "The type's fields.", body = schemas::DestinationTypeSchema)),
+)]
 pub async fn destination_type(
     State(state): State<SharedState>,
     _caller: Caller,
@@ -39,6 +57,14 @@ pub async fn destination_type(
 }
 
 /// `GET /topics`: the catalog's topic names (empty when no catalog is configured).
+#[utoipa::path(
+    get,
+    path = "/topics",
+    tag = "Schemas",
+    operation_id = "listTopics",
+    summary = "List topics",
+    responses((status = 200, description = "The catalog's topic names.", body = Vec<String>)),
+)]
 pub async fn topics(State(state): State<SharedState>, _caller: Caller) -> Json<Value> {
     Json(json!(
         state
@@ -51,6 +77,15 @@ pub async fn topics(State(state): State<SharedState>, _caller: Caller) -> Json<V
 }
 
 /// `GET /topics/catalog` (extension): names with descriptions and sample payloads.
+#[utoipa::path(
+    get,
+    path = "/topics/catalog",
+    tag = "Schemas",
+    operation_id = "getTopicCatalog",
+    summary = "Get the topic catalog",
+    responses((status = 200, description = "Topics with descriptions and sample payloads.", body = Vec<schemas::TopicCatalogEntry>)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn topic_catalog(State(state): State<SharedState>, _caller: Caller) -> Json<Value> {
     Json(Value::Array(
         state

@@ -14,6 +14,7 @@ use crate::SharedState;
 use crate::auth::{self, Caller};
 use crate::body::{Fields, JsonBody, Patch};
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::query::{self, Params as Query};
 use crate::wire;
 
@@ -23,6 +24,15 @@ const MAX_ID_LEN: usize = 255;
 /// `GET /tenants`: seek-paginated by creation time, with the total `count`. Operator only
 /// (the admin key or a key with `read` and no tenant): a tenant token or tenant-bound key
 /// gets 403.
+#[utoipa::path(
+    get,
+    path = "/tenants",
+    tag = "Tenants",
+    operation_id = "listTenants",
+    summary = "List tenants",
+    params(("id" = Option<String>, Query, description = "Only these tenant ids."), ("limit" = Option<u32>, Query, description = "Page size."), ("next" = Option<String>, Query, description = "Cursor of the next page."), ("prev" = Option<String>, Query, description = "Cursor of the previous page."), ("dir" = Option<schemas::Dir>, Query, description = "Sort direction.")),
+    responses((status = 200, description = "A page of tenants.", body = schemas::TenantPaginatedResult)),
+)]
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
@@ -51,6 +61,16 @@ pub async fn list(
 
 /// `PUT /tenants/{tenant_id}`: creates (201) or updates (200); the body `{metadata}` is
 /// optional and replaces the stored metadata.
+#[utoipa::path(
+    put,
+    path = "/tenants/{tenant_id}",
+    tag = "Tenants",
+    operation_id = "upsertTenant",
+    summary = "Create or update a tenant",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    request_body = schemas::TenantUpsert,
+    responses((status = 200, description = "Updated.", body = schemas::Tenant), (status = 201, description = "Created.", body = schemas::Tenant)),
+)]
 pub async fn upsert(
     State(state): State<SharedState>,
     caller: Caller,
@@ -105,6 +125,15 @@ pub async fn upsert(
 }
 
 /// `GET /tenants/{tenant_id}`.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}",
+    tag = "Tenants",
+    operation_id = "getTenant",
+    summary = "Get a tenant",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    responses((status = 200, description = "The tenant.", body = schemas::Tenant)),
+)]
 pub async fn get(
     State(state): State<SharedState>,
     caller: Caller,
@@ -117,6 +146,15 @@ pub async fn get(
 
 /// `DELETE /tenants/{tenant_id}`: removes the tenant and its destinations, cancelling their
 /// pending deliveries.
+#[utoipa::path(
+    delete,
+    path = "/tenants/{tenant_id}",
+    tag = "Tenants",
+    operation_id = "deleteTenant",
+    summary = "Delete a tenant",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    responses((status = 200, description = "Deleted, with its destinations.", body = schemas::SuccessResponse)),
+)]
 pub async fn delete(
     State(state): State<SharedState>,
     caller: Caller,
@@ -138,6 +176,16 @@ pub async fn delete(
 /// `POST /tenants/{tenant_id}/tokens/revoke` (admin): every tenant token issued so far stops
 /// working, on every node (the generation is in the store and checked per request), and
 /// portal sessions opened with them end. Tokens issued afterwards work.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/tokens/revoke",
+    tag = "Tenants",
+    operation_id = "revokeTenantTokens",
+    summary = "Revoke every token of a tenant",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    responses((status = 200, description = "Tokens issued so far are refused from now on.", body = schemas::TokensRevoked)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn revoke_tokens(
     State(state): State<SharedState>,
     caller: Caller,
@@ -176,6 +224,15 @@ fn mint(state: &SharedState, tenant: &herald_core::Tenant) -> Result<String, Api
 }
 
 /// `GET /tenants/{tenant_id}/token` (admin): a 24-hour tenant token.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}/token",
+    tag = "Tenants",
+    operation_id = "getTenantToken",
+    summary = "Get a tenant token",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    responses((status = 200, description = "A tenant JWT.", body = schemas::TenantToken), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn token(
     State(state): State<SharedState>,
     caller: Caller,
@@ -189,6 +246,15 @@ pub async fn token(
 
 /// `GET /tenants/{tenant_id}/portal` (admin): a portal link carrying a tenant token;
 /// `theme` (`light` / `dark`) is passed on, other values are ignored.
+#[utoipa::path(
+    get,
+    path = "/tenants/{tenant_id}/portal",
+    tag = "Tenants",
+    operation_id = "getTenantPortalUrl",
+    summary = "Get a portal link",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("theme" = Option<String>, Query, description = "`light` or `dark`.")),
+    responses((status = 200, description = "Where to send the tenant.", body = schemas::PortalRedirect), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
+)]
 pub async fn portal(
     State(state): State<SharedState>,
     caller: Caller,

@@ -25,6 +25,7 @@ use super::{Params, load_destination, tenant_scope};
 use crate::auth::Caller;
 use crate::body::{Fields, JsonBody};
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::{AppState, SharedState};
 
 /// The metadata key (value `"true"`) that marks a test event.
@@ -64,6 +65,17 @@ fn default_topic(state: &AppState, topics: &Topics) -> Option<String> {
 }
 
 /// `POST /tenants/{t}/destinations/{d}/test`.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/destinations/{destination_id}/test",
+    tag = "Destinations",
+    operation_id = "testTenantDestination",
+    summary = "Send a test event",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme"), ("destination_id" = String, Path, description = "The destination id.", example = "des_example")),
+    request_body = schemas::TestEventRequest,
+    responses((status = 202, description = "A test event was published to this destination.", body = schemas::TestEventResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn send(
     State(state): State<SharedState>,
     caller: Caller,

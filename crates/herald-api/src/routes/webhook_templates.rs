@@ -21,6 +21,7 @@ use super::{Params, tenant_scope};
 use crate::SharedState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::schemas;
 use crate::templates::{self, Grant, GrantError, Mapper, Op};
 
 fn presign_disabled() -> ApiError {
@@ -64,6 +65,16 @@ async fn presign(
 
 /// `POST /tenants/{t}/webhook-templates/upload-url`: `{url}` to `PUT` a CSV to, valid 15
 /// minutes, once.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/webhook-templates/upload-url",
+    tag = "Webhook templates",
+    operation_id = "getTemplateUploadUrl",
+    summary = "Get a CSV upload URL",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    responses((status = 200, description = "A pre-signed URL to `PUT` a CSV to, valid 15 minutes, once.", body = schemas::PresignedUrl), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn upload_url(
     State(state): State<SharedState>,
     caller: Caller,
@@ -74,6 +85,16 @@ pub async fn upload_url(
 
 /// `POST /tenants/{t}/webhook-templates/download-url`: `{url}` to `GET` the CSV from, valid 15
 /// minutes, once.
+#[utoipa::path(
+    post,
+    path = "/tenants/{tenant_id}/webhook-templates/download-url",
+    tag = "Webhook templates",
+    operation_id = "getTemplateDownloadUrl",
+    summary = "Get a CSV download URL",
+    params(("tenant_id" = String, Path, description = "The tenant id.", example = "acme")),
+    responses((status = 200, description = "A pre-signed URL to `GET` the CSV from, valid 15 minutes, once.", body = schemas::PresignedUrl), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn download_url(
     State(state): State<SharedState>,
     caller: Caller,
@@ -125,6 +146,18 @@ async fn redeem(state: &SharedState, op: Op, query: Option<String>) -> Result<Gr
 /// `PUT /webhook-templates/upload?…` (pre-signed): applies the CSV body, all or nothing, and
 /// answers the report `{created, updated, unchanged, errors: [{line, column, message}]}` —
 /// 200 when applied, 422 (and nothing applied) when any row is invalid.
+#[utoipa::path(
+    put,
+    path = "/webhook-templates/upload",
+    tag = "Webhook templates",
+    operation_id = "uploadTemplates",
+    summary = "Upload a CSV (pre-signed)",
+    params(("tenant_id" = String, Query), ("expires" = String, Query), ("nonce" = String, Query), ("admin" = String, Query), ("signature" = String, Query)),
+    request_body(content = String, content_type = "text/csv"),
+    security(()),
+    responses((status = 200, description = "Applied.", body = schemas::CsvImportReport), (status = 403, description = "A bad or expired signature.", body = schemas::ApiErrorResponse), (status = 404, description = "The URL's tenant no longer exists.", body = schemas::ApiErrorResponse), (status = 410, description = "This URL was already used.", body = schemas::ApiErrorResponse), (status = 422, description = "Refused rows; nothing was applied.", body = schemas::CsvImportReport), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn upload(
     State(state): State<SharedState>,
     RawQuery(query): RawQuery,
@@ -236,6 +269,17 @@ async fn spool(body: Body) -> Result<std::fs::File, ApiError> {
 /// `GET /webhook-templates/download?…` (pre-signed): the tenant's template destinations as
 /// `text/csv`, columns in the format's order, Auth Token masked unless the URL was handed to
 /// an admin.
+#[utoipa::path(
+    get,
+    path = "/webhook-templates/download",
+    tag = "Webhook templates",
+    operation_id = "downloadTemplates",
+    summary = "Download the CSV (pre-signed)",
+    params(("tenant_id" = String, Query), ("expires" = String, Query), ("nonce" = String, Query), ("admin" = String, Query), ("signature" = String, Query)),
+    security(()),
+    responses((status = 200, description = "The tenant's webhook destinations.", content_type = "text/csv", body = String), (status = 403, description = "A bad or expired signature.", body = schemas::ApiErrorResponse), (status = 404, description = "The URL's tenant no longer exists.", body = schemas::ApiErrorResponse), (status = 410, description = "This URL was already used.", body = schemas::ApiErrorResponse), (status = 501, description = "No JWT secret is configured.", body = schemas::ApiErrorResponse)),
+    extensions(("x-herald-extension" = json!(true))),
+)]
 pub async fn download(
     State(state): State<SharedState>,
     RawQuery(query): RawQuery,

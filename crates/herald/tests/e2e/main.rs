@@ -42,6 +42,7 @@ mod http_hygiene;
 mod http_outcomes;
 mod multinode;
 mod observability;
+mod openapi;
 mod outpost_sdk;
 mod portal_browser;
 mod sealed_at_rest;
