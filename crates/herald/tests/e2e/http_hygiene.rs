@@ -25,9 +25,15 @@ async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, bool)
 }
 
 async fn healthz_answers(h: &Herald) {
+    // A new connection each time: a pooled one may be the server's idle deadline closing it
+    // just as it is reused (seen as `IncompleteMessage` under load), which says nothing about
+    // whether the server answers.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let started = Instant::now();
-    let r = h
-        .client
+    let r = client
         .get(h.url("/healthz"))
         .timeout(Duration::from_secs(2))
         .send()
