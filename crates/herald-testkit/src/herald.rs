@@ -108,6 +108,19 @@ impl Api {
         v
     }
 
+    /// The `/metrics` page (Prometheus text), scraped with the admin key.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.addr))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates (or keeps) `tenant` and a destination from `body`; returns the destination.
     pub async fn create(&self, tenant: &str, body: Value) -> Value {
         self.ok("PUT", &format!("/tenants/{tenant}"), None).await;

@@ -555,20 +555,6 @@ async fn help_describes_the_product() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_tenants_are_counted_and_refused_on_request() {
-    let scrape = |h: &herald_testkit::HeraldProcess| {
-        let (client, url) = (h.client.clone(), format!("http://{}/metrics", h.addr));
-        async move {
-            client
-                .get(url)
-                .bearer_auth(herald_testkit::API_KEY)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
     // Default: accepted, tenant_found false, counted.
     let h = crate::process(&[]);
     h.ok("PUT", "/tenants/known", None).await;
@@ -578,7 +564,7 @@ async fn unknown_tenants_are_counted_and_refused_on_request() {
             .await;
         assert_eq!(p["tenant_found"], tenant == "known", "{tenant}: {p}");
     }
-    let text = scrape(&h).await;
+    let text = h.metrics().await;
     assert!(
         text.contains("herald_events_unknown_tenant_total{outcome=\"accepted\"} 2"),
         "{text}"
@@ -600,7 +586,7 @@ async fn unknown_tenants_are_counted_and_refused_on_request() {
     );
     let (status, _) = h.call("GET", "/events/e1", None).await;
     assert_eq!(status, 404);
-    let text = scrape(&h).await;
+    let text = h.metrics().await;
     assert!(
         text.contains("herald_events_unknown_tenant_total{outcome=\"refused\"} 1"),
         "{text}"

@@ -226,16 +226,7 @@ async fn prometheus_metrics_report_outcomes_and_backlog() {
     h.publish(json!({"tenant_id": "t", "topic": "a", "data": {}}))
         .await;
     h.wait_attempts("tenant_id=t", |a| a.len() == 1).await;
-    let text = h
-        .client
-        .get(format!("http://{}/metrics", h.addr))
-        .bearer_auth(herald_testkit::API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics().await;
     assert!(
         text.contains("herald_events_published_total{outcome=\"accepted\"} 1"),
         "{text}"

@@ -152,16 +152,7 @@ async fn connections_over_the_cap_are_refused_with_503_until_slots_free_up() {
     // The held connections time out; then the server answers again.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     healthz_answers(&h).await;
-    let metrics = h
-        .client
-        .get(format!("http://{}/metrics", h.addr))
-        .bearer_auth(herald_testkit::API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("herald_http_connections_refused_total"),
         "the refusal is counted in /metrics"

@@ -19,18 +19,6 @@ use parking_lot::Mutex;
 use prost::Message;
 use serde_json::json;
 
-async fn scrape(h: &HeraldProcess) -> String {
-    h.client
-        .get(format!("http://{}/metrics", h.addr))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Every family in the text has a `# HELP` and a `# TYPE` line.
 fn assert_every_family_described(text: &str) {
     let typed: Vec<&str> = text
@@ -78,7 +66,7 @@ async fn metrics_describe_every_family_count_from_zero_and_bound_the_backlog() {
         ("HERALD_RETRY_DELAYS_SECS", "3600"),
     ]);
 
-    let start = scrape(&h).await;
+    let start = h.metrics().await;
     assert_every_family_described(&start);
     for zero in [
         "herald_events_published_total{outcome=\"accepted\"}",
@@ -105,7 +93,7 @@ async fn metrics_describe_every_family_count_from_zero_and_bound_the_backlog() {
             .await;
     }
     h.wait_attempts("tenant_id=t", |a| a.len() == 4).await;
-    let text = scrape(&h).await;
+    let text = h.metrics().await;
     assert_every_family_described(&text);
     assert_eq!(
         value(&text, "herald_pending_deliveries{destination_id=\"big\"}"),
@@ -178,7 +166,7 @@ async fn postgres_reports_its_commit_latency_and_backlog_age() {
     // The attempt's result is committed just before it is listed; one more look if needed.
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let text = scrape(&h).await;
+        let text = h.metrics().await;
         let attempts = value(
             &text,
             "herald_store_commit_duration_seconds_count{store=\"postgres\",writer=\"attempts\"}",
