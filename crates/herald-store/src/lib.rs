@@ -390,12 +390,20 @@ impl PurgeStats {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backlog {
     /// Pending deliveries per destination id.
-    pub per_destination: Vec<(String, u64)>,
-    /// When the oldest pending delivery of each destination (same ids as `per_destination`)
-    /// was created: its age is how far that destination is behind.
-    pub oldest_per_destination: Vec<(String, Timestamp)>,
+    pub per_destination: Vec<PendingFor>,
     /// Pending deliveries that already had at least one attempt.
     pub retries: u64,
+}
+
+/// One destination's share of the [`Backlog`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PendingFor {
+    /// The destination id.
+    pub destination_id: String,
+    /// Its pending deliveries.
+    pub pending: u64,
+    /// When the oldest of them was created: its age is how far the destination is behind.
+    pub oldest: Timestamp,
 }
 
 /// A new delivery to create alongside an event.

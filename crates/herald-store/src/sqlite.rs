@@ -34,7 +34,7 @@ use crate::operator::Plan;
 use crate::query::*;
 use crate::seal::{self, Keyring, ResealReport};
 use crate::{
-    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, PendingFor,
     PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent, cursor,
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
@@ -1923,10 +1923,11 @@ impl Store for SqliteStore {
             let mut rows = stmt.query([])?;
             let mut out = Backlog::default();
             while let Some(r) = rows.next()? {
-                let id: String = r.get(0)?;
-                out.oldest_per_destination
-                    .push((id.clone(), ts(r.get::<_, i64>(3)?)));
-                out.per_destination.push((id, r.get::<_, i64>(1)? as u64));
+                out.per_destination.push(PendingFor {
+                    destination_id: r.get(0)?,
+                    pending: r.get::<_, i64>(1)? as u64,
+                    oldest: ts(r.get::<_, i64>(3)?),
+                });
                 out.retries += r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
             }
             Ok(out)

@@ -202,27 +202,19 @@ fn label(id: &str) -> String {
 /// The backlog gauges: per destination the `top` with the most pending deliveries, the rest
 /// summed (count) or folded (oldest) into `destination_id="other"`; then the totals.
 fn write_backlog(text: &mut String, backlog: &Backlog, top: usize, now: Timestamp) {
-    let mut rows: Vec<(&str, u64, Option<Timestamp>)> = backlog
+    let mut rows: Vec<(&str, u64, Timestamp)> = backlog
         .per_destination
         .iter()
-        .map(|(id, n)| {
-            let oldest = backlog
-                .oldest_per_destination
-                .iter()
-                .find(|(o, _)| o == id)
-                .map(|(_, t)| *t);
-            (id.as_str(), *n, oldest)
-        })
+        .map(|p| (p.destination_id.as_str(), p.pending, p.oldest))
         .collect();
     // Most pending first; ties by id so the chosen set is stable between scrapes.
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let rest = rows.split_off(top.min(rows.len()));
-    if !rest.is_empty() {
-        let n = rest.iter().map(|r| r.1).sum();
-        let oldest = rest.iter().filter_map(|r| r.2).min();
-        rows.push(("other", n, oldest));
+    // `min` is `None` exactly when nothing was folded.
+    if let Some(oldest) = rest.iter().map(|r| r.2).min() {
+        rows.push(("other", rest.iter().map(|r| r.1).sum(), oldest));
     }
-    let total: u64 = backlog.per_destination.iter().map(|(_, n)| n).sum();
+    let total: u64 = backlog.per_destination.iter().map(|p| p.pending).sum();
     let _ = writeln!(
         text,
         "# HELP herald_pending_deliveries Deliveries waiting for an attempt, per destination (the metrics.top_destinations largest; the rest as destination_id=\"other\")."
@@ -241,7 +233,7 @@ fn write_backlog(text: &mut String, backlog: &Backlog, top: usize, now: Timestam
     );
     let _ = writeln!(text, "# TYPE herald_oldest_pending_age_seconds gauge");
     for (id, _, oldest) in &rows {
-        let age = oldest.map_or(0.0, |t| now.duration_since(t).as_secs_f64().max(0.0));
+        let age = now.duration_since(*oldest).as_secs_f64().max(0.0);
         let _ = writeln!(
             text,
             "herald_oldest_pending_age_seconds{{destination_id=\"{}\"}} {age:.3}",
@@ -265,6 +257,7 @@ fn write_backlog(text: &mut String, backlog: &Backlog, top: usize, now: Timestam
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_store::PendingFor;
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -273,18 +266,19 @@ mod tests {
     #[test]
     fn the_backlog_keeps_the_largest_destinations_and_folds_the_rest() {
         let backlog = Backlog {
-            per_destination: vec![
-                ("a".into(), 5),
-                ("b".into(), 50),
-                ("c".into(), 1),
-                ("d".into(), 2),
-            ],
-            oldest_per_destination: vec![
-                ("a".into(), at(0)),
-                ("b".into(), at(90)),
-                ("c".into(), at(30)),
-                ("d".into(), at(10)),
-            ],
+            per_destination: [
+                ("a", 5, at(0)),
+                ("b", 50, at(90)),
+                ("c", 1, at(30)),
+                ("d", 2, at(10)),
+            ]
+            .into_iter()
+            .map(|(id, pending, oldest)| PendingFor {
+                destination_id: id.into(),
+                pending,
+                oldest,
+            })
+            .collect(),
             retries: 3,
         };
         let mut text = String::new();

@@ -1393,11 +1393,11 @@ impl Store for PgStore {
             .await?;
         let mut out = Backlog::default();
         for r in rows {
-            let id: String = r.try_get(0)?;
-            out.oldest_per_destination
-                .push((id.clone(), ts(r.try_get::<_, i64>(3)?)));
-            out.per_destination
-                .push((id, r.try_get::<_, i64>(1)? as u64));
+            out.per_destination.push(crate::PendingFor {
+                destination_id: r.try_get(0)?,
+                pending: r.try_get::<_, i64>(1)? as u64,
+                oldest: ts(r.try_get::<_, i64>(3)?),
+            });
             out.retries += r.try_get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
         }
         Ok(out)
