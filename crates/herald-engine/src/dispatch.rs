@@ -144,6 +144,17 @@ impl Dispatch {
         self.admit_total - self.admit.available_permits()
     }
 
+    /// Whether a job for `gate`'s destination goes back to the store instead of waiting in
+    /// memory: its destination already has many jobs waiting, and they take a good part of
+    /// the memory budget that other destinations need. A destination that is merely busy while
+    /// there is room waits in memory, so its jobs start as soon as it has capacity instead of
+    /// after a trip through the store.
+    fn must_shed(&self, gate: &DestinationGate) -> bool {
+        let backlog_limit = (gate.settings.0 * 4).max(256);
+        gate.waiting.load(Ordering::SeqCst) >= backlog_limit
+            && self.admitted() >= self.admit_total / 2
+    }
+
     /// The gate for a destination, rebuilt when its limits changed.
     fn gate(&self, route: &Route, clock: &Arc<dyn herald_core::Clock>) -> Arc<DestinationGate> {
         let d = &route.destination;
@@ -196,6 +207,7 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
             let ids = std::mem::take(&mut shed);
             let store = inner.store.clone();
             let at = inner.clock.now() + SHED_DELAY;
+            inner.wake.note(at);
             metrics::counter!("herald_deliveries_shed_total").increment(ids.len() as u64);
             tokio::spawn(async move {
                 if let Err(e) = store.defer(ids, at).await {
@@ -217,8 +229,7 @@ pub(crate) async fn run_dispatcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job
             continue;
         };
         let gate = inner.dispatch.gate(&route, &inner.clock);
-        let backlog_limit = (gate.settings.0 * 4).max(256);
-        if gate.waiting.load(Ordering::SeqCst) >= backlog_limit {
+        if inner.dispatch.must_shed(&gate) {
             shed.push(job.delivery.id);
             continue;
         }
@@ -296,6 +307,7 @@ pub(crate) async fn run_poller(inner: Arc<Inner>) {
         let mut full_batch = false;
         if room > 0 {
             let now = inner.clock.now();
+            inner.wake.take_due(now);
             match inner
                 .store
                 .claim_due(now, room, now + inner.config.lease_span())
@@ -318,13 +330,34 @@ pub(crate) async fn run_poller(inner: Arc<Inner>) {
             tokio::task::yield_now().await;
             continue;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(inner.config.poll_interval) => {}
-            _ = inner.poke.notified() => {}
-            _ = inner.stopping.cancelled() => break,
+        // Idle: sleep until the interval ends, work is announced, or work this node left in
+        // the store comes due; an earlier due time noted meanwhile shortens the sleep.
+        let interval_ends = tokio::time::Instant::now() + inner.config.poll_interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(until_next_look(&inner, interval_ends)) => break,
+                _ = inner.poke.notified() => break,
+                _ = inner.wake.changed() => continue,
+                _ = inner.stopping.cancelled() => return,
+            }
         }
     }
     tracing::debug!("poller stopped");
+}
+
+/// How long the idle poller sleeps: its interval, or less when work this node left in the
+/// store comes due sooner (see [`crate::wake`]).
+fn until_next_look(inner: &Inner, interval_ends: tokio::time::Instant) -> Duration {
+    let interval = interval_ends.saturating_duration_since(tokio::time::Instant::now());
+    match inner.wake.next() {
+        Some(at) => {
+            let wait = at.duration_since(inner.clock.now());
+            Duration::try_from(wait)
+                .unwrap_or(Duration::ZERO)
+                .min(interval)
+        }
+        None => interval,
+    }
 }
 
 /// The signing settings for one destination: the operator's configuration, unless the
@@ -447,11 +480,16 @@ async fn attempt(inner: &Inner, job: Job, slot: Slot) {
         prepared.started,
         &mut rand::rng(),
     );
-    span.record("outcome", tracing::field::display(outcome.status.as_str()));
-    span.record("code", tracing::field::display(&outcome.code));
-    span.record("next", tracing::field::display(next_name(decision.status)));
-    if outcome.status != AttemptStatus::Success {
-        span.record("otel.status_code", "ERROR");
+    // The result fields only serve an exported trace: nothing is logged inside the span after
+    // this point (the attempt line carries them itself), and recording a field costs a
+    // formatting pass in the log layer, so without an exporter they are not recorded.
+    if inner.traces.is_some() {
+        span.record("outcome", tracing::field::display(outcome.status.as_str()));
+        span.record("code", tracing::field::display(&outcome.code));
+        span.record("next", tracing::field::display(next_name(decision.status)));
+        if outcome.status != AttemptStatus::Success {
+            span.record("otel.status_code", "ERROR");
+        }
     }
     record(inner, prepared, outcome, decision, finished).await;
 }
@@ -696,7 +734,12 @@ async fn record(
     let attempt_id = record.attempt.id.clone();
     let code = record.attempt.code.clone();
     let recorded = match inner.store.record_attempt(record).await {
-        Ok(r) => r,
+        Ok(r) => {
+            if next == DeliveryStatus::Pending {
+                inner.wake.note(decision.next_attempt_at);
+            }
+            r
+        }
         Err(e) => {
             tracing::error!(error = %e, delivery_id = %delivery.id, "cannot record attempt; the delivery will be retried when its lease expires");
             return;

@@ -169,6 +169,43 @@ async fn failures_are_retried_on_the_schedule_and_every_attempt_is_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_claimed_when_it_comes_due_not_at_the_next_poll() {
+    // The poller's regular interval is a minute; the retry is due one second after the first
+    // attempt. The node knows that due time, so the poller wakes for it.
+    let rx = Receiver::start().await;
+    rx.script.lock().extend([503]);
+    let h = Herald::start(&[
+        ("HERALD_DELIVERY_POLL_INTERVAL_MS", "60000"),
+        ("HERALD_RETRY_SCHEDULE", "list"),
+        ("HERALD_RETRY_DELAYS_SECS", "1"),
+        ("HERALD_RETRY_JITTER", "0"),
+    ])
+    .await;
+    h.webhook("t1", &rx.url("/"), json!({})).await;
+    h.publish(json!({"tenant_id": "t1", "topic": "a", "id": "evt_due", "data": {}}))
+        .await;
+    let attempts = h
+        .wait_attempts("event_id=evt_due&dir=asc", |a| {
+            a.iter().any(|x| x["status"] == "success")
+        })
+        .await;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let at = |i: usize| {
+        attempts[i]["time"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    let gap = at(1).duration_since(at(0));
+    assert!(
+        gap >= jiff::SignedDuration::from_secs(1) && gap < jiff::SignedDuration::from_secs(5),
+        "the retry was attempted {gap} after the first attempt (due after 1 s; the poll \
+         interval is 60 s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_not_eligible_for_retry_get_one_attempt() {
     let rx = Receiver::start().await;
     rx.default_status
