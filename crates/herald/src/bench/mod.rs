@@ -358,7 +358,7 @@ impl Bench {
         } else {
             0.0
         };
-        let successes = h.successes(&self.http).await - snap.successes;
+        let successes = (h.successes(&self.http).await - snap.successes).saturating_sub(elsewhere);
         let commits = h.commits(&self.http).await - snap.commits;
         Ok(Drive {
             wrk,
@@ -463,7 +463,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         scripts: 0,
     };
     let started = Instant::now();
-    let result = phases(&mut b, pg_url.as_deref()).await;
+    // Ctrl-C or SIGTERM ends the phases early: dropping them kills every child and removes
+    // the temporary directories and databases, and the rows so far are still printed.
+    let result = tokio::select! {
+        r = phases(&mut b, pg_url.as_deref()) => r,
+        s = interrupted() => Err(anyhow::anyhow!("stopped by {s}")),
+    };
     println!();
     println!("| measure | figure | target | verdict |");
     println!("|---|---|---|---|");
@@ -767,11 +772,16 @@ async fn embedded(b: &mut Bench, floor: f64) -> Result<()> {
     let t0 = h.ticks();
     let i0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(light)).await;
-    let idle = b.ms(h.ticks() - t0) / (i0.elapsed().as_secs_f64() * 1000.0) * 100.0;
-    progress(&format!("  {idle:.2} % of a core"));
+    let wall_ms = i0.elapsed().as_secs_f64() * 1000.0;
+    let idle = b.ms(h.ticks() - t0) / wall_ms * 100.0;
+    // One clock tick over the measured time: the smallest non-zero figure.
+    let resolution = b.ms(1) / wall_ms * 100.0;
+    progress(&format!(
+        "  {idle:.2} % of a core (resolution {resolution:.2} %)"
+    ));
     b.judged(
         "idle Herald: CPU",
-        format!("{idle:.2} % of a core"),
+        format!("{idle:.2} % of a core (± {resolution:.2} %)"),
         "< 1 %",
         idle < 1.0,
     );
@@ -892,6 +902,9 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
         let locks = sampler.finish().await;
         let dup = pg::duplicated_deliveries(&db_url).await?;
         let extra = d.delivered.saturating_sub(d.accepted);
+        for (statement, n) in locks.top(3) {
+            progress(&format!("  waiting on a lock in {n} samples: {statement}"));
+        }
         progress(&format!(
             "  {}; PostgreSQL {:.4} ms CPU per event; lock waiters in {} of {} samples; duplicated deliveries {} (receiver got {extra} more than accepted)",
             b.describe(&d, 1),
@@ -1137,6 +1150,22 @@ async fn fairness(b: &mut Bench) -> Result<()> {
         ratio >= 0.8,
     );
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming which.
+async fn interrupted() -> &'static str {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term => "SIGTERM",
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -2,11 +2,13 @@
 //! lock waits sampled during a run, duplicated deliveries after it, and autovacuum switched
 //! off on Herald's tables for the autovacuum-off series.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use parking_lot::Mutex;
 use tokio_postgres::NoTls;
 
 /// The default server of `--pg`.
@@ -23,25 +25,44 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// The query of one lock sample: ungranted locks, and sessions waiting on a lock, in the
-/// bench database.
-const LOCK_SAMPLE: &str = "SELECT (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-     WHERE NOT l.granted AND d.datname = current_database()), \
-     (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())";
+/// The query of one lock sample: ungranted locks of the bench database's sessions (by
+/// session, because a row-lock wait is on a `transactionid`, which names no database), and
+/// the statements of the sessions waiting on a lock.
+const LOCK_SAMPLE: &str = "SELECT (SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+     WHERE NOT l.granted AND a.datname = current_database()), \
+     ARRAY(SELECT wait_event || ': ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 100) FROM pg_stat_activity \
+     WHERE wait_event_type = 'Lock' AND datname = current_database())";
 
 /// Samples lock waits every 100 ms until stopped.
 pub struct LockSampler {
     stop: Arc<AtomicBool>,
     samples: Arc<AtomicU64>,
     with_waiters: Arc<AtomicU64>,
+    statements: Arc<Mutex<HashMap<String, u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 /// What a [`LockSampler`] saw.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LockWaits {
     pub samples: u64,
     pub with_waiters: u64,
+    /// Per waiting statement (`wait event: first 100 characters`), the samples it was seen in.
+    pub statements: HashMap<String, u64>,
+}
+
+impl LockWaits {
+    /// The `n` statements seen waiting most often, most first.
+    pub fn top(&self, n: usize) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .statements
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
 }
 
 impl LockSampler {
@@ -51,16 +72,26 @@ impl LockSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(AtomicU64::new(0));
         let with_waiters = Arc::new(AtomicU64::new(0));
-        let (s, n, w) = (stop.clone(), samples.clone(), with_waiters.clone());
+        let statements = Arc::new(Mutex::new(HashMap::new()));
+        let (s, n, w, st) = (
+            stop.clone(),
+            samples.clone(),
+            with_waiters.clone(),
+            statements.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while !s.load(Ordering::Relaxed) {
                 tick.tick().await;
                 if let Ok(row) = client.query_one(&stmt, &[]).await {
-                    let (locks, waiting): (i64, i64) = (row.get(0), row.get(1));
+                    let (locks, waiting): (i64, Vec<String>) = (row.get(0), row.get(1));
                     n.fetch_add(1, Ordering::Relaxed);
-                    if locks > 0 || waiting > 0 {
+                    if locks > 0 || !waiting.is_empty() {
                         w.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut map = st.lock();
+                    for q in waiting {
+                        *map.entry(q).or_insert(0) += 1;
                     }
                 }
             }
@@ -69,6 +100,7 @@ impl LockSampler {
             stop,
             samples,
             with_waiters,
+            statements,
             task,
         })
     }
@@ -79,6 +111,7 @@ impl LockSampler {
         LockWaits {
             samples: self.samples.load(Ordering::Relaxed),
             with_waiters: self.with_waiters.load(Ordering::Relaxed),
+            statements: std::mem::take(&mut *self.statements.lock()),
         }
     }
 }
@@ -132,6 +165,26 @@ pub async fn disable_autovacuum(url: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn most_frequent_waiters_come_first() {
+        let w = LockWaits {
+            samples: 10,
+            with_waiters: 4,
+            statements: HashMap::from([
+                ("tuple: UPDATE a".to_string(), 1),
+                ("transactionid: UPDATE b".to_string(), 3),
+                ("tuple: UPDATE c".to_string(), 1),
+            ]),
+        };
+        assert_eq!(
+            w.top(2),
+            vec![
+                ("transactionid: UPDATE b".to_string(), 3),
+                ("tuple: UPDATE a".to_string(), 1)
+            ]
+        );
+    }
 
     #[test]
     fn autovacuum_statements_name_each_table_quoted() {
