@@ -475,6 +475,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_missing_tool_says_how_to_install_it() {
+        let e = find_tool("no-such-tool-herald-bench", "/nonexistent/no-such-tool")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`no-such-tool-herald-bench` is not installed"),
+            "{e}"
+        );
+        assert!(e.contains("apt-get install wrk nginx-light"), "{e}");
+    }
+
+    #[test]
     fn stub_status_page_is_parsed() {
         let page = "Active connections: 3 \nserver accepts handled requests\n 36 35 198759 \nReading: 0 Writing: 1 Waiting: 2 \n";
         assert_eq!(
