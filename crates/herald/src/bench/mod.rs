@@ -494,9 +494,17 @@ async fn phases(b: &mut Bench, pg_url: Option<&str>) -> Result<()> {
     let secs = b.args.load_secs();
     progress(&format!("[bare loop] wrk → nginx, {secs} s …"));
     let url = b.receiver.url();
+    let receiver_ticks0 = procfs::process_ticks(b.receiver.pid());
     let bare = b.loop_rate(&url).await?;
-    progress(&format!("  {bare:.0} req/s"));
-    b.row("bare loop wrk → nginx", format!("{bare:.0} req/s"));
+    let receiver_per = b.ms(procfs::process_ticks(b.receiver.pid()) - receiver_ticks0)
+        / (bare * secs as f64).max(1.0);
+    progress(&format!(
+        "  {bare:.0} req/s (the receiver used {receiver_per:.4} ms of CPU per request)"
+    ));
+    b.row(
+        "bare loop wrk → nginx",
+        format!("{bare:.0} req/s, receiver CPU {receiver_per:.4} ms/request"),
+    );
 
     progress(&format!(
         "[relay floor] wrk → nginx proxy → nginx, {secs} s …"
