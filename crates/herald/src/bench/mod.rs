@@ -80,6 +80,9 @@ pub struct BenchArgs {
     /// `--database-url`).
     #[arg(long, default_value_t = 0)]
     pub pg_runs: usize,
+    /// With `--pg-runs`: a fresh database for every run instead of one for the series.
+    #[arg(long)]
+    pub pg_runs_fresh: bool,
     /// Skip the embedded-store phases (with `--pg`: PostgreSQL only).
     #[arg(long)]
     pub skip_embedded: bool,
@@ -991,27 +994,49 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
     Ok(())
 }
 
-/// Phase 9: consecutive runs on one fresh database with autovacuum off on Herald's tables.
-async fn pg_series(b: &mut Bench, url: &str) -> Result<()> {
-    let runs = b.args.pg_runs;
-    let secs = b.args.load_secs();
-    progress(&format!(
-        "[PostgreSQL, autovacuum off] {runs} consecutive runs of {secs} s on one fresh database …"
-    ));
-    let db = b.launcher.database(url, "novac").await?;
+/// One Herald node on a fresh database whose tables have autovacuum off from the start.
+async fn autovacuum_off_node(b: &mut Bench, url: &str, run: usize) -> Result<Cluster> {
+    let tag = format!("novac{run}");
+    let db = b.launcher.database(url, &tag).await?;
     b.launcher.migrate(db.url())?;
     let tables = pg::disable_autovacuum(db.url()).await?;
     progress(&format!(
         "  autovacuum_enabled = false on {tables} tables after the migrations"
     ));
-    let h = b.launcher.nodes_on(db, "novac", 1, &[]).await?;
+    let h = b.launcher.nodes_on(db, &tag, 1, &[]).await?;
     let c = b.http.clone();
     setup(&c, h.first(), "one", &b.receiver.url(), 1).await?;
+    Ok(h)
+}
+
+/// Phase 9: consecutive runs with autovacuum off on Herald's tables, on one fresh database
+/// (its tables grow, never analysed) or, with `--pg-runs-fresh`, a fresh one each run.
+async fn pg_series(b: &mut Bench, url: &str) -> Result<()> {
+    let runs = b.args.pg_runs;
+    let secs = b.args.load_secs();
+    let fresh = b.args.pg_runs_fresh;
+    progress(&format!(
+        "[PostgreSQL, autovacuum off] {runs} consecutive runs of {secs} s on {} …",
+        if fresh {
+            "a fresh database each"
+        } else {
+            "one fresh database"
+        }
+    ));
+    let mut h = None;
     let mut rates = Vec::new();
     for r in 1..=runs {
+        let cluster = match h.take() {
+            Some(c) if !fresh => c,
+            previous => {
+                // The previous run's node and database go first.
+                drop(previous);
+                autovacuum_off_node(b, url, r).await?
+            }
+        };
         let d = b
             .drive(
-                &h,
+                &cluster,
                 Load {
                     tenant: "one",
                     fanout: 1,
@@ -1030,7 +1055,9 @@ async fn pg_series(b: &mut Bench, url: &str) -> Result<()> {
             if d.complete { "" } else { " — INCOMPLETE" }
         ));
         rates.push(d.deliveries_per_s());
+        h = Some(cluster);
     }
+    drop(h);
     let first = rates.first().copied().unwrap_or(0.0);
     let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
     let list: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
