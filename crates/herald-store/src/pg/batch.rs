@@ -495,19 +495,42 @@ async fn record_in_tx(
         d_status.push(r.status.as_str());
         d_next.push(us(r.next_attempt_at));
     }
-    // Destinations as (tenant, id), in key order (the order their counters are locked in).
-    let mut dests: Vec<(&str, &str)> = recs
+    // Destinations as (tenant, id), in key order (the order their counters are locked in),
+    // each with whether its counter must be locked whatever its value: a failure counts, and
+    // an attempt with operator consequences reads the destination. A destination with only
+    // plain successes in the batch needs its counter only when it is above zero (to reset
+    // it); at zero it is neither locked nor written, so nodes recording successes for the
+    // same destination do not queue behind each other's counter row.
+    let mut dests: Vec<((&str, &str), bool)> = recs
         .iter()
         .map(|r| {
+            let fx = &r.effects;
+            let needs = r.attempt.status != AttemptStatus::Success
+                || fx.attempt_events
+                || fx.gone
+                || fx.exhausted.is_some();
             (
-                r.attempt.tenant_id.as_str(),
-                r.attempt.destination_id.as_str(),
+                (
+                    r.attempt.tenant_id.as_str(),
+                    r.attempt.destination_id.as_str(),
+                ),
+                needs,
             )
         })
         .collect();
     dests.sort_unstable();
-    dests.dedup();
-    let (dest_tenants, dest_ids): (Vec<&str>, Vec<&str>) = dests.into_iter().unzip();
+    // Sorted by key then flag, so the last of a key's entries holds `true` if any does.
+    dests.reverse();
+    dests.dedup_by_key(|(k, _)| *k);
+    dests.reverse();
+    let mut dest_tenants = Vec::with_capacity(dests.len());
+    let mut dest_ids = Vec::with_capacity(dests.len());
+    let mut dest_needs = Vec::with_capacity(dests.len());
+    for ((tenant, id), needs) in dests {
+        dest_tenants.push(tenant);
+        dest_ids.push(id);
+        dest_needs.push(needs);
+    }
 
     let write = client
         .prepare_cached(
@@ -526,7 +549,8 @@ async fn record_in_tx(
         .prepare_cached(
             "SELECT h.tenant_id, h.destination_id, h.consecutive_failures FROM destination_health h
              JOIN destinations d ON d.tenant_id = h.tenant_id AND d.id = h.destination_id AND d.disabled_at IS NULL
-             JOIN UNNEST($1::text[], $2::text[]) AS k(tenant_id, id) ON h.tenant_id = k.tenant_id AND h.destination_id = k.id
+             JOIN UNNEST($1::text[], $2::text[], $3::bool[]) AS k(tenant_id, id, needed) ON h.tenant_id = k.tenant_id AND h.destination_id = k.id
+             WHERE k.needed OR h.consecutive_failures > 0
              ORDER BY h.tenant_id, h.destination_id FOR UPDATE OF h",
         )
         .await?;
@@ -563,7 +587,13 @@ async fn record_in_tx(
         biased;
         async { Ok::<_, StoreError>(client.batch_execute("BEGIN").await?) },
         async { Ok::<_, StoreError>(client.query(&write, &write_params).await?) },
-        async { Ok::<_, StoreError>(client.query(&lock, &[&dest_tenants, &dest_ids]).await?) },
+        async {
+            Ok::<_, StoreError>(
+                client
+                    .query(&lock, &[&dest_tenants, &dest_ids, &dest_needs])
+                    .await?,
+            )
+        },
     )?;
     // Late attempts of cancelled deliveries do not count towards a failure streak.
     let moved: HashSet<String> = moved
@@ -592,7 +622,8 @@ async fn record_in_tx(
             continue;
         }
         match counters.get_mut(&key) {
-            // The destination was deleted or disabled: nothing to count.
+            // The destination was deleted or disabled, or — for a plain success — its counter
+            // is at zero and stays there: nothing to count.
             None => {}
             Some(c) => {
                 changed.insert(key.clone());
