@@ -147,12 +147,33 @@ impl SqliteStore {
             return Err(StoreError::Closed);
         }
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: WriteJob = Box::new(move |conn: &Connection| {
+        let job = WriteJob::Once(Box::new(move |conn: &Connection| {
             let out = run_in_savepoint(conn, f);
             Box::new(move |commit: Result<()>| {
                 let _ = tx.send(commit.and(out));
             })
-        });
+        }));
+        self.inner
+            .writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Like [`SqliteStore::write`] for the hot writes: `f` may run twice (see [`writer`]), so
+    /// it must be a pure function of the database; it runs without a savepoint of its own
+    /// unless a write beside it failed.
+    async fn write_again<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job = WriteJob::Again(Box::new(writer::Again { f, out: None, tx }));
         self.inner
             .writer
             .send(job)
@@ -510,28 +531,28 @@ fn destination_exists(conn: &Connection, tenant_id: &str, id: &str) -> Result<bo
         .query_row([tenant_id, id], |r| r.get(0))?)
 }
 
-/// What is kept of a purged event of the tenant: the destinations it was routed to and when
-/// it was accepted.
-fn purged_event_id(
+/// Whether the tenant already has an event with this id, stored or purged inside the
+/// idempotency window: the destinations it was routed to and when it was accepted. One
+/// statement for both tables (publish asks this for every event).
+fn earlier_event(
     conn: &Connection,
     tenant_id: &str,
     id: &str,
 ) -> Result<Option<(Vec<String>, Timestamp)>> {
     conn.prepare_cached(
-        "SELECT matched, created_at FROM purged_event_ids WHERE tenant_id = ?1 AND id = ?2",
+        "SELECT matched, created_at FROM events WHERE tenant_id = ?1 AND id = ?2
+         UNION ALL
+         SELECT matched, created_at FROM purged_event_ids WHERE tenant_id = ?1 AND id = ?2
+         LIMIT 1",
     )?
     .query_row([tenant_id, id], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
     })
     .optional()?
-    .map(|(matched, created)| {
-        Ok((
-            from_json("purged_event_ids.matched", &matched)?,
-            ts(created),
-        ))
-    })
+    .map(|(matched, created)| Ok((from_json("events.matched", &matched)?, ts(created))))
     .transpose()
 }
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn upsert_tenant(
@@ -815,11 +836,8 @@ impl Store for SqliteStore {
     ) -> Result<PublishOutcome> {
         let event = event.clone();
         let matched = to_json(matched);
-        self.write(move |c| {
-            let prev = match load_event(c, &event.tenant_id, &event.id)? {
-                Some(prev) => Some((prev.matched_destination_ids, prev.created_at)),
-                None => purged_event_id(c, &event.tenant_id, &event.id)?,
-            };
+        self.write_again(move |c| {
+            let prev = earlier_event(c, &event.tenant_id, &event.id)?;
             if let Some((matched_destination_ids, created_at)) = prev {
                 return Ok(if created_at >= dedup_since {
                     PublishOutcome::Duplicate {
@@ -893,7 +911,7 @@ impl Store for SqliteStore {
         limit: usize,
         lease_until: Timestamp,
     ) -> Result<Vec<Job>> {
-        self.write(move |c| {
+        self.write_again(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "UPDATE deliveries SET next_attempt_at = ?1, leased = 1
                  WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?2
@@ -940,7 +958,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempt(&self, rec: AttemptRecord) -> Result<Recorded> {
-        self.write(move |c| {
+        self.write_again(move |c| {
             let a = &rec.attempt;
             c.prepare_cached(&format!(
                 "INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
@@ -980,17 +998,22 @@ impl Store for SqliteStore {
             }
             // Only an existing, enabled destination has a streak: attempts that slipped through
             // while it was being disabled or deleted do not count.
-            let enabled: Option<bool> = c
+            // Read with the streak, so a success deletes a streak row only when there is one.
+            let found: Option<(bool, bool)> = c
                 .prepare_cached(
-                    "SELECT disabled_at IS NULL FROM destinations WHERE id = ?1 AND tenant_id = ?2",
+                    "SELECT d.disabled_at IS NULL, h.destination_id IS NOT NULL FROM destinations d
+                     LEFT JOIN destination_health h ON h.tenant_id = d.tenant_id AND h.destination_id = d.id
+                     WHERE d.id = ?1 AND d.tenant_id = ?2",
                 )?
-                .query_row([&a.destination_id, &a.tenant_id], |r| r.get(0))
+                .query_row([&a.destination_id, &a.tenant_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            if enabled != Some(true) {
+            let Some((true, has_streak)) = found else {
                 return Ok(Recorded::default());
-            }
+            };
             let failures: u32 = if a.status == AttemptStatus::Success {
-                reset_streak(c, &a.tenant_id, &a.destination_id)?;
+                if has_streak {
+                    reset_streak(c, &a.tenant_id, &a.destination_id)?;
+                }
                 0
             } else {
                 c.prepare_cached(
