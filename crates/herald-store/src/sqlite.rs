@@ -34,8 +34,9 @@ use crate::operator::Plan;
 use crate::query::*;
 use crate::seal::{self, Keyring, ResealReport};
 use crate::{
-    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, PendingFor,
-    PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent, cursor,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, NewEvent,
+    PendingFor, PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
+    cursor,
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 
@@ -529,6 +530,36 @@ fn reseal_all(conn: &Connection, keys: &Keyring) -> Result<ResealReport> {
         "sealed destination secrets under the current encryption key"
     );
     Ok(report)
+}
+
+/// Writes one event and its deliveries unless its tenant already has the id (stored, or
+/// purged inside the idempotency window), inside the caller's transaction.
+fn publish_one(
+    c: &Connection,
+    event: &Event,
+    matched: &str,
+    deliveries: &[NewDelivery],
+    dedup_since: Timestamp,
+    now: Timestamp,
+) -> Result<PublishOutcome> {
+    let prev = match load_event(c, &event.tenant_id, &event.id)? {
+        Some(prev) => Some((prev.matched_destination_ids, prev.created_at)),
+        None => purged_event_id(c, &event.tenant_id, &event.id)?,
+    };
+    if let Some((matched_destination_ids, created_at)) = prev {
+        return Ok(if created_at >= dedup_since {
+            PublishOutcome::Duplicate {
+                matched_destination_ids,
+            }
+        } else {
+            PublishOutcome::IdTaken
+        });
+    }
+    insert_event(c, event, matched, now)?;
+    for d in deliveries {
+        insert_delivery(c, d)?;
+    }
+    Ok(PublishOutcome::Accepted)
 }
 
 fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -1547,25 +1578,26 @@ impl Store for SqliteStore {
     ) -> Result<PublishOutcome> {
         let event = event.clone();
         let matched = to_json(matched);
+        self.write(move |c| publish_one(c, &event, &matched, &deliveries, dedup_since, now))
+            .await
+    }
+
+    async fn publish_batch(
+        &self,
+        events: Vec<NewEvent>,
+        dedup_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>> {
+        // One write job: the whole batch is in one savepoint of one group commit. Events are
+        // written in order, so a repeated id finds the first one and is its duplicate.
         self.write(move |c| {
-            let prev = match load_event(c, &event.tenant_id, &event.id)? {
-                Some(prev) => Some((prev.matched_destination_ids, prev.created_at)),
-                None => purged_event_id(c, &event.tenant_id, &event.id)?,
-            };
-            if let Some((matched_destination_ids, created_at)) = prev {
-                return Ok(if created_at >= dedup_since {
-                    PublishOutcome::Duplicate {
-                        matched_destination_ids,
-                    }
-                } else {
-                    PublishOutcome::IdTaken
-                });
-            }
-            insert_event(c, &event, &matched, now)?;
-            for d in &deliveries {
-                insert_delivery(c, d)?;
-            }
-            Ok(PublishOutcome::Accepted)
+            events
+                .iter()
+                .map(|e| {
+                    let matched = to_json(&e.matched);
+                    publish_one(c, &e.event, &matched, &e.deliveries, dedup_since, now)
+                })
+                .collect()
         })
         .await
     }
