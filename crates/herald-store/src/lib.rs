@@ -21,6 +21,7 @@ mod operator;
 pub mod pg;
 pub mod query;
 pub mod seal;
+mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -33,26 +33,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use herald_core::{
-    Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Metadata, Tenant,
-    TenantSummary,
-};
+use herald_core::{Attempt, DeliveryStatus, Destination, Event, Metadata, Tenant, TenantSummary};
 use jiff::Timestamp;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, NoTls, Row};
+use tokio_postgres::{GenericClient, NoTls};
 
 pub use admin::{
     TemporaryDatabase, create_database, describe_url, drop_database, parse_url, url_with_database,
 };
 pub use schema::SCHEMA_VERSION;
 
-use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
+use crate::codec::{from_json, to_json, topics_from_json, topics_to_json, ts, us};
 use crate::query::*;
 use crate::seal::{self, Keyring};
+use crate::sql::{
+    API_KEY_COLS, ATTEMPT_COLS, DELIVERY_COLS, DEST_COLS, EVENT_COLS, TENANT_COLS,
+    api_key_from_row, attempt_from_row, delivery_from_row, destination_from_row, event_at,
+    event_from_row, tenant_from_row,
+};
 use crate::{
     ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, NewEvent,
     Notice, PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
@@ -306,120 +308,12 @@ async fn notify_in<C: GenericClient>(c: &C, n: &Notice) -> Result<()> {
 
 // ----- rows -----
 
-const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at, expires_at";
-
 /// Updates a whole destination row (`$1`…`$13` as [`destination_params`]); a new expiry
 /// starts a new round of expiry notices.
 const UPDATE_DESTINATION: &str = "UPDATE destinations SET type = $3, topics = $4, filter = $5, config = $6, credentials = $7,
      delivery_metadata = $8, metadata = $9, disabled_at = $10, created_at = $11, updated_at = $12, expires_at = $13,
      expiry_notice = CASE WHEN destinations.expires_at IS NOT DISTINCT FROM $13 THEN destinations.expiry_notice ELSE 0 END
      WHERE id = $1 AND tenant_id = $2";
-
-fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
-    let id: String = r.try_get(0)?;
-    Ok(Destination {
-        config: seal::open_map(keys, seal::CONFIG, &id, r.try_get(5)?)?,
-        credentials: seal::open_map(keys, seal::CREDENTIALS, &id, r.try_get(6)?)?,
-        id,
-        tenant_id: r.try_get(1)?,
-        kind: r.try_get(2)?,
-        topics: topics_from_json(r.try_get(3)?)?,
-        filter: r
-            .try_get::<_, Option<&str>>(4)?
-            .map(|s| from_json("destinations.filter", s))
-            .transpose()?,
-        delivery_metadata: opt_meta("destinations.delivery_metadata", r.try_get(7)?)?,
-        metadata: opt_meta("destinations.metadata", r.try_get(8)?)?,
-        disabled_at: r.try_get::<_, Option<i64>>(9)?.map(ts),
-        created_at: ts(r.try_get(10)?),
-        updated_at: ts(r.try_get(11)?),
-        expires_at: r.try_get::<_, Option<i64>>(12)?.map(ts),
-    })
-}
-
-const EVENT_COLS: &str = "id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at";
-
-fn event_at(r: &Row, o: usize) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        event: Event {
-            id: r.try_get(o)?,
-            tenant_id: r.try_get(o + 1)?,
-            destination_id: r.try_get(o + 2)?,
-            topic: r.try_get(o + 3)?,
-            time: ts(r.try_get(o + 4)?),
-            metadata: from_json("events.metadata", r.try_get(o + 5)?)?,
-            data: from_json("events.data", r.try_get(o + 6)?)?,
-            eligible_for_retry: r.try_get(o + 7)?,
-        },
-        matched_destination_ids: from_json("events.matched", r.try_get(o + 8)?)?,
-        created_at: ts(r.try_get(o + 9)?),
-    })
-}
-
-fn event_from_row(r: &Row) -> Result<StoredEvent> {
-    event_at(r, 0)
-}
-
-const DELIVERY_COLS: &str = "id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, manual, created_at, retry_base";
-
-fn delivery_from_row(r: &Row) -> Result<Delivery> {
-    let status: String = r.try_get(4)?;
-    Ok(Delivery {
-        id: r.try_get(0)?,
-        event_id: r.try_get(1)?,
-        tenant_id: r.try_get(2)?,
-        destination_id: r.try_get(3)?,
-        status: DeliveryStatus::parse(&status).ok_or(StoreError::Corrupt {
-            column: "deliveries.status",
-            detail: status,
-        })?,
-        attempts: r.try_get::<_, i32>(5)? as u32,
-        next_attempt_at: ts(r.try_get(6)?),
-        manual: r.try_get(7)?,
-        created_at: ts(r.try_get(8)?),
-        retry_base: r.try_get::<_, i32>(9)? as u32,
-    })
-}
-
-const ATTEMPT_COLS: &str = "id, delivery_id, tenant_id, event_id, destination_id, destination_type, topic, status, code, response_data, attempt_number, manual, time, latency_ms";
-
-fn attempt_from_row(r: &Row) -> Result<Attempt> {
-    let status: String = r.try_get(7)?;
-    Ok(Attempt {
-        id: r.try_get(0)?,
-        delivery_id: r.try_get(1)?,
-        tenant_id: r.try_get(2)?,
-        event_id: r.try_get(3)?,
-        destination_id: r.try_get(4)?,
-        destination_type: r.try_get(5)?,
-        topic: r.try_get(6)?,
-        status: AttemptStatus::parse(&status).ok_or(StoreError::Corrupt {
-            column: "attempts.status",
-            detail: status,
-        })?,
-        code: r.try_get(8)?,
-        response_data: r
-            .try_get::<_, Option<&str>>(9)?
-            .map(|s| from_json("attempts.response_data", s))
-            .transpose()?,
-        attempt_number: r.try_get::<_, i32>(10)? as u32,
-        manual: r.try_get(11)?,
-        time: ts(r.try_get(12)?),
-        latency_ms: r.try_get::<_, i64>(13)?.max(0) as u64,
-    })
-}
-
-const TENANT_COLS: &str = "id, metadata, created_at, updated_at, tokens_revoked_at";
-
-fn tenant_from_row(r: &Row) -> Result<Tenant> {
-    Ok(Tenant {
-        id: r.try_get(0)?,
-        metadata: opt_meta("tenants.metadata", r.try_get(1)?)?,
-        created_at: ts(r.try_get(2)?),
-        updated_at: ts(r.try_get(3)?),
-        tokens_revoked_at: r.try_get::<_, Option<i64>>(4)?.map(ts),
-    })
-}
 
 /// Adds destination counts and topics to tenants, with one query for all of them.
 async fn summarize<C: GenericClient>(c: &C, tenants: Vec<Tenant>) -> Result<Vec<TenantSummary>> {
@@ -506,23 +400,6 @@ fn destination_params(keys: &Keyring, d: &Destination) -> [Box<dyn ToSql + Sync 
         Box::new(us(d.updated_at)),
         Box::new(d.expires_at.map(us)),
     ]
-}
-
-const API_KEY_COLS: &str =
-    "id, name, scopes, tenant_id, secret_hash, created_at, expires_at, revoked_at, last_used_at";
-
-fn api_key_from_row(r: &Row) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        scopes: from_json("api_keys.scopes", r.try_get(2)?)?,
-        tenant_id: r.try_get(3)?,
-        secret_hash: r.try_get(4)?,
-        created_at: ts(r.try_get(5)?),
-        expires_at: r.try_get::<_, Option<i64>>(6)?.map(ts),
-        revoked_at: r.try_get::<_, Option<i64>>(7)?.map(ts),
-        last_used_at: r.try_get::<_, Option<i64>>(8)?.map(ts),
-    })
 }
 
 fn api_key_params(k: &ApiKey) -> [Box<dyn ToSql + Sync + Send>; 9] {
@@ -1736,9 +1613,7 @@ impl Store for PgStore {
                     format!("a.{name}")
                 }
             },
-            ", SUM((a.status = 'success')::int)::bigint, SUM((a.status = 'failed')::int)::bigint,
-               SUM((a.attempt_number = 1)::int)::bigint, SUM((a.attempt_number > 1 AND NOT a.manual)::int)::bigint,
-               SUM(a.manual::int)::bigint, SUM(a.attempt_number)::bigint",
+            &crate::sql::attempt_measures(sql::sum),
         )
         .await
     }

@@ -13,6 +13,15 @@
 //! Leases: a delivery that a worker holds has `leased = 1` and its `next_attempt_at` pushed to
 //! the lease expiry, so "due" is a single index range (`status = 'pending' AND next_attempt_at
 //! <= now`) whether the delivery waits for a retry or was held by a worker that died.
+//!
+//! Modules: [`schema`] (migrations), [`writer`] (the group-commit thread), [`sql`] (SQLite's
+//! dialect of the SQL shared with PostgreSQL in `crate::sql`), [`reseal`] (sealing rows under
+//! the current key at open).
+
+mod reseal;
+mod schema;
+mod sql;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,237 +29,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use herald_core::{
-    Attempt, AttemptStatus, Delivery, DeliveryStatus, Destination, Event, Metadata, Tenant,
-    TenantSummary,
+    Attempt, AttemptStatus, DeliveryStatus, Destination, Event, Metadata, Tenant, TenantSummary,
 };
 use jiff::Timestamp;
 use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{from_json, opt_meta, to_json, topics_from_json, topics_to_json, ts, us};
+pub use schema::SCHEMA_VERSION;
+
+use crate::codec::{from_json, to_json, topics_from_json, topics_to_json, ts, us};
 use crate::operator::Plan;
 use crate::query::*;
 use crate::seal::{self, Keyring, ResealReport};
+use crate::sql::{
+    API_KEY_COLS, ATTEMPT_COLS, DELIVERY_COLS, DEST_COLS, Dialect, EVENT_COLS, TENANT_COLS,
+    api_key_from_row, attempt_filter, attempt_from_row, attempt_measures, delivery_from_row,
+    destination_from_row, event_filter, event_from_row, tenant_from_row,
+};
 use crate::{
     ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, NewEvent,
     PendingFor, PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
-    cursor,
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
+use reseal::{raw_destination_rows, reseal_all};
+use sql::{Where, aggregate, paged};
+use writer::{MAX_BATCH, WriteJob, run_in_savepoint, writer_loop};
 
-/// Newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
-/// Schema migrations; entry `i` moves the database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE tenants (
-    id TEXT PRIMARY KEY,
-    metadata TEXT,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE INDEX tenants_created ON tenants (created_at, id);
-
-CREATE TABLE destinations (
-    id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    topics TEXT NOT NULL,
-    filter TEXT,
-    config TEXT NOT NULL,
-    credentials TEXT NOT NULL,
-    delivery_metadata TEXT,
-    metadata TEXT,
-    disabled_at INTEGER,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE INDEX destinations_tenant ON destinations (tenant_id, created_at);
-
-CREATE TABLE events (
-    id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    destination_id TEXT,
-    topic TEXT NOT NULL,
-    time INTEGER NOT NULL,
-    metadata TEXT NOT NULL,
-    data TEXT NOT NULL,
-    eligible_for_retry INTEGER NOT NULL,
-    matched TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX events_time ON events (time, id);
-CREATE INDEX events_tenant_time ON events (tenant_id, time, id);
-
-CREATE TABLE deliveries (
-    id TEXT PRIMARY KEY,
-    event_id TEXT NOT NULL,
-    tenant_id TEXT NOT NULL,
-    destination_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_attempt_at INTEGER NOT NULL,
-    leased INTEGER NOT NULL DEFAULT 0,
-    manual INTEGER NOT NULL,
-    retry_base INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
-CREATE INDEX deliveries_event ON deliveries (event_id, destination_id);
-CREATE INDEX deliveries_destination ON deliveries (destination_id, status);
-CREATE INDEX deliveries_created ON deliveries (created_at);
-
-CREATE TABLE destination_health (
-    destination_id TEXT PRIMARY KEY,
-    consecutive_failures INTEGER NOT NULL
-);
-
-CREATE TABLE attempts (
-    id TEXT PRIMARY KEY,
-    delivery_id TEXT NOT NULL,
-    tenant_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    destination_id TEXT NOT NULL,
-    destination_type TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    status TEXT NOT NULL,
-    code TEXT NOT NULL,
-    response_data TEXT,
-    attempt_number INTEGER NOT NULL,
-    manual INTEGER NOT NULL,
-    time INTEGER NOT NULL,
-    latency_ms INTEGER NOT NULL
-);
-CREATE INDEX attempts_time ON attempts (time, id);
-CREATE INDEX attempts_tenant_time ON attempts (tenant_id, time, id);
-CREATE INDEX attempts_destination_time ON attempts (destination_id, time, id);
-CREATE INDEX attempts_event ON attempts (event_id);
-CREATE INDEX events_created ON events (created_at);
-"#,
-    // 2: settings shared by everything using the database (generated keys).
-    r#"
-CREATE TABLE settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"#,
-    // 3: tenant token revocation (the generation tenant tokens carry).
-    r#"
-ALTER TABLE tenants ADD COLUMN tokens_revoked_at INTEGER;
-"#,
-    // 4: scoped API keys (only the SHA-256 of each secret is stored).
-    r#"
-CREATE TABLE api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    tenant_id TEXT,
-    secret_hash TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER,
-    revoked_at INTEGER,
-    last_used_at INTEGER
-);
-CREATE INDEX api_keys_created ON api_keys (created_at, id);
-"#,
-    // 5: used single-use tokens (pre-signed CSV URLs), kept until they expire.
-    r#"
-CREATE TABLE used_nonces (
-    nonce TEXT PRIMARY KEY,
-    expires_at INTEGER NOT NULL
-);
-CREATE INDEX used_nonces_expiry ON used_nonces (expires_at);
-"#,
-    // 6: destination expiry, and which expiry notice was produced for the current expiry
-    // (0 none, 1 expiring, 2 expired; reset when expires_at changes).
-    r#"
-ALTER TABLE destinations ADD COLUMN expires_at INTEGER;
-ALTER TABLE destinations ADD COLUMN expiry_notice INTEGER NOT NULL DEFAULT 0;
-"#,
-    // 7: destination and event ids are unique per tenant (they were global), and ids of events
-    // purged inside the idempotency window are remembered. SQLite cannot change a primary key
-    // in place: the two tables are rebuilt.
-    r#"
-CREATE TABLE destinations_v7 (
-    id TEXT NOT NULL,
-    tenant_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    topics TEXT NOT NULL,
-    filter TEXT,
-    config TEXT NOT NULL,
-    credentials TEXT NOT NULL,
-    delivery_metadata TEXT,
-    metadata TEXT,
-    disabled_at INTEGER,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    expires_at INTEGER,
-    expiry_notice INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant_id, id)
-);
-INSERT INTO destinations_v7 (id, tenant_id, type, topics, filter, config, credentials, delivery_metadata,
-    metadata, disabled_at, created_at, updated_at, expires_at, expiry_notice)
-    SELECT id, tenant_id, type, topics, filter, config, credentials, delivery_metadata,
-    metadata, disabled_at, created_at, updated_at, expires_at, expiry_notice FROM destinations;
-DROP TABLE destinations;
-ALTER TABLE destinations_v7 RENAME TO destinations;
-CREATE INDEX destinations_tenant ON destinations (tenant_id, created_at);
-
-CREATE TABLE events_v7 (
-    id TEXT NOT NULL,
-    tenant_id TEXT NOT NULL,
-    destination_id TEXT,
-    topic TEXT NOT NULL,
-    time INTEGER NOT NULL,
-    metadata TEXT NOT NULL,
-    data TEXT NOT NULL,
-    eligible_for_retry INTEGER NOT NULL,
-    matched TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, id)
-);
-INSERT INTO events_v7 (id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
-    SELECT id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at FROM events;
-DROP TABLE events;
-ALTER TABLE events_v7 RENAME TO events;
-CREATE INDEX events_time ON events (time, id);
-CREATE INDEX events_tenant_time ON events (tenant_id, time, id);
-CREATE INDEX events_created ON events (created_at);
-
-CREATE TABLE destination_health_v7 (
-    tenant_id TEXT NOT NULL,
-    destination_id TEXT NOT NULL,
-    consecutive_failures INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, destination_id)
-);
-INSERT INTO destination_health_v7 (tenant_id, destination_id, consecutive_failures)
-    SELECT d.tenant_id, h.destination_id, h.consecutive_failures
-    FROM destination_health h JOIN destinations d ON d.id = h.destination_id;
-DROP TABLE destination_health;
-ALTER TABLE destination_health_v7 RENAME TO destination_health;
-
-CREATE TABLE purged_event_ids (
-    tenant_id TEXT NOT NULL,
-    id TEXT NOT NULL,
-    matched TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, id)
-);
-CREATE INDEX purged_event_ids_created ON purged_event_ids (created_at);
-"#,
-];
-
-/// Most writes committed in one transaction.
-const MAX_BATCH: usize = 1024;
 /// Read connections kept open.
 const READERS: usize = 4;
-
-type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
 /// The embedded SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -281,7 +89,7 @@ impl SqliteStore {
     /// refused ([`StoreError::MigrationRequired`]) instead of migrated.
     pub fn open_with(path: &Path, migrate: bool, keys: &Keyring) -> Result<Self> {
         let conn = open_conn(path, false)?;
-        self::migrate(&conn, migrate)?;
+        schema::migrate(&conn, migrate)?;
         let resealed = reseal_all(&conn, keys)?;
         let (tx, rx) = mpsc::channel::<WriteJob>(16 * MAX_BATCH);
         std::thread::Builder::new()
@@ -403,333 +211,7 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
     Ok(conn)
 }
 
-fn migrate(conn: &Connection, apply: bool) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    if !apply && version < SCHEMA_VERSION {
-        return Err(StoreError::MigrationRequired {
-            found: version,
-            required: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let next = i as i64 + 1;
-        tracing::info!(version = next, "applying embedded store migration");
-        conn.execute_batch(&format!(
-            "BEGIN; {sql}; PRAGMA user_version = {next}; COMMIT;"
-        ))?;
-    }
-    Ok(())
-}
-
-/// A destination row's key (tenant, id) and its stored `config` and `credentials` text.
-type RawRow = ((String, String), String, String);
-
-/// Every destination's key and stored `config` and `credentials` text.
-fn raw_destination_rows(conn: &Connection) -> Result<Vec<RawRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT tenant_id, id, config, credentials FROM destinations ORDER BY tenant_id, id",
-    )?;
-    let rows = stmt
-        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
-/// Seals every destination row that is not sealed under the current key, in one transaction,
-/// before the writer starts. Refuses (changing nothing) when a row does not open with any
-/// configured key. After rewriting plaintext rows, the old text is wiped from the file
-/// (`secure_delete` while rewriting) and from the WAL (truncating checkpoint).
-fn reseal_all(conn: &Connection, keys: &Keyring) -> Result<ResealReport> {
-    let rows = raw_destination_rows(conn)?;
-    let mut report = ResealReport {
-        examined: rows.len() as u64,
-        ..Default::default()
-    };
-    let mut unreadable: Option<(u64, String, seal::SealError)> = None;
-    let mut rewrite = Vec::new();
-    for (key, config, credentials) in rows {
-        match seal::row_state(keys, &key.1, &config, &credentials) {
-            seal::RowState::Opens(seal::SealState::Current) => {}
-            seal::RowState::Opens(state) => rewrite.push((key, config, credentials, state)),
-            seal::RowState::Unreadable(e) => match &mut unreadable {
-                Some((n, _, _)) => *n += 1,
-                None => unreadable = Some((1, key.1, e)),
-            },
-        }
-    }
-    if let Some((n, first_id, reason)) = unreadable {
-        return Err(StoreError::Unreadable {
-            unreadable: n,
-            total: report.examined,
-            first_id,
-            reason,
-        });
-    }
-    let mut settings = Vec::new();
-    {
-        let mut stmt = conn.prepare("SELECT name, value FROM settings")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let (name, value): (String, String) = (r.get(0)?, r.get(1)?);
-            if let Some((sealed, state)) = seal::reseal_setting(keys, &name, &value)? {
-                settings.push((name, sealed, state));
-            }
-        }
-    }
-    if rewrite.is_empty() && settings.is_empty() {
-        return Ok(report);
-    }
-    let had_plaintext = rewrite
-        .iter()
-        .map(|r| r.3)
-        .chain(settings.iter().map(|s| s.2))
-        .any(|s| s == seal::SealState::Plaintext);
-    conn.pragma_update(None, "secure_delete", true)?;
-    let out = (|| -> Result<()> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut stmt = conn.prepare(
-            "UPDATE destinations SET config = ?2, credentials = ?3 WHERE id = ?1 AND tenant_id = ?4",
-        )?;
-        for ((tenant_id, id), config, credentials, state) in &rewrite {
-            let (c, k) = seal::reseal_row(keys, id, config, credentials)?;
-            stmt.execute(params![id, c, k, tenant_id])?;
-            match state {
-                seal::SealState::Plaintext => report.sealed_plaintext += 1,
-                _ => report.rekeyed += 1,
-            }
-        }
-        drop(stmt);
-        for (name, sealed, _) in &settings {
-            conn.execute(
-                "UPDATE settings SET value = ?2 WHERE name = ?1",
-                params![name, sealed],
-            )?;
-        }
-        conn.execute_batch("COMMIT")?;
-        Ok(())
-    })();
-    if out.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    conn.pragma_update(None, "secure_delete", false)?;
-    out?;
-    if had_plaintext {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    }
-    tracing::info!(
-        sealed_plaintext = report.sealed_plaintext,
-        rekeyed = report.rekeyed,
-        destinations = report.examined,
-        key_id = keys.current_id(),
-        "sealed destination secrets under the current encryption key"
-    );
-    Ok(report)
-}
-
-/// Writes one event and its deliveries unless its tenant already has the id (stored, or
-/// purged inside the idempotency window), inside the caller's transaction.
-fn publish_one(
-    c: &Connection,
-    event: &Event,
-    matched: &str,
-    deliveries: &[NewDelivery],
-    dedup_since: Timestamp,
-    now: Timestamp,
-) -> Result<PublishOutcome> {
-    let prev = match load_event(c, &event.tenant_id, &event.id)? {
-        Some(prev) => Some((prev.matched_destination_ids, prev.created_at)),
-        None => purged_event_id(c, &event.tenant_id, &event.id)?,
-    };
-    if let Some((matched_destination_ids, created_at)) = prev {
-        return Ok(if created_at >= dedup_since {
-            PublishOutcome::Duplicate {
-                matched_destination_ids,
-            }
-        } else {
-            PublishOutcome::IdTaken
-        });
-    }
-    insert_event(c, event, matched, now)?;
-    for d in deliveries {
-        insert_delivery(c, d)?;
-    }
-    Ok(PublishOutcome::Accepted)
-}
-
-fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    // Cached statements: the writer runs these around every write, and parsing the text each
-    // time cost about 3 % of all of Herald's instructions under publish load.
-    let run = |sql: &str| -> Result<()> {
-        conn.prepare_cached(sql)?.execute([])?;
-        Ok(())
-    };
-    run("SAVEPOINT op")?;
-    match f(conn) {
-        Ok(v) => {
-            run("RELEASE op")?;
-            Ok(v)
-        }
-        Err(e) => {
-            run("ROLLBACK TO op")?;
-            run("RELEASE op")?;
-            Err(e)
-        }
-    }
-}
-
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let started = std::time::Instant::now();
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Dropping the jobs unrun drops their reply channels: each caller sees an error.
-            tracing::error!(error = %e, jobs = batch.len(), "embedded store cannot begin a transaction");
-            batch.clear();
-            continue;
-        }
-        let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
-        crate::observe_commit("sqlite", "group", started);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "embedded store commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for done in completions {
-            let result = match &committed {
-                Ok(()) => Ok(()),
-                // Keep SQLite's code (a full disk stays a full disk for the caller).
-                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(code, msg))) => Err(
-                    StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone())),
-                ),
-                Err(e) => Err(StoreError::Corrupt {
-                    column: "commit",
-                    detail: e.to_string(),
-                }),
-            };
-            done(result);
-        }
-    }
-}
-
-// ----- conversions -----
-
-const DEST_COLS: &str = "id, tenant_id, type, topics, filter, config, credentials, delivery_metadata, metadata, disabled_at, created_at, updated_at, expires_at";
-
-fn destination_from_row(keys: &Keyring, r: &Row) -> Result<Destination> {
-    let id: String = r.get(0)?;
-    Ok(Destination {
-        config: seal::open_map(keys, seal::CONFIG, &id, &r.get::<_, String>(5)?)?,
-        credentials: seal::open_map(keys, seal::CREDENTIALS, &id, &r.get::<_, String>(6)?)?,
-        id,
-        tenant_id: r.get(1)?,
-        kind: r.get(2)?,
-        topics: topics_from_json(&r.get::<_, String>(3)?)?,
-        filter: r
-            .get::<_, Option<String>>(4)?
-            .map(|s| from_json("destinations.filter", &s))
-            .transpose()?,
-        delivery_metadata: opt_meta("destinations.delivery_metadata", r.get(7)?)?,
-        metadata: opt_meta("destinations.metadata", r.get(8)?)?,
-        disabled_at: r.get::<_, Option<i64>>(9)?.map(ts),
-        created_at: ts(r.get(10)?),
-        updated_at: ts(r.get(11)?),
-        expires_at: r.get::<_, Option<i64>>(12)?.map(ts),
-    })
-}
-
-const EVENT_COLS: &str = "id, tenant_id, destination_id, topic, time, metadata, data, eligible_for_retry, matched, created_at";
-
-fn event_from_row(r: &Row) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        event: Event {
-            id: r.get(0)?,
-            tenant_id: r.get(1)?,
-            destination_id: r.get(2)?,
-            topic: r.get(3)?,
-            time: ts(r.get(4)?),
-            metadata: from_json("events.metadata", &r.get::<_, String>(5)?)?,
-            data: from_json("events.data", &r.get::<_, String>(6)?)?,
-            eligible_for_retry: r.get(7)?,
-        },
-        matched_destination_ids: from_json("events.matched", &r.get::<_, String>(8)?)?,
-        created_at: ts(r.get(9)?),
-    })
-}
-
-const DELIVERY_COLS: &str = "id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, manual, created_at, retry_base";
-
-fn delivery_from_row(r: &Row) -> Result<Delivery> {
-    let status: String = r.get(4)?;
-    Ok(Delivery {
-        id: r.get(0)?,
-        event_id: r.get(1)?,
-        tenant_id: r.get(2)?,
-        destination_id: r.get(3)?,
-        status: DeliveryStatus::parse(&status).ok_or(StoreError::Corrupt {
-            column: "deliveries.status",
-            detail: status,
-        })?,
-        attempts: r.get(5)?,
-        next_attempt_at: ts(r.get(6)?),
-        manual: r.get(7)?,
-        created_at: ts(r.get(8)?),
-        retry_base: r.get(9)?,
-    })
-}
-
-const ATTEMPT_COLS: &str = "id, delivery_id, tenant_id, event_id, destination_id, destination_type, topic, status, code, response_data, attempt_number, manual, time, latency_ms";
-
-fn attempt_from_row(r: &Row) -> Result<Attempt> {
-    let status: String = r.get(7)?;
-    Ok(Attempt {
-        id: r.get(0)?,
-        delivery_id: r.get(1)?,
-        tenant_id: r.get(2)?,
-        event_id: r.get(3)?,
-        destination_id: r.get(4)?,
-        destination_type: r.get(5)?,
-        topic: r.get(6)?,
-        status: AttemptStatus::parse(&status).ok_or(StoreError::Corrupt {
-            column: "attempts.status",
-            detail: status,
-        })?,
-        code: r.get(8)?,
-        response_data: r
-            .get::<_, Option<String>>(9)?
-            .map(|s| from_json("attempts.response_data", &s))
-            .transpose()?,
-        attempt_number: r.get(10)?,
-        manual: r.get(11)?,
-        time: ts(r.get(12)?),
-        latency_ms: r.get::<_, i64>(13)? as u64,
-    })
-}
-
-fn tenant_from_row(r: &Row) -> Result<Tenant> {
-    Ok(Tenant {
-        id: r.get(0)?,
-        metadata: opt_meta("tenants.metadata", r.get(1)?)?,
-        created_at: ts(r.get(2)?),
-        updated_at: ts(r.get(3)?),
-        tokens_revoked_at: r.get::<_, Option<i64>>(4)?.map(ts),
-    })
-}
-
-/// The columns [`tenant_from_row`] reads.
-const TENANT_COLS: &str = "id, metadata, created_at, updated_at, tokens_revoked_at";
+// ----- shared writes -----
 
 fn summarize(conn: &Connection, tenant: Tenant) -> Result<TenantSummary> {
     let mut stmt = conn.prepare_cached("SELECT topics FROM destinations WHERE tenant_id = ?1")?;
@@ -906,6 +388,36 @@ fn insert_event(conn: &Connection, event: &Event, matched: &str, now: Timestamp)
     Ok(())
 }
 
+/// Writes one event and its deliveries unless its tenant already has the id (stored, or
+/// purged inside the idempotency window), inside the caller's transaction.
+fn publish_one(
+    c: &Connection,
+    event: &Event,
+    matched: &str,
+    deliveries: &[NewDelivery],
+    dedup_since: Timestamp,
+    now: Timestamp,
+) -> Result<PublishOutcome> {
+    let prev = match load_event(c, &event.tenant_id, &event.id)? {
+        Some(prev) => Some((prev.matched_destination_ids, prev.created_at)),
+        None => purged_event_id(c, &event.tenant_id, &event.id)?,
+    };
+    if let Some((matched_destination_ids, created_at)) = prev {
+        return Ok(if created_at >= dedup_since {
+            PublishOutcome::Duplicate {
+                matched_destination_ids,
+            }
+        } else {
+            PublishOutcome::IdTaken
+        });
+    }
+    insert_event(c, event, matched, now)?;
+    for d in deliveries {
+        insert_delivery(c, d)?;
+    }
+    Ok(PublishOutcome::Accepted)
+}
+
 /// What operator payloads say about a destination, read without opening its sealed columns.
 fn destination_ref(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<DestinationRef>> {
     conn.prepare_cached(
@@ -988,23 +500,6 @@ fn with_subscription_event<T>(
     Ok(out)
 }
 
-const API_KEY_COLS: &str =
-    "id, name, scopes, tenant_id, secret_hash, created_at, expires_at, revoked_at, last_used_at";
-
-fn api_key_from_row(r: &Row) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        scopes: from_json("api_keys.scopes", &r.get::<_, String>(2)?)?,
-        tenant_id: r.get(3)?,
-        secret_hash: r.get(4)?,
-        created_at: ts(r.get(5)?),
-        expires_at: r.get::<_, Option<i64>>(6)?.map(ts),
-        revoked_at: r.get::<_, Option<i64>>(7)?.map(ts),
-        last_used_at: r.get::<_, Option<i64>>(8)?.map(ts),
-    })
-}
-
 fn write_api_key(conn: &Connection, k: &ApiKey, replace: bool) -> Result<usize> {
     let verb = if replace {
         "INSERT OR REPLACE"
@@ -1026,121 +521,6 @@ fn write_api_key(conn: &Connection, k: &ApiKey, replace: bool) -> Result<usize> 
             k.revoked_at.map(us),
             k.last_used_at.map(us)
         ])?)
-}
-
-// ----- dynamic WHERE clauses and seek pagination -----
-
-#[derive(Default)]
-struct Where {
-    clauses: Vec<String>,
-    params: Vec<SqlValue>,
-}
-
-impl Where {
-    fn push(&mut self, clause: String, values: impl IntoIterator<Item = SqlValue>) {
-        self.clauses.push(clause);
-        self.params.extend(values);
-    }
-
-    /// Without a tenant filter, the operator tenant's records are left out: they are listed
-    /// only through the operator-events API, which asks for that tenant by id.
-    fn not_operator(&mut self, column: &str, tenant_ids: &[String]) {
-        if tenant_ids.is_empty() {
-            self.push(
-                format!("{column} <> ?"),
-                [SqlValue::Text(OPERATOR_TENANT.into())],
-            );
-        }
-    }
-
-    fn any_of(&mut self, column: &str, values: &[String]) {
-        if values.is_empty() {
-            return;
-        }
-        let marks = vec!["?"; values.len()].join(", ");
-        self.push(
-            format!("{column} IN ({marks})"),
-            values.iter().map(|v| SqlValue::Text(v.clone())),
-        );
-    }
-
-    fn time(&mut self, column: &str, r: &TimeRange) {
-        for (op, bound) in [(">=", r.gte), (">", r.gt), ("<=", r.lte), ("<", r.lt)] {
-            if let Some(b) = bound {
-                self.push(format!("{column} {op} ?"), [SqlValue::Integer(us(b))]);
-            }
-        }
-    }
-
-    fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-}
-
-/// Runs a seek-paginated query ordered by `(time_col, id_col)`.
-fn paged<T>(
-    conn: &Connection,
-    select_from: &str,
-    (time_col, id_col): (&str, &str),
-    mut w: Where,
-    page: &PageRequest,
-    map: impl Fn(&Row) -> Result<T>,
-    key: impl Fn(&T) -> (i64, String),
-) -> Result<Page<T>> {
-    let forward = !matches!(page.cursor, Some(Cursor::Prev(_)));
-    let descending = (page.dir == Dir::Desc) == forward;
-    if let Some(Cursor::Next(c) | Cursor::Prev(c)) = &page.cursor {
-        let (t, id) = cursor::decode(c)?;
-        let op = if descending { "<" } else { ">" };
-        w.push(
-            format!("({time_col}, {id_col}) {op} (?, ?)"),
-            [SqlValue::Integer(t), SqlValue::Text(id)],
-        );
-    }
-    let order = if descending { "DESC" } else { "ASC" };
-    let limit = page.limit.max(1) as usize;
-    let sql = format!(
-        "{select_from}{} ORDER BY {time_col} {order}, {id_col} {order} LIMIT {}",
-        w.sql(),
-        limit + 1
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
-    let mut models = Vec::with_capacity(limit + 1);
-    while let Some(r) = rows.next()? {
-        models.push(map(r)?);
-    }
-    let more = models.len() > limit;
-    models.truncate(limit);
-    if !forward {
-        models.reverse();
-    }
-    let enc = |m: Option<&T>| {
-        m.map(|m| {
-            let (t, id) = key(m);
-            cursor::encode(t, &id)
-        })
-    };
-    let (next, prev) = if forward {
-        (
-            if more { enc(models.last()) } else { None },
-            if page.cursor.is_some() {
-                enc(models.first())
-            } else {
-                None
-            },
-        )
-    } else {
-        (
-            enc(models.last()),
-            if more { enc(models.first()) } else { None },
-        )
-    };
-    Ok(Page { models, next, prev })
 }
 
 fn load_event(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<StoredEvent>> {
@@ -1182,119 +562,6 @@ fn purged_event_id(
     })
     .transpose()
 }
-
-fn bucket_sql(b: Bucket, col: &str) -> Option<String> {
-    match b {
-        Bucket::None => None,
-        Bucket::Seconds(n) => Some(format!("(({col} / 1000000) / {n}) * {n}")),
-        Bucket::Months(n) => Some(format!(
-            "(((CAST(strftime('%Y', {col} / 1000000, 'unixepoch') AS INTEGER) * 12 + CAST(strftime('%m', {col} / 1000000, 'unixepoch') AS INTEGER) - 1) / {n}) * {n})"
-        )),
-    }
-}
-
-fn bucket_start(b: Bucket, v: i64) -> Option<Timestamp> {
-    match b {
-        Bucket::None => None,
-        Bucket::Seconds(_) => Timestamp::from_second(v).ok(),
-        Bucket::Months(_) => {
-            let (year, month) = (v.div_euclid(12), v.rem_euclid(12) + 1);
-            jiff::civil::date(year as i16, month as i8, 1)
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .ok()
-                .map(|z| z.timestamp())
-        }
-    }
-}
-
-/// Shared aggregation: `from` names the row source, `time_col` its time, `measures` the
-/// extra aggregate expressions after `COUNT(*)` (exactly six, or none).
-fn aggregate(
-    conn: &Connection,
-    q: &MetricsQuery,
-    from: &str,
-    time_col: &str,
-    column_of: impl Fn(&str) -> String,
-    measures: &str,
-) -> Result<Vec<MetricsRow>> {
-    let mut w = Where::default();
-    w.push(
-        format!("{time_col} >= ? AND {time_col} < ?"),
-        [SqlValue::Integer(us(q.start)), SqlValue::Integer(us(q.end))],
-    );
-    for (name, values) in &q.filters {
-        // Text columns are compared as they are, so their indexes serve the filter (a CAST
-        // would hide them); the integer columns are compared as text.
-        let col = match name.as_str() {
-            "manual" | "attempt_number" => format!("CAST({} AS TEXT)", column_of(name)),
-            _ => column_of(name),
-        };
-        w.any_of(&col, values);
-    }
-    if !q.filters.contains_key("tenant_id") {
-        w.not_operator(&column_of("tenant_id"), &[]);
-    }
-    let bucket = bucket_sql(q.bucket, time_col);
-    let mut select = vec![bucket.clone().unwrap_or_else(|| "NULL".into())];
-    let mut group = Vec::new();
-    if bucket.is_some() {
-        group.push("1".to_string());
-    }
-    for (i, d) in q.dimensions.iter().enumerate() {
-        select.push(format!("CAST({} AS TEXT)", column_of(d)));
-        group.push((i + 2).to_string());
-    }
-    let group_by = if group.is_empty() {
-        String::new()
-    } else {
-        format!(" GROUP BY {0} ORDER BY {0}", group.join(", "))
-    };
-    let sql = format!(
-        "SELECT {}, COUNT(*){measures} FROM {from}{}{group_by} LIMIT {}",
-        select.join(", "),
-        w.sql(),
-        q.row_limit + 1
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
-    let dims = q.dimensions.len();
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let count: i64 = r.get(dims + 1)?;
-        let extra = |i: usize| -> Result<u64> {
-            if measures.is_empty() {
-                Ok(0)
-            } else {
-                Ok(r.get::<_, Option<i64>>(dims + 2 + i)?.unwrap_or(0) as u64)
-            }
-        };
-        out.push(MetricsRow {
-            bucket: r
-                .get::<_, Option<i64>>(0)?
-                .and_then(|v| bucket_start(q.bucket, v)),
-            dimensions: q
-                .dimensions
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    Ok((
-                        d.clone(),
-                        r.get::<_, Option<String>>(i + 1)?.unwrap_or_default(),
-                    ))
-                })
-                .collect::<Result<_>>()?,
-            count: count as u64,
-            successful: extra(0)?,
-            failed: extra(1)?,
-            first_attempts: extra(2)?,
-            retries: extra(3)?,
-            manual: extra(4)?,
-            attempt_number_sum: extra(5)?,
-        });
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn upsert_tenant(
@@ -1362,7 +629,7 @@ impl Store for SqliteStore {
                 ("created_at", "id"),
                 w,
                 &q.page,
-                tenant_from_row,
+                |r| tenant_from_row(r),
                 |t| (us(t.created_at), t.id.clone()),
             )?;
             let models = page
@@ -1610,27 +877,14 @@ impl Store for SqliteStore {
     async fn list_events(&self, q: &EventQuery) -> Result<Page<StoredEvent>> {
         let q = q.clone();
         self.read(move |c| {
-            let mut w = Where::default();
-            w.any_of("id", &q.ids);
-            w.any_of("tenant_id", &q.tenant_ids);
-            w.not_operator("tenant_id", &q.tenant_ids);
-            w.any_of("topic", &q.topics);
-            w.time("time", &q.time);
-            if !q.destination_ids.is_empty() {
-                let marks = vec!["?"; q.destination_ids.len()].join(", ");
-                w.push(
-                    format!("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.tenant_id = events.tenant_id
-                             AND d.destination_id IN ({marks}))"),
-                    q.destination_ids.iter().map(|v| SqlValue::Text(v.clone())),
-                );
-            }
+            let w = event_filter(&q);
             paged(
                 c,
                 &format!("SELECT {EVENT_COLS} FROM events"),
                 ("time", "id"),
                 w,
                 &q.page,
-                event_from_row,
+                |r| event_from_row(r),
                 |e| (us(e.event.time), e.event.id.clone()),
             )
         })
@@ -1852,10 +1106,10 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.write(move |c| {
             let mut w = Where::default();
-            w.push("d.tenant_id = ? AND d.destination_id = ?".into(), [
-                SqlValue::Text(q.tenant_id.clone()),
-                SqlValue::Text(q.destination_id.clone()),
-            ]);
+            let now_p = w.bind(SqlValue::Integer(us(now)));
+            let t = w.bind(SqlValue::Text(q.tenant_id.clone()));
+            let d = w.bind(SqlValue::Text(q.destination_id.clone()));
+            w.push(format!("d.tenant_id = {t} AND d.destination_id = {d}"));
             let statuses: Vec<String> = if q.statuses.is_empty() {
                 vec![DeliveryStatus::Failed.as_str().into()]
             } else {
@@ -1867,11 +1121,10 @@ impl Store for SqliteStore {
             w.any_of("d.status", &statuses);
             w.time("d.created_at", &q.time);
             if !q.topics.is_empty() {
-                let marks = vec!["?"; q.topics.len()].join(", ");
-                w.push(
-                    format!("EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = d.tenant_id AND e.id = d.event_id AND e.topic IN ({marks}))"),
-                    q.topics.iter().map(|t| SqlValue::Text(t.clone())),
-                );
+                let topic = sql::Sqlite::any_of(&mut w, "e.topic", &q.topics);
+                w.push(format!(
+                    "EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = d.tenant_id AND e.id = d.event_id AND {topic})"
+                ));
             }
             // Only the newest finished delivery of each event, and never one whose event
             // already has a pending delivery to this destination.
@@ -1879,16 +1132,13 @@ impl Store for SqliteStore {
                 "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = d.event_id AND p.destination_id = d.destination_id
                    AND p.tenant_id = d.tenant_id AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
                     .into(),
-                [],
             );
             let sql = format!(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, leased = 0, retry_base = attempts, manual = 0, updated_at = ?
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_p}, leased = 0, retry_base = attempts, manual = 0, updated_at = {now_p}
                  WHERE id IN (SELECT d.id FROM deliveries d{})",
                 w.sql()
             );
-            let mut params = vec![SqlValue::Integer(us(now)), SqlValue::Integer(us(now))];
-            params.extend(w.params);
-            Ok(c.execute(&sql, rusqlite::params_from_iter(params.iter()))? as u64)
+            Ok(c.execute(&sql, rusqlite::params_from_iter(w.params.iter()))? as u64)
         })
         .await
     }
@@ -2112,7 +1362,6 @@ impl Store for SqliteStore {
     async fn list_attempts(&self, q: &AttemptQuery) -> Result<Page<Attempt>> {
         let q = q.clone();
         self.read(move |c| {
-            let mut w = Where::default();
             // Given event ids (a handful of rows), the event index is the one to use; without
             // statistics SQLite would rather walk the tenant's whole log in time order. The
             // unary `+` keeps the tenant condition off its index in that case.
@@ -2121,23 +1370,14 @@ impl Store for SqliteStore {
             } else {
                 "+tenant_id"
             };
-            w.any_of(tenant_col, &q.tenant_ids);
-            w.not_operator(tenant_col, &q.tenant_ids);
-            w.any_of("event_id", &q.event_ids);
-            w.any_of("destination_id", &q.destination_ids);
-            w.any_of("destination_type", &q.destination_types);
-            w.any_of("topic", &q.topics);
-            if let Some(s) = q.status {
-                w.push("status = ?".into(), [SqlValue::Text(s.as_str().into())]);
-            }
-            w.time("time", &q.time);
+            let w = attempt_filter(&q, tenant_col);
             paged(
                 c,
                 &format!("SELECT {ATTEMPT_COLS} FROM attempts"),
                 ("time", "id"),
                 w,
                 &q.page,
-                attempt_from_row,
+                |r| attempt_from_row(r),
                 |a| (us(a.time), a.id.clone()),
             )
         })
@@ -2181,19 +1421,9 @@ impl Store for SqliteStore {
                 "attempts a",
                 "a.time",
                 |name| format!("a.{name}"),
-                ", SUM(a.status = 'success'), SUM(a.status = 'failed'), SUM(a.attempt_number = 1),
-                   SUM(a.attempt_number > 1 AND a.manual = 0), SUM(a.manual), SUM(a.attempt_number)",
+                &attempt_measures(sql::sum),
             )
         })
         .await
-    }
-}
-
-impl From<rusqlite::types::FromSqlError> for StoreError {
-    fn from(e: rusqlite::types::FromSqlError) -> Self {
-        StoreError::Corrupt {
-            column: "value",
-            detail: e.to_string(),
-        }
     }
 }
