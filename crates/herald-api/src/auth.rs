@@ -47,7 +47,7 @@ const ACCEPTED_ISSUERS: [&str; 2] = [ISSUER, "outpost"];
 pub enum Scope {
     /// Everything, including API keys, tenants, tokens and portal links.
     Admin,
-    /// `POST /publish`.
+    /// `POST /publish` and `POST /publish/batch`.
     Publish,
     /// Every `GET` (and asking for a CSV download link).
     Read,
@@ -197,7 +197,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
     if route == "/metrics" {
         return Scope::Metrics;
     }
-    if route == "/publish" {
+    if route == "/publish" || route == "/publish/batch" {
         return Scope::Publish;
     }
     if route == "/tenants/{tenant_id}/webhook-templates/download-url" {

@@ -28,21 +28,41 @@ impl FromRequest<SharedState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let limit = state.config.max_body_bytes;
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(limit)
-            } else {
-                ApiError::bad_request(format!("cannot read request body: {e}"))
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonBody(None));
-        }
-        serde_json::from_slice(&bytes)
-            .map(|v| JsonBody(Some(v)))
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+        read_json(req, state, state.config.max_body_bytes).await
     }
+}
+
+/// The body of `POST /publish/batch`: a [`JsonBody`] under the larger limit
+/// `max_batch_body_bytes` (the route's own `DefaultBodyLimit` layer sets the same limit).
+#[derive(Debug)]
+pub struct BatchBody(pub JsonBody);
+
+impl FromRequest<SharedState> for BatchBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        read_json(req, state, state.config.max_batch_body_bytes)
+            .await
+            .map(BatchBody)
+    }
+}
+
+/// Reads a JSON body; `limit` is the one the route's `DefaultBodyLimit` enforces, named in
+/// the 413.
+async fn read_json(req: Request, state: &SharedState, limit: usize) -> Result<JsonBody, ApiError> {
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request(format!("cannot read request body: {e}"))
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(JsonBody(None));
+    }
+    serde_json::from_slice(&bytes)
+        .map(|v| JsonBody(Some(v)))
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
 impl JsonBody {
@@ -101,7 +121,17 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn name(&self, key: &str) -> String {
+    /// Reads `obj`, naming fields `{prefix}{key}` in messages (e.g. `events[3].`).
+    pub fn with_prefix(obj: &'a Map<String, Value>, prefix: impl Into<String>) -> Self {
+        Self {
+            obj,
+            prefix: prefix.into(),
+            problems: Problems::default(),
+        }
+    }
+
+    /// A field's name as messages give it.
+    pub fn name(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 

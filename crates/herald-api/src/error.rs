@@ -115,13 +115,22 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The error shape's body, `{"status", "message", "data"?}` (also one refused event of a
+    /// batch publish).
+    pub fn into_body(self) -> Value {
         let mut body = json!({ "status": self.status.as_u16(), "message": self.message });
         if let (Some(data), Some(obj)) = (self.data, body.as_object_mut()) {
             obj.insert("data".into(), data);
         }
-        (self.status, Json(body)).into_response()
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        (status, Json(self.into_body())).into_response()
     }
 }
 

@@ -57,6 +57,8 @@ pub struct ApiConfig {
     pub portal_url: String,
     /// Largest accepted request body in bytes; larger bodies get a 413.
     pub max_body_bytes: usize,
+    /// Largest accepted body of `POST /publish/batch` (up to 1,000 events), in bytes.
+    pub max_batch_body_bytes: usize,
     /// Herald's version, reported by `/healthz`.
     pub version: String,
     /// Tenant portal settings (branding, session cookies).
@@ -66,6 +68,8 @@ pub struct ApiConfig {
 impl ApiConfig {
     /// The default request body limit: 1 MiB.
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// The default batch publish body limit: 8 MiB, room for 1,000 events of about 8 KB.
+    pub const DEFAULT_MAX_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
 }
 
 impl Default for ApiConfig {
@@ -76,6 +80,7 @@ impl Default for ApiConfig {
             topics: Vec::new(),
             portal_url: "http://localhost:3333/portal".to_string(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            max_batch_body_bytes: Self::DEFAULT_MAX_BATCH_BODY_BYTES,
             version: env!("CARGO_PKG_VERSION").to_string(),
             portal: portal::PortalConfig::default(),
         }
@@ -112,6 +117,7 @@ impl fmt::Debug for ApiConfig {
             )
             .field("portal_url", &self.portal_url)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch_body_bytes", &self.max_batch_body_bytes)
             .field("version", &self.version)
             .field("portal", &self.portal)
             .finish()
@@ -169,6 +175,7 @@ pub fn router(engine: Engine, config: ApiConfig) -> Router {
 /// beside it (`/metrics` needs the `metrics` scope).
 pub fn build(engine: Engine, config: ApiConfig) -> (Router, keys::Authenticator) {
     let limit = config.max_body_bytes;
+    let batch_limit = config.max_batch_body_bytes;
     let auth = keys::Authenticator::new(
         engine.store().clone(),
         engine.clock().clone(),
@@ -214,6 +221,13 @@ pub fn build(engine: Engine, config: ApiConfig) -> (Router, keys::Authenticator)
         .routes(routes!(attempts::list_for_destination))
         .routes(routes!(attempts::get_for_destination))
         .routes(routes!(publish::publish))
+        // Its own, larger body limit: the inner layer's limit is the one the body is read
+        // under (the router-wide one below is applied first and overridden).
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(publish::publish_batch))
+                .layer(DefaultBodyLimit::max(batch_limit)),
+        )
         .routes(routes!(publish::retry))
         .routes(routes!(events::list))
         .routes(routes!(events::get))

@@ -108,6 +108,7 @@ async fn route_scope_table() {
         (Method::GET, "/api/v1/webhook-templates/download".into(), None, [403, 403, 403, 403, 403, 403, 403, 403, 403]),
         // Publishing and retries.
         (Method::POST, "/api/v1/publish".into(), Some(json!({})), [422, 422, 422, 403, 403, 403, 422, 422, 403]),
+        (Method::POST, "/api/v1/publish/batch".into(), Some(json!({})), [422, 422, 422, 403, 403, 403, 422, 422, 403]),
         (Method::POST, "/api/v1/retry".into(), Some(json!({})), [422, 422, 403, 403, 422, 403, 422, 422, 422]),
         // Events, attempts, schemas, topics, metrics.
         (Method::GET, "/api/v1/events".into(), None, [200, 200, 403, 200, 403, 403, 200, 200, 200]),

@@ -54,6 +54,38 @@ pub struct Published {
     pub tenant_found: bool,
 }
 
+/// One event of [`Engine::publish_batch`] handed to the store, and what to do after the commit.
+struct Written<'q> {
+    /// Its place in the batch.
+    index: usize,
+    tenant_found: bool,
+    id: String,
+    destination_ids: Vec<String>,
+    /// Queue room reserved for its deliveries, the event and the deliveries to dispatch;
+    /// `None` when they wait in the store for the poller.
+    dispatch: Option<(
+        mpsc::PermitIterator<'q, herald_store::Job>,
+        Arc<Event>,
+        Vec<Delivery>,
+    )>,
+}
+
+/// A new pending delivery of `event` to destination `destination_id`, due `now`.
+fn new_delivery(event: &Event, destination_id: &str, now: jiff::Timestamp) -> Delivery {
+    Delivery {
+        id: ids::new_id(ids::DELIVERY),
+        event_id: event.id.clone(),
+        tenant_id: event.tenant_id.clone(),
+        destination_id: destination_id.to_string(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        manual: false,
+        retry_base: 0,
+        created_at: now,
+    }
+}
+
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -308,18 +340,7 @@ impl Engine {
         let deliveries: Vec<NewDelivery> = matched
             .iter()
             .map(|d| NewDelivery {
-                delivery: Delivery {
-                    id: ids::new_id(ids::DELIVERY),
-                    event_id: event.id.clone(),
-                    tenant_id: event.tenant_id.clone(),
-                    destination_id: d.id.clone(),
-                    status: DeliveryStatus::Pending,
-                    attempts: 0,
-                    next_attempt_at: now,
-                    manual: false,
-                    retry_base: 0,
-                    created_at: now,
-                },
+                delivery: new_delivery(&event, &d.id, now),
                 lease_until: permits.as_ref().map(|_| lease_until),
             })
             .collect();
@@ -374,6 +395,198 @@ impl Engine {
             destination_ids: ids,
             tenant_found,
         })
+    }
+
+    /// Routes, persists and enqueues several events in one store transaction
+    /// ([`Store::publish_batch`]): returns once every accepted event and its deliveries are
+    /// durably committed, with each event's result in order. An event refused on its own
+    /// (unknown tenant with [`EngineConfig::require_known_tenant`], an id taken before the
+    /// idempotency window) is reported in its place and does not stop the others; an id
+    /// repeated inside the batch is a duplicate of its first occurrence. A store failure fails
+    /// the whole batch, with nothing accepted.
+    ///
+    /// Runs in one `publish_batch` span (events, accepted); the events' attempts on this node
+    /// become its children when traces are exported.
+    pub async fn publish_batch(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<Published, PublishError>>, StoreError> {
+        let span = tracing::info_span!(
+            "publish_batch",
+            events = events.len(),
+            accepted = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(t) = &self.inner.traces {
+            for e in &events {
+                t.remember(&e.tenant_id, &e.id, &span);
+            }
+        }
+        let result = self
+            .publish_batch_routed(events)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(results) => {
+                span.record(
+                    "accepted",
+                    results
+                        .iter()
+                        .filter(|r| matches!(r, Ok(p) if !p.duplicate))
+                        .count(),
+                );
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
+    }
+
+    async fn publish_batch_routed(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<Published, PublishError>>, StoreError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let lease_until = now + inner.config.lease_span();
+        // Whether each tenant exists, asked once per tenant of the batch that matched nothing.
+        let mut known: std::collections::HashMap<String, bool> = Default::default();
+        let mut results: Vec<Option<Result<Published, PublishError>>> =
+            Vec::with_capacity(events.len());
+        // Per event written: its index, whether its tenant exists, and the queue room
+        // reserved for its deliveries (none: they wait in the store for the poller).
+        let mut written = Vec::with_capacity(events.len());
+        let mut batch = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let matched = inner.routes.matching(&event, now);
+            let ids: Vec<String> = matched.iter().map(|d| d.id.clone()).collect();
+            let tenant_found = if matched.is_empty() {
+                match known.get(&event.tenant_id) {
+                    Some(found) => *found,
+                    None => {
+                        let found = inner.store.get_tenant(&event.tenant_id).await?.is_some();
+                        known.insert(event.tenant_id.clone(), found);
+                        found
+                    }
+                }
+            } else {
+                true
+            };
+            if !tenant_found {
+                let refused = inner.config.require_known_tenant;
+                metrics::counter!(
+                    "herald_events_unknown_tenant_total",
+                    "outcome" => if refused { "refused" } else { "accepted" }
+                )
+                .increment(1);
+                if refused {
+                    results.push(Some(Err(PublishError::UnknownTenant(event.tenant_id))));
+                    continue;
+                }
+            }
+            results.push(None);
+            let permits = if matched.is_empty() {
+                None
+            } else {
+                inner.queue.try_reserve_many(matched.len()).ok()
+            };
+            let deliveries: Vec<NewDelivery> = matched
+                .iter()
+                .map(|d| NewDelivery {
+                    delivery: new_delivery(&event, &d.id, now),
+                    lease_until: permits.as_ref().map(|_| lease_until),
+                })
+                .collect();
+            written.push(Written {
+                index,
+                tenant_found,
+                id: event.id.clone(),
+                destination_ids: ids.clone(),
+                // Dispatched from memory after the commit: keep what the jobs need.
+                dispatch: permits.map(|p| {
+                    (
+                        p,
+                        Arc::new(event.clone()),
+                        deliveries.iter().map(|d| d.delivery.clone()).collect(),
+                    )
+                }),
+            });
+            batch.push(herald_store::NewEvent {
+                event,
+                matched: ids,
+                deliveries,
+            });
+        }
+        let dedup_since = now - inner.config.idempotency_span();
+        let outcomes = if batch.is_empty() {
+            Vec::new()
+        } else {
+            inner.store.publish_batch(batch, dedup_since, now).await?
+        };
+        let mut poke = false;
+        let (mut accepted, mut duplicates, mut conflicts, mut created) = (0u64, 0u64, 0u64, 0u64);
+        for (w, outcome) in written.into_iter().zip(outcomes) {
+            let result = match outcome {
+                PublishOutcome::Accepted => {
+                    accepted += 1;
+                    created += w.destination_ids.len() as u64;
+                    match w.dispatch {
+                        Some((permits, event, jobs)) => {
+                            for (permit, delivery) in permits.zip(jobs) {
+                                permit.send(herald_store::Job {
+                                    delivery,
+                                    event: event.clone(),
+                                    lease_until,
+                                });
+                            }
+                        }
+                        None if !w.destination_ids.is_empty() => poke = true,
+                        None => {}
+                    }
+                    Ok(Published {
+                        id: w.id,
+                        duplicate: false,
+                        destination_ids: w.destination_ids,
+                        tenant_found: w.tenant_found,
+                    })
+                }
+                PublishOutcome::Duplicate {
+                    matched_destination_ids,
+                } => {
+                    duplicates += 1;
+                    Ok(Published {
+                        id: w.id,
+                        duplicate: true,
+                        destination_ids: matched_destination_ids,
+                        tenant_found: w.tenant_found,
+                    })
+                }
+                PublishOutcome::IdTaken => {
+                    conflicts += 1;
+                    Err(PublishError::IdTaken(w.id))
+                }
+            };
+            results[w.index] = Some(result);
+        }
+        if poke {
+            inner.poke.notify_one();
+        }
+        for (outcome, n) in [
+            ("accepted", accepted),
+            ("duplicate", duplicates),
+            ("conflict", conflicts),
+        ] {
+            if n > 0 {
+                metrics::counter!("herald_events_published_total", "outcome" => outcome)
+                    .increment(n);
+            }
+        }
+        if created > 0 {
+            metrics::counter!("herald_deliveries_created_total").increment(created);
+        }
+        // Every index was either refused above or written.
+        Ok(results.into_iter().flatten().collect())
     }
 
     /// Queues one manual attempt of `event` to `destination`. Does nothing new when a delivery

@@ -417,6 +417,49 @@ pub struct NewDelivery {
     pub lease_until: Option<Timestamp>,
 }
 
+/// One event of a [`Store::publish_batch`], with what routing decided for it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The event.
+    pub event: Event,
+    /// Destinations the event was routed to.
+    pub matched: Vec<String>,
+    /// Its deliveries, one per matched destination.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// For each event of a batch, the index of the first event of the batch with the same
+/// `(tenant_id, id)` when it is a repeat, `None` when it is the first.
+pub(crate) fn repeats(events: &[NewEvent]) -> Vec<Option<usize>> {
+    let mut first: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let key = (e.event.tenant_id.as_str(), e.event.id.as_str());
+            match first.get(&key) {
+                Some(&j) => Some(j),
+                None => {
+                    first.insert(key, i);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// What a repeat of an id inside one batch gets, from its first occurrence's outcome: the
+/// first one's destinations as a duplicate once it was accepted (or was itself a duplicate),
+/// and the same refusal when the id was taken.
+pub(crate) fn repeat_outcome(first: &PublishOutcome, first_matched: &[String]) -> PublishOutcome {
+    match first {
+        PublishOutcome::Accepted => PublishOutcome::Duplicate {
+            matched_destination_ids: first_matched.to_vec(),
+        },
+        other => other.clone(),
+    }
+}
+
 /// Herald's durable state. Every method is cancel-safe in the sense that dropping the future
 /// never leaves a half-applied change: writes are applied whole or not at all.
 #[async_trait]
@@ -499,6 +542,17 @@ pub trait Store: Send + Sync + 'static {
         dedup_since: Timestamp,
         now: Timestamp,
     ) -> Result<PublishOutcome>;
+    /// Publishes several events in one transaction: every accepted event and its deliveries
+    /// are committed together (durably, before this returns), or — on an error — none of
+    /// them. Each event gets the outcome [`Store::publish`] would give it, in order; an id
+    /// that repeats an earlier event of the batch (same tenant) is a duplicate of that one
+    /// (or taken, as it is) and writes nothing.
+    async fn publish_batch(
+        &self,
+        events: Vec<NewEvent>,
+        dedup_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>>;
     /// One event of a tenant by id (event ids are unique per tenant; to find an id across
     /// tenants, list events with [`EventQuery::ids`]).
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<StoredEvent>>;

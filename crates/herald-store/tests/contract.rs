@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use common::*;
-use herald_core::{DeliveryStatus, Topics};
+use herald_core::{DeliveryStatus, Event, Topics};
 use herald_store::*;
 use jiff::Timestamp;
 
@@ -78,6 +78,8 @@ contract!(
     destinations_crud_and_conflict,
     publish_round_trip_and_idempotency,
     concurrent_publishes_accept_each_id_once,
+    publish_batch_answers_each_event_and_commits_together,
+    publish_batch_is_all_or_nothing,
     claim_due_skips_leased_until_expiry,
     concurrent_claimers_never_share_a_delivery,
     record_attempt_moves_delivery_and_counts_failures,
@@ -371,6 +373,123 @@ async fn publish_round_trip_and_idempotency(s: Arc<dyn Store>) {
     let mut got: Vec<_> = jobs.iter().map(|j| j.delivery.id.clone()).collect();
     got.sort();
     assert_eq!(got, ids);
+}
+
+/// A batch event with one delivery per destination (ids `dlv_<event>_<dest>`).
+fn batch_event(e: Event, dests: &[&str], now: Timestamp) -> NewEvent {
+    let deliveries = dests
+        .iter()
+        .map(|d| new_delivery(&format!("dlv_{}_{d}", e.id), &e, d, now, None))
+        .collect();
+    NewEvent {
+        matched: dests.iter().map(|d| d.to_string()).collect(),
+        deliveries,
+        event: e,
+    }
+}
+
+async fn publish_batch_answers_each_event_and_commits_together(s: Arc<dyn Store>) {
+    publish(&*s, &event("old", "acme", "t", at(0)), &["d1"], at(0), None).await;
+    publish(
+        &*s,
+        &event("recent", "acme", "t", at(10)),
+        &["d2"],
+        at(10),
+        None,
+    )
+    .await;
+    let mut repeat = batch_event(event("b1", "acme", "t", at(20)), &["d3"], at(20));
+    repeat.deliveries[0].delivery.id = "dlv_b1_again".into();
+    let batch = vec![
+        batch_event(event("b1", "acme", "t", at(20)), &["d1", "d2"], at(20)),
+        batch_event(event("recent", "acme", "t", at(20)), &["d1"], at(20)),
+        batch_event(event("old", "acme", "t", at(20)), &["d1"], at(20)),
+        // The same id again in the batch: a duplicate of the first, which writes nothing.
+        repeat,
+        // Ids are per tenant.
+        batch_event(event("old", "globex", "t", at(20)), &[], at(20)),
+        batch_event(event("old", "acme", "t", at(20)), &["d1"], at(20)),
+    ];
+    // The idempotency window starts at 5: `recent` is inside it, `old` before it.
+    let out = s.publish_batch(batch, at(5), at(20)).await.unwrap();
+    let dup = |ids: &[&str]| PublishOutcome::Duplicate {
+        matched_destination_ids: ids.iter().map(|s| s.to_string()).collect(),
+    };
+    assert_eq!(
+        out,
+        [
+            PublishOutcome::Accepted,
+            dup(&["d2"]),
+            PublishOutcome::IdTaken,
+            dup(&["d1", "d2"]),
+            PublishOutcome::Accepted,
+            PublishOutcome::IdTaken,
+        ]
+    );
+    let b1 = s.get_event("acme", "b1").await.unwrap().expect("b1 stored");
+    assert_eq!(b1.matched_destination_ids, ["d1", "d2"]);
+    assert_eq!(b1.created_at, at(20));
+    assert!(s.get_event("globex", "old").await.unwrap().is_some());
+    // old + recent + b1's two; nothing of the duplicate.
+    assert_eq!(s.pending_count().await.unwrap(), 4);
+    let jobs = s.claim_due(at(20), 10, at(60)).await.unwrap();
+    let mut got: Vec<_> = jobs.iter().map(|j| j.delivery.id.clone()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["dlv_b1_d1", "dlv_b1_d2", "dlv_old_d1", "dlv_recent_d2"]
+    );
+    assert!(
+        s.publish_batch(Vec::new(), at(5), at(20))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A batch larger than the writers' own group caps is still one write.
+    let many: Vec<NewEvent> = (0..1000)
+        .map(|i| {
+            batch_event(
+                event(&format!("m{i:04}"), "acme", "t", at(30)),
+                &["d1"],
+                at(30),
+            )
+        })
+        .collect();
+    let out = s.publish_batch(many, at(5), at(30)).await.unwrap();
+    assert_eq!(out.len(), 1000);
+    assert!(out.iter().all(|o| *o == PublishOutcome::Accepted));
+    assert_eq!(s.pending_count().await.unwrap(), 1004);
+}
+
+async fn publish_batch_is_all_or_nothing(s: Arc<dyn Store>) {
+    publish(
+        &*s,
+        &event("first", "acme", "t", at(0)),
+        &["d1"],
+        at(0),
+        None,
+    )
+    .await;
+    // The second event's delivery reuses an existing delivery id: the database refuses it,
+    // and the batch is refused whole.
+    let mut clash = batch_event(event("c2", "acme", "t", at(1)), &["d1"], at(1));
+    clash.deliveries[0].delivery.id = "dlv_first_d1".into();
+    let batch = vec![
+        batch_event(event("c1", "acme", "t", at(1)), &["d1"], at(1)),
+        clash,
+    ];
+    assert!(s.publish_batch(batch, at(0), at(1)).await.is_err());
+    assert!(s.get_event("acme", "c1").await.unwrap().is_none());
+    assert!(s.get_event("acme", "c2").await.unwrap().is_none());
+    assert_eq!(s.pending_count().await.unwrap(), 1);
+    // The same events without the clash are accepted.
+    let batch = vec![
+        batch_event(event("c1", "acme", "t", at(1)), &["d1"], at(1)),
+        batch_event(event("c2", "acme", "t", at(1)), &["d1"], at(1)),
+    ];
+    let out = s.publish_batch(batch, at(0), at(1)).await.unwrap();
+    assert_eq!(out, [PublishOutcome::Accepted, PublishOutcome::Accepted]);
+    assert_eq!(s.pending_count().await.unwrap(), 3);
 }
 
 async fn concurrent_publishes_accept_each_id_once(s: Arc<dyn Store>) {

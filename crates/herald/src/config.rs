@@ -49,6 +49,8 @@ pub struct Config {
     pub log: LogSection,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted body of `POST /publish/batch` (up to 1,000 events), in bytes.
+    pub max_batch_body_bytes: usize,
     /// Seconds to wait for attempts in flight at shutdown.
     pub shutdown_grace_secs: u64,
     /// Where state is kept: the embedded store, or PostgreSQL shared by several nodes.
@@ -504,6 +506,7 @@ impl Default for Config {
             log_level: "info".into(),
             log: LogSection::default(),
             max_body_bytes: 1024 * 1024,
+            max_batch_body_bytes: 8 * 1024 * 1024,
             shutdown_grace_secs: 10,
             database: DatabaseSection::default(),
             delivery: DeliveryConfig::default(),

@@ -254,6 +254,7 @@ pub async fn run(
             topics,
             portal_url: format!("{public_url}/portal"),
             max_body_bytes: cfg.max_body_bytes,
+            max_batch_body_bytes: cfg.max_batch_body_bytes,
             version: env!("CARGO_PKG_VERSION").into(),
             portal: herald_api::portal::PortalConfig {
                 referer_url: cfg.portal.referer_url.clone(),

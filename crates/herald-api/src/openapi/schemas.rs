@@ -204,6 +204,58 @@ pub struct PublishResponse {
     tenant_found: bool,
 }
 
+/// Body of `POST /publish/batch` (extension).
+#[derive(ToSchema)]
+pub struct PublishBatchRequest {
+    /// The events, each exactly what `POST /publish` accepts.
+    #[schema(min_items = 1, max_items = 1000)]
+    events: Vec<PublishRequest>,
+}
+
+/// Answer of `POST /publish/batch`.
+#[derive(ToSchema)]
+pub struct PublishBatchResponse {
+    /// One result per event, in the order of `events`.
+    results: Vec<PublishBatchResult>,
+}
+
+/// What became of one event of a batch.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum PublishBatchResult {
+    /// Accepted (or a duplicate): the single publish's answer.
+    Accepted(PublishBatchAccepted),
+    /// Refused: this event's error.
+    Refused(PublishBatchRefused),
+}
+
+/// An accepted event of a batch.
+#[derive(ToSchema)]
+pub struct PublishBatchAccepted {
+    /// The event's position in `events`.
+    index: usize,
+    /// The event id.
+    id: String,
+    /// Whether this id was already accepted, earlier or by an earlier event of the batch
+    /// (nothing new was created).
+    duplicate: bool,
+    /// The destinations the event will be delivered to.
+    destination_ids: Vec<String>,
+    /// Whether the event's tenant exists.
+    tenant_found: bool,
+}
+
+/// A refused event of a batch.
+#[derive(ToSchema)]
+pub struct PublishBatchRefused {
+    /// The event's position in `events`.
+    index: usize,
+    /// Why, as the single publish would answer: `422` with `events[i].field: problem`
+    /// lines, `409` for an id taken before the idempotency window, `404` for an unknown
+    /// tenant when `publish.require_known_tenant` is set.
+    error: ApiErrorResponse,
+}
+
 /// Body of `POST /retry`.
 #[derive(ToSchema)]
 pub struct RetryRequest {

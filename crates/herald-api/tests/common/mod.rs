@@ -293,6 +293,7 @@ pub async fn app_on(
         portal_url: "http://localhost:3333/portal".into(),
         portal: Default::default(),
         max_body_bytes,
+        max_batch_body_bytes: herald_api::ApiConfig::DEFAULT_MAX_BATCH_BODY_BYTES,
         version: "test".into(),
     };
     let (router, auth) = build(engine.clone(), config);

@@ -22,6 +22,7 @@ use jiff::Timestamp;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
+use super::stats::Freshness;
 use super::{is_retryable, listen};
 use crate::codec::{from_json, to_json, ts, us};
 use crate::operator::Plan;
@@ -36,15 +37,28 @@ const MAX_ATTEMPTS: usize = 1024;
 /// Retries of a batch that lost a deadlock.
 const RETRIES: u32 = 5;
 
-/// One caller's publish.
+/// One caller's publish: one event (`POST /publish`) or several (`POST /publish/batch`),
+/// written in the same statement, so all of a caller's accepted events commit together.
 pub(crate) struct PublishReq {
+    /// Events with distinct `(tenant_id, id)`.
+    pub items: Vec<PublishItem>,
+    pub reply: oneshot::Sender<Result<Vec<PublishOutcome>>>,
+}
+
+/// One event of a [`PublishReq`].
+pub(crate) struct PublishItem {
     pub event: Event,
     /// JSON array of the matched destination ids.
     pub matched: String,
     pub deliveries: Vec<NewDelivery>,
     pub dedup_since: Timestamp,
     pub now: Timestamp,
-    pub reply: oneshot::Sender<Result<PublishOutcome>>,
+}
+
+impl PublishReq {
+    fn rows(&self) -> usize {
+        self.items.iter().map(|i| i.deliveries.len()).sum()
+    }
 }
 
 /// One caller's attempt result.
@@ -54,34 +68,49 @@ pub(crate) struct RecordReq {
 }
 
 /// Collects publishes into batches until every sender is gone.
-pub(crate) async fn run_publishes(pool: Pool, mut rx: mpsc::Receiver<PublishReq>, parallel: usize) {
+pub(crate) async fn run_publishes(
+    pool: Pool,
+    mut rx: mpsc::Receiver<PublishReq>,
+    parallel: usize,
+    stats: Arc<Freshness>,
+) {
     let slots = Arc::new(Semaphore::new(parallel.max(1)));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let Some(first) = rx.recv().await else { return };
-        let mut rows = first.deliveries.len();
+        // A caller's events are never split (one `POST /publish/batch` is one statement), so
+        // a batch may exceed the caps by its first caller.
+        let mut rows = first.rows();
+        let mut events = first.items.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_EVENTS && rows < MAX_DELIVERIES {
+        while events < MAX_EVENTS && rows < MAX_DELIVERIES {
             match rx.try_recv() {
                 Ok(r) => {
-                    rows += r.deliveries.len();
+                    rows += r.rows();
+                    events += r.items.len();
                     batch.push(r);
                 }
                 Err(_) => break,
             }
         }
         let pool = pool.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            publish_all(&pool, batch).await;
+            publish_all(&pool, batch, &stats).await;
         });
     }
 }
 
 /// Collects attempt results into batches until every sender is gone.
-pub(crate) async fn run_records(pool: Pool, mut rx: mpsc::Receiver<RecordReq>, parallel: usize) {
+pub(crate) async fn run_records(
+    pool: Pool,
+    mut rx: mpsc::Receiver<RecordReq>,
+    parallel: usize,
+    stats: Arc<Freshness>,
+) {
     let slots = Arc::new(Semaphore::new(parallel.max(1)));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -96,9 +125,10 @@ pub(crate) async fn run_records(pool: Pool, mut rx: mpsc::Receiver<RecordReq>, p
             }
         }
         let pool = pool.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            record_all(&pool, batch).await;
+            record_all(&pool, batch, &stats).await;
         });
     }
 }
@@ -129,68 +159,127 @@ fn rejected_data(e: &StoreError) -> bool {
 
 // ----- publishes -----
 
-async fn publish_all(pool: &Pool, mut pending: Vec<PublishReq>) {
+/// A caller's request while its batch is written: each event's outcome once known.
+struct Work {
+    req: PublishReq,
+    /// `None`: still to write.
+    outcomes: Vec<Option<PublishOutcome>>,
+}
+
+impl Work {
+    fn keys(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.todo()
+            .map(|i| (i.event.tenant_id.clone(), i.event.id.clone()))
+    }
+
+    fn todo(&self) -> impl Iterator<Item = &PublishItem> {
+        self.req
+            .items
+            .iter()
+            .zip(&self.outcomes)
+            .filter(|(_, o)| o.is_none())
+            .map(|(i, _)| i)
+    }
+
+    /// Takes the outcomes of [`Work::todo`]'s items, in order. `Ok(true)`: every event has
+    /// its outcome.
+    fn settle(&mut self, got: Vec<Outcome>) -> Result<bool> {
+        let mut got = got.into_iter();
+        for slot in self.outcomes.iter_mut().filter(|o| o.is_none()) {
+            // `None`: the conflicting event vanished (purged) between our insert and our
+            // look-up; the event is written again in the next round.
+            if let Some(o) = got.next().flatten() {
+                *slot = Some(o?);
+            }
+        }
+        Ok(self.outcomes.iter().all(Option::is_some))
+    }
+
+    fn answer(self) {
+        let outcomes = self.outcomes.into_iter().flatten().collect();
+        let _ = self.req.reply.send(Ok(outcomes));
+    }
+
+    fn fail(self, e: StoreError) {
+        let _ = self.req.reply.send(Err(e));
+    }
+}
+
+async fn publish_all(pool: &Pool, reqs: Vec<PublishReq>, stats: &Arc<Freshness>) {
+    let mut pending: Vec<Work> = reqs
+        .into_iter()
+        .map(|req| Work {
+            outcomes: vec![None; req.items.len()],
+            req,
+        })
+        .collect();
     let mut rounds = 0;
     while !pending.is_empty() {
         rounds += 1;
         if rounds > 20 {
             // Never expected: an id that is neither insertable nor visible, again and again.
-            for req in pending {
-                let _ = req.reply.send(Err(StoreError::Conflict {
-                    what: "event",
-                    id: req.event.id.clone(),
-                }));
+            for w in pending {
+                let id = w
+                    .todo()
+                    .next()
+                    .map(|i| i.event.id.clone())
+                    .unwrap_or_default();
+                w.fail(StoreError::Conflict { what: "event", id });
             }
             return;
         }
-        // A batch holds each (tenant, event id) once; repeats wait for the next round, where
-        // they see the first one committed (and become duplicates).
+        // A batch holds each (tenant, event id) once; a caller repeating an id another caller
+        // of the batch has waits for the next round, where it sees the first one committed
+        // (and becomes a duplicate).
         let mut seen = HashSet::new();
-        let (batch, rest): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .partition(|r| seen.insert((r.event.tenant_id.clone(), r.event.id.clone())));
+        let (mut batch, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|w| {
+            let keys: Vec<_> = w.keys().collect();
+            if keys.iter().any(|k| seen.contains(k)) {
+                return false;
+            }
+            seen.extend(keys);
+            true
+        });
         pending = rest;
+        let items: Vec<&PublishItem> = batch.iter().flat_map(|w| w.todo()).collect();
         let started = std::time::Instant::now();
-        let result = retrying(|| publish_batch(pool, &batch)).await;
+        let result = retrying(|| publish_batch(pool, &items)).await;
         crate::observe_commit("postgres", "publish", started);
+        drop(items);
         match result {
             Ok(outcomes) => {
-                for (req, outcome) in batch.into_iter().zip(outcomes) {
-                    match outcome {
-                        Some(o) => {
-                            let _ = req.reply.send(o);
-                        }
-                        // The conflicting event vanished (purged) between our insert and our
-                        // look-up: try again.
-                        None => pending.push(req),
+                // Rows offered (an event and its deliveries; duplicates write none, which
+                // only makes the next statistics check come a little early).
+                stats.wrote(pool, (events_in(&batch) + rows_in(&batch)) as u64);
+                let mut outcomes = outcomes.into_iter();
+                for mut w in batch {
+                    let n = w.outcomes.iter().filter(|o| o.is_none()).count();
+                    match w.settle(outcomes.by_ref().take(n).collect()) {
+                        Ok(true) => w.answer(),
+                        Ok(false) => pending.push(w),
+                        Err(e) => w.fail(e),
                     }
                 }
             }
             Err(e) if batch.len() > 1 && rejected_data(&e) => {
-                tracing::debug!(error = %e, events = batch.len(), "publish batch refused; writing its events one by one");
-                for req in batch {
-                    let one = [req];
-                    let out = retrying(|| publish_batch(pool, &one)).await;
-                    let [req] = one;
-                    match out {
-                        Ok(mut o) => match o.pop().flatten() {
-                            Some(o) => {
-                                let _ = req.reply.send(o);
-                            }
-                            None => pending.push(req),
-                        },
-                        Err(e) => {
-                            let _ = req.reply.send(Err(e));
-                        }
+                tracing::debug!(error = %e, callers = batch.len(), "publish batch refused; writing its callers one by one");
+                for mut w in batch.drain(..) {
+                    let items: Vec<&PublishItem> = w.todo().collect();
+                    let out = retrying(|| publish_batch(pool, &items)).await;
+                    drop(items);
+                    match out.and_then(|o| w.settle(o)) {
+                        Ok(true) => w.answer(),
+                        Ok(false) => pending.push(w),
+                        Err(e) => w.fail(e),
                     }
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, events = batch.len(), "publish batch failed");
+                tracing::error!(error = %e, callers = batch.len(), "publish batch failed");
                 let msg = e.to_string();
                 let unavailable = e.unavailable();
                 let mut first = Some(e);
-                for req in batch {
+                for w in batch {
                     let err = first.take().unwrap_or_else(|| match unavailable {
                         // The others of the batch fail for the same reason (e.g. the server is down).
                         Some(reason) => StoreError::Unavailable {
@@ -202,19 +291,31 @@ async fn publish_all(pool: &Pool, mut pending: Vec<PublishReq>) {
                             detail: msg.clone(),
                         },
                     });
-                    let _ = req.reply.send(Err(err));
+                    w.fail(err);
                 }
             }
         }
     }
 }
 
-/// One request's result from a batch; `None`: run it again.
+fn events_in(batch: &[Work]) -> usize {
+    batch.iter().map(|w| w.todo().count()).sum()
+}
+
+fn rows_in(batch: &[Work]) -> usize {
+    batch
+        .iter()
+        .flat_map(|w| w.todo())
+        .map(|i| i.deliveries.len())
+        .sum()
+}
+
+/// One event's result from a batch; `None`: run it again.
 type Outcome = Option<Result<PublishOutcome>>;
 
-/// Writes one batch of distinct event ids in a single statement. Returns each request's
+/// Writes one batch of distinct event ids in a single statement. Returns each event's
 /// outcome in order.
-async fn publish_batch(pool: &Pool, batch: &[PublishReq]) -> Result<Vec<Outcome>> {
+async fn publish_batch(pool: &Pool, batch: &[&PublishItem]) -> Result<Vec<Outcome>> {
     let client = pool.get().await?;
     // Key order, so that concurrent batches wait for each other instead of deadlocking.
     let mut order: Vec<usize> = (0..batch.len()).collect();
@@ -389,13 +490,15 @@ pub(crate) async fn notify(client: &deadpool_postgres::Client, n: &Notice) -> Re
 
 // ----- attempt results -----
 
-async fn record_all(pool: &Pool, batch: Vec<RecordReq>) {
+async fn record_all(pool: &Pool, batch: Vec<RecordReq>, stats: &Arc<Freshness>) {
     let recs: Vec<&AttemptRecord> = batch.iter().map(|r| &r.rec).collect();
     let started = std::time::Instant::now();
     let result = retrying(|| record_batch(pool, &recs)).await;
     crate::observe_commit("postgres", "attempts", started);
     match result {
         Ok(counts) => {
+            // An attempt row and its delivery's update each.
+            stats.wrote(pool, 2 * batch.len() as u64);
             for (req, n) in batch.into_iter().zip(counts) {
                 let _ = req.reply.send(Ok(n));
             }

@@ -14,6 +14,8 @@
 //!   the writing transaction and reach every node's [`Store::notices`] subscribers
 //!   ([`listen`]).
 //! - **Schema**: versioned migrations ([`schema`]), applied under an advisory lock.
+//! - **Statistics**: Herald analyses its own tables as they grow and change ([`stats`]), so
+//!   its plans never depend on the operator's autovacuum settings.
 //!
 //! The connection is plain TCP (no TLS yet: `sslmode=require` is refused at start).
 
@@ -23,6 +25,7 @@ mod listen;
 mod reseal;
 mod schema;
 mod sql;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,8 +56,8 @@ use crate::sql::{
     event_from_row, tenant_from_row,
 };
 use crate::{
-    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, Notice,
-    PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, NewEvent,
+    Notice, PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 use sql::Where;
@@ -211,10 +214,16 @@ impl PgStore {
         let parallel = (pool_size / 4).clamp(1, 4);
         let (ptx, prx) = mpsc::channel(16_384);
         let (rtx, rrx) = mpsc::channel(16_384);
-        tokio::spawn(batch::run_publishes(pool.clone(), prx, parallel));
+        let freshness = stats::Freshness::new();
+        tokio::spawn(batch::run_publishes(
+            pool.clone(),
+            prx,
+            parallel,
+            freshness.clone(),
+        ));
         // Attempt results of one destination serialize on its failure counter anyway; one
         // writer makes the largest batches.
-        tokio::spawn(batch::run_records(pool.clone(), rrx, 1));
+        tokio::spawn(batch::run_records(pool.clone(), rrx, 1, freshness));
         let (notices, _) = broadcast::channel(4096);
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -250,6 +259,25 @@ impl PgStore {
             let _ = conn.await;
         });
         schema::current_version(&client).await
+    }
+
+    /// Runs `ANALYZE` on each of Herald's tables changed by more than a tenth since its last
+    /// one (see [`stats`]), unless another session is doing it; returns the tables analysed.
+    /// The batch writers call this every [`stats::CHECK_EVERY_ROWS`] rows written; this
+    /// method is for operators' tools and tests.
+    pub async fn refresh_statistics(&self) -> Result<Vec<&'static str>> {
+        stats::analyze_stale(&self.inner.pool).await
+    }
+
+    /// Hands one caller's events to the publish batch writer and waits for their commit.
+    async fn send_publish(&self, items: Vec<batch::PublishItem>) -> Result<Vec<PublishOutcome>> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .publishes
+            .send(batch::PublishReq { items, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -876,20 +904,56 @@ impl Store for PgStore {
         dedup_since: Timestamp,
         now: Timestamp,
     ) -> Result<PublishOutcome> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .publishes
-            .send(batch::PublishReq {
-                event: event.clone(),
-                matched: to_json(matched),
-                deliveries,
-                dedup_since,
-                now,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let item = batch::PublishItem {
+            event: event.clone(),
+            matched: to_json(matched),
+            deliveries,
+            dedup_since,
+            now,
+        };
+        let mut out = self.send_publish(vec![item]).await?;
+        out.pop().ok_or(StoreError::Closed)
+    }
+
+    async fn publish_batch(
+        &self,
+        events: Vec<NewEvent>,
+        dedup_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>> {
+        // Repeats of an id inside the batch are answered from their first occurrence, so the
+        // statement holds each id once.
+        let repeats = crate::repeats(&events);
+        let mut firsts = Vec::with_capacity(events.len());
+        let mut matched: Vec<Vec<String>> = Vec::with_capacity(events.len());
+        for (e, rep) in events.into_iter().zip(&repeats) {
+            matched.push(e.matched.clone());
+            if rep.is_none() {
+                firsts.push(batch::PublishItem {
+                    event: e.event,
+                    matched: to_json(&e.matched),
+                    deliveries: e.deliveries,
+                    dedup_since,
+                    now,
+                });
+            }
+        }
+        let mut written = if firsts.is_empty() {
+            Vec::new()
+        } else {
+            self.send_publish(firsts).await?
+        }
+        .into_iter();
+        let mut out: Vec<PublishOutcome> = Vec::with_capacity(repeats.len());
+        for rep in &repeats {
+            let o = match rep {
+                None => written.next().ok_or(StoreError::Closed)?,
+                // `j` is earlier, so its outcome is already in `out`.
+                Some(j) => crate::repeat_outcome(&out[*j], &matched[*j]),
+            };
+            out.push(o);
+        }
+        Ok(out)
     }
 
     async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<StoredEvent>> {

@@ -49,8 +49,8 @@ use crate::sql::{
     destination_from_row, event_filter, event_from_row, tenant_from_row,
 };
 use crate::{
-    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, PendingFor,
-    PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
+    ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, NewEvent,
+    PendingFor, PublishOutcome, PurgeStats, Recorded, Result, Store, StoreError, StoredEvent,
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 use reseal::{raw_destination_rows, reseal_all};
@@ -407,6 +407,33 @@ fn insert_event(conn: &Connection, event: &Event, matched: &str, now: Timestamp)
         us(now)
     ])?;
     Ok(())
+}
+
+/// Writes one event and its deliveries unless its tenant already has the id (stored, or
+/// purged inside the idempotency window), inside the caller's transaction.
+fn publish_one(
+    c: &Connection,
+    event: &Event,
+    matched: &str,
+    deliveries: &[NewDelivery],
+    dedup_since: Timestamp,
+    now: Timestamp,
+) -> Result<PublishOutcome> {
+    let prev = earlier_event(c, &event.tenant_id, &event.id)?;
+    if let Some((matched_destination_ids, created_at)) = prev {
+        return Ok(if created_at >= dedup_since {
+            PublishOutcome::Duplicate {
+                matched_destination_ids,
+            }
+        } else {
+            PublishOutcome::IdTaken
+        });
+    }
+    insert_event(c, event, matched, now)?;
+    for d in deliveries {
+        insert_delivery(c, d)?;
+    }
+    Ok(PublishOutcome::Accepted)
 }
 
 /// What operator payloads say about a destination, read without opening its sealed columns.
@@ -836,22 +863,27 @@ impl Store for SqliteStore {
     ) -> Result<PublishOutcome> {
         let event = event.clone();
         let matched = to_json(matched);
+        self.write_again(move |c| publish_one(c, &event, &matched, &deliveries, dedup_since, now))
+            .await
+    }
+
+    async fn publish_batch(
+        &self,
+        events: Vec<NewEvent>,
+        dedup_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<PublishOutcome>> {
+        // One write job of the group commit (a hot write: in a savepoint of its own only when a
+        // write beside it failed, so the whole batch stands or falls together). Events are
+        // written in order, so a repeated id finds the first one and is its duplicate.
         self.write_again(move |c| {
-            let prev = earlier_event(c, &event.tenant_id, &event.id)?;
-            if let Some((matched_destination_ids, created_at)) = prev {
-                return Ok(if created_at >= dedup_since {
-                    PublishOutcome::Duplicate {
-                        matched_destination_ids,
-                    }
-                } else {
-                    PublishOutcome::IdTaken
-                });
-            }
-            insert_event(c, &event, &matched, now)?;
-            for d in &deliveries {
-                insert_delivery(c, d)?;
-            }
-            Ok(PublishOutcome::Accepted)
+            events
+                .iter()
+                .map(|e| {
+                    let matched = to_json(&e.matched);
+                    publish_one(c, &e.event, &matched, &e.deliveries, dedup_since, now)
+                })
+                .collect()
         })
         .await
     }

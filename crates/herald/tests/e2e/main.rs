@@ -10,6 +10,7 @@
 //!
 //! - `access`: scoped API keys across nodes, admin key rotation, CSV templates and the CLI.
 //! - `api`: publish → delivery, retries, signing, filters, restart, production mode, CLI.
+//! - `publish_batch`: `POST /publish/batch` — results per event, deliveries, limits, scopes.
 //! - `crash`, `multinode`: processes killed mid-stream, nodes sharing PostgreSQL.
 //! - `chaos`: PostgreSQL restarted under load (a private server), the embedded store on a full
 //!   disk (a tmpfs), SIGKILL during a migration on both stores.
@@ -45,6 +46,7 @@ mod observability;
 mod openapi;
 mod outpost_sdk;
 mod portal_browser;
+mod publish_batch;
 mod sealed_at_rest;
 
 use std::path::Path;
