@@ -78,6 +78,7 @@ fn app() -> &'static App {
                 portal_url: "http://localhost/portal".into(),
                 portal: Default::default(),
                 max_body_bytes: 64 * 1024,
+                max_batch_body_bytes: 256 * 1024,
                 version: "fuzz".into(),
             };
             let router = router(engine, config);

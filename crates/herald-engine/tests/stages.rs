@@ -347,13 +347,21 @@ async fn a_lease_about_to_run_out_is_renewed_before_the_attempt() {
         vec![Step::Block(first.clone()), Step::Block(second.clone())],
     );
     r.publish("t", "e1", true).await;
-    r.publish("t", "e2", true).await; // leased until t0 + 60 s, waiting for the slot
-    r.until("e1 out", || async { r.sent("d").len() == 1 }).await;
+    r.publish("t", "e2", true).await; // both leased until t0 + 60 s; one waits for the slot
+    r.until("one out", || async { r.sent("d").len() == 1 })
+        .await;
+    // The two jobs race for the destination's one slot: whichever lost it is "the second".
+    let waiting = if r.sent("d")[0].event_id == "e1" {
+        "e2"
+    } else {
+        "e1"
+    };
     r.clock.advance(Duration::from_secs(55));
     first.notify_one();
-    r.until("e2 out", || async { r.sent("d").len() == 2 }).await;
-    // e2 started with 5 s of its lease left (less than two 5 s timeouts): it was renewed, so
-    // past the original expiry nobody else may claim it while it is out.
+    r.until("the second out", || async { r.sent("d").len() == 2 })
+        .await;
+    // The second started with 5 s of its lease left (less than two 5 s timeouts): it was
+    // renewed, so past the original expiry nobody else may claim it while it is out.
     r.clock.advance(Duration::from_secs(15));
     assert!(
         r.store
@@ -364,11 +372,11 @@ async fn a_lease_about_to_run_out_is_renewed_before_the_attempt() {
         "the renewed lease still holds at t0 + 70 s"
     );
     second.notify_one();
-    r.until("e2 recorded", || async {
-        r.attempts("t", "e2").await.len() == 1
+    r.until("the second recorded", || async {
+        r.attempts("t", waiting).await.len() == 1
     })
     .await;
-    assert_eq!(r.attempts("t", "e2").await[0].time, r.at(55));
+    assert_eq!(r.attempts("t", waiting).await[0].time, r.at(55));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
