@@ -1112,19 +1112,7 @@ async fn replay_requeues_finished_deliveries_once(s: Arc<dyn Store>) {
 async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
     // Old and finished; old but pending; new.
     let old = event("old", "acme", "t", at(0));
-    let [dl] = <[String; 1]>::try_from(publish(&*s, &old, &["d1"], at(0), None).await).unwrap();
-    s.record_attempt(attempt_record(
-        "a_old",
-        &dl,
-        &old,
-        "d1",
-        1,
-        true,
-        at(1),
-        (DeliveryStatus::Success, at(1)),
-    ))
-    .await
-    .unwrap();
+    publish_delivered(&*s, &old, "d1", "a_old", at(0), at(1)).await;
     let waiting = event("waiting", "acme", "t", at(0));
     publish(&*s, &waiting, &["d1"], at(0), None).await;
     let new = event("new", "acme", "t", at(100));
@@ -1188,19 +1176,7 @@ async fn purged_ids_stay_duplicates_inside_the_window(s: Arc<dyn Store>) {
     // Accepted at 10 and delivered; retention purges it at 50 while the idempotency window
     // (from 5) still covers it.
     let e = event("kept", "acme", "t", at(10));
-    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(10), None).await).unwrap();
-    s.record_attempt(attempt_record(
-        "a_kept",
-        &dl,
-        &e,
-        "d1",
-        1,
-        true,
-        at(11),
-        (DeliveryStatus::Success, at(11)),
-    ))
-    .await
-    .unwrap();
+    publish_delivered(&*s, &e, "d1", "a_kept", at(10), at(11)).await;
     let stats = s.purge(at(50), at(5), 100).await.unwrap();
     assert_eq!((stats.events, stats.ids_forgotten), (1, 0));
     assert!(s.get_event("acme", "kept").await.unwrap().is_none());

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use herald_core::DeliveryStatus;
 use herald_store::Store;
 use std::sync::Arc;
 
@@ -62,18 +61,6 @@ async fn a_failing_publish_in_a_group_undoes_only_itself() {
     assert_eq!(s.pending_count().await.unwrap(), 100);
     // And attempt results still commit normally afterwards.
     let e = event("after", "acme", "t", at(0));
-    let [dl] = <[String; 1]>::try_from(publish(&*s, &e, &["d1"], at(0), None).await).unwrap();
-    s.record_attempt(attempt_record(
-        "a_after",
-        &dl,
-        &e,
-        "d1",
-        1,
-        true,
-        at(1),
-        (DeliveryStatus::Success, at(1)),
-    ))
-    .await
-    .unwrap();
+    publish_delivered(&*s, &e, "d1", "a_after", at(0), at(1)).await;
     assert!(s.get_attempt("a_after").await.unwrap().is_some());
 }

@@ -207,6 +207,31 @@ pub fn attempt_record(
     }
 }
 
+/// Publishes `event` to `dest` at `published` and records its first attempt, `attempt_id`, as
+/// a success at `attempted`: an event that is delivered and done.
+pub async fn publish_delivered(
+    s: &dyn Store,
+    event: &Event,
+    dest: &str,
+    attempt_id: &str,
+    published: Timestamp,
+    attempted: Timestamp,
+) {
+    let [dl] = <[String; 1]>::try_from(publish(s, event, &[dest], published, None).await).unwrap();
+    s.record_attempt(attempt_record(
+        attempt_id,
+        &dl,
+        event,
+        dest,
+        1,
+        true,
+        attempted,
+        (DeliveryStatus::Success, attempted),
+    ))
+    .await
+    .unwrap();
+}
+
 /// A database that sealing tests open, close and open again with different keys, and read
 /// and write underneath the store (raw column text).
 pub enum SealBackend {
