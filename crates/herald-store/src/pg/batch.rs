@@ -12,7 +12,7 @@
 //! alone. Rows are written in id order, so concurrent batches (on any node) lock rows in
 //! the same order; a deadlock that still happens (against another kind of write) is retried.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -604,28 +604,19 @@ async fn record_in_tx(
     // plain successes in the batch needs its counter only when it is above zero (to reset
     // it); at zero it is neither locked nor written, so nodes recording successes for the
     // same destination do not queue behind each other's counter row.
-    let mut dests: Vec<((&str, &str), bool)> = recs
-        .iter()
-        .map(|r| {
-            let fx = &r.effects;
-            let needs = r.attempt.status != AttemptStatus::Success
-                || fx.attempt_events
-                || fx.gone
-                || fx.exhausted.is_some();
-            (
-                (
-                    r.attempt.tenant_id.as_str(),
-                    r.attempt.destination_id.as_str(),
-                ),
-                needs,
-            )
-        })
-        .collect();
-    dests.sort_unstable();
-    // Sorted by key then flag, so the last of a key's entries holds `true` if any does.
-    dests.reverse();
-    dests.dedup_by_key(|(k, _)| *k);
-    dests.reverse();
+    let mut dests: BTreeMap<(&str, &str), bool> = BTreeMap::new();
+    for r in recs {
+        let fx = &r.effects;
+        let needs = r.attempt.status != AttemptStatus::Success
+            || fx.attempt_events
+            || fx.gone
+            || fx.exhausted.is_some();
+        let key = (
+            r.attempt.tenant_id.as_str(),
+            r.attempt.destination_id.as_str(),
+        );
+        *dests.entry(key).or_default() |= needs;
+    }
     let mut dest_tenants = Vec::with_capacity(dests.len());
     let mut dest_ids = Vec::with_capacity(dests.len());
     let mut dest_needs = Vec::with_capacity(dests.len());

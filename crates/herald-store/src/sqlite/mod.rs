@@ -143,9 +143,6 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        if self.inner.closed.load(Ordering::Relaxed) {
-            return Err(StoreError::Closed);
-        }
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job = WriteJob::Once(Box::new(move |conn: &Connection| {
             let out = run_in_savepoint(conn, f);
@@ -153,12 +150,7 @@ impl SqliteStore {
                 let _ = tx.send(commit.and(out));
             })
         }));
-        self.inner
-            .writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(job, rx).await
     }
 
     /// Like [`SqliteStore::write`] for the hot writes: `f` may run twice (see [`writer`]), so
@@ -169,11 +161,16 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T> + Send + 'static,
     {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job = WriteJob::Again(Box::new(writer::Again { f, out: None, tx }));
+        self.submit(job, rx).await
+    }
+
+    /// Queues `job` for the writer and waits for the answer it sends on `rx` after its commit.
+    async fn submit<T>(&self, job: WriteJob, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(StoreError::Closed);
         }
-        let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job = WriteJob::Again(Box::new(writer::Again { f, out: None, tx }));
         self.inner
             .writer
             .send(job)
