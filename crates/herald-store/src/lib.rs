@@ -679,6 +679,11 @@ pub trait Store: Send + Sync + 'static {
 /// first statement to its commit (what every caller in the batch waited for).
 pub const COMMIT_METRIC: &str = "herald_store_commit_duration_seconds";
 
+/// How long attempt results wait, by default, for more writes to share their commit (the
+/// embedded writer's group, PostgreSQL's result batch). No request waits on a result, and
+/// its caller hears back only after the commit.
+pub(crate) const RESULT_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Records one group-commit batch of a store's writer (`store`: `sqlite` or `postgres`;
 /// `writer`: `group` for the embedded store's one writer, `publish` or `attempts` for
 /// PostgreSQL's batch writers) into [`COMMIT_METRIC`].

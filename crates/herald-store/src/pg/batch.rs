@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -104,12 +105,17 @@ pub(crate) async fn run_publishes(
     }
 }
 
-/// Collects attempt results into batches until every sender is gone.
+/// Collects attempt results into batches until every sender is gone. A batch gathers for up
+/// to `linger` (microseconds, read per batch) after its first result: results are not waited
+/// on by any request, and on a node carrying a third of the load a batch would otherwise hold
+/// a third of the rows, paying a whole transaction for each third (measured: PostgreSQL's
+/// CPU per event with three nodes was 2.9 times one node's).
 pub(crate) async fn run_records(
     pool: Pool,
     mut rx: mpsc::Receiver<RecordReq>,
     parallel: usize,
     stats: Arc<Freshness>,
+    linger_us: Arc<AtomicU64>,
 ) {
     let slots = Arc::new(Semaphore::new(parallel.max(1)));
     loop {
@@ -117,11 +123,17 @@ pub(crate) async fn run_records(
             return;
         };
         let Some(first) = rx.recv().await else { return };
+        let until =
+            tokio::time::Instant::now() + Duration::from_micros(linger_us.load(Ordering::Relaxed));
         let mut batch = vec![first];
         while batch.len() < MAX_ATTEMPTS {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
-                Err(_) => break,
+                Err(_) => match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(r)) => batch.push(r),
+                    // Closed, or the time is up.
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
         let pool = pool.clone();

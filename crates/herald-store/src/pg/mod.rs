@@ -29,6 +29,7 @@ pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,6 +113,8 @@ struct Inner {
     cfg: tokio_postgres::Config,
     publishes: mpsc::Sender<batch::PublishReq>,
     records: mpsc::Sender<batch::RecordReq>,
+    /// How long a batch of attempt results gathers (microseconds; see [`batch::run_records`]).
+    linger_us: Arc<AtomicU64>,
     notices: broadcast::Sender<Notice>,
     listener: Mutex<Option<JoinHandle<()>>>,
     runtime: tokio::runtime::Handle,
@@ -223,7 +226,14 @@ impl PgStore {
         ));
         // Attempt results of one destination serialize on its failure counter anyway; one
         // writer makes the largest batches.
-        tokio::spawn(batch::run_records(pool.clone(), rrx, 1, freshness));
+        let linger_us = Arc::new(AtomicU64::new(crate::RESULT_LINGER.as_micros() as u64));
+        tokio::spawn(batch::run_records(
+            pool.clone(),
+            rrx,
+            1,
+            freshness,
+            linger_us.clone(),
+        ));
         let (notices, _) = broadcast::channel(4096);
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -232,11 +242,20 @@ impl PgStore {
                 cfg,
                 publishes: ptx,
                 records: rtx,
+                linger_us,
                 notices,
                 listener: Mutex::new(None),
                 runtime: tokio::runtime::Handle::current(),
             }),
         })
+    }
+
+    /// How long a batch of attempt results gathers after its first result before it is
+    /// written (default 10 ms; zero writes whatever is queued at once). A result's caller
+    /// hears back only after its batch committed either way.
+    pub fn set_result_linger(&self, linger: Duration) {
+        let us = u64::try_from(linger.as_micros()).unwrap_or(u64::MAX);
+        self.inner.linger_us.store(us, Ordering::Relaxed);
     }
 
     /// Applies pending migrations to the database at `url` and returns its schema version.

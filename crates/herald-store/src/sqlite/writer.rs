@@ -9,6 +9,21 @@
 //! spilled to a temporary file: ~40 `pwrite`s per event). If any of them fails, the
 //! transaction, which holds only that group so far, is rolled back and the group runs again,
 //! each write in its own savepoint; the first run's results are dropped.
+//!
+//! Attempt results may wait ([`Queued::may_wait`]): a group made only of them waits up to
+//! [`LINGER`] (see [`super::SqliteStore::set_result_linger`]) for another write before it commits, so at a light load an attempt's result
+//! shares the commit of the next publish instead of paying for a commit of its own. Every
+//! commit rewrites each page it touched as a whole frame in the WAL (about ten 4 KiB pages for
+//! an attempt result alone) and syncs it; halving the commits per event halves that work. A
+//! write that may not wait (a publish, a claim, anything an API caller waits for) ends the
+//! wait at once and commits with the waiting results. Nothing acknowledged is at risk: the
+//! caller of a waiting result hears back only after its commit, and a result lost to a crash
+//! before it means the delivery is attempted again after its lease, as it would be had the
+//! crash come just before the result was sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +32,21 @@ use crate::{Result, StoreError};
 
 /// Most writes committed in one transaction.
 pub(super) const MAX_BATCH: usize = 1024;
+
+/// Longest a group of attempt results alone waits for another write before it commits, by
+/// default. Real time, not the injected clock: this is a throughput knob like an I/O
+/// timeout, and no outcome depends on it.
+pub(super) const LINGER: Duration = crate::RESULT_LINGER;
+
+/// A group of waiting results this large commits without waiting any longer.
+const LINGER_FULL: usize = 256;
+
+/// A write in the writer's queue.
+pub(super) struct Queued {
+    pub(super) job: WriteJob,
+    /// The write's caller does not mind waiting up to [`LINGER`] for its commit.
+    pub(super) may_wait: bool,
+}
 
 /// Answers a write's caller once its transaction committed (or failed).
 pub(super) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
@@ -93,15 +123,23 @@ pub(super) fn run_in_savepoint<T>(
 
 /// The writer thread: takes every write waiting in the queue (at most [`MAX_BATCH`]), runs
 /// them in one transaction, commits once and only then answers each caller.
-pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+pub(super) fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Queued>,
+    linger_us: Arc<AtomicU64>,
+) {
+    // Only to wait with a timeout on the queue (see `linger`); the writer runs no tasks.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .ok();
+    let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        take_waiting(&mut rx, &mut batch);
+        let wait = Duration::from_micros(linger_us.load(Ordering::Relaxed));
+        if let (Some(timer), false) = (&timer, wait.is_zero()) {
+            linger(timer, wait, &mut rx, &mut batch);
         }
         let started = std::time::Instant::now();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -112,8 +150,8 @@ pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
         }
         let mut again = Vec::new();
         let mut once = Vec::new();
-        for job in batch.drain(..) {
-            match job {
+        for queued in batch.drain(..) {
+            match queued.job {
                 WriteJob::Once(job) => once.push(job),
                 WriteJob::Again(job) => again.push(job),
             }
@@ -141,6 +179,45 @@ pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
         }
         for done in completions {
             done(commit_result(&committed));
+        }
+    }
+}
+
+/// Moves every write already queued into `batch`, up to [`MAX_BATCH`].
+fn take_waiting(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// While `batch` holds only writes that may wait, and fewer than [`LINGER_FULL`] of them,
+/// waits up to `wait` from now for more; returns as soon as a write that may not wait
+/// arrives (it joins the batch), the time is up or the queue is closed.
+fn linger(
+    timer: &tokio::runtime::Runtime,
+    wait: Duration,
+    rx: &mut mpsc::Receiver<Queued>,
+    batch: &mut Vec<Queued>,
+) {
+    if !batch.iter().all(|q| q.may_wait) {
+        return;
+    }
+    let until = tokio::time::Instant::now() + wait;
+    while batch.len() < LINGER_FULL {
+        // The timer is made inside `block_on`: it needs the runtime's time driver.
+        match timer.block_on(async { tokio::time::timeout_at(until, rx.recv()).await }) {
+            Ok(Some(job)) => {
+                batch.push(job);
+                take_waiting(rx, batch);
+                if !batch.iter().all(|q| q.may_wait) {
+                    return;
+                }
+            }
+            // Closed (the store is shutting down) or the time is up: commit what is here.
+            Ok(None) | Err(_) => return,
         }
     }
 }
