@@ -390,7 +390,7 @@ impl PurgeStats {
 /// Pending work, for metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backlog {
-    /// Pending deliveries per destination id.
+    /// Pending deliveries per destination (a destination id is unique within its tenant).
     pub per_destination: Vec<PendingFor>,
     /// Pending deliveries that already had at least one attempt.
     pub retries: u64,
@@ -399,6 +399,8 @@ pub struct Backlog {
 /// One destination's share of the [`Backlog`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PendingFor {
+    /// The destination's tenant.
+    pub tenant_id: String,
     /// The destination id.
     pub destination_id: String,
     /// Its pending deliveries.

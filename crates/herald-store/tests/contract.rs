@@ -1382,6 +1382,8 @@ async fn backlog_and_pending_count(s: Arc<dyn Store>) {
     let ids = publish(&*s, &e1, &["d1", "d2"], at(0), None).await;
     publish(&*s, &event("e2", "acme", "t", at(0)), &["d1"], at(0), None).await;
     publish(&*s, &event("e3", "acme", "t", at(7)), &["d3"], at(7), None).await;
+    // Another tenant's destination with the same id is a destination of its own.
+    publish(&*s, &event("b1", "beta", "t", at(3)), &["d1"], at(3), None).await;
     s.record_attempt(attempt_record(
         "a1",
         &ids[0],
@@ -1399,9 +1401,14 @@ async fn backlog_and_pending_count(s: Arc<dyn Store>) {
     assert_eq!(
         b.per_destination
             .iter()
-            .map(|p| (p.destination_id.as_str(), p.pending))
+            .map(|p| (p.tenant_id.as_str(), p.destination_id.as_str(), p.pending))
             .collect::<Vec<_>>(),
-        [("d1", 2), ("d2", 1), ("d3", 1)]
+        [
+            ("acme", "d1", 2),
+            ("acme", "d2", 1),
+            ("acme", "d3", 1),
+            ("beta", "d1", 1)
+        ]
     );
     // The oldest pending delivery per destination: its creation time, not its due time.
     assert_eq!(
@@ -1409,10 +1416,10 @@ async fn backlog_and_pending_count(s: Arc<dyn Store>) {
             .iter()
             .map(|p| (p.destination_id.as_str(), p.oldest))
             .collect::<Vec<_>>(),
-        [("d1", at(0)), ("d2", at(0)), ("d3", at(7))]
+        [("d1", at(0)), ("d2", at(0)), ("d3", at(7)), ("d1", at(3))]
     );
     assert_eq!(b.retries, 1);
-    assert_eq!(s.pending_count().await.unwrap(), 4);
+    assert_eq!(s.pending_count().await.unwrap(), 5);
 }
 
 // ----- listing -----

@@ -199,45 +199,52 @@ fn label(id: &str) -> String {
     id.replace(['"', '\\', '\n'], "_")
 }
 
-/// The backlog gauges: per destination the `top` with the most pending deliveries, the rest
-/// summed (count) or folded (oldest) into `destination_id="other"`; then the totals.
+/// The backlog gauges: per destination (`tenant_id`, `destination_id`) the `top` with the most
+/// pending deliveries, the rest summed (count) or folded (oldest) into one series with
+/// `destination_id="other"` and no tenant; then the totals.
 fn write_backlog(text: &mut String, backlog: &Backlog, top: usize, now: Timestamp) {
-    let mut rows: Vec<(&str, u64, Timestamp)> = backlog
+    let mut rows: Vec<(String, u64, Timestamp)> = backlog
         .per_destination
         .iter()
-        .map(|p| (p.destination_id.as_str(), p.pending, p.oldest))
+        .map(|p| {
+            let labels = format!(
+                "tenant_id=\"{}\",destination_id=\"{}\"",
+                label(&p.tenant_id),
+                label(&p.destination_id)
+            );
+            (labels, p.pending, p.oldest)
+        })
         .collect();
-    // Most pending first; ties by id so the chosen set is stable between scrapes.
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    // Most pending first; ties by labels so the chosen set is stable between scrapes.
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let rest = rows.split_off(top.min(rows.len()));
     // `min` is `None` exactly when nothing was folded.
     if let Some(oldest) = rest.iter().map(|r| r.2).min() {
-        rows.push(("other", rest.iter().map(|r| r.1).sum(), oldest));
+        rows.push((
+            "destination_id=\"other\"".to_string(),
+            rest.iter().map(|r| r.1).sum(),
+            oldest,
+        ));
     }
     let total: u64 = backlog.per_destination.iter().map(|p| p.pending).sum();
     let _ = writeln!(
         text,
-        "# HELP herald_pending_deliveries Deliveries waiting for an attempt, per destination (the metrics.top_destinations largest; the rest as destination_id=\"other\")."
+        "# HELP herald_pending_deliveries Deliveries waiting for an attempt, per destination (tenant_id, destination_id; the metrics.top_destinations largest, the rest as destination_id=\"other\")."
     );
     let _ = writeln!(text, "# TYPE herald_pending_deliveries gauge");
-    for (id, n, _) in &rows {
-        let _ = writeln!(
-            text,
-            "herald_pending_deliveries{{destination_id=\"{}\"}} {n}",
-            label(id)
-        );
+    for (labels, n, _) in &rows {
+        let _ = writeln!(text, "herald_pending_deliveries{{{labels}}} {n}");
     }
     let _ = writeln!(
         text,
         "# HELP herald_oldest_pending_age_seconds Age of the oldest pending delivery, per destination (same series as herald_pending_deliveries)."
     );
     let _ = writeln!(text, "# TYPE herald_oldest_pending_age_seconds gauge");
-    for (id, _, oldest) in &rows {
+    for (labels, _, oldest) in &rows {
         let age = now.duration_since(*oldest).as_secs_f64().max(0.0);
         let _ = writeln!(
             text,
-            "herald_oldest_pending_age_seconds{{destination_id=\"{}\"}} {age:.3}",
-            label(id)
+            "herald_oldest_pending_age_seconds{{{labels}}} {age:.3}"
         );
     }
     let _ = writeln!(
@@ -267,13 +274,14 @@ mod tests {
     fn the_backlog_keeps_the_largest_destinations_and_folds_the_rest() {
         let backlog = Backlog {
             per_destination: [
-                ("a", 5, at(0)),
-                ("b", 50, at(90)),
-                ("c", 1, at(30)),
-                ("d", 2, at(10)),
+                ("t1", "a", 5, at(0)),
+                ("t1", "b", 50, at(90)),
+                ("t2", "a", 1, at(30)),
+                ("t2", "d", 2, at(10)),
             ]
             .into_iter()
-            .map(|(id, pending, oldest)| PendingFor {
+            .map(|(tenant, id, pending, oldest)| PendingFor {
+                tenant_id: tenant.into(),
                 destination_id: id.into(),
                 pending,
                 oldest,
@@ -284,14 +292,15 @@ mod tests {
         let mut text = String::new();
         write_backlog(&mut text, &backlog, 2, at(100));
         let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        // Two tenants' destinations named `a` stay apart.
         assert_eq!(
             series,
             [
-                "herald_pending_deliveries{destination_id=\"b\"} 50",
-                "herald_pending_deliveries{destination_id=\"a\"} 5",
+                "herald_pending_deliveries{tenant_id=\"t1\",destination_id=\"b\"} 50",
+                "herald_pending_deliveries{tenant_id=\"t1\",destination_id=\"a\"} 5",
                 "herald_pending_deliveries{destination_id=\"other\"} 3",
-                "herald_oldest_pending_age_seconds{destination_id=\"b\"} 10.000",
-                "herald_oldest_pending_age_seconds{destination_id=\"a\"} 100.000",
+                "herald_oldest_pending_age_seconds{tenant_id=\"t1\",destination_id=\"b\"} 10.000",
+                "herald_oldest_pending_age_seconds{tenant_id=\"t1\",destination_id=\"a\"} 100.000",
                 "herald_oldest_pending_age_seconds{destination_id=\"other\"} 90.000",
                 "herald_pending_deliveries_total 58",
                 "herald_retry_backlog 3",

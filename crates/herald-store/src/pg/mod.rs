@@ -1346,19 +1346,20 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT destination_id, COUNT(*), SUM((attempts > 0)::int)::bigint, MIN(created_at) FROM deliveries
-                 WHERE status = 'pending' GROUP BY destination_id",
+                "SELECT tenant_id, destination_id, COUNT(*), SUM((attempts > 0)::int)::bigint, MIN(created_at) FROM deliveries
+                 WHERE status = 'pending' GROUP BY tenant_id, destination_id",
                 &[],
             )
             .await?;
         let mut out = Backlog::default();
         for r in rows {
             out.per_destination.push(crate::PendingFor {
-                destination_id: r.try_get(0)?,
-                pending: r.try_get::<_, i64>(1)? as u64,
-                oldest: ts(r.try_get::<_, i64>(3)?),
+                tenant_id: r.try_get(0)?,
+                destination_id: r.try_get(1)?,
+                pending: r.try_get::<_, i64>(2)? as u64,
+                oldest: ts(r.try_get::<_, i64>(4)?),
             });
-            out.retries += r.try_get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
+            out.retries += r.try_get::<_, Option<i64>>(3)?.unwrap_or(0) as u64;
         }
         Ok(out)
     }

@@ -1254,17 +1254,18 @@ impl Store for SqliteStore {
     async fn backlog(&self) -> Result<Backlog> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT destination_id, COUNT(*), SUM(attempts > 0), MIN(created_at) FROM deliveries WHERE status = 'pending' GROUP BY destination_id",
+                "SELECT tenant_id, destination_id, COUNT(*), SUM(attempts > 0), MIN(created_at) FROM deliveries WHERE status = 'pending' GROUP BY tenant_id, destination_id",
             )?;
             let mut rows = stmt.query([])?;
             let mut out = Backlog::default();
             while let Some(r) = rows.next()? {
                 out.per_destination.push(PendingFor {
-                    destination_id: r.get(0)?,
-                    pending: r.get::<_, i64>(1)? as u64,
-                    oldest: ts(r.get::<_, i64>(3)?),
+                    tenant_id: r.get(0)?,
+                    destination_id: r.get(1)?,
+                    pending: r.get::<_, i64>(2)? as u64,
+                    oldest: ts(r.get::<_, i64>(4)?),
                 });
-                out.retries += r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
+                out.retries += r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64;
             }
             Ok(out)
         })

@@ -96,7 +96,10 @@ async fn metrics_describe_every_family_count_from_zero_and_bound_the_backlog() {
     let text = h.metrics().await;
     assert_every_family_described(&text);
     assert_eq!(
-        value(&text, "herald_pending_deliveries{destination_id=\"big\"}"),
+        value(
+            &text,
+            "herald_pending_deliveries{tenant_id=\"t\",destination_id=\"big\"}"
+        ),
         Some(2.0),
         "{text}"
     );
@@ -108,7 +111,7 @@ async fn metrics_describe_every_family_count_from_zero_and_bound_the_backlog() {
     assert!(!text.contains("destination_id=\"small1\""), "{text}");
     let age = value(
         &text,
-        "herald_oldest_pending_age_seconds{destination_id=\"big\"}",
+        "herald_oldest_pending_age_seconds{tenant_id=\"t\",destination_id=\"big\"}",
     )
     .expect("age of big's oldest");
     assert!((0.0..60.0).contains(&age), "{age}");
@@ -188,14 +191,17 @@ async fn postgres_reports_its_commit_latency_and_backlog_age() {
         assert!(n >= 1.0, "{writer}: {n}");
     }
     assert_eq!(
-        value(&text, "herald_pending_deliveries{destination_id=\"slow\"}"),
+        value(
+            &text,
+            "herald_pending_deliveries{tenant_id=\"t\",destination_id=\"slow\"}"
+        ),
         Some(1.0),
         "{text}"
     );
     assert!(
         value(
             &text,
-            "herald_oldest_pending_age_seconds{destination_id=\"slow\"}"
+            "herald_oldest_pending_age_seconds{tenant_id=\"t\",destination_id=\"slow\"}"
         )
         .is_some_and(|age| (0.0..60.0).contains(&age)),
         "{text}"
