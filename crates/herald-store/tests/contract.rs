@@ -91,6 +91,7 @@ contract!(
     replay_requeues_finished_deliveries_once,
     replay_takes_cancelled_and_successful_deliveries_together,
     purge_respects_age_and_pending_work,
+    purge_comes_back_for_an_event_once_its_delivery_is_done,
     purged_ids_stay_duplicates_inside_the_window,
     ids_are_scoped_per_tenant,
     backlog_and_pending_count,
@@ -1220,6 +1221,37 @@ async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
         total += st.total();
     }
     assert_eq!(total, 15);
+}
+
+async fn purge_comes_back_for_an_event_once_its_delivery_is_done(s: Arc<dyn Store>) {
+    // The oldest event waits for its delivery; four old events without deliveries follow.
+    let held = event("held", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &held, &["d1"], at(0), None).await).unwrap();
+    for i in 0..4 {
+        let e = event(&format!("p{i}"), "acme", "t", at(0));
+        publish(&*s, &e, &[], at(1), None).await;
+    }
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(s.purge(at(50), at(50), 2).await.unwrap().events);
+    }
+    assert_eq!(taken, [2, 2, 0]);
+    assert!(s.get_event("acme", "held").await.unwrap().is_some());
+    s.record_attempt(attempt_record(
+        "a_held",
+        &dl,
+        &held,
+        "d1",
+        1,
+        true,
+        at(10),
+        (DeliveryStatus::Success, at(10)),
+    ))
+    .await
+    .unwrap();
+    let st = s.purge(at(50), at(50), 2).await.unwrap();
+    assert_eq!((st.events, st.deliveries, st.attempts), (1, 1, 1));
+    assert!(s.get_event("acme", "held").await.unwrap().is_none());
 }
 
 async fn purged_ids_stay_duplicates_inside_the_window(s: Arc<dyn Store>) {

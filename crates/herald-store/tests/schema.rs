@@ -558,13 +558,14 @@ async fn sqlite_delivery_queries_use_their_indexes() {
             ],
         ),
         (
-            "SELECT e.rowid, e.tenant_id, e.id FROM events e WHERE e.created_at < 1
+            "SELECT e.rowid, e.tenant_id, e.id, e.created_at FROM events e
+             WHERE e.created_at >= 0 AND e.created_at < 1 AND NOT (e.created_at = 0 AND e.rowid <= 7)
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
                              AND d.status = 'pending')
-             ORDER BY e.created_at LIMIT 10"
+             ORDER BY e.created_at, e.rowid LIMIT 10"
                 .to_string(),
             vec![
-                "SEARCH e USING INDEX events_created (created_at<?)",
+                "SEARCH e USING INDEX events_created (created_at>? AND created_at<?)",
                 "SEARCH d USING INDEX deliveries_event (event_id=?)",
             ],
         ),
@@ -600,6 +601,10 @@ async fn sqlite_delivery_queries_use_their_indexes() {
         for w in wanted {
             assert!(got.contains(w), "{sql}\nwants {w}\ngot:\n{got}");
         }
+        assert!(
+            !got.contains("TEMP B-TREE FOR ORDER BY"),
+            "{sql}\nsorts:\n{got}"
+        );
     }
     drop(store);
 }

@@ -73,6 +73,10 @@ struct Inner {
     writer: mpsc::Sender<WriteJob>,
     readers: Mutex<Vec<Connection>>,
     closed: AtomicBool,
+    /// Where the retention purge's walk over old events goes on: the `(created_at, rowid)` of
+    /// the last event the previous purge took, when it took a whole batch. Events held by a
+    /// pending delivery are then passed over once per walk, not once per batch.
+    purge_from: Arc<Mutex<Option<(i64, i64)>>>,
 }
 
 impl SqliteStore {
@@ -107,6 +111,7 @@ impl SqliteStore {
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
+                purge_from: Arc::new(Mutex::new(None)),
             }),
         })
     }
@@ -1195,6 +1200,7 @@ impl Store for SqliteStore {
         ids_since: Timestamp,
         batch: usize,
     ) -> Result<PurgeStats> {
+        let purge_from = self.inner.purge_from.clone();
         self.write(move |c| {
             let (t, n) = (us(before), batch as i64);
             let attempts = c
@@ -1203,16 +1209,26 @@ impl Store for SqliteStore {
             // Deliveries go with their event (schema v9 has no index on their creation time):
             // an event old enough and with no pending delivery takes its finished deliveries
             // along, whenever they were created; a finished delivery waits while its event has
-            // another one pending.
-            let rows: Vec<(i64, String, String)> = c
+            // another one pending. The walk goes on after the previous batch (see
+            // `Inner::purge_from`) and starts again from the oldest after a short batch.
+            let (from_time, from_row) = purge_from.lock().unwrap_or((i64::MIN, i64::MIN));
+            let rows: Vec<(i64, String, String, i64)> = c
                 .prepare_cached(
-                    "SELECT e.rowid, e.tenant_id, e.id FROM events e WHERE e.created_at < ?1
+                    "SELECT e.rowid, e.tenant_id, e.id, e.created_at FROM events e
+                     WHERE e.created_at >= ?3 AND e.created_at < ?1 AND NOT (e.created_at = ?3 AND e.rowid <= ?4)
                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
                                      AND d.status = 'pending')
-                     ORDER BY e.created_at LIMIT ?2",
+                     ORDER BY e.created_at, e.rowid LIMIT ?2",
                 )?
-                .query_map(params![t, n], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map(params![t, n, from_time, from_row], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
+            // Set before the commit: should it fail, the rows passed over wait for the next walk.
+            *purge_from.lock() = match rows.last() {
+                Some((rowid, _, _, created)) if rows.len() as i64 == n => Some((*created, *rowid)),
+                _ => None,
+            };
             // An id still inside the idempotency window is kept: publishing it again stays a
             // duplicate after its event is gone.
             let mut keep = c.prepare_cached(
@@ -1224,7 +1240,7 @@ impl Store for SqliteStore {
                 .prepare_cached("DELETE FROM deliveries WHERE event_id = ?1 AND tenant_id = ?2")?;
             let mut delete = c.prepare_cached("DELETE FROM events WHERE rowid = ?1")?;
             let mut deliveries = 0u64;
-            for (rowid, tenant_id, id) in &rows {
+            for (rowid, tenant_id, id, _) in &rows {
                 keep.execute(params![rowid, us(ids_since)])?;
                 deliveries += delete_deliveries.execute([id, tenant_id])? as u64;
                 delete.execute([rowid])?;

@@ -251,6 +251,8 @@ CREATE INDEX attempts_destination_time ON attempts (destination_id, time);
     // - deliveries_destination: cancelling a destination's pending deliveries, replaying its
     //   failed or cancelled ones;
     // - the primary key: every update of one delivery by id.
+    // The backlog reads pending deliveries through deliveries_due and groups them (it walked
+    // all of deliveries_destination before).
     // Event metrics filtered by a destination walk the event time index and look each event's
     // deliveries up in `deliveries_event` (they searched `deliveries_destination` before).
     // Unchanged from migration 8: events_time, events_tenant_time, attempts_time,
