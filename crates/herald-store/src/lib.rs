@@ -605,7 +605,10 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many were re-queued.
     async fn replay(&self, q: &ReplayQuery, now: Timestamp) -> Result<u64>;
     /// Deletes up to `batch` of the oldest attempts, finished deliveries and events created
-    /// before `before` (events only once none of their deliveries is pending). The id of a
+    /// before `before` (events only once none of their deliveries is pending). The embedded
+    /// store deletes finished deliveries together with their event (so a batch may take more
+    /// than `batch` of them when events fan out, and a finished delivery stays while its event
+    /// has another one pending); PostgreSQL deletes them by their own age. The id of a
     /// purged event accepted at or after `ids_since` (the start of the idempotency window)
     /// is kept, so publishing it again is still a duplicate; kept ids older than `ids_since`
     /// are dropped.

@@ -89,7 +89,9 @@ contract!(
     leases_renew_only_for_their_holder,
     add_delivery_reuses_a_pending_one,
     replay_requeues_finished_deliveries_once,
+    replay_takes_cancelled_and_successful_deliveries_together,
     purge_respects_age_and_pending_work,
+    purge_comes_back_for_an_event_once_its_delivery_is_done,
     purged_ids_stay_duplicates_inside_the_window,
     ids_are_scoped_per_tenant,
     backlog_and_pending_count,
@@ -1107,6 +1109,55 @@ async fn replay_requeues_finished_deliveries_once(s: Arc<dyn Store>) {
     assert_eq!(s.replay(&other, at(40)).await.unwrap(), 0);
 }
 
+async fn replay_takes_cancelled_and_successful_deliveries_together(s: Arc<dyn Store>) {
+    // Cancelled before any attempt; and delivered.
+    let e0 = event("e0", "acme", "t", at(0));
+    let [dl0] = <[String; 1]>::try_from(publish(&*s, &e0, &["d1"], at(0), None).await).unwrap();
+    assert_eq!(
+        s.cancel_deliveries(vec![dl0.clone()], at(5)).await.unwrap(),
+        1
+    );
+    let e1 = event("e1", "acme", "t", at(0));
+    publish_delivered(&*s, &e1, "d1", "a1", at(1), at(10)).await;
+    let q = ReplayQuery {
+        tenant_id: "acme".into(),
+        destination_id: "d1".into(),
+        statuses: vec![DeliveryStatus::Success, DeliveryStatus::Cancelled],
+        ..Default::default()
+    };
+    assert_eq!(s.replay(&q, at(20)).await.unwrap(), 2);
+    let jobs = s.claim_due(at(30), 10, at(100)).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    for (i, j) in jobs.iter().enumerate() {
+        let e = if j.delivery.id == dl0 { &e0 } else { &e1 };
+        s.record_attempt(attempt_record(
+            &format!("r{i}"),
+            &j.delivery.id,
+            e,
+            "d1",
+            j.delivery.attempts + 1,
+            true,
+            at(31),
+            (DeliveryStatus::Success, at(31)),
+        ))
+        .await
+        .unwrap();
+    }
+    // Both succeeded now, e1's twice: each is re-queued once.
+    let success = ReplayQuery {
+        statuses: vec![DeliveryStatus::Success],
+        ..q.clone()
+    };
+    assert_eq!(s.replay(&success, at(40)).await.unwrap(), 2);
+    assert_eq!(s.pending_count().await.unwrap(), 2);
+    assert_eq!(s.replay(&success, at(41)).await.unwrap(), 0);
+    let elsewhere = ReplayQuery {
+        destination_id: "d2".into(),
+        ..q
+    };
+    assert_eq!(s.replay(&elsewhere, at(42)).await.unwrap(), 0);
+}
+
 // ----- retention -----
 
 async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
@@ -1170,6 +1221,37 @@ async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
         total += st.total();
     }
     assert_eq!(total, 15);
+}
+
+async fn purge_comes_back_for_an_event_once_its_delivery_is_done(s: Arc<dyn Store>) {
+    // The oldest event waits for its delivery; four old events without deliveries follow.
+    let held = event("held", "acme", "t", at(0));
+    let [dl] = <[String; 1]>::try_from(publish(&*s, &held, &["d1"], at(0), None).await).unwrap();
+    for i in 0..4 {
+        let e = event(&format!("p{i}"), "acme", "t", at(0));
+        publish(&*s, &e, &[], at(1), None).await;
+    }
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(s.purge(at(50), at(50), 2).await.unwrap().events);
+    }
+    assert_eq!(taken, [2, 2, 0]);
+    assert!(s.get_event("acme", "held").await.unwrap().is_some());
+    s.record_attempt(attempt_record(
+        "a_held",
+        &dl,
+        &held,
+        "d1",
+        1,
+        true,
+        at(10),
+        (DeliveryStatus::Success, at(10)),
+    ))
+    .await
+    .unwrap();
+    let st = s.purge(at(50), at(50), 2).await.unwrap();
+    assert_eq!((st.events, st.deliveries, st.attempts), (1, 1, 1));
+    assert!(s.get_event("acme", "held").await.unwrap().is_none());
 }
 
 async fn purged_ids_stay_duplicates_inside_the_window(s: Arc<dyn Store>) {

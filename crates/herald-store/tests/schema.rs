@@ -300,3 +300,311 @@ async fn sqlite_v7_database_migrates_keeping_every_row() {
         .unwrap();
     assert_eq!(cols, ["tenant_id", "time"]);
 }
+
+/// Migration 8 of the embedded schema, as it moved a v7 database to v8.
+const SQLITE_V7_TO_V8: &str = r#"
+DROP INDEX events_time;
+CREATE INDEX events_time ON events (time);
+DROP INDEX events_tenant_time;
+CREATE INDEX events_tenant_time ON events (tenant_id, time);
+DROP INDEX attempts_time;
+CREATE INDEX attempts_time ON attempts (time);
+DROP INDEX attempts_tenant_time;
+CREATE INDEX attempts_tenant_time ON attempts (tenant_id, time);
+DROP INDEX attempts_destination_time;
+CREATE INDEX attempts_destination_time ON attempts (destination_id, time);
+PRAGMA user_version = 8;
+"#;
+
+/// Rows per table, read straight from the file.
+fn row_counts(path: &std::path::Path) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    [
+        "tenants",
+        "destinations",
+        "events",
+        "deliveries",
+        "attempts",
+        "purged_event_ids",
+    ]
+    .iter()
+    .map(|t| {
+        let n: i64 = conn
+            .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap();
+        (t.to_string(), n)
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_v8_database_migrates_keeping_every_row() {
+    use common::{at, attempt_record, event, new_delivery};
+    use herald_core::DeliveryStatus;
+    use herald_store::{EventQuery, PurgeStats};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let s = |secs: i64| (1_700_000_000 + secs) * 1_000_000;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SQLITE_V7).unwrap();
+        conn.execute_batch(SQLITE_V7_TO_V8).unwrap();
+        conn.execute(
+            "INSERT INTO tenants (id, metadata, created_at, updated_at) VALUES ('acme', NULL, ?1, ?1)",
+            [s(0)],
+        )
+        .unwrap();
+        for d in ["d1", "d2"] {
+            conn.execute(
+                "INSERT INTO destinations (id, tenant_id, type, topics, config, credentials, created_at, updated_at)
+                 VALUES (?1, 'acme', 'webhook', '\"*\"', '{\"url\":\"https://example.com/in\"}', '{}', ?2, ?2)",
+                rusqlite::params![d, s(0)],
+            )
+            .unwrap();
+        }
+        // e1 delivered to d1; e2 pending for d1; e3 delivered to d1 and failed for d2.
+        for (id, t, matched) in [
+            ("e1", 10, "[\"d1\"]"),
+            ("e2", 20, "[\"d1\"]"),
+            ("e3", 30, "[\"d1\",\"d2\"]"),
+        ] {
+            conn.execute(
+                "INSERT INTO events (id, tenant_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
+                 VALUES (?1, 'acme', 'user.created', ?2, '{}', '{\"n\":1}', 1, ?3, ?2)",
+                rusqlite::params![id, s(t), matched],
+            )
+            .unwrap();
+        }
+        for (id, ev, dest, status, attempts, t) in [
+            ("dl_e1", "e1", "d1", "success", 1, 10),
+            ("dl_e2", "e2", "d1", "pending", 0, 20),
+            ("dl_e3_d1", "e3", "d1", "success", 1, 30),
+            ("dl_e3_d2", "e3", "d2", "failed", 1, 30),
+        ] {
+            conn.execute(
+                "INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at,
+                 manual, created_at, updated_at) VALUES (?1, ?2, 'acme', ?3, ?4, ?5, ?6, 0, ?6, ?6)",
+                rusqlite::params![id, ev, dest, status, attempts, s(t)],
+            )
+            .unwrap();
+        }
+        for (id, dl, ev, dest, status, t) in [
+            ("a1", "dl_e1", "e1", "d1", "success", 11),
+            ("a3", "dl_e3_d1", "e3", "d1", "success", 31),
+            ("a4", "dl_e3_d2", "e3", "d2", "failed", 31),
+        ] {
+            conn.execute(
+                "INSERT INTO attempts (id, delivery_id, tenant_id, event_id, destination_id, destination_type, topic,
+                 status, code, response_data, attempt_number, manual, time, latency_ms)
+                 VALUES (?1, ?2, 'acme', ?3, ?4, 'webhook', 'user.created', ?5, '200',
+                 '{\"status_code\":200}', 1, 0, ?6, 5)",
+                rusqlite::params![id, dl, ev, dest, status, s(t)],
+            )
+            .unwrap();
+        }
+    }
+    let before = row_counts(&path);
+    let store = SqliteStore::open(&path, &test_keys()).expect("a v8 database opens");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, herald_store::sqlite::SCHEMA_VERSION);
+    assert_eq!(row_counts(&path), before, "every row is kept");
+    // The creation-time index is gone; the event index holds the event id alone.
+    let index_cols = |name: &str| -> Vec<String> {
+        conn.prepare(&format!("SELECT name FROM pragma_index_info('{name}')"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert!(index_cols("deliveries_created").is_empty());
+    assert_eq!(index_cols("deliveries_event"), ["event_id"]);
+
+    // The migrated rows answer as before.
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+    let e3 = store.get_event("acme", "e3").await.unwrap().expect("e3");
+    assert_eq!(e3.matched_destination_ids, ["d1", "d2"]);
+    let routed_to_d2 = store
+        .list_events(&EventQuery {
+            tenant_ids: vec!["acme".into()],
+            destination_ids: vec!["d2".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = routed_to_d2
+        .models
+        .iter()
+        .map(|e| e.event.id.as_str())
+        .collect();
+    assert_eq!(ids, ["e3"]);
+    // A manual retry finds the pending delivery through the event index, and a new one
+    // continues the attempt numbers of its (event, destination).
+    let e2 = event("e2", "acme", "user.created", at(20));
+    let (id, created) = store
+        .add_delivery(new_delivery("dl_e2_again", &e2, "d1", at(40), None))
+        .await
+        .unwrap();
+    assert_eq!((id.as_str(), created), ("dl_e2", false));
+    let e3 = event("e3", "acme", "user.created", at(30));
+    let (id, created) = store
+        .add_delivery(new_delivery(
+            "dl_e3_retry",
+            &e3,
+            "d2",
+            at(40),
+            Some(at(100)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((id.as_str(), created), ("dl_e3_retry", true));
+    store
+        .record_attempt(attempt_record(
+            "a5",
+            "dl_e3_retry",
+            &e3,
+            "d2",
+            2,
+            true,
+            at(41),
+            (DeliveryStatus::Success, at(41)),
+        ))
+        .await
+        .unwrap();
+
+    // Retention takes an event's finished deliveries with it, also the retry created after
+    // the cutoff; the event with a pending delivery keeps it and itself.
+    let stats = store.purge(at(35), at(35), 100).await.unwrap();
+    assert_eq!(
+        stats,
+        PurgeStats {
+            attempts: 3,
+            deliveries: 4,
+            events: 2,
+            ids_forgotten: 0,
+        }
+    );
+    assert!(store.get_event("acme", "e2").await.unwrap().is_some());
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1);
+    assert!(store.get_attempt("a5").await.unwrap().is_some());
+}
+
+/// The plan SQLite (the bundled version) picks for `sql`, one detail line per step.
+fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_delivery_queries_use_their_indexes() {
+    // The statements of `sqlite/mod.rs` that schema v9's delivery indexes serve (constants
+    // in place of parameters), and the index each must search: see migration 9's comment.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let store = SqliteStore::open(&path, &test_keys()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let replay_tail = "AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = d.event_id
+        AND p.destination_id = d.destination_id AND p.tenant_id = d.tenant_id
+        AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))";
+    let cases = [
+        (
+            "UPDATE deliveries SET status = 'cancelled', leased = 0, updated_at = 1
+             WHERE destination_id = 'd1' AND tenant_id = 'acme' AND status = 'pending' AND status <> 'success'"
+                .to_string(),
+            vec!["SEARCH deliveries USING INDEX deliveries_destination (destination_id=? AND status=?)"],
+        ),
+        (
+            "SELECT id FROM deliveries WHERE event_id = 'e1' AND +destination_id = 'd1' AND tenant_id = 'acme'
+             AND status = 'pending' LIMIT 1"
+                .to_string(),
+            vec!["SEARCH deliveries USING INDEX deliveries_event (event_id=?)"],
+        ),
+        (
+            "SELECT COUNT(*) FROM attempts WHERE event_id = 'e1' AND +destination_id = 'd1' AND +tenant_id = 'acme'"
+                .to_string(),
+            vec!["SEARCH attempts USING INDEX attempts_event (event_id=?)"],
+        ),
+        (
+            format!(
+                "SELECT d.id FROM deliveries d WHERE d.tenant_id = 'acme' AND d.destination_id = 'd1'
+                 AND d.created_at >= 1 {replay_tail} AND d.status IN ('failed', 'cancelled') AND d.status <> 'success'"
+            ),
+            vec![
+                "SEARCH d USING INDEX deliveries_destination (destination_id=? AND status=?)",
+                "SEARCH p USING INDEX deliveries_event (event_id=?)",
+            ],
+        ),
+        (
+            format!(
+                "SELECT d.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.tenant_id = 'acme'
+                 AND d.destination_id = 'd1' {replay_tail} AND a.destination_id = 'd1' AND +a.tenant_id = 'acme'
+                 AND a.status = 'success' AND d.status = 'success'"
+            ),
+            vec![
+                "SEARCH a USING INDEX attempts_destination_time (destination_id=?)",
+                "SEARCH d USING INDEX sqlite_autoindex_deliveries_1 (id=?)",
+            ],
+        ),
+        (
+            "SELECT e.rowid, e.tenant_id, e.id, e.created_at FROM events e
+             WHERE e.created_at >= 0 AND e.created_at < 1 AND NOT (e.created_at = 0 AND e.rowid <= 7)
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
+                             AND d.status = 'pending')
+             ORDER BY e.created_at, e.rowid LIMIT 10"
+                .to_string(),
+            vec![
+                "SEARCH e USING INDEX events_created (created_at>? AND created_at<?)",
+                "SEARCH d USING INDEX deliveries_event (event_id=?)",
+            ],
+        ),
+        (
+            "DELETE FROM deliveries WHERE event_id = 'e1' AND tenant_id = 'acme'".to_string(),
+            vec!["SEARCH deliveries USING INDEX deliveries_event (event_id=?)"],
+        ),
+        (
+            "SELECT destination_id, COUNT(*), SUM(attempts > 0), MIN(created_at) FROM deliveries
+             WHERE status = 'pending' GROUP BY destination_id"
+                .to_string(),
+            vec!["SCAN deliveries USING INDEX deliveries_due"],
+        ),
+        (
+            "SELECT NULL, COUNT(*) FROM deliveries d JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
+             AND d.manual = 0 WHERE e.time >= 1 AND e.time < 9 AND d.destination_id IN ('d1')
+             AND e.tenant_id <> '__operator' LIMIT 101"
+                .to_string(),
+            vec![
+                "SEARCH e USING INDEX events_time (time>? AND time<?)",
+                "SEARCH d USING INDEX deliveries_event (event_id=?)",
+            ],
+        ),
+        (
+            "UPDATE deliveries SET next_attempt_at = 1, leased = 1 WHERE id IN (SELECT id FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= 1 ORDER BY next_attempt_at LIMIT 10)"
+                .to_string(),
+            vec!["SEARCH deliveries USING INDEX deliveries_due (next_attempt_at<?)"],
+        ),
+    ];
+    for (sql, wanted) in &cases {
+        let got = plan(&conn, sql);
+        for w in wanted {
+            assert!(got.contains(w), "{sql}\nwants {w}\ngot:\n{got}");
+        }
+        assert!(
+            !got.contains("TEMP B-TREE FOR ORDER BY"),
+            "{sql}\nsorts:\n{got}"
+        );
+    }
+    drop(store);
+}

@@ -75,6 +75,10 @@ struct Inner {
     linger_us: Arc<AtomicU64>,
     readers: Mutex<Vec<Connection>>,
     closed: AtomicBool,
+    /// Where the retention purge's walk over old events goes on: the `(created_at, rowid)` of
+    /// the last event the previous purge took, when it took a whole batch. Events held by a
+    /// pending delivery are then passed over once per walk, not once per batch.
+    purge_from: Arc<Mutex<Option<(i64, i64)>>>,
 }
 
 impl SqliteStore {
@@ -112,6 +116,7 @@ impl SqliteStore {
                 linger_us,
                 readers: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
+                purge_from: Arc::new(Mutex::new(None)),
             }),
         })
     }
@@ -290,8 +295,9 @@ fn cancel_pending(
     Ok(match destination_id {
         Some(id) => conn
             .prepare_cached(
+                // `status <> 'success'` is the condition of deliveries_destination's entries.
                 "UPDATE deliveries SET status = 'cancelled', leased = 0, updated_at = ?3
-                 WHERE destination_id = ?2 AND tenant_id = ?1 AND status = 'pending'",
+                 WHERE destination_id = ?2 AND tenant_id = ?1 AND status = 'pending' AND status <> 'success'",
             )?
             .execute(params![tenant_id, id, us(now)])?,
         None => conn
@@ -943,9 +949,11 @@ impl Store for SqliteStore {
     async fn add_delivery(&self, mut nd: NewDelivery) -> Result<(String, bool)> {
         self.write(move |c| {
             let d = &mut nd.delivery;
+            // The unary `+` keeps both lookups on the event's index (a handful of rows) instead
+            // of the destination's, which holds its whole backlog or attempt log.
             let pending: Option<String> = c
                 .prepare_cached(
-                    "SELECT id FROM deliveries WHERE event_id = ?1 AND destination_id = ?2 AND tenant_id = ?3
+                    "SELECT id FROM deliveries WHERE event_id = ?1 AND +destination_id = ?2 AND tenant_id = ?3
                      AND status = 'pending' LIMIT 1",
                 )?
                 .query_row([&d.event_id, &d.destination_id, &d.tenant_id], |r| r.get(0))
@@ -956,7 +964,7 @@ impl Store for SqliteStore {
             // Attempt numbers continue across deliveries of the same event to the same destination.
             let before: u32 = c
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM attempts WHERE event_id = ?1 AND destination_id = ?2 AND tenant_id = ?3",
+                    "SELECT COUNT(*) FROM attempts WHERE event_id = ?1 AND +destination_id = ?2 AND +tenant_id = ?3",
                 )?
                 .query_row([&d.event_id, &d.destination_id, &d.tenant_id], |r| r.get(0))?;
             d.attempts = before;
@@ -1164,15 +1172,14 @@ impl Store for SqliteStore {
             let t = w.bind(SqlValue::Text(q.tenant_id.clone()));
             let d = w.bind(SqlValue::Text(q.destination_id.clone()));
             w.push(format!("d.tenant_id = {t} AND d.destination_id = {d}"));
-            let statuses: Vec<String> = if q.statuses.is_empty() {
-                vec![DeliveryStatus::Failed.as_str().into()]
+            let statuses: Vec<DeliveryStatus> = if q.statuses.is_empty() {
+                vec![DeliveryStatus::Failed]
             } else {
-                q.statuses.iter().filter(|s| **s != DeliveryStatus::Pending).map(|s| s.as_str().into()).collect()
+                q.statuses.iter().copied().filter(|s| *s != DeliveryStatus::Pending).collect()
             };
             if statuses.is_empty() {
                 return Ok(0);
             }
-            w.any_of("d.status", &statuses);
             w.time("d.created_at", &q.time);
             if !q.topics.is_empty() {
                 let topic = sql::Sqlite::any_of(&mut w, "e.topic", &q.topics);
@@ -1187,10 +1194,33 @@ impl Store for SqliteStore {
                    AND p.tenant_id = d.tenant_id AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))"
                     .into(),
             );
+            // deliveries_destination holds no successful delivery (schema v9): failed and
+            // cancelled ones are found there, successful ones through the destination's
+            // successful attempts (a delivery succeeds only with one).
+            let others: Vec<String> = statuses
+                .iter()
+                .filter(|s| **s != DeliveryStatus::Success)
+                .map(|s| s.as_str().into())
+                .collect();
+            let mut sources = Vec::new();
+            if !others.is_empty() {
+                let status = sql::Sqlite::any_of(&mut w, "d.status", &others);
+                sources.push(format!(
+                    "SELECT d.id FROM deliveries d{} AND {status} AND d.status <> 'success'",
+                    w.sql()
+                ));
+            }
+            if statuses.contains(&DeliveryStatus::Success) {
+                sources.push(format!(
+                    "SELECT d.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id{}
+                     AND a.destination_id = {d} AND +a.tenant_id = {t} AND a.status = 'success' AND d.status = 'success'",
+                    w.sql()
+                ));
+            }
             let sql = format!(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_p}, leased = 0, retry_base = attempts, manual = 0, updated_at = {now_p}
-                 WHERE id IN (SELECT d.id FROM deliveries d{})",
-                w.sql()
+                 WHERE id IN ({})",
+                sources.join(" UNION ALL ")
             );
             Ok(c.execute(&sql, rusqlite::params_from_iter(w.params.iter()))? as u64)
         })
@@ -1203,26 +1233,35 @@ impl Store for SqliteStore {
         ids_since: Timestamp,
         batch: usize,
     ) -> Result<PurgeStats> {
+        let purge_from = self.inner.purge_from.clone();
         self.write(move |c| {
             let (t, n) = (us(before), batch as i64);
             let attempts = c
                 .prepare_cached("DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE time < ?1 ORDER BY time LIMIT ?2)")?
                 .execute(params![t, n])? as u64;
-            let deliveries = c
+            // Deliveries go with their event (schema v9 has no index on their creation time):
+            // an event old enough and with no pending delivery takes its finished deliveries
+            // along, whenever they were created; a finished delivery waits while its event has
+            // another one pending. The walk goes on after the previous batch (see
+            // `Inner::purge_from`) and starts again from the oldest after a short batch.
+            let (from_time, from_row) = purge_from.lock().unwrap_or((i64::MIN, i64::MIN));
+            let rows: Vec<(i64, String, String, i64)> = c
                 .prepare_cached(
-                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE created_at < ?1 AND status != 'pending'
-                     ORDER BY created_at LIMIT ?2)",
-                )?
-                .execute(params![t, n])? as u64;
-            let rows: Vec<i64> = c
-                .prepare_cached(
-                    "SELECT e.rowid FROM events e WHERE e.created_at < ?1
+                    "SELECT e.rowid, e.tenant_id, e.id, e.created_at FROM events e
+                     WHERE e.created_at >= ?3 AND e.created_at < ?1 AND NOT (e.created_at = ?3 AND e.rowid <= ?4)
                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
                                      AND d.status = 'pending')
-                     ORDER BY e.created_at LIMIT ?2",
+                     ORDER BY e.created_at, e.rowid LIMIT ?2",
                 )?
-                .query_map(params![t, n], |r| r.get(0))?
+                .query_map(params![t, n, from_time, from_row], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
+            // Set before the commit: should it fail, the rows passed over wait for the next walk.
+            *purge_from.lock() = match rows.last() {
+                Some((rowid, _, _, created)) if rows.len() as i64 == n => Some((*created, *rowid)),
+                _ => None,
+            };
             // An id still inside the idempotency window is kept: publishing it again stays a
             // duplicate after its event is gone.
             let mut keep = c.prepare_cached(
@@ -1230,9 +1269,13 @@ impl Store for SqliteStore {
                  SELECT tenant_id, id, matched, created_at FROM events WHERE rowid = ?1 AND created_at >= ?2
                  ON CONFLICT (tenant_id, id) DO NOTHING",
             )?;
+            let mut delete_deliveries = c
+                .prepare_cached("DELETE FROM deliveries WHERE event_id = ?1 AND tenant_id = ?2")?;
             let mut delete = c.prepare_cached("DELETE FROM events WHERE rowid = ?1")?;
-            for rowid in &rows {
+            let mut deliveries = 0u64;
+            for (rowid, tenant_id, id, _) in &rows {
                 keep.execute(params![rowid, us(ids_since)])?;
+                deliveries += delete_deliveries.execute([id, tenant_id])? as u64;
                 delete.execute([rowid])?;
             }
             let ids_forgotten = c
