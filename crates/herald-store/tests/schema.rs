@@ -380,6 +380,9 @@ async fn sqlite_v8_database_migrates_keeping_every_row() {
             ("dl_e2", "e2", "d1", "pending", 0, 20),
             ("dl_e3_d1", "e3", "d1", "success", 1, 30),
             ("dl_e3_d2", "e3", "d2", "failed", 1, 30),
+            // Finished, and its event already purged (a v8 purge took events by their own age):
+            // v9's retention would never reach it, so the migration drops it.
+            ("dl_orphan", "e_purged", "d1", "success", 1, 5),
         ] {
             conn.execute(
                 "INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at,
@@ -403,14 +406,27 @@ async fn sqlite_v8_database_migrates_keeping_every_row() {
             .unwrap();
         }
     }
-    let before = row_counts(&path);
+    let mut before = row_counts(&path);
     let store = SqliteStore::open(&path, &test_keys()).expect("a v8 database opens");
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, herald_store::sqlite::SCHEMA_VERSION);
-    assert_eq!(row_counts(&path), before, "every row is kept");
+    // Every row is kept but the orphaned delivery.
+    before
+        .iter_mut()
+        .filter(|(t, _)| t == "deliveries")
+        .for_each(|(_, n)| *n -= 1);
+    assert_eq!(row_counts(&path), before, "every other row is kept");
+    let orphan: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE id = 'dl_orphan'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphan, 0);
     // The creation-time index is gone; the event index holds the event id alone.
     let index_cols = |name: &str| -> Vec<String> {
         conn.prepare(&format!("SELECT name FROM pragma_index_info('{name}')"))
@@ -574,8 +590,8 @@ async fn sqlite_delivery_queries_use_their_indexes() {
             vec!["SEARCH deliveries USING INDEX deliveries_event (event_id=?)"],
         ),
         (
-            "SELECT destination_id, COUNT(*), SUM(attempts > 0), MIN(created_at) FROM deliveries
-             WHERE status = 'pending' GROUP BY destination_id"
+            "SELECT tenant_id, destination_id, COUNT(*), SUM(attempts > 0), MIN(created_at) FROM deliveries
+             WHERE status = 'pending' GROUP BY tenant_id, destination_id"
                 .to_string(),
             vec!["SCAN deliveries USING INDEX deliveries_due"],
         ),

@@ -230,7 +230,10 @@ DROP INDEX attempts_destination_time;
 CREATE INDEX attempts_destination_time ON attempts (destination_id, time);
 "#,
     // 9: fewer and narrower delivery index entries, about 120 bytes and two index inserts
-    // fewer per published and delivered event. Rows are not touched.
+    // fewer per published and delivered event. Rows are not touched, but for finished
+    // deliveries whose event is already gone (a v8 purge took events and deliveries by their
+    // own ages, so a delivery created after its event, by a manual retry, could outlive it):
+    // retention now reaches deliveries only through their event, so these are dropped here.
     // - `deliveries_created` served only the retention purge, which now deletes an event's
     //   deliveries together with the event (walking `events_created`, one `deliveries_event`
     //   search per event).
@@ -260,6 +263,8 @@ CREATE INDEX attempts_destination_time ON attempts (destination_id, time);
     // deliveries); attempts_event: an event's attempts and the attempt count of a manual
     // retry; events_created: the retention purge.
     r#"
+DELETE FROM deliveries WHERE status <> 'pending' AND NOT EXISTS
+    (SELECT 1 FROM events e WHERE e.tenant_id = deliveries.tenant_id AND e.id = deliveries.event_id);
 DROP INDEX deliveries_created;
 DROP INDEX deliveries_event;
 CREATE INDEX deliveries_event ON deliveries (event_id);
