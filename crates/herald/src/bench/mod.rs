@@ -12,8 +12,10 @@
 //! `/proc/<pid>/stat` (Herald, and every `postgres` process), not wall-clock.
 //!
 //! Only two measurements use in-process parts (see `probe`): the paced runs (latency at half
-//! the maximum rate, 200 events/s light load — wrk cannot pace) and the publish → first
-//! attempt timing (nginx's `$msec` has only millisecond resolution).
+//! the maximum rate or at `--latency-rate`, 200 events/s light load — wrk cannot pace) and the
+//! publish → first attempt timing (nginx's `$msec` has only millisecond resolution). The
+//! large-store phase (`large`, `--store-events`) fills Herald through batch publish from the
+//! bench's own client, and times single API requests the same way.
 //!
 //! This is a measurement, not a test: nothing here passes or fails except the final table's
 //! comparison with the targets.
