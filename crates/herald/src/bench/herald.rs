@@ -16,18 +16,22 @@ use super::tools::Killed;
 /// The API key every Herald child is started with.
 pub const KEY: &str = "bench-key";
 
-/// One Herald child process; killed and its directory removed when dropped.
+/// One Herald child process; killed when dropped, and its directory removed unless it was
+/// started in a directory the caller owns ([`Launcher::start_in`]).
 pub struct HeraldProcess {
     proc: Killed,
     pub addr: SocketAddr,
     dir: PathBuf,
+    owns_dir: bool,
 }
 
 impl Drop for HeraldProcess {
     fn drop(&mut self) {
         let _ = self.proc.0.kill();
         let _ = self.proc.0.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -43,6 +47,23 @@ impl HeraldProcess {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Stops Herald as an operator would (SIGTERM: it finishes what is in flight and closes
+    /// its store) and waits up to `grace` for it to exit; killed after that. Returns whether
+    /// it exited by itself.
+    pub async fn terminate(mut self, grace: std::time::Duration) -> Result<bool> {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).context("pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .context("SIGTERM to Herald")?;
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if self.proc.0.try_wait()?.is_some() {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(false)
+    }
 }
 
 /// The Herald nodes of one phase (one, or several sharing a PostgreSQL database).
@@ -56,6 +77,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// One embedded-store node.
+    pub fn single(node: HeraldProcess) -> Cluster {
+        Cluster {
+            nodes: vec![node],
+            deliveries_per_attempt: 1,
+            db: None,
+        }
+    }
+
     pub fn first(&self) -> &HeraldProcess {
         &self.nodes[0]
     }
@@ -213,6 +243,17 @@ impl Launcher {
     fn start(&self, tag: &str, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
         let dir = self.tmp.join(format!("herald-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
+        self.spawn(dir, true, extra)
+    }
+
+    /// One embedded-store node on the data directory `dir`, which the caller owns (it is
+    /// neither emptied first nor removed when the node is dropped): a second start on the
+    /// same store.
+    pub fn start_in(&self, dir: &Path, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
+        self.spawn(dir.to_path_buf(), false, extra)
+    }
+
+    fn spawn(&self, dir: PathBuf, owns_dir: bool, extra: &[(&str, &str)]) -> Result<HeraldProcess> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["serve", "--dev"])
             .env("HERALD_HOST", "127.0.0.1")
@@ -251,6 +292,7 @@ impl Launcher {
             proc: child,
             addr,
             dir,
+            owns_dir,
         })
     }
 }
@@ -287,14 +329,15 @@ pub async fn api(
     Ok(v)
 }
 
-/// A tenant with `destinations` webhook destinations to `url/d0`, `url/d1`, …
+/// A tenant with `destinations` webhook destinations to `url/d0`, `url/d1`, …; returns their
+/// ids.
 pub async fn setup(
     c: &reqwest::Client,
     h: &HeraldProcess,
     tenant: &str,
     url: &str,
     destinations: usize,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     api(
         c,
         h,
@@ -303,8 +346,9 @@ pub async fn setup(
         json!({}),
     )
     .await?;
+    let mut ids = Vec::new();
     for i in 0..destinations {
-        api(
+        let d = api(
             c,
             h,
             reqwest::Method::POST,
@@ -312,8 +356,9 @@ pub async fn setup(
             json!({"type": "webhook", "topics": "*", "config": {"url": format!("{url}/d{i}")}}),
         )
         .await?;
+        ids.push(d["id"].as_str().unwrap_or_default().to_string());
     }
-    Ok(())
+    Ok(ids)
 }
 
 async fn scrape(c: &reqwest::Client, h: &HeraldProcess) -> Result<String> {

@@ -12,13 +12,16 @@
 //! `/proc/<pid>/stat` (Herald, and every `postgres` process), not wall-clock.
 //!
 //! Only two measurements use in-process parts (see `probe`): the paced runs (latency at half
-//! the maximum rate, 200 events/s light load — wrk cannot pace) and the publish → first
-//! attempt timing (nginx's `$msec` has only millisecond resolution).
+//! the maximum rate or at `--latency-rate`, 200 events/s light load — wrk cannot pace) and the
+//! publish → first attempt timing (nginx's `$msec` has only millisecond resolution). The
+//! large-store phase (`large`, `--store-events`) fills Herald through batch publish from the
+//! bench's own client, and times single API requests the same way.
 //!
 //! This is a measurement, not a test: nothing here passes or fails except the final table's
 //! comparison with the targets.
 
 mod herald;
+mod large;
 mod pg;
 mod probe;
 mod procfs;
@@ -54,6 +57,16 @@ pub struct BenchArgs {
     /// Events per request of the batch-publish phase (1..=1000).
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
+    /// Publish rate (events/s) of the latency phase; default: half the end-to-end rate the
+    /// embedded phase measured in this run. A fixed rate compares two builds
+    /// (`--herald-bin`) at the same load.
+    #[arg(long, value_name = "N")]
+    pub latency_rate: Option<f64>,
+    /// Fill one embedded-store Herald with this many events (batch publish, several tenants,
+    /// every event delivered to a webhook on the receiver), then measure throughput, list and
+    /// metrics API latencies, file size and a retention purge at that size; 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub store_events: u64,
     /// Pending deliveries for the memory phase (events × 10 destinations).
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
@@ -416,6 +429,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if !(1..=1000).contains(&args.batch_size) {
         bail!("--batch-size must be 1..=1000");
     }
+    if let Some(r) = args.latency_rate
+        && !(r.is_finite() && r >= 1.0)
+    {
+        bail!("--latency-rate must be at least 1 event/s");
+    }
     let bin = match &args.herald_bin {
         Some(p) => {
             std::fs::canonicalize(p).with_context(|| format!("--herald-bin {}", p.display()))?
@@ -536,6 +554,9 @@ async fn phases(b: &mut Bench, pg_url: Option<&str>) -> Result<()> {
 
     if !b.args.skip_embedded {
         embedded(b, floor).await?;
+    }
+    if b.args.store_events > 0 {
+        large::run(b).await?;
     }
     if let Some(url) = pg_url {
         postgres(b, url, floor).await?;
@@ -667,15 +688,18 @@ async fn embedded(b: &mut Bench, floor: f64) -> Result<()> {
         f.complete && f.herald_ms_per_delivery() <= 0.015,
     );
 
-    let half = (rate / 2.0).max(50.0);
+    let (lat_rate, why) = match b.args.latency_rate {
+        Some(r) => (r, "--latency-rate"),
+        None => ((rate / 2.0).max(50.0), "half the end-to-end rate"),
+    };
     progress(&format!(
-        "[latency] publish → first attempt at {half:.0} events/s (half the end-to-end rate), {secs} s, paced in-process publisher and receiver …"
+        "[latency] publish → first attempt at {lat_rate:.0} events/s ({why}), {secs} s, paced in-process publisher and receiver …"
     ));
     let (sent, _) = probe::paced(
         h.publish_urls(),
         "lat",
         "lh",
-        half,
+        lat_rate,
         Duration::from_secs(secs),
     )
     .await;
@@ -687,17 +711,17 @@ async fn embedded(b: &mut Bench, floor: f64) -> Result<()> {
         l.sent
     ));
     b.row(
-        format!("latency at {half:.0} events/s: publish → first attempt p50"),
+        format!("latency at {lat_rate:.0} events/s ({why}): publish → first attempt p50"),
         format!("{p50:.2} ms"),
     );
     b.judged(
-        format!("latency at {half:.0} events/s: p99"),
+        format!("latency at {lat_rate:.0} events/s ({why}): p99"),
         format!("{p99:.2} ms"),
         "< 5 ms",
         l.sorted.len() == l.sent && p99 < 5.0,
     );
     b.row(
-        format!("latency at {half:.0} events/s: p99.9"),
+        format!("latency at {lat_rate:.0} events/s ({why}): p99.9"),
         format!("{p999:.2} ms ({} samples)", l.sorted.len()),
     );
 
