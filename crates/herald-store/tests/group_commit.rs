@@ -198,3 +198,38 @@ async fn postgres_attempt_results_gather_for_a_while_and_commit_together() {
     publish_delivered(&store, &e, "d1", "a_late", at(2), at(3)).await;
     assert!(store.get_attempt("a_late").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_waiting_results_commit_without_waiting_any_longer() {
+    let (store, _dir) = own_sqlite();
+    let mut events = Vec::new();
+    for i in 0..4 {
+        let e = event(&format!("e{i}"), "acme", "t", at(0));
+        let [dl] =
+            <[String; 1]>::try_from(publish(&store, &e, &["d1"], at(0), None).await).unwrap();
+        events.push((e, dl));
+    }
+    // Two minutes of waiting allowed, but four results are as many as may wait together
+    // (they would all be written on the next publish's way to its answer).
+    store.set_result_linger(std::time::Duration::from_secs(120));
+    let records = events.iter().enumerate().map(|(i, (e, dl))| {
+        store.record_attempt(attempt_record(
+            &format!("a{i}"),
+            dl,
+            e,
+            "d1",
+            1,
+            true,
+            at(1),
+            (herald_core::DeliveryStatus::Success, at(1)),
+        ))
+    });
+    let [r0, r1, r2, r3]: [_; 4] = records.collect::<Vec<_>>().try_into().ok().unwrap();
+    let all = async { tokio::join!(r0, r1, r2, r3) };
+    let (a, b, c, d) = tokio::time::timeout(std::time::Duration::from_secs(30), all)
+        .await
+        .expect("four waiting results commit on their own");
+    for r in [a, b, c, d] {
+        r.expect("recorded");
+    }
+}

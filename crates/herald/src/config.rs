@@ -250,6 +250,9 @@ pub struct DatabaseSection {
     pub pool_size: usize,
     /// Apply pending schema migrations when `herald serve` starts (`--no-migrate` overrides).
     pub migrate_on_start: bool,
+    /// Milliseconds attempt results may wait to share a commit with other writes (0–1000;
+    /// 0: each group commits at once).
+    pub result_linger_ms: u64,
 }
 
 impl Default for DatabaseSection {
@@ -258,6 +261,7 @@ impl Default for DatabaseSection {
             url: SecretUrl::default(),
             pool_size: 10,
             migrate_on_start: true,
+            result_linger_ms: 10,
         }
     }
 }
@@ -717,6 +721,12 @@ impl Config {
             bail!(
                 "database.pool_size (HERALD_DATABASE_POOL_SIZE): {} is not between 1 and 1000",
                 self.database.pool_size
+            );
+        }
+        if self.database.result_linger_ms > 1000 {
+            bail!(
+                "database.result_linger_ms (HERALD_DATABASE_RESULT_LINGER_MS): {} is more than 1000",
+                self.database.result_linger_ms
             );
         }
         // The values are not echoed: they may hold a password.
@@ -1382,6 +1392,11 @@ mod tests {
                 "database.url",
             ),
             ("HERALD_DATABASE_POOL_SIZE", "0", "database.pool_size"),
+            (
+                "HERALD_DATABASE_RESULT_LINGER_MS",
+                "5000",
+                "database.result_linger_ms",
+            ),
             ("HERALD_DATABASE_POOL_SIZE", "-3", "database.pool_size"),
             (
                 "HERALD_DATABASE_MIGRATE_ON_START",

@@ -57,6 +57,11 @@ struct OpenedStore {
     _lock: Option<std::fs::File>,
 }
 
+/// `database.result_linger_ms` as a duration.
+fn result_linger(cfg: &Config) -> std::time::Duration {
+    std::time::Duration::from_millis(cfg.database.result_linger_ms)
+}
+
 async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
     if cfg.database.is_postgres() {
         let where_ = herald_store::pg::describe_url(cfg.database.url.expose());
@@ -68,6 +73,7 @@ async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
         })
         .await
         .with_context(|| format!("cannot use PostgreSQL database {where_}"))?;
+        store.set_result_linger(result_linger(cfg));
         return Ok(OpenedStore {
             store: Arc::new(store),
             shared: true,
@@ -93,6 +99,7 @@ async fn open_store(cfg: &Config, migrate: bool) -> Result<OpenedStore> {
     }
     let store = SqliteStore::open_with(&db_path, migrate, &keys)
         .with_context(|| format!("opening {}", db_path.display()))?;
+    store.set_result_linger(result_linger(cfg));
     secrets::restrict_database_files(&db_path)?;
     Ok(OpenedStore {
         store: Arc::new(store),
