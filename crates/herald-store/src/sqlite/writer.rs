@@ -10,13 +10,14 @@
 //! transaction, which holds only that group so far, is rolled back and the group runs again,
 //! each write in its own savepoint; the first run's results are dropped.
 //!
-//! Attempt results may wait ([`Queued::may_wait`]): a group made only of them waits up to
-//! [`LINGER`] (see [`super::SqliteStore::set_result_linger`]) for another write before it commits, so at a light load an attempt's result
-//! shares the commit of the next publish instead of paying for a commit of its own. Every
-//! commit rewrites each page it touched as a whole frame in the WAL (about ten 4 KiB pages for
-//! an attempt result alone) and syncs it; halving the commits per event halves that work. A
-//! write that may not wait (a publish, a claim, anything an API caller waits for) ends the
-//! wait at once and commits with the waiting results. Nothing acknowledged is at risk: the
+//! Attempt results may wait ([`Queued::may_wait`]): a group made only of them, at most
+//! [`LINGER_FULL`], waits up to [`LINGER`] (see [`super::SqliteStore::set_result_linger`])
+//! for another write before it commits, so at a light load an attempt's result shares the
+//! commit of the next publish instead of paying for a commit of its own. Every commit
+//! rewrites each page it touched as a whole frame in the WAL (about ten 4 KiB pages for an
+//! attempt result alone) and syncs it. A write that may not wait (a publish, a claim,
+//! anything an API caller waits for) ends the wait at once and commits with the waiting
+//! results. Nothing acknowledged is at risk: the
 //! caller of a waiting result hears back only after its commit, and a result lost to a crash
 //! before it means the delivery is attempted again after its lease, as it would be had the
 //! crash come just before the result was sent.
@@ -133,10 +134,17 @@ pub(super) fn writer_loop(
     linger_us: Arc<AtomicU64>,
 ) {
     // Only to wait with a timeout on the queue (see `linger`); the writer runs no tasks.
-    let timer = tokio::runtime::Builder::new_current_thread()
+    // Without it, every group commits at once, as with a zero linger.
+    let timer = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .ok();
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            tracing::warn!(error = %e, "embedded store writer: no timer, attempt results commit without waiting");
+            None
+        }
+    };
     let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
