@@ -65,6 +65,20 @@ async fn a_failing_publish_in_a_group_undoes_only_itself() {
     assert!(s.get_attempt("a_after").await.unwrap().is_some());
 }
 
+/// The record of a successful first attempt `id` of delivery `dl` of `e` to `d1`, at `at(1)`.
+fn first_success(id: &str, dl: &str, e: &herald_core::Event) -> herald_store::AttemptRecord {
+    attempt_record(
+        id,
+        dl,
+        e,
+        "d1",
+        1,
+        true,
+        at(1),
+        (herald_core::DeliveryStatus::Success, at(1)),
+    )
+}
+
 /// An embedded store of its own (for `set_result_linger`) in a temporary directory.
 fn own_sqlite() -> (herald_store::sqlite::SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -86,16 +100,7 @@ async fn an_attempt_result_waits_for_the_next_write_and_commits_with_it() {
     let e2 = event("e2", "acme", "t", at(2));
     let both = async {
         tokio::join!(
-            store.record_attempt(attempt_record(
-                "a1",
-                &dl,
-                &e1,
-                "d1",
-                1,
-                true,
-                at(1),
-                (herald_core::DeliveryStatus::Success, at(1)),
-            )),
+            store.record_attempt(first_success("a1", &dl, &e1)),
             publish(&store, &e2, &["d1"], at(2), None),
         )
     };
@@ -170,16 +175,7 @@ async fn postgres_attempt_results_gather_for_a_while_and_commit_together() {
             tokio::spawn(async move {
                 tokio::time::sleep(gap).await;
                 store
-                    .record_attempt(attempt_record(
-                        &format!("a{i}"),
-                        &dl,
-                        &e,
-                        "d1",
-                        1,
-                        true,
-                        at(1),
-                        (herald_core::DeliveryStatus::Success, at(1)),
-                    ))
+                    .record_attempt(first_success(&format!("a{i}"), &dl, &e))
                     .await
             })
         })
@@ -212,18 +208,10 @@ async fn a_few_waiting_results_commit_without_waiting_any_longer() {
     // Two minutes of waiting allowed, but four results are as many as may wait together
     // (they would all be written on the next publish's way to its answer).
     store.set_result_linger(std::time::Duration::from_secs(120));
-    let records = events.iter().enumerate().map(|(i, (e, dl))| {
-        store.record_attempt(attempt_record(
-            &format!("a{i}"),
-            dl,
-            e,
-            "d1",
-            1,
-            true,
-            at(1),
-            (herald_core::DeliveryStatus::Success, at(1)),
-        ))
-    });
+    let records = events
+        .iter()
+        .enumerate()
+        .map(|(i, (e, dl))| store.record_attempt(first_success(&format!("a{i}"), dl, e)));
     let [r0, r1, r2, r3]: [_; 4] = records.collect::<Vec<_>>().try_into().ok().unwrap();
     let all = async { tokio::join!(r0, r1, r2, r3) };
     let (a, b, c, d) = tokio::time::timeout(std::time::Duration::from_secs(30), all)
