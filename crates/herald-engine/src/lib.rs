@@ -24,6 +24,7 @@ pub mod expiry;
 mod notices;
 pub mod operator;
 mod retention;
+mod rollup;
 pub mod routes;
 pub mod telemetry;
 mod wake;
@@ -235,6 +236,7 @@ impl Engine {
         tokio::spawn(dispatch::run_dispatcher(inner.clone(), rx));
         tokio::spawn(dispatch::run_poller(inner.clone()));
         tokio::spawn(retention::run(inner.clone()));
+        tokio::spawn(rollup::run(inner.clone()));
         tokio::spawn(expiry::run(inner.clone()));
         if let Some(rx) = notices {
             tokio::spawn(notices::run(inner.clone(), rx));

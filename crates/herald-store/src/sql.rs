@@ -397,20 +397,47 @@ pub(crate) fn attempt_measures(sum: impl Fn(&str) -> String) -> String {
     .collect()
 }
 
-/// An aggregate statement: `from` names the row source, `time_col` its time, `measures` the
-/// extra aggregate expressions after `COUNT(*)` (exactly six, or none), `column_of` maps a
-/// dimension name to an SQL expression.
+/// Where a metrics aggregate reads its rows and how it counts them.
+pub(crate) struct MetricsFrom<'a> {
+    /// The row source: a table with its alias, or a join.
+    pub(crate) from: &'a str,
+    /// Its microsecond time column.
+    pub(crate) time_col: &'a str,
+    /// A group's count: `COUNT(*)` over rows, `SUM(x.n)` over roll-up rows that count several.
+    pub(crate) count: &'a str,
+    /// The extra aggregates after the count: exactly six (see [`attempt_measures`]), or none.
+    pub(crate) measures: &'a str,
+    /// One more condition on the rows (a roll-up source, a rowid range), inlined.
+    pub(crate) also: Option<&'a str>,
+}
+
+impl<'a> MetricsFrom<'a> {
+    /// Plain rows counted one each.
+    pub(crate) fn rows(from: &'a str, time_col: &'a str, measures: &'a str) -> Self {
+        Self {
+            from,
+            time_col,
+            count: "COUNT(*)",
+            measures,
+            also: None,
+        }
+    }
+}
+
+/// An aggregate statement over `src`; `column_of` maps a dimension name to an SQL expression.
 pub(crate) fn metrics_sql<D: Dialect>(
     q: &MetricsQuery,
-    from: &str,
-    time_col: &str,
+    src: &MetricsFrom,
     column_of: impl Fn(&str) -> String,
-    measures: &str,
 ) -> (String, Where<D>) {
+    let time_col = src.time_col;
     let mut w = Where::<D>::default();
     let start = w.bind(D::int(us(q.start)));
     let end = w.bind(D::int(us(q.end)));
     w.push(format!("{time_col} >= {start} AND {time_col} < {end}"));
+    if let Some(also) = src.also {
+        w.push(also.to_string());
+    }
     for (name, values) in &q.filters {
         w.any_of(&D::filter_column(name, &column_of(name)), values);
     }
@@ -433,8 +460,11 @@ pub(crate) fn metrics_sql<D: Dialect>(
         format!(" GROUP BY {0} ORDER BY {0}", group.join(", "))
     };
     let sql = format!(
-        "SELECT {}, COUNT(*){measures} FROM {from}{}{group_by} LIMIT {}",
+        "SELECT {}, {}{} FROM {}{}{group_by} LIMIT {}",
         select.join(", "),
+        src.count,
+        src.measures,
+        src.from,
         w.sql(),
         q.row_limit + 1
     );

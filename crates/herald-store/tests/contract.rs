@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use common::*;
@@ -100,6 +100,7 @@ contract!(
     tenant_isolation,
     event_metrics_buckets_dimensions_filters,
     attempt_metrics_measures,
+    metrics_count_rows_through_roll_up_purge_and_replay,
     settings_are_created_once,
     operator_events_follow_the_failure_policy_in_the_attempt_transaction,
     gone_disables_in_the_attempt_transaction,
@@ -1997,6 +1998,382 @@ async fn attempt_metrics_measures(s: Arc<dyn Store>) {
     let rows = s.attempt_metrics(&q).await.unwrap();
     let got: BTreeSet<_> = rows.iter().map(|r| r.dimensions[0].1.clone()).collect();
     assert_eq!(got, ["1", "2", "3"].map(String::from).into_iter().collect());
+}
+
+/// Rows a metrics test expects, as the model in
+/// [`metrics_count_rows_through_roll_up_purge_and_replay`] keeps them: time in microseconds
+/// and every dimension's value.
+#[derive(Default)]
+struct MetricsModel {
+    events: Vec<(i64, BTreeMap<&'static str, String>)>,
+    routed: Vec<(i64, BTreeMap<&'static str, String>)>,
+    attempts: Vec<(i64, BTreeMap<&'static str, String>)>,
+}
+
+impl MetricsModel {
+    fn event(&mut self, e: &Event, dests: &[&str]) {
+        let base: BTreeMap<&'static str, String> = [
+            ("tenant_id", e.tenant_id.clone()),
+            ("topic", e.topic.clone()),
+            // Not a dimension: which event the row stands for.
+            ("event", e.id.clone()),
+        ]
+        .into();
+        let t = e.time.as_microsecond();
+        for d in dests {
+            let mut dims = base.clone();
+            dims.insert("destination_id", d.to_string());
+            self.routed.push((t, dims));
+        }
+        self.events.push((t, base));
+    }
+
+    fn attempt(&mut self, r: &AttemptRecord) {
+        let a = &r.attempt;
+        let dims: BTreeMap<&'static str, String> = [
+            ("tenant_id", a.tenant_id.clone()),
+            ("destination_id", a.destination_id.clone()),
+            ("destination_type", a.destination_type.clone()),
+            ("topic", a.topic.clone()),
+            ("status", a.status.as_str().to_string()),
+            ("code", a.code.clone()),
+            ("manual", (a.manual as u8).to_string()),
+            ("attempt_number", a.attempt_number.to_string()),
+        ]
+        .into();
+        self.attempts.push((a.time.as_microsecond(), dims));
+    }
+
+    /// The groups `q` should give, computed by hand: (bucket, dimension values, count, and for
+    /// attempts successful, failed, first attempts, retries, manual, attempt number sum).
+    fn expect(
+        &self,
+        rows: &[(i64, BTreeMap<&'static str, String>)],
+        q: &MetricsQuery,
+    ) -> Vec<(Option<Timestamp>, Vec<String>, [u64; 7])> {
+        let mut groups: BTreeMap<(Option<Timestamp>, Vec<String>), [u64; 7]> = BTreeMap::new();
+        for (t, dims) in rows {
+            if *t < q.start.as_microsecond() || *t >= q.end.as_microsecond() {
+                continue;
+            }
+            if q.filters
+                .iter()
+                .any(|(k, vs)| !vs.contains(&dims[k.as_str()]))
+            {
+                continue;
+            }
+            // Both stores bucket by integer division (towards zero).
+            let secs = t / 1_000_000;
+            let bucket = match q.bucket {
+                Bucket::None => None,
+                Bucket::Seconds(n) => Some(Timestamp::from_second(secs / n * n).unwrap()),
+                Bucket::Months(n) => {
+                    let d = Timestamp::from_second(secs)
+                        .unwrap()
+                        .to_zoned(jiff::tz::TimeZone::UTC);
+                    let m = (d.year() as i64 * 12 + d.month() as i64 - 1) / n * n;
+                    Some(
+                        jiff::civil::date((m / 12) as i16, (m % 12 + 1) as i8, 1)
+                            .to_zoned(jiff::tz::TimeZone::UTC)
+                            .unwrap()
+                            .timestamp(),
+                    )
+                }
+            };
+            let key = (
+                bucket,
+                q.dimensions
+                    .iter()
+                    .map(|d| dims[d.as_str()].clone())
+                    .collect(),
+            );
+            let g = groups.entry(key).or_default();
+            g[0] += 1;
+            if let Some(status) = dims.get("status") {
+                let number: u64 = dims["attempt_number"].parse().unwrap();
+                let manual = dims["manual"] == "1";
+                g[1] += (status == "success") as u64;
+                g[2] += (status == "failed") as u64;
+                g[3] += (number == 1) as u64;
+                g[4] += (number > 1 && !manual) as u64;
+                g[5] += manual as u64;
+                g[6] += number;
+            }
+        }
+        // A query that does not group answers one row, also when it counts nothing.
+        if q.bucket == Bucket::None && q.dimensions.is_empty() && groups.is_empty() {
+            groups.insert((None, Vec::new()), [0; 7]);
+        }
+        groups
+            .into_iter()
+            .take(q.row_limit + 1)
+            .map(|((b, d), c)| (b, d, c))
+            .collect()
+    }
+}
+
+fn metrics_groups(rows: Vec<MetricsRow>) -> Vec<(Option<Timestamp>, Vec<String>, [u64; 7])> {
+    rows.into_iter()
+        .map(|r| {
+            (
+                r.bucket,
+                r.dimensions.into_iter().map(|(_, v)| v).collect(),
+                [
+                    r.count,
+                    r.successful,
+                    r.failed,
+                    r.first_attempts,
+                    r.retries,
+                    r.manual,
+                    r.attempt_number_sum,
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Asserts every query of a fixed set answers as the model says.
+async fn metrics_match(s: &dyn Store, m: &MetricsModel, phase: &str) {
+    let ranges = [
+        // Everything, from before 1970.
+        (Timestamp::from_second(-200).unwrap(), at(20_000)),
+        // Partial minutes at both ends (at(0) is 20 s into a minute).
+        (at(5), at(301)),
+        // Whole minutes only.
+        (at(-20), at(340)),
+        // Inside one minute.
+        (at(41), at(59)),
+        // Fractions of a second at both ends.
+        (ms(4_700), ms(299_300)),
+        // Inside one second.
+        (ms(109_100), ms(109_900)),
+        // Around the attempts, with fractions at the ends.
+        (ms(1_004_500), ms(1_110_700)),
+        (ms(6_000_200), ms(6_101_500)),
+    ];
+    let buckets = [
+        Bucket::None,
+        Bucket::Seconds(60),
+        Bucket::Seconds(3600),
+        Bucket::Seconds(30),
+        Bucket::Months(1),
+    ];
+    let with = |dims: &[&str], filters: &[(&str, &str)]| {
+        (
+            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            filters
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    };
+    let events = [
+        with(&[], &[]),
+        with(&["topic"], &[("tenant_id", "acme")]),
+        with(&["tenant_id", "topic"], &[]),
+    ];
+    let routed = [
+        with(&["destination_id"], &[]),
+        with(&["topic"], &[("destination_id", "d2")]),
+        with(&["destination_id", "tenant_id"], &[("topic", "a")]),
+    ];
+    let attempts = [
+        with(&[], &[]),
+        with(&["status"], &[("tenant_id", "globex")]),
+        with(&["attempt_number", "manual"], &[]),
+        with(&["code", "destination_type"], &[("status", "failed")]),
+        with(&["topic"], &[("manual", "1")]),
+    ];
+    for (start, end) in ranges {
+        for bucket in buckets {
+            for (kind, sets) in [
+                ("events", &events[..]),
+                ("routed", &routed[..]),
+                ("attempts", &attempts[..]),
+            ] {
+                for (dims, filters) in sets {
+                    for row_limit in [1000, 2] {
+                        let q = MetricsQuery {
+                            start,
+                            end,
+                            bucket,
+                            dimensions: dims.clone(),
+                            filters: filters.clone(),
+                            row_limit,
+                        };
+                        let (got, want) = match kind {
+                            "attempts" => (s.attempt_metrics(&q).await, m.expect(&m.attempts, &q)),
+                            "routed" => (s.event_metrics(&q).await, m.expect(&m.routed, &q)),
+                            _ => (s.event_metrics(&q).await, m.expect(&m.events, &q)),
+                        };
+                        assert_eq!(
+                            metrics_groups(got.unwrap()),
+                            want,
+                            "{phase}: {kind} {start}..{end} {bucket:?} {dims:?} {filters:?} limit {row_limit}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rolls up in small batches until the store says it caught up.
+async fn roll_up_all(s: &dyn Store) {
+    for _ in 0..1000 {
+        if s.roll_up_metrics(7).await.unwrap() == 0 {
+            return;
+        }
+    }
+    panic!("the roll-up never caught up");
+}
+
+/// [`at`] in milliseconds.
+fn ms(millis: i64) -> Timestamp {
+    at(0) + jiff::SignedDuration::from_millis(millis)
+}
+
+async fn metrics_count_rows_through_roll_up_purge_and_replay(s: Arc<dyn Store>) {
+    let mut m = MetricsModel::default();
+    // Old events, published at 0 and finished by 1,200: times over six minutes, one before
+    // 1970; one or two destinations; a retry, then success or failure for good.
+    for i in 0..25i64 {
+        let tenant = ["acme", "globex"][i as usize % 2];
+        let topic = ["a", "b", "c"][i as usize % 3];
+        // Every third event inside a second, not on it.
+        let time = if i == 24 {
+            Timestamp::from_second(-90).unwrap()
+        } else if i % 3 == 0 {
+            ms(i * 17_000 - 29_500)
+        } else {
+            at(i * 17 - 30)
+        };
+        let e = event(&format!("old{i}"), tenant, topic, time);
+        let dests: &[&str] = if i % 4 == 0 { &["d1", "d2"] } else { &["d1"] };
+        let dls = publish(&*s, &e, dests, at(0), None).await;
+        m.event(&e, dests);
+        for (dl, d) in dls.iter().zip(dests) {
+            let ok = i % 5 != 0;
+            let first = attempt_record(
+                &format!("{dl}_1"),
+                dl,
+                &e,
+                d,
+                1,
+                false,
+                ms(1_000_000 + i * 1_300),
+                (DeliveryStatus::Pending, at(1050)),
+            );
+            let end = if ok {
+                DeliveryStatus::Success
+            } else {
+                DeliveryStatus::Failed
+            };
+            let second = attempt_record(
+                &format!("{dl}_2"),
+                dl,
+                &e,
+                d,
+                2,
+                ok,
+                at(1100 + i),
+                (end, at(1100 + i)),
+            );
+            for r in [first, second] {
+                s.record_attempt(r.clone()).await.unwrap();
+                m.attempt(&r);
+            }
+        }
+    }
+    metrics_match(&*s, &m, "rows only").await;
+    s.roll_up_metrics(5).await.unwrap();
+    metrics_match(&*s, &m, "partly rolled up").await;
+    roll_up_all(&*s).await;
+    metrics_match(&*s, &m, "rolled up").await;
+
+    // New events, published at 6,000, sharing minutes with old ones; not rolled up yet.
+    let mut new = Vec::new();
+    for i in 0..12i64 {
+        let e = event(
+            &format!("new{i}"),
+            ["acme", "globex"][i as usize % 2],
+            ["a", "b"][i as usize % 2],
+            ms(i * 23_000 + 50_000 + (i % 2) * 250),
+        );
+        let [dl] =
+            <[String; 1]>::try_from(publish(&*s, &e, &["d2"], at(6000), None).await).unwrap();
+        m.event(&e, &["d2"]);
+        let r = attempt_record(
+            &format!("{dl}_1"),
+            &dl,
+            &e,
+            "d2",
+            1,
+            true,
+            ms(6_000_000 + i * 700),
+            (DeliveryStatus::Success, ms(6_000_000 + i * 700)),
+        );
+        s.record_attempt(r.clone()).await.unwrap();
+        m.attempt(&r);
+        new.push(e);
+    }
+    // A manual retry of the first, failed for good.
+    let mut manual = new_delivery("manual0", &new[0], "d2", at(6100), None);
+    manual.delivery.manual = true;
+    assert_eq!(
+        s.add_delivery(manual).await.unwrap(),
+        ("manual0".to_string(), true)
+    );
+    let mut r = attempt_record(
+        "manual0_2",
+        "manual0",
+        &new[0],
+        "d2",
+        2,
+        false,
+        at(6101),
+        (DeliveryStatus::Failed, at(6101)),
+    );
+    r.attempt.manual = true;
+    s.record_attempt(r.clone()).await.unwrap();
+    m.attempt(&r);
+    metrics_match(&*s, &m, "rolled up, new rows not").await;
+    roll_up_all(&*s).await;
+    metrics_match(&*s, &m, "all rolled up").await;
+
+    // Retention takes the old events, their deliveries and attempts.
+    let mut purged = 0;
+    loop {
+        let st = s.purge(at(5000), at(5000), 4).await.unwrap();
+        if st.total() == 0 {
+            break;
+        }
+        purged += st.total();
+    }
+    assert_eq!(purged, 25 + 32 + 64, "events, deliveries and attempts");
+    m.events.retain(|(_, d)| !d["event"].starts_with("old"));
+    m.routed.retain(|(_, d)| !d["event"].starts_with("old"));
+    m.attempts.retain(|(t, _)| *t >= at(5000).as_microsecond());
+    metrics_match(&*s, &m, "purged").await;
+
+    // Replaying the failed manual delivery makes it a routed one.
+    let q = ReplayQuery {
+        tenant_id: new[0].tenant_id.clone(),
+        destination_id: "d2".into(),
+        ..Default::default()
+    };
+    assert_eq!(s.replay(&q, at(7000)).await.unwrap(), 1);
+    let dims: BTreeMap<&'static str, String> = [
+        ("tenant_id", new[0].tenant_id.clone()),
+        ("topic", new[0].topic.clone()),
+        ("event", new[0].id.clone()),
+        ("destination_id", "d2".into()),
+    ]
+    .into();
+    m.routed.push((new[0].time.as_microsecond(), dims));
+    metrics_match(&*s, &m, "replayed").await;
+    roll_up_all(&*s).await;
+    metrics_match(&*s, &m, "replayed and rolled up").await;
 }
 
 // ----- settings -----

@@ -341,7 +341,7 @@ fn row_counts(path: &std::path::Path) -> Vec<(String, i64)> {
 async fn sqlite_v8_database_migrates_keeping_every_row() {
     use common::{at, attempt_record, event, new_delivery};
     use herald_core::DeliveryStatus;
-    use herald_store::{EventQuery, PurgeStats};
+    use herald_store::{Bucket, EventQuery, MetricsQuery, PurgeStats};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.db");
     let s = |secs: i64| (1_700_000_000 + secs) * 1_000_000;
@@ -441,6 +441,34 @@ async fn sqlite_v8_database_migrates_keeping_every_row() {
 
     // The migrated rows answer as before.
     assert_eq!(store.pending_count().await.unwrap(), 1);
+    // They count in the metrics before the roll-up (migration 10) folds them in, and after.
+    let q = MetricsQuery {
+        start: at(0),
+        end: at(3600),
+        bucket: Bucket::Seconds(60),
+        dimensions: vec!["destination_id".into()],
+        filters: Default::default(),
+        row_limit: 100,
+    };
+    let qa = MetricsQuery {
+        dimensions: vec!["status".into()],
+        ..q.clone()
+    };
+    let routed = store.event_metrics(&q).await.unwrap();
+    let attempts = store.attempt_metrics(&qa).await.unwrap();
+    assert_eq!(routed.iter().map(|r| r.count).sum::<u64>(), 4);
+    assert_eq!(attempts.iter().map(|r| r.count).sum::<u64>(), 3);
+    while store.roll_up_metrics(2).await.unwrap() > 0 {}
+    let folded: i64 = conn
+        .query_row("SELECT SUM(n) FROM metric_rollup", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        folded,
+        2 * (3 + 4 + 3),
+        "events, routed deliveries, attempts; by minute and by second"
+    );
+    assert_eq!(store.event_metrics(&q).await.unwrap(), routed);
+    assert_eq!(store.attempt_metrics(&qa).await.unwrap(), attempts);
     let e3 = store.get_event("acme", "e3").await.unwrap().expect("e3");
     assert_eq!(e3.matched_destination_ids, ["d1", "d2"]);
     let routed_to_d2 = store
@@ -621,6 +649,63 @@ async fn sqlite_delivery_queries_use_their_indexes() {
             !got.contains("TEMP B-TREE FOR ORDER BY"),
             "{sql}\nsorts:\n{got}"
         );
+    }
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_metrics_queries_use_the_roll_up_and_rowids() {
+    // The statements `sqlite/rollup.rs` builds (constants in place of parameters): the roll-up
+    // rows are searched by source and tenant, or by source and time without a tenant; the
+    // rows above the watermark are read by rowid, never through a time or tenant index (which
+    // would walk every row of the range).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let store = SqliteStore::open(&path, &test_keys()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let cases = [
+        (
+            "SELECT ((e.time / 1000000) / 3600) * 3600, CAST(e.topic AS TEXT), SUM(e.n) FROM metric_rollup e
+             WHERE e.time >= 0 AND e.time < 9 AND e.source = 0 AND e.n <> 0 AND e.tenant_id IN ('acme')
+             GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 101",
+            vec!["SEARCH e USING PRIMARY KEY (source=? AND tenant_id=? AND time>? AND time<?)"],
+        ),
+        (
+            "SELECT NULL, SUM(e.n) FROM metric_rollup e
+             WHERE e.time >= 0 AND e.time < 9 AND e.source = 1 AND e.n <> 0 AND e.tenant_id <> '__operator' LIMIT 101",
+            vec!["SEARCH e USING INDEX metric_rollup_time (source=? AND time>? AND time<?)"],
+        ),
+        (
+            "SELECT NULL, COUNT(*) FROM events e NOT INDEXED
+             WHERE e.time >= 0 AND e.time < 9 AND e.rowid > 5 AND e.tenant_id IN ('acme') LIMIT 101",
+            vec!["SEARCH e USING INTEGER PRIMARY KEY (rowid>?)"],
+        ),
+        (
+            "SELECT NULL, CAST(d.destination_id AS TEXT), COUNT(*) FROM deliveries d NOT INDEXED
+             JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id AND d.manual = 0
+             WHERE e.time >= 0 AND e.time < 9 AND d.rowid > 5 AND e.tenant_id <> '__operator'
+             GROUP BY 2 ORDER BY 2 LIMIT 101",
+            vec![
+                "SEARCH d USING INTEGER PRIMARY KEY (rowid>?)",
+                "SEARCH e USING INDEX sqlite_autoindex_events_1 (tenant_id=? AND id=?)",
+            ],
+        ),
+        (
+            "SELECT NULL, COUNT(*) FROM attempts a NOT INDEXED
+             WHERE a.time >= 0 AND a.time < 9 AND a.rowid > 5 AND a.destination_id IN ('d1')
+             AND a.tenant_id <> '__operator' LIMIT 101",
+            vec!["SEARCH a USING INTEGER PRIMARY KEY (rowid>?)"],
+        ),
+        (
+            "DELETE FROM metric_rollup WHERE source = 2 AND time <= 9 AND n = 0",
+            vec!["SEARCH metric_rollup USING INDEX metric_rollup_time (source=? AND time<?)"],
+        ),
+    ];
+    for (sql, wanted) in &cases {
+        let got = plan(&conn, sql);
+        for w in wanted {
+            assert!(got.contains(w), "{sql}\nwants {w}\ngot:\n{got}");
+        }
     }
     drop(store);
 }

@@ -119,7 +119,8 @@ pub(crate) async fn aggregate<C: GenericClient>(
     column_of: impl Fn(&str) -> String,
     measures: &str,
 ) -> Result<Vec<MetricsRow>> {
-    let (sql, w) = shared::metrics_sql::<Pg>(q, from, time_col, column_of, measures);
+    let src = shared::MetricsFrom::rows(from, time_col, measures);
+    let (sql, w) = shared::metrics_sql::<Pg>(q, &src, column_of);
     let rows = client.query(&sql, &w.refs()).await?;
     rows.iter()
         .map(|r| shared::metrics_row(q, !measures.is_empty(), r))

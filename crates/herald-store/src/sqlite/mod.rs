@@ -16,9 +16,10 @@
 //!
 //! Modules: [`schema`] (migrations), [`writer`] (the group-commit thread), [`sql`] (SQLite's
 //! dialect of the SQL shared with PostgreSQL in `crate::sql`), [`reseal`] (sealing rows under
-//! the current key at open).
+//! the current key at open), [`rollup`] (per-minute counts behind the metrics API).
 
 mod reseal;
+mod rollup;
 mod schema;
 mod sql;
 mod writer;
@@ -45,8 +46,8 @@ use crate::query::*;
 use crate::seal::{self, Keyring, ResealReport};
 use crate::sql::{
     API_KEY_COLS, ATTEMPT_COLS, DELIVERY_COLS, DEST_COLS, Dialect, EVENT_COLS, TENANT_COLS,
-    api_key_from_row, attempt_filter, attempt_from_row, attempt_measures, delivery_from_row,
-    destination_from_row, event_filter, event_from_row, tenant_from_row,
+    api_key_from_row, attempt_filter, attempt_from_row, delivery_from_row, destination_from_row,
+    event_filter, event_from_row, tenant_from_row,
 };
 use crate::{
     ApiKey, AttemptRecord, Backlog, DestinationBatch, ExpiryLevel, Job, NewDelivery, NewEvent,
@@ -54,7 +55,7 @@ use crate::{
 };
 use herald_core::operator::{self as op, DestinationRef, OPERATOR_TENANT, Subscription};
 use reseal::{raw_destination_rows, reseal_all};
-use sql::{Where, aggregate, paged};
+use sql::{Where, paged};
 use writer::{MAX_BATCH, Queued, WriteJob, run_in_savepoint, writer_loop};
 
 /// Read connections kept open.
@@ -1217,10 +1218,12 @@ impl Store for SqliteStore {
                     w.sql()
                 ));
             }
+            let ids = sources.join(" UNION ALL ");
+            // A replayed manual delivery counts as routed from now on (`manual = 0`).
+            rollup::count_replayed(c, &ids, &w.params)?;
             let sql = format!(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_p}, leased = 0, retry_base = attempts, manual = 0, updated_at = {now_p}
-                 WHERE id IN ({})",
-                sources.join(" UNION ALL ")
+                 WHERE id IN ({ids})"
             );
             Ok(c.execute(&sql, rusqlite::params_from_iter(w.params.iter()))? as u64)
         })
@@ -1236,6 +1239,9 @@ impl Store for SqliteStore {
         let purge_from = self.inner.purge_from.clone();
         self.write(move |c| {
             let (t, n) = (us(before), batch as i64);
+            // Counted rows leave the metrics roll-up with them.
+            let mut lowered = rollup::Lowered::default();
+            rollup::uncount_attempts(c, t, n, &mut lowered)?;
             let attempts = c
                 .prepare_cached("DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE time < ?1 ORDER BY time LIMIT ?2)")?
                 .execute(params![t, n])? as u64;
@@ -1275,6 +1281,7 @@ impl Store for SqliteStore {
             let mut deliveries = 0u64;
             for (rowid, tenant_id, id, _) in &rows {
                 keep.execute(params![rowid, us(ids_since)])?;
+                rollup::uncount_event(c, *rowid, &mut lowered)?;
                 deliveries += delete_deliveries.execute([id, tenant_id])? as u64;
                 delete.execute([rowid])?;
             }
@@ -1284,6 +1291,8 @@ impl Store for SqliteStore {
                      (SELECT rowid FROM purged_event_ids WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
                 )?
                 .execute(params![us(ids_since), n])? as u64;
+            rollup::drop_zeros(c, &lowered)?;
+            rollup::clamp(c)?;
             Ok(PurgeStats {
                 attempts,
                 deliveries,
@@ -1485,43 +1494,26 @@ impl Store for SqliteStore {
     async fn event_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>> {
         let q = q.clone();
         self.read(move |c| {
+            // By destination: one row per (event, destination) routed at publish time.
             let by_destination = q.dimensions.iter().any(|d| d == "destination_id")
                 || q.filters.contains_key("destination_id");
-            if by_destination {
-                // One row per (event, destination) routed at publish time.
-                aggregate(
-                    c,
-                    &q,
-                    "deliveries d JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id AND d.manual = 0",
-                    "e.time",
-                    |name| {
-                        if name == "destination_id" {
-                            "d.destination_id".into()
-                        } else {
-                            format!("e.{name}")
-                        }
-                    },
-                    "",
-                )
+            let kind = if by_destination {
+                rollup::Kind::Routed
             } else {
-                aggregate(c, &q, "events e", "e.time", |name| format!("e.{name}"), "")
-            }
+                rollup::Kind::Events
+            };
+            rollup::metrics(c, &q, kind)
         })
         .await
     }
 
     async fn attempt_metrics(&self, q: &MetricsQuery) -> Result<Vec<MetricsRow>> {
         let q = q.clone();
-        self.read(move |c| {
-            aggregate(
-                c,
-                &q,
-                "attempts a",
-                "a.time",
-                |name| format!("a.{name}"),
-                &attempt_measures(sql::sum),
-            )
-        })
-        .await
+        self.read(move |c| rollup::metrics(c, &q, rollup::Kind::Attempts))
+            .await
+    }
+
+    async fn roll_up_metrics(&self, batch: usize) -> Result<u64> {
+        self.write(move |c| rollup::roll_up(c, batch as i64)).await
     }
 }

@@ -104,17 +104,15 @@ pub(super) fn paged<T>(
 pub(super) fn aggregate(
     conn: &Connection,
     q: &MetricsQuery,
-    from: &str,
-    time_col: &str,
+    src: &shared::MetricsFrom,
     column_of: impl Fn(&str) -> String,
-    measures: &str,
 ) -> Result<Vec<MetricsRow>> {
-    let (sql, w) = shared::metrics_sql::<Sqlite>(q, from, time_col, column_of, measures);
+    let (sql, w) = shared::metrics_sql::<Sqlite>(q, src, column_of);
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(w.params.iter()))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(shared::metrics_row(q, !measures.is_empty(), r)?);
+        out.push(shared::metrics_row(q, !src.measures.is_empty(), r)?);
     }
     Ok(out)
 }
