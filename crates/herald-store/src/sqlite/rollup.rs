@@ -7,8 +7,10 @@
 //! the number of rows `n` it stands for. Each kind of row has two sources, one per unit
 //! ([`UNITS`]): minutes serve the inside of a query's range, seconds its partial minutes at
 //! either end. Rows are folded in after they are written, off the publish and attempt path:
-//! [`roll_up`] takes the rows of each kind with a rowid above the kind's watermark
-//! (`metric_rollup_state.upto`) into both units and moves the watermark. SQLite gives a new
+//! [`count_new`] counts the rows of each kind with a rowid above the kind's watermark
+//! (`metric_rollup_state.upto`) by both units on a read connection, and [`apply`] adds the
+//! counts and moves the watermark on the writer — unless a purge or replay changed the kind's
+//! rows in between (`metric_rollup_state.changed`), when the pass counts them again. SQLite gives a new
 //! row the highest rowid plus one and only the writer thread writes, so every row at or below
 //! the watermark is counted and every row above it is not — with one exception, kept closed
 //! here: deleting the highest rows lets their rowids be given again, so whatever deletes rows
@@ -98,31 +100,19 @@ impl Kind {
         }
     }
 
-    /// An upsert adding `sign` × the rows `rows_where` selects (over `events`, `deliveries d
-    /// JOIN events e` or `attempts`) to `unit`'s counts; `counted` limits it to rows at or
-    /// below the watermark. With `returning`, it answers each changed row's unit and count.
-    fn upsert(
-        self,
-        unit: Unit,
-        sign: &str,
-        rows_where: &str,
-        counted: bool,
-        returning: bool,
-    ) -> String {
+    /// An upsert adding `sign` × the counted rows (at or below the watermark) that
+    /// `rows_where` selects (over `events`, `deliveries d JOIN events e` or `attempts`) to
+    /// `unit`'s counts. With `returning`, it answers each changed row's unit and count.
+    fn upsert(self, unit: Unit, sign: &str, rows_where: &str, returning: bool) -> String {
         let (source, len) = (self.source(unit), unit.len);
-        let counted = if counted {
-            let alias = match self {
-                Kind::Events => "",
-                Kind::Routed => "d.",
-                Kind::Attempts => "",
-            };
-            format!(
-                " AND {alias}rowid <= (SELECT upto FROM metric_rollup_state WHERE source = {})",
-                self.index()
-            )
-        } else {
-            String::new()
+        let alias = match self {
+            Kind::Routed => "d.",
+            Kind::Events | Kind::Attempts => "",
         };
+        let counted = format!(
+            " AND {alias}rowid <= (SELECT upto FROM metric_rollup_state WHERE source = {})",
+            self.index()
+        );
         let returning = if returning { " RETURNING time, n" } else { "" };
         match self {
             Kind::Events => format!(
@@ -186,30 +176,129 @@ impl Kind {
     }
 }
 
-/// Folds up to `batch` rowids of each kind into the roll-up; returns how many rowids are
-/// still above the watermarks afterwards (0: caught up).
-pub(super) fn roll_up(c: &Connection, batch: i64) -> Result<u64> {
+/// What one roll-up pass adds for one kind: the rows with a rowid in `(upto, hi]`, counted
+/// while the kind's watermark was `upto` and its change counter `changed`.
+#[derive(Debug)]
+pub(super) struct Fold {
+    kind: Kind,
+    upto: i64,
+    hi: i64,
+    changed: i64,
+    /// Roll-up rows to add: source, then the key columns after it, then the count.
+    rows: Vec<(i64, Key, i64)>,
+}
+
+/// A roll-up row's key after its source: tenant, unit start, topic, destination,
+/// destination type, status, code, manual, attempt number.
+type Key = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+);
+
+/// Counts, on a read snapshot, the rows of each kind above its watermark (up to `batch`
+/// rowids) by second and by minute; returns them with how many rowids remain after them.
+/// The counting happens here, beside the writer, so a pass holds the writer only for the
+/// few upserts of [`apply`].
+pub(super) fn count_new(c: &Connection, batch: i64) -> Result<(Vec<Fold>, u64)> {
+    let tx = c.unchecked_transaction()?;
+    let mut folds = Vec::new();
     let mut behind = 0u64;
     for kind in Kind::ALL {
-        let upto = watermark(c, kind)?;
+        let (upto, changed): (i64, i64) = c
+            .prepare_cached("SELECT upto, changed FROM metric_rollup_state WHERE source = ?1")?
+            .query_row([kind.index()], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let max = max_rowid(c, kind)?;
         if max <= upto {
             continue;
         }
         let hi = max.min(upto.saturating_add(batch.max(1)));
-        let rows_where = match kind {
-            Kind::Routed => "d.rowid > ?1 AND d.rowid <= ?2 AND d.manual = 0",
-            _ => "rowid > ?1 AND rowid <= ?2",
-        };
-        for unit in UNITS {
-            c.prepare_cached(&kind.upsert(unit, "", rows_where, false, false))?
-                .execute([upto, hi])?;
-        }
-        c.prepare_cached("UPDATE metric_rollup_state SET upto = ?2 WHERE source = ?1")?
-            .execute([kind.index(), hi])?;
         behind += (max - hi) as u64;
+        let sql = match kind {
+            Kind::Events => {
+                "SELECT tenant_id, (time / 1000000) * 1000000, topic, '', '', '', '', 0, 0, COUNT(*)
+                 FROM events WHERE rowid > ?1 AND rowid <= ?2 AND time >= 0 GROUP BY 1, 2, 3"
+            }
+            Kind::Routed => {
+                "SELECT d.tenant_id, (e.time / 1000000) * 1000000, e.topic, d.destination_id, '', '', '', 0, 0, COUNT(*)
+                 FROM deliveries d JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
+                 WHERE d.rowid > ?1 AND d.rowid <= ?2 AND d.manual = 0 AND e.time >= 0 GROUP BY 1, 2, 3, 4"
+            }
+            Kind::Attempts => {
+                "SELECT tenant_id, (time / 1000000) * 1000000, topic, destination_id, destination_type, status, code, manual, attempt_number, COUNT(*)
+                 FROM attempts WHERE rowid > ?1 AND rowid <= ?2 AND time >= 0 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
+            }
+        };
+        let mut stmt = c.prepare_cached(sql)?;
+        let mut rows = stmt.query([upto, hi])?;
+        let mut seconds = Vec::new();
+        let mut minutes: BTreeMap<Key, i64> = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let key: Key = (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            );
+            let n: i64 = r.get(9)?;
+            let mut minute = key.clone();
+            minute.1 = minute.1.div_euclid(MINUTE) * MINUTE;
+            *minutes.entry(minute).or_default() += n;
+            seconds.push((kind.source(BY_SECOND), key, n));
+        }
+        let by_minute = kind.source(BY_MINUTE);
+        seconds.extend(minutes.into_iter().map(|(k, n)| (by_minute, k, n)));
+        folds.push(Fold {
+            kind,
+            upto,
+            hi,
+            changed,
+            rows: seconds,
+        });
     }
-    Ok(behind)
+    tx.commit()?;
+    Ok((folds, behind))
+}
+
+/// Adds what [`count_new`] counted and moves the watermarks, for each kind whose watermark
+/// and change counter are still the ones it counted under (a purge or replay meanwhile may
+/// have changed the rows: that kind is counted again next pass). Returns whether every kind
+/// was applied.
+pub(super) fn apply(c: &Connection, folds: &[Fold]) -> Result<bool> {
+    let mut all = true;
+    for f in folds {
+        let moved = c
+            .prepare_cached(
+                "UPDATE metric_rollup_state SET upto = ?2 WHERE source = ?1 AND upto = ?3 AND changed = ?4",
+            )?
+            .execute(params![f.kind.index(), f.hi, f.upto, f.changed])?;
+        if moved == 0 {
+            all = false;
+            continue;
+        }
+        let mut add = c.prepare_cached(
+            "INSERT INTO metric_rollup (source, tenant_id, time, topic, destination_id, destination_type, status, code, manual, attempt_number, n)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n",
+        )?;
+        for (source, k, n) in &f.rows {
+            add.execute(params![
+                source, k.0, k.1, k.2, k.3, k.4, k.5, k.6, k.7, k.8, n
+            ])?;
+        }
+    }
+    Ok(all)
 }
 
 fn watermark(c: &Connection, kind: Kind) -> Result<i64> {
@@ -262,7 +351,7 @@ pub(super) fn uncount_attempts(
 ) -> Result<()> {
     let rows_where = "id IN (SELECT id FROM attempts WHERE time < ?1 ORDER BY time LIMIT ?2)";
     for unit in UNITS {
-        let sql = Kind::Attempts.upsert(unit, "-", rows_where, true, true);
+        let sql = Kind::Attempts.upsert(unit, "-", rows_where, true);
         lowered.run(c, Kind::Attempts, unit, &sql, params![before, n])?;
     }
     Ok(())
@@ -272,9 +361,9 @@ pub(super) fn uncount_attempts(
 /// the purge deletes them.
 pub(super) fn uncount_event(c: &Connection, rowid: i64, lowered: &mut Lowered) -> Result<()> {
     for unit in UNITS {
-        let sql = Kind::Routed.upsert(unit, "-", "e.rowid = ?1 AND d.manual = 0", true, true);
+        let sql = Kind::Routed.upsert(unit, "-", "e.rowid = ?1 AND d.manual = 0", true);
         lowered.run(c, Kind::Routed, unit, &sql, [rowid])?;
-        let sql = Kind::Events.upsert(unit, "-", "rowid = ?1", true, true);
+        let sql = Kind::Events.upsert(unit, "-", "rowid = ?1", true);
         lowered.run(c, Kind::Events, unit, &sql, [rowid])?;
     }
     Ok(())
@@ -297,6 +386,9 @@ pub(super) fn drop_zeros(c: &Connection, lowered: &Lowered) -> Result<()> {
 /// After rows were deleted: a watermark above the highest rowid left comes down to it, so
 /// that a rowid SQLite gives again is above the watermark.
 pub(super) fn clamp(c: &Connection) -> Result<()> {
+    // Rows counted by a pass that has not applied its counts yet may be gone.
+    c.prepare_cached("UPDATE metric_rollup_state SET changed = changed + 1")?
+        .execute([])?;
     for kind in Kind::ALL {
         let max = max_rowid(c, kind)?;
         c.prepare_cached(
@@ -314,9 +406,12 @@ pub(super) fn count_replayed(
     ids_sql: &str,
     params: &[rusqlite::types::Value],
 ) -> Result<()> {
+    // Deliveries counted by a pass that has not applied its counts yet may change.
+    c.prepare_cached("UPDATE metric_rollup_state SET changed = changed + 1 WHERE source = ?1")?
+        .execute([Kind::Routed.index()])?;
     let rows_where = format!("d.id IN ({ids_sql}) AND d.manual = 1");
     for unit in UNITS {
-        c.prepare(&Kind::Routed.upsert(unit, "", &rows_where, true, false))?
+        c.prepare(&Kind::Routed.upsert(unit, "", &rows_where, false))?
             .execute(rusqlite::params_from_iter(params.iter()))?;
     }
     Ok(())
@@ -492,6 +587,54 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [(60, "a", 1), (60, "b", 5)]);
+    }
+
+    fn store_conn() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&c, true).unwrap();
+        c
+    }
+
+    fn add_event(c: &Connection, id: &str, secs: i64) {
+        c.execute(
+            "INSERT INTO events (id, tenant_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
+             VALUES (?1, 'acme', 't', ?2, '{}', '{}', 1, '[]', ?2)",
+            params![id, secs * SECOND],
+        )
+        .unwrap();
+    }
+
+    fn counted(c: &Connection) -> i64 {
+        c.query_row(
+            "SELECT COALESCE(SUM(n), 0) FROM metric_rollup WHERE source = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn counts_made_before_a_purge_are_not_applied_after_it() {
+        let c = store_conn();
+        for i in 0..3 {
+            add_event(&c, &format!("e{i}"), 100 + i);
+        }
+        let (folds, behind) = count_new(&c, 10).unwrap();
+        assert_eq!(behind, 0);
+        // A purge commits between the count and its apply (and deletes a row it counted).
+        c.execute("DELETE FROM events WHERE id = 'e2'", []).unwrap();
+        clamp(&c).unwrap();
+        assert!(!apply(&c, &folds).unwrap(), "counted under an old state");
+        assert_eq!(counted(&c), 0);
+        // The next pass counts what is there.
+        let (folds, _) = count_new(&c, 10).unwrap();
+        assert!(apply(&c, &folds).unwrap());
+        assert_eq!(counted(&c), 2);
+        // e2's rowid is given again: above the watermark the clamp lowered, so counted once.
+        add_event(&c, "e3", 103);
+        let (folds, _) = count_new(&c, 10).unwrap();
+        assert!(apply(&c, &folds).unwrap());
+        assert_eq!(counted(&c), 3);
     }
 
     #[test]

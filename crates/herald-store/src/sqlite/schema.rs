@@ -274,7 +274,8 @@ CREATE INDEX deliveries_destination ON deliveries (destination_id, status) WHERE
     // 10: the metrics roll-up (see `rollup.rs`): counts of events, routed deliveries and
     // attempts by tenant and dimension values, per minute (sources 0, 1, 2) and per second
     // (3, 4, 5), folded in after the rows are written, up to a watermark per kind (rows 0, 1,
-    // 2 of the state). `time` is the unit's start in microseconds. Existing rows are folded in
+    // 2 of the state; `changed` counts purges and replays, which a pass counting meanwhile
+    // must not miss). `time` is the unit's start in microseconds. Existing rows are folded in
     // by the first roll-up passes after the upgrade (queries count the rows above the
     // watermark meanwhile). The primary key serves tenant-scoped queries (the portal's), the
     // time index the operator's queries over every tenant and the purge's clean-up of zero
@@ -297,7 +298,8 @@ CREATE TABLE metric_rollup (
 CREATE INDEX metric_rollup_time ON metric_rollup (source, time);
 CREATE TABLE metric_rollup_state (
     source INTEGER PRIMARY KEY,
-    upto INTEGER NOT NULL
+    upto INTEGER NOT NULL,
+    changed INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO metric_rollup_state (source, upto) VALUES (0, 0), (1, 0), (2, 0);
 "#,
