@@ -622,8 +622,9 @@ pub trait Store: Send + Sync + 'static {
     async fn backlog(&self) -> Result<Backlog>;
     /// Folds rows written since the last call into the metrics roll-up, up to `batch` of
     /// each kind (events, routed deliveries, attempts); returns how many are still waiting (0:
-    /// caught up). The embedded store keeps per-minute counts so the metrics API stays fast
-    /// on a large store; a store without a roll-up (PostgreSQL aggregates its rows) returns 0.
+    /// caught up). The embedded store keeps per-second and per-minute counts so the metrics
+    /// API stays fast on a large store; a store without a roll-up (PostgreSQL counts its rows)
+    /// returns 0.
     /// Metrics answers are the same whether or not this ran.
     async fn roll_up_metrics(&self, batch: usize) -> Result<u64> {
         let _ = batch;

@@ -6,15 +6,17 @@
 //! `metric_rollup` holds one row per source, tenant, unit of time and dimension values, with
 //! the number of rows `n` it stands for. Each kind of row has two sources, one per unit
 //! ([`UNITS`]): minutes serve the inside of a query's range, seconds its partial minutes at
-//! either end. Rows are folded in after they are written, off the publish and attempt path:
-//! [`count_new`] counts the rows of each kind with a rowid above the kind's watermark
+//! either end.
+//!
+//! Rows are folded in after they are written, off the publish and attempt path: [`count_new`]
+//! counts the rows of each kind with a rowid above the kind's watermark
 //! (`metric_rollup_state.upto`) by both units on a read connection, and [`apply`] adds the
 //! counts and moves the watermark on the writer — unless a purge or replay changed the kind's
-//! rows in between (`metric_rollup_state.changed`), when the pass counts them again. SQLite gives a new
-//! row the highest rowid plus one and only the writer thread writes, so every row at or below
-//! the watermark is counted and every row above it is not — with one exception, kept closed
-//! here: deleting the highest rows lets their rowids be given again, so whatever deletes rows
-//! lowers the watermark to the highest rowid left ([`clamp`]).
+//! rows in between (`metric_rollup_state.changed`); then the next pass counts them again.
+//! SQLite gives a new row the highest rowid plus one and only the writer thread writes, so
+//! every row at or below the watermark is counted and every row above it is not — with one
+//! exception, kept closed here: deleting the highest rows lets their rowids be given again, so
+//! whatever deletes rows lowers the watermark to the highest rowid left ([`clamp`]).
 //!
 //! Everything that changes what a counted row contributes changes its counts in the same
 //! transaction: the retention purge takes counted rows off ([`uncount_attempts`],
