@@ -212,9 +212,13 @@ impl PgStore {
                 detail: e.to_string(),
             })?;
         reseal::check_and_seal_plaintext(&pool, &opts.keys).await?;
-        // Publish batches written at once: enough to keep the pipe full, few enough to leave
-        // connections for claims and reads.
-        let parallel = (pool_size / 4).clamp(1, 4);
+        // One publish statement at a time per node: the next batch gathers while one runs, so
+        // batches grow with the load (up to `MAX_EVENTS`) and each commit carries as many
+        // events as the node has callers. Measured (`herald bench --pg`, docs/benchmarks.md):
+        // up to four at once split a node's callers over four smaller commits, and
+        // PostgreSQL's CPU per event was 1.5–2 times higher, the most with three nodes, where
+        // each node has a third of the callers.
+        let parallel = 1;
         let (ptx, prx) = mpsc::channel(16_384);
         let (rtx, rrx) = mpsc::channel(16_384);
         let freshness = stats::Freshness::new();

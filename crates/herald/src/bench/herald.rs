@@ -147,6 +147,17 @@ impl Cluster {
         self.metric(c, "herald_store_commit_duration_seconds_count", &[])
             .await as u64
     }
+
+    /// Publish commits so far (all nodes). Only PostgreSQL counts them apart: the embedded
+    /// store's group commits mix publishes and results (writer `group`), so this is 0 there.
+    pub async fn publish_commits(&self, c: &reqwest::Client) -> u64 {
+        self.metric(
+            c,
+            "herald_store_commit_duration_seconds_count",
+            &[("writer", "publish")],
+        )
+        .await as u64
+    }
 }
 
 /// How to start Herald children.

@@ -163,6 +163,8 @@ struct Drive {
     pg_cpu_ms: f64,
     /// Store commits.
     commits: u64,
+    /// Publish commits (PostgreSQL only; 0 on the embedded store).
+    publish_commits: u64,
     /// Whether the receiver got everything owed before the deadline.
     complete: bool,
 }
@@ -186,6 +188,10 @@ impl Drive {
     fn commits_per_s(&self) -> f64 {
         self.commits as f64 / self.e2e_secs.max(1e-9)
     }
+    /// Accepted events per publish commit: how large the group commits were.
+    fn events_per_publish_commit(&self) -> f64 {
+        self.accepted as f64 / self.publish_commits.max(1) as f64
+    }
     fn errors(&self) -> u64 {
         self.wrk.iter().map(|w| w.non_2xx + w.socket_errors).sum()
     }
@@ -197,6 +203,7 @@ struct Snapshot {
     accepted: u64,
     successes: u64,
     commits: u64,
+    publish_commits: u64,
     ticks: u64,
     pg_ticks: u64,
     at: Instant,
@@ -304,6 +311,7 @@ impl Bench {
             accepted: h.accepted(&self.http).await,
             successes: h.successes(&self.http).await,
             commits: h.commits(&self.http).await,
+            publish_commits: h.publish_commits(&self.http).await,
             ticks: h.ticks(),
             pg_ticks: if h.db.is_some() {
                 procfs::postgres_ticks()
@@ -376,6 +384,7 @@ impl Bench {
         };
         let successes = (h.successes(&self.http).await - snap.successes).saturating_sub(elsewhere);
         let commits = h.commits(&self.http).await - snap.commits;
+        let publish_commits = h.publish_commits(&self.http).await - snap.publish_commits;
         Ok(Drive {
             wrk,
             accepted,
@@ -386,6 +395,7 @@ impl Bench {
             herald_cpu_ms,
             pg_cpu_ms,
             commits,
+            publish_commits,
             complete,
         })
     }
@@ -1007,9 +1017,68 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
             locks.with_waiters == 0,
         );
         b.row(
-            format!("{tag}: store commits per second"),
-            format!("{:.0}/s", d.commits_per_s()),
+            format!("{tag}: store commits per second (events per publish commit)"),
+            format!(
+                "{:.0}/s ({:.1})",
+                d.commits_per_s(),
+                d.events_per_publish_commit()
+            ),
         );
+        if let (Some(o), true) = (&one, n > 1) {
+            // The split above gives each node a share of the callers, so its group commits
+            // are smaller and cost more per event whatever the nodes do to coordinate. With
+            // the same callers per node as the single node had, commits are as large as
+            // there, and what is left of the growth is the nodes' own overhead (and two
+            // cores shared by more processes).
+            let all = conns * n;
+            progress(&format!(
+                "  again with {conns} connections per node ({all} in all), {secs} s …"
+            ));
+            let e = b
+                .drive(
+                    &h,
+                    Load {
+                        tenant: "one",
+                        fanout: 1,
+                        connections: all,
+                        secs,
+                        batch: 1,
+                        wait: true,
+                    },
+                    &format!("q{n}"),
+                )
+                .await?;
+            let dup = pg::duplicated_deliveries(&db_url).await?;
+            let extra = e.delivered.saturating_sub(e.accepted);
+            progress(&format!(
+                "  {}; PostgreSQL {:.4} ms CPU per event; duplicated deliveries {} (receiver got {extra} more than accepted)",
+                b.describe(&e, 1),
+                e.pg_ms_per_event(),
+                dup.map_or("unknown (schema)".to_string(), |x| x.to_string()),
+            ));
+            let hr = e.herald_ms_per_event() / o.herald_ms_per_event().max(1e-12);
+            let pr = e.pg_ms_per_event() / o.pg_ms_per_event().max(1e-12);
+            b.row(
+                format!(
+                    "{tag}, {conns} connections per node: Herald / PostgreSQL CPU per event, relative to 1 node (events per publish commit)"
+                ),
+                format!(
+                    "{:.4} ms ({hr:.2}×) / {:.4} ms ({pr:.2}×) ({:.1})",
+                    e.herald_ms_per_event(),
+                    e.pg_ms_per_event(),
+                    e.events_per_publish_commit()
+                ),
+            );
+            b.judged(
+                format!("{tag}, {conns} connections per node: duplicated deliveries (database; receiver excess)"),
+                format!(
+                    "{} ; {extra}",
+                    dup.map_or("unknown".to_string(), |x| x.to_string())
+                ),
+                "0",
+                dup.unwrap_or(0) == 0 && extra == 0,
+            );
+        }
         if n == 1 {
             one = Some(d);
         }
