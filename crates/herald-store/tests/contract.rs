@@ -92,6 +92,7 @@ contract!(
     replay_takes_cancelled_and_successful_deliveries_together,
     purge_respects_age_and_pending_work,
     purge_comes_back_for_an_event_once_its_delivery_is_done,
+    purge_takes_finished_deliveries_with_their_event,
     purged_ids_stay_duplicates_inside_the_window,
     ids_are_scoped_per_tenant,
     backlog_and_pending_count,
@@ -1253,6 +1254,51 @@ async fn purge_comes_back_for_an_event_once_its_delivery_is_done(s: Arc<dyn Stor
     let st = s.purge(at(50), at(50), 2).await.unwrap();
     assert_eq!((st.events, st.deliveries, st.attempts), (1, 1, 1));
     assert!(s.get_event("acme", "held").await.unwrap().is_none());
+}
+
+async fn purge_takes_finished_deliveries_with_their_event(s: Arc<dyn Store>) {
+    // One event, two deliveries: the first succeeds early, the second is still pending.
+    let two = event("two", "acme", "t", at(0));
+    let [d1, d2] =
+        <[String; 2]>::try_from(publish(&*s, &two, &["d1", "d2"], at(0), None).await).unwrap();
+    s.record_attempt(attempt_record(
+        "a1",
+        &d1,
+        &two,
+        "d1",
+        1,
+        true,
+        at(1),
+        (DeliveryStatus::Success, at(1)),
+    ))
+    .await
+    .unwrap();
+    // The old attempt goes by its own age; the finished delivery stays with its event.
+    let st = s.purge(at(50), at(50), 100).await.unwrap();
+    assert_eq!((st.attempts, st.deliveries, st.events), (1, 0, 0));
+    assert!(s.get_event("acme", "two").await.unwrap().is_some());
+    // The second succeeds after the cutoff: the event, old enough, takes both deliveries.
+    s.record_attempt(attempt_record(
+        "a2",
+        &d2,
+        &two,
+        "d2",
+        1,
+        true,
+        at(60),
+        (DeliveryStatus::Success, at(60)),
+    ))
+    .await
+    .unwrap();
+    let st = s.purge(at(50), at(50), 100).await.unwrap();
+    assert_eq!((st.attempts, st.deliveries, st.events), (0, 2, 1));
+    assert!(s.get_event("acme", "two").await.unwrap().is_none());
+    assert_eq!(
+        s.purge(at(50), at(50), 100).await.unwrap(),
+        PurgeStats::default()
+    );
+    // The later attempt stays until it is old enough itself.
+    assert!(s.get_attempt("a2").await.unwrap().is_some());
 }
 
 async fn purged_ids_stay_duplicates_inside_the_window(s: Arc<dyn Store>) {

@@ -83,6 +83,65 @@ async fn postgres_migrates_once_even_with_concurrent_nodes() {
         .expect("migrated database opens");
 }
 
+/// Schema 7 drops `deliveries_created` and narrows `deliveries_event`: a database at
+/// version 6 (rebuilt here from a migrated one by undoing migration 7) upgrades, losing only
+/// the finished deliveries whose event is already gone, which the purge could not reach again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_7_drops_orphan_finished_deliveries_and_narrows_indexes() {
+    assert_eq!(herald_store::pg::SCHEMA_VERSION, 7);
+    let db = TestDb::create().await;
+    PgStore::migrate(&db.url).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DELETE FROM herald_schema_migrations WHERE version = 7;
+             DROP INDEX deliveries_event;
+             CREATE INDEX deliveries_event ON deliveries (event_id, destination_id);
+             CREATE INDEX deliveries_created ON deliveries (created_at);
+             INSERT INTO events (id, tenant_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
+                 VALUES ('e1', 't', 'x', 0, '{}', '{}', true, '[]', 0);
+             INSERT INTO deliveries (id, event_id, tenant_id, destination_id, status, attempts, next_attempt_at, manual, created_at, updated_at) VALUES
+                 ('kept_done', 'e1', 't', 'd1', 'success', 1, 0, false, 0, 0),
+                 ('kept_pending', 'gone', 't', 'd1', 'pending', 0, 0, false, 0, 0),
+                 ('orphan', 'gone', 't', 'd2', 'failed', 6, 0, true, 0, 0),
+                 ('other_tenant', 'e1', 'u', 'd1', 'success', 1, 0, false, 0, 0);",
+        )
+        .await
+        .unwrap();
+    assert_eq!(PgStore::schema_version(&db.url).await.unwrap(), 6);
+    assert_eq!(PgStore::migrate(&db.url).await.unwrap(), 7);
+    let left: Vec<String> = client
+        .query("SELECT id FROM deliveries ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["kept_done", "kept_pending"]);
+    let indexes: Vec<(String, String)> = client
+        .query(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'deliveries' ORDER BY indexname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        !indexes.iter().any(|(n, _)| n == "deliveries_created"),
+        "{indexes:?}"
+    );
+    let event = indexes
+        .iter()
+        .find(|(n, _)| n == "deliveries_event")
+        .expect("deliveries_event");
+    assert!(event.1.ends_with("(event_id)"), "{}", event.1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_a_database_from_a_newer_herald() {
     let db = TestDb::create().await;

@@ -1303,16 +1303,12 @@ impl Store for PgStore {
                     &[&t, &n],
                 )
                 .await?;
-            let deliveries = tx
-                .execute(
-                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE created_at < $1 AND status != 'pending'
-                     ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    &[&t, &n],
-                )
-                .await?;
-            // An id still inside the idempotency window is kept: publishing it again stays a
-            // duplicate after its event is gone.
-            let events: i64 = tx
+            // Deliveries go with their event (schema 7 has no index on their creation time):
+            // an event old enough and with no pending delivery takes its finished deliveries
+            // along, whenever they were created; a finished delivery waits while its event has
+            // another one pending. An id still inside the idempotency window is kept:
+            // publishing it again stays a duplicate after its event is gone.
+            let gone = tx
                 .query_one(
                     "WITH gone AS (
                         DELETE FROM events WHERE (tenant_id, id) IN (SELECT e.tenant_id, e.id FROM events e WHERE e.created_at < $1
@@ -1324,12 +1320,17 @@ impl Store for PgStore {
                         INSERT INTO purged_event_ids (tenant_id, id, matched, created_at)
                         SELECT tenant_id, id, matched, created_at FROM gone WHERE created_at >= $3
                         ON CONFLICT (tenant_id, id) DO NOTHING
+                    ), taken AS (
+                        DELETE FROM deliveries d USING gone g
+                        WHERE d.event_id = g.id AND d.tenant_id = g.tenant_id AND d.status <> 'pending'
+                        RETURNING 1
                     )
-                    SELECT COUNT(*) FROM gone",
+                    SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM taken)",
                     &[&t, &n, &since],
                 )
-                .await?
-                .try_get(0)?;
+                .await?;
+            let events: i64 = gone.try_get(0)?;
+            let deliveries = gone.try_get::<_, i64>(1)? as u64;
             let ids_forgotten = tx
                 .execute(
                     "DELETE FROM purged_event_ids WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM purged_event_ids

@@ -189,6 +189,28 @@ CREATE TABLE purged_event_ids (
 CREATE INDEX purged_event_ids_created ON purged_event_ids (created_at);
 "#,
     },
+    // 7: two delivery index entries fewer per published and delivered event (one at the
+    // insert, one at the success update, which PostgreSQL cannot make a HOT update since it
+    // changes indexed columns), as in the embedded store's schema v9.
+    // - `deliveries_created` served only the retention purge, which now deletes an event's
+    //   deliveries together with the event. A finished delivery whose event is already gone
+    //   (a v6 purge took deliveries by their own age and events by theirs, so a delivery
+    //   created after its event, by a manual retry, could outlive it) would never be reached
+    //   again, so those are deleted here.
+    // - `deliveries_event` keeps the event id alone: an event has one delivery per routed
+    //   destination, so the destination (and tenant) are checked on those few rows. It
+    //   serves a manual retry's checks, the event list's destination filter, replay's
+    //   "already pending" check and the purge.
+    Migration {
+        description: "deliveries purged with their event; narrower delivery indexes",
+        sql: r#"
+DELETE FROM deliveries d WHERE d.status <> 'pending' AND NOT EXISTS
+    (SELECT 1 FROM events e WHERE e.tenant_id = d.tenant_id AND e.id = d.event_id);
+DROP INDEX deliveries_created;
+DROP INDEX deliveries_event;
+CREATE INDEX deliveries_event ON deliveries (event_id);
+"#,
+    },
 ];
 
 /// Newest schema version this binary knows.
