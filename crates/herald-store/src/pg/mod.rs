@@ -1307,22 +1307,27 @@ impl Store for PgStore {
             // an event old enough and with no pending delivery takes its finished deliveries
             // along, whenever they were created; a finished delivery waits while its event has
             // another one pending. An id still inside the idempotency window is kept:
-            // publishing it again stays a duplicate after its event is gone.
+            // publishing it again stays a duplicate after its event is gone. The rows are
+            // reached by `ctid` (a TID scan) and `deliveries_event` (`= ANY` of the gone
+            // ids), plans that do not depend on statistics: joined to the batch as a set,
+            // a table without statistics was read whole (measured at 200,000 rows: a
+            // sequential scan of deliveries, 132 ms a batch against 55 ms).
             let gone = tx
                 .query_one(
                     "WITH gone AS (
-                        DELETE FROM events WHERE (tenant_id, id) IN (SELECT e.tenant_id, e.id FROM events e WHERE e.created_at < $1
+                        DELETE FROM events WHERE ctid = ANY(ARRAY(SELECT e.ctid FROM events e WHERE e.created_at < $1
                           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
                                           AND d.status = 'pending')
-                          ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                          ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED))
                         RETURNING tenant_id, id, matched, created_at
                     ), kept AS (
                         INSERT INTO purged_event_ids (tenant_id, id, matched, created_at)
                         SELECT tenant_id, id, matched, created_at FROM gone WHERE created_at >= $3
                         ON CONFLICT (tenant_id, id) DO NOTHING
                     ), taken AS (
-                        DELETE FROM deliveries d USING gone g
-                        WHERE d.event_id = g.id AND d.tenant_id = g.tenant_id AND d.status <> 'pending'
+                        DELETE FROM deliveries d
+                        WHERE d.event_id = ANY(ARRAY(SELECT id FROM gone)) AND d.status <> 'pending'
+                          AND EXISTS (SELECT 1 FROM gone g WHERE g.id = d.event_id AND g.tenant_id = d.tenant_id)
                         RETURNING 1
                     )
                     SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM taken)",
