@@ -5,7 +5,8 @@
 //! Each kind has one collector task. It takes everything queued (up to a cap), hands the
 //! batch to a writer task and goes back to collecting while the batch is written; at most
 //! `parallel` batches of a kind are written at once (one for each kind today), so under load
-//! requests pile up and the next batch is larger. A caller is answered only after its batch committed.
+//! requests pile up and the next batch is larger. A caller is answered only after its batch
+//! committed.
 //!
 //! Writes stay whole per caller: a batch the database rejects for a reason other than a
 //! deadlock or a lost connection is re-run one caller at a time, so one bad request fails
