@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestDb, test_keys};
+use common::{TestDb, raw_pg, test_keys};
 use herald_store::pg::{PgOptions, PgStore};
 use herald_store::sqlite::SqliteStore;
 use herald_store::{Store, StoreError};
@@ -91,10 +91,7 @@ async fn postgres_7_drops_orphan_finished_deliveries_and_narrows_indexes() {
     assert_eq!(herald_store::pg::SCHEMA_VERSION, 7);
     let db = TestDb::create().await;
     PgStore::migrate(&db.url).await.unwrap();
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = raw_pg(&db.url).await;
     client
         .batch_execute(
             "DELETE FROM herald_schema_migrations WHERE version = 7;
@@ -146,10 +143,7 @@ async fn postgres_7_drops_orphan_finished_deliveries_and_narrows_indexes() {
 async fn postgres_refuses_a_database_from_a_newer_herald() {
     let db = TestDb::create().await;
     PgStore::migrate(&db.url).await.unwrap();
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = raw_pg(&db.url).await;
     client
         .execute(
             "INSERT INTO herald_schema_migrations (version, description) VALUES (999, 'from the future')",

@@ -406,7 +406,8 @@ impl SealBackend {
     }
 }
 
-async fn raw_pg(url: &str) -> tokio_postgres::Client {
+/// A plain connection to the database at `url`, beside the store's own pool.
+pub async fn raw_pg(url: &str) -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();

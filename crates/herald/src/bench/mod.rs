@@ -188,6 +188,13 @@ impl Drive {
     fn commits_per_s(&self) -> f64 {
         self.commits as f64 / self.e2e_secs.max(1e-9)
     }
+    /// Herald's and PostgreSQL's CPU per event relative to `one`'s (a single node's run).
+    fn cpu_relative_to(&self, one: &Drive) -> (f64, f64) {
+        (
+            self.herald_ms_per_event() / one.herald_ms_per_event().max(1e-12),
+            self.pg_ms_per_event() / one.pg_ms_per_event().max(1e-12),
+        )
+    }
     /// Accepted events per publish commit: how large the group commits were.
     fn events_per_publish_commit(&self) -> f64 {
         self.accepted as f64 / self.publish_commits.max(1) as f64
@@ -987,8 +994,7 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
                 d.herald_ms_per_event() <= 0.035,
             ),
             Some(o) => {
-                let hr = d.herald_ms_per_event() / o.herald_ms_per_event().max(1e-12);
-                let pr = d.pg_ms_per_event() / o.pg_ms_per_event().max(1e-12);
+                let (hr, pr) = d.cpu_relative_to(o);
                 b.judged(
                     format!("{tag}: Herald / PostgreSQL CPU per event, relative to 1 node"),
                     format!(
@@ -1001,15 +1007,7 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
                 );
             }
         }
-        b.judged(
-            format!("{tag}: duplicated deliveries (database; receiver excess)"),
-            format!(
-                "{} ; {extra}",
-                dup.map_or("unknown".to_string(), |x| x.to_string())
-            ),
-            "0",
-            dup.unwrap_or(0) == 0 && extra == 0,
-        );
+        judge_duplicates(b, &tag, dup, extra);
         b.judged(
             format!("{tag}: lock-wait samples (every 100 ms)"),
             format!("{} of {}", locks.with_waiters, locks.samples),
@@ -1056,8 +1054,7 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
                 e.pg_ms_per_event(),
                 dup.map_or("unknown (schema)".to_string(), |x| x.to_string()),
             ));
-            let hr = e.herald_ms_per_event() / o.herald_ms_per_event().max(1e-12);
-            let pr = e.pg_ms_per_event() / o.pg_ms_per_event().max(1e-12);
+            let (hr, pr) = e.cpu_relative_to(o);
             b.row(
                 format!(
                     "{tag}, {conns} connections per node: Herald / PostgreSQL CPU per event, relative to 1 node (events per publish commit)"
@@ -1069,14 +1066,11 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
                     e.events_per_publish_commit()
                 ),
             );
-            b.judged(
-                format!("{tag}, {conns} connections per node: duplicated deliveries (database; receiver excess)"),
-                format!(
-                    "{} ; {extra}",
-                    dup.map_or("unknown".to_string(), |x| x.to_string())
-                ),
-                "0",
-                dup.unwrap_or(0) == 0 && extra == 0,
+            judge_duplicates(
+                b,
+                &format!("{tag}, {conns} connections per node"),
+                dup,
+                extra,
             );
         }
         if n == 1 {
@@ -1085,6 +1079,21 @@ async fn postgres(b: &mut Bench, url: &str, floor: f64) -> Result<()> {
         drop(h);
     }
     Ok(())
+}
+
+/// The duplicated-deliveries verdict of a PostgreSQL run: `dup` events the database holds
+/// more than one success for (`None` when its schema cannot tell), `extra` requests the
+/// receiver got beyond the events accepted.
+fn judge_duplicates(b: &mut Bench, tag: &str, dup: Option<u64>, extra: u64) {
+    b.judged(
+        format!("{tag}: duplicated deliveries (database; receiver excess)"),
+        format!(
+            "{} ; {extra}",
+            dup.map_or("unknown".to_string(), |x| x.to_string())
+        ),
+        "0",
+        dup.unwrap_or(0) == 0 && extra == 0,
+    );
 }
 
 /// One Herald node on a fresh database whose tables have autovacuum off from the start.
