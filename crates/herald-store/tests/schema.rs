@@ -667,6 +667,16 @@ async fn sqlite_delivery_queries_use_their_indexes() {
             ],
         ),
         (
+            // The purge's batch of attempts: its end found once, then a range of the index.
+            "SELECT time, rowid FROM attempts WHERE time < 50 ORDER BY time, rowid LIMIT 1 OFFSET 99"
+                .to_string(),
+            vec!["SEARCH attempts USING COVERING INDEX attempts_time (time<?)"],
+        ),
+        (
+            "DELETE FROM attempts WHERE time <= 40 AND (time < 40 OR rowid <= 7)".to_string(),
+            vec!["SEARCH attempts USING INDEX attempts_time (time<?)"],
+        ),
+        (
             "DELETE FROM deliveries WHERE event_id = 'e1' AND tenant_id = 'acme'".to_string(),
             vec!["SEARCH deliveries USING INDEX deliveries_event (event_id=?)"],
         ),

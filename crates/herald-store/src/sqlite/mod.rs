@@ -1241,10 +1241,20 @@ impl Store for SqliteStore {
             let (t, n) = (us(before), batch as i64);
             // Counted rows leave the metrics roll-up with them.
             let mut lowered = rollup::Lowered::default();
-            rollup::uncount_attempts(c, t, n, &mut lowered)?;
+            // The batch is the oldest `batch` attempts in (time, rowid) order, up to the last
+            // one's position, found once in `attempts_time` (its entries carry the rowid); the
+            // roll-up and the delete then read that range of the index.
+            let upto: (i64, i64) = c
+                .prepare_cached(
+                    "SELECT time, rowid FROM attempts WHERE time < ?1 ORDER BY time, rowid LIMIT 1 OFFSET ?2",
+                )?
+                .query_row(params![t, n - 1], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .unwrap_or((t - 1, i64::MAX));
+            rollup::uncount_attempts(c, upto, &mut lowered)?;
             let attempts = c
-                .prepare_cached("DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE time < ?1 ORDER BY time LIMIT ?2)")?
-                .execute(params![t, n])? as u64;
+                .prepare_cached(&format!("DELETE FROM attempts WHERE {}", rollup::ATTEMPTS_UPTO))?
+                .execute(params![upto.0, upto.1])? as u64;
             // Deliveries go with their event (schema v9 has no index on their creation time):
             // an event old enough and with no pending delivery takes its finished deliveries
             // along, whenever they were created; a finished delivery waits while its event has

@@ -343,18 +343,21 @@ impl Lowered {
     }
 }
 
-/// Takes the counted attempts among those the purge deletes next (the purge's own selection:
-/// time before `before`, oldest first, `n` of them) off the roll-up.
+/// The attempts of one purge batch: those at or before position `(?1, ?2)` in (time, rowid)
+/// order. The first term is a range of `attempts_time`; the second only filters the last
+/// microsecond's rows.
+pub(super) const ATTEMPTS_UPTO: &str = "time <= ?1 AND (time < ?1 OR rowid <= ?2)";
+
+/// Takes the counted attempts among those the purge deletes next (up to `upto`, see
+/// [`ATTEMPTS_UPTO`]) off the roll-up.
 pub(super) fn uncount_attempts(
     c: &Connection,
-    before: i64,
-    n: i64,
+    upto: (i64, i64),
     lowered: &mut Lowered,
 ) -> Result<()> {
-    let rows_where = "id IN (SELECT id FROM attempts WHERE time < ?1 ORDER BY time LIMIT ?2)";
     for unit in UNITS {
-        let sql = Kind::Attempts.upsert(unit, "-", rows_where, true);
-        lowered.run(c, Kind::Attempts, unit, &sql, params![before, n])?;
+        let sql = Kind::Attempts.upsert(unit, "-", ATTEMPTS_UPTO, true);
+        lowered.run(c, Kind::Attempts, unit, &sql, params![upto.0, upto.1])?;
     }
     Ok(())
 }
