@@ -612,6 +612,7 @@ async fn sqlite_delivery_queries_use_their_indexes() {
     let path = dir.path().join("herald.db");
     let store = SqliteStore::open(&path, &test_keys()).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
+    rusqlite::vtab::array::load_module(&conn).unwrap();
     let replay_tail = "AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = d.event_id
         AND p.destination_id = d.destination_id AND p.tenant_id = d.tenant_id
         AND (p.status = 'pending' OR p.created_at > d.created_at OR (p.created_at = d.created_at AND p.id > d.id)))";
@@ -675,6 +676,21 @@ async fn sqlite_delivery_queries_use_their_indexes() {
         (
             "DELETE FROM attempts WHERE time <= 40 AND (time < 40 OR rowid <= 7)".to_string(),
             vec!["SEARCH attempts USING INDEX attempts_time (time<?)"],
+        ),
+        (
+            // The purge's events, a batch of rowids at once: the routed deliveries' counts.
+            "SELECT d.tenant_id, e.time, e.topic, d.destination_id, COUNT(*) FROM deliveries d
+             JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
+             WHERE e.rowid IN rarray(NULL) AND d.manual = 0 GROUP BY 1, 2, 3, 4"
+                .to_string(),
+            vec![
+                "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
+                "SEARCH d USING INDEX deliveries_event (event_id=?)",
+            ],
+        ),
+        (
+            "DELETE FROM events WHERE rowid IN rarray(NULL)".to_string(),
+            vec!["SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"],
         ),
         (
             "DELETE FROM deliveries WHERE event_id = 'e1' AND tenant_id = 'acme'".to_string(),

@@ -264,6 +264,8 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
     }
+    // `rarray(?)`: a list of rowids as one parameter (the purge's batches).
+    rusqlite::vtab::array::load_module(&conn).map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -1278,23 +1280,30 @@ impl Store for SqliteStore {
                 Some((rowid, _, _, created)) if rows.len() as i64 == n => Some((*created, *rowid)),
                 _ => None,
             };
+            // The whole batch at once where a statement can take it (`rarray`): the roll-up's
+            // counts, the ids kept and the events; deliveries are found per event.
+            let batch_rows = std::rc::Rc::new(
+                rows.iter()
+                    .map(|(rowid, ..)| SqlValue::Integer(*rowid))
+                    .collect::<Vec<_>>(),
+            );
+            rollup::uncount_events(c, &batch_rows, &mut lowered)?;
             // An id still inside the idempotency window is kept: publishing it again stays a
             // duplicate after its event is gone.
-            let mut keep = c.prepare_cached(
+            c.prepare_cached(
                 "INSERT INTO purged_event_ids (tenant_id, id, matched, created_at)
-                 SELECT tenant_id, id, matched, created_at FROM events WHERE rowid = ?1 AND created_at >= ?2
+                 SELECT tenant_id, id, matched, created_at FROM events WHERE rowid IN rarray(?1) AND created_at >= ?2
                  ON CONFLICT (tenant_id, id) DO NOTHING",
-            )?;
+            )?
+            .execute(params![batch_rows, us(ids_since)])?;
             let mut delete_deliveries = c
                 .prepare_cached("DELETE FROM deliveries WHERE event_id = ?1 AND tenant_id = ?2")?;
-            let mut delete = c.prepare_cached("DELETE FROM events WHERE rowid = ?1")?;
             let mut deliveries = 0u64;
-            for (rowid, tenant_id, id, _) in &rows {
-                keep.execute(params![rowid, us(ids_since)])?;
-                rollup::uncount_event(c, *rowid, &mut lowered)?;
+            for (_, tenant_id, id, _) in &rows {
                 deliveries += delete_deliveries.execute([id, tenant_id])? as u64;
-                delete.execute([rowid])?;
             }
+            c.prepare_cached("DELETE FROM events WHERE rowid IN rarray(?1)")?
+                .execute([&batch_rows])?;
             let ids_forgotten = c
                 .prepare_cached(
                     "DELETE FROM purged_event_ids WHERE rowid IN

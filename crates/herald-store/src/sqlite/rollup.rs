@@ -20,7 +20,7 @@
 //!
 //! Everything that changes what a counted row contributes changes its counts in the same
 //! transaction: the retention purge takes counted rows off ([`uncount_attempts`],
-//! [`uncount_event`]), and a replay that turns a manual delivery into a routed one adds it
+//! [`uncount_events`]), and a replay that turns a manual delivery into a routed one adds it
 //! ([`count_replayed`]). Rows whose count drops to zero are deleted ([`drop_zeros`]).
 //!
 //! A query ([`metrics`]) reads one snapshot: minutes for the whole minutes inside its range
@@ -362,14 +362,18 @@ pub(super) fn uncount_attempts(
     Ok(())
 }
 
-/// Takes a counted event (by rowid) and its counted routed deliveries off the roll-up, before
-/// the purge deletes them.
-pub(super) fn uncount_event(c: &Connection, rowid: i64, lowered: &mut Lowered) -> Result<()> {
+/// Takes counted events (by rowid, an `rarray` parameter) and their counted routed
+/// deliveries off the roll-up, before the purge deletes them.
+pub(super) fn uncount_events(
+    c: &Connection,
+    rowids: &std::rc::Rc<Vec<rusqlite::types::Value>>,
+    lowered: &mut Lowered,
+) -> Result<()> {
     for unit in UNITS {
-        let sql = Kind::Routed.upsert(unit, "-", "e.rowid = ?1 AND d.manual = 0", true);
-        lowered.run(c, Kind::Routed, unit, &sql, [rowid])?;
-        let sql = Kind::Events.upsert(unit, "-", "rowid = ?1", true);
-        lowered.run(c, Kind::Events, unit, &sql, [rowid])?;
+        let sql = Kind::Routed.upsert(unit, "-", "e.rowid IN rarray(?1) AND d.manual = 0", true);
+        lowered.run(c, Kind::Routed, unit, &sql, [rowids])?;
+        let sql = Kind::Events.upsert(unit, "-", "rowid IN rarray(?1)", true);
+        lowered.run(c, Kind::Events, unit, &sql, [rowids])?;
     }
     Ok(())
 }
