@@ -689,12 +689,19 @@ async fn sqlite_delivery_queries_use_their_indexes() {
             ],
         ),
         (
-            "DELETE FROM events WHERE rowid IN rarray(NULL)".to_string(),
-            vec!["SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"],
+            "DELETE FROM deliveries WHERE rowid IN (SELECT d.rowid FROM events e
+             JOIN deliveries d ON d.event_id = e.id AND d.tenant_id = e.tenant_id
+             WHERE e.rowid IN rarray(NULL))"
+                .to_string(),
+            vec![
+                "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
+                "SEARCH d USING INDEX deliveries_event (event_id=?)",
+                "SEARCH deliveries USING INTEGER PRIMARY KEY (rowid=?)",
+            ],
         ),
         (
-            "DELETE FROM deliveries WHERE event_id = 'e1' AND tenant_id = 'acme'".to_string(),
-            vec!["SEARCH deliveries USING INDEX deliveries_event (event_id=?)"],
+            "DELETE FROM events WHERE rowid IN rarray(NULL)".to_string(),
+            vec!["SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"],
         ),
         (
             "SELECT tenant_id, destination_id, COUNT(*), SUM(attempts > 0), MIN(created_at) FROM deliveries

@@ -1263,25 +1263,25 @@ impl Store for SqliteStore {
             // another one pending. The walk goes on after the previous batch (see
             // `Inner::purge_from`) and starts again from the oldest after a short batch.
             let (from_time, from_row) = purge_from.lock().unwrap_or((i64::MIN, i64::MIN));
-            let rows: Vec<(i64, String, String, i64)> = c
+            let rows: Vec<(i64, i64)> = c
                 .prepare_cached(
-                    "SELECT e.rowid, e.tenant_id, e.id, e.created_at FROM events e
+                    "SELECT e.rowid, e.created_at FROM events e
                      WHERE e.created_at >= ?3 AND e.created_at < ?1 AND NOT (e.created_at = ?3 AND e.rowid <= ?4)
                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.tenant_id = e.tenant_id
                                      AND d.status = 'pending')
                      ORDER BY e.created_at, e.rowid LIMIT ?2",
                 )?
                 .query_map(params![t, n, from_time, from_row], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get(0)?, r.get(1)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             // Set before the commit: should it fail, the rows passed over wait for the next walk.
             *purge_from.lock() = match rows.last() {
-                Some((rowid, _, _, created)) if rows.len() as i64 == n => Some((*created, *rowid)),
+                Some((rowid, created)) if rows.len() as i64 == n => Some((*created, *rowid)),
                 _ => None,
             };
-            // The whole batch at once where a statement can take it (`rarray`): the roll-up's
-            // counts, the ids kept and the events; deliveries are found per event.
+            // The whole batch at once, one statement each (rowids as an `rarray`): the
+            // roll-up's counts, the ids kept, the deliveries, the events.
             let batch_rows = std::rc::Rc::new(
                 rows.iter()
                     .map(|(rowid, ..)| SqlValue::Integer(*rowid))
@@ -1296,12 +1296,13 @@ impl Store for SqliteStore {
                  ON CONFLICT (tenant_id, id) DO NOTHING",
             )?
             .execute(params![batch_rows, us(ids_since)])?;
-            let mut delete_deliveries = c
-                .prepare_cached("DELETE FROM deliveries WHERE event_id = ?1 AND tenant_id = ?2")?;
-            let mut deliveries = 0u64;
-            for (_, tenant_id, id, _) in &rows {
-                deliveries += delete_deliveries.execute([id, tenant_id])? as u64;
-            }
+            let deliveries = c
+                .prepare_cached(
+                    "DELETE FROM deliveries WHERE rowid IN (SELECT d.rowid FROM events e
+                     JOIN deliveries d ON d.event_id = e.id AND d.tenant_id = e.tenant_id
+                     WHERE e.rowid IN rarray(?1))",
+                )?
+                .execute([&batch_rows])? as u64;
             c.prepare_cached("DELETE FROM events WHERE rowid IN rarray(?1)")?
                 .execute([&batch_rows])?;
             let ids_forgotten = c
