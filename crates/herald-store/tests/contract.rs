@@ -1212,6 +1212,11 @@ async fn purge_respects_age_and_pending_work(s: Arc<dyn Store>) {
         .await
         .unwrap();
     }
+    assert_eq!(
+        s.purge(at(50), at(50), 0).await.unwrap(),
+        PurgeStats::default(),
+        "a batch of none takes nothing"
+    );
     let first = s.purge(at(50), at(50), 2).await.unwrap();
     assert_eq!((first.attempts, first.deliveries, first.events), (2, 2, 2));
     let mut total = first.total();

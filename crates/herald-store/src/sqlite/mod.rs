@@ -1238,6 +1238,9 @@ impl Store for SqliteStore {
         ids_since: Timestamp,
         batch: usize,
     ) -> Result<PurgeStats> {
+        if batch == 0 {
+            return Ok(PurgeStats::default());
+        }
         let purge_from = self.inner.purge_from.clone();
         self.write(move |c| {
             let (t, n) = (us(before), batch as i64);
