@@ -604,6 +604,59 @@ mod tests {
         c
     }
 
+    fn plan(c: &Connection, sql: &str) -> String {
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        rows.join("\n")
+    }
+
+    #[test]
+    fn the_purge_upserts_read_the_batch_not_every_counted_row() {
+        // Every counted row is at or below the watermark (`rowid <= upto`): a plan that walks
+        // that rowid range reads the whole table for a batch of 500.
+        let c = store_conn();
+        rusqlite::vtab::array::load_module(&c).unwrap();
+        for unit in UNITS {
+            let cases = [
+                (
+                    Kind::Events.upsert(unit, "-", "rowid IN rarray(NULL)", true),
+                    vec!["SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"],
+                ),
+                (
+                    Kind::Routed.upsert(
+                        unit,
+                        "-",
+                        "e.rowid IN rarray(NULL) AND d.manual = 0",
+                        true,
+                    ),
+                    vec![
+                        "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
+                        "SEARCH d USING INDEX deliveries_event (event_id=?",
+                    ],
+                ),
+                (
+                    Kind::Attempts.upsert(
+                        unit,
+                        "-",
+                        &ATTEMPTS_UPTO.replace("?1", "40").replace("?2", "7"),
+                        true,
+                    ),
+                    vec!["SEARCH attempts USING INDEX attempts_time (time>? AND time<?)"],
+                ),
+            ];
+            for (sql, wanted) in &cases {
+                let got = plan(&c, sql);
+                for w in wanted {
+                    assert!(got.contains(w), "{sql}\nwants {w}\ngot:\n{got}");
+                }
+            }
+        }
+    }
+
     fn add_event(c: &Connection, id: &str, secs: i64) {
         c.execute(
             "INSERT INTO events (id, tenant_id, topic, time, metadata, data, eligible_for_retry, matched, created_at)
