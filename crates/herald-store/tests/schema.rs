@@ -8,6 +8,7 @@ use common::{TestDb, raw_pg, test_keys};
 use herald_store::pg::{PgOptions, PgStore};
 use herald_store::sqlite::SqliteStore;
 use herald_store::{Store, StoreError};
+use herald_testkit::sqlite_plan;
 
 #[test]
 fn sqlite_refuses_newer_and_unmigrated_databases() {
@@ -593,17 +594,6 @@ async fn sqlite_v8_database_migrates_keeping_every_row() {
     assert!(store.get_attempt("a5").await.unwrap().is_some());
 }
 
-/// The plan SQLite (the bundled version) picks for `sql`, one detail line per step.
-fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
-    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-    let rows = stmt
-        .query_map([], |r| r.get::<_, String>(3))
-        .unwrap()
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .unwrap();
-    rows.join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_delivery_queries_use_their_indexes() {
     // The statements of `sqlite/mod.rs` that schema v9's delivery indexes serve (constants
@@ -727,7 +717,7 @@ async fn sqlite_delivery_queries_use_their_indexes() {
         ),
     ];
     for (sql, wanted) in &cases {
-        let got = plan(&conn, sql);
+        let got = sqlite_plan(&conn, sql);
         for w in wanted {
             assert!(got.contains(w), "{sql}\nwants {w}\ngot:\n{got}");
         }
@@ -788,7 +778,7 @@ async fn sqlite_metrics_queries_use_the_roll_up_and_rowids() {
         ),
     ];
     for (sql, wanted) in &cases {
-        let got = plan(&conn, sql);
+        let got = sqlite_plan(&conn, sql);
         for w in wanted {
             assert!(got.contains(w), "{sql}\nwants {w}\ngot:\n{got}");
         }

@@ -3,7 +3,7 @@
 //! PostgreSQL database per test, a private PostgreSQL server a test may stop and restart,
 //! reachability checks for the machine's services, the Python virtualenv of the independent
 //! readers, the servers the tests start (moto, tansu, the Pub/Sub emulator, a wire-faithful
-//! Service Bus), and — with the `server` feature — Herald
+//! Service Bus), the embedded store's query plans, and — with the `server` feature — Herald
 //! itself (in-process on `herald::run`, or the real binary as a child process), the API
 //! helpers and the Driver contract suite.
 //!
@@ -20,6 +20,7 @@ pub mod receiver;
 pub mod servers;
 pub mod servicebus;
 pub mod services;
+pub mod sqlite;
 
 #[cfg(feature = "server")]
 pub mod contract;
@@ -34,6 +35,7 @@ pub use ports::{free_port, wait_port};
 pub use private_pg::{PrivatePostgres, StopMode};
 pub use receiver::{Received, Receiver};
 pub use services::{require, unique};
+pub use sqlite::sqlite_plan;
 
 #[cfg(feature = "server")]
 pub use herald::{API_KEY, Api, Herald, HeraldProcess, output_within, retry_fast, server_env};

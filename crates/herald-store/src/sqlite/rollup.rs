@@ -604,16 +604,6 @@ mod tests {
         c
     }
 
-    fn plan(c: &Connection, sql: &str) -> String {
-        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap();
-        rows.join("\n")
-    }
-
     #[test]
     fn the_purge_upserts_read_the_batch_not_every_counted_row() {
         // Every counted row is at or below the watermark (`rowid <= upto`): a plan that walks
@@ -649,7 +639,7 @@ mod tests {
                 ),
             ];
             for (sql, wanted) in &cases {
-                let got = plan(&c, sql);
+                let got = herald_testkit::sqlite_plan(&c, sql);
                 for w in wanted {
                     assert!(got.contains(w), "{sql}\nwants {w}\ngot:\n{got}");
                 }
